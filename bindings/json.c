@@ -1,0 +1,393 @@
+/*
+ * myrmex.core.json: JSON <-> Lua through cJSON.
+ *
+ * Decoded arrays and objects carry marker metatables (json.array_mt / json.object_mt) so
+ * that `[]` and `{}` survive a round trip; JSON null is the light-userdata sentinel
+ * json.null (other bindings, such as YAML, take it from require("myrmex.core.json").null). Lua integers are written
+ * as exact 64-bit integers (cJSON would print them through a double); decoded numbers that
+ * are integral and within +-2^53 come back as Lua integers.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <lauxlib.h>
+#include <lua.h>
+
+#define ARRAY_MT "myrmex.json.array"
+#define OBJECT_MT "myrmex.json.object"
+#define TREE_MT "myrmex.json.tree"
+#define MAX_DEPTH 1000
+
+/* The null sentinel: a light userdata to a private address, one for the whole process. */
+static const char null_sentinel = 0;
+#define JSON_NULL ((void *)&null_sentinel)
+
+static int is_null(lua_State *L, int idx) {
+  return lua_islightuserdata(L, idx) && lua_touserdata(L, idx) == JSON_NULL;
+}
+
+/* ---- decode ---- */
+
+static void push_value(lua_State *L, const cJSON *item, int depth);
+
+static void push_number(lua_State *L, double d) {
+  if (floor(d) == d && fabs(d) <= 9007199254740992.0)
+    lua_pushinteger(L, (lua_Integer)d);
+  else
+    lua_pushnumber(L, d);
+}
+
+static void push_container(lua_State *L, const cJSON *item, int depth) {
+  int array = cJSON_IsArray(item);
+  lua_createtable(L, array ? cJSON_GetArraySize(item) : 0, array ? 0 : 4);
+  lua_Integer i = 0;
+  for (const cJSON *c = item->child; c; c = c->next) {
+    push_value(L, c, depth + 1);
+    if (array)
+      lua_rawseti(L, -2, ++i);
+    else
+      lua_setfield(L, -2, c->string);
+  }
+  luaL_setmetatable(L, array ? ARRAY_MT : OBJECT_MT);
+}
+
+static void push_value(lua_State *L, const cJSON *item, int depth) {
+  if (depth > MAX_DEPTH)
+    luaL_error(L, "json.decode: nesting deeper than %d levels", MAX_DEPTH);
+  luaL_checkstack(L, 4, "json.decode: nesting too deep");
+  if (cJSON_IsString(item))
+    lua_pushstring(L, item->valuestring);
+  else if (cJSON_IsNumber(item))
+    push_number(L, item->valuedouble);
+  else if (cJSON_IsBool(item))
+    lua_pushboolean(L, cJSON_IsTrue(item));
+  else if (cJSON_IsNull(item))
+    lua_pushlightuserdata(L, JSON_NULL);
+  else
+    push_container(L, item, depth);
+}
+
+/* cJSON accepts any byte inside strings; JSON text must be UTF-8, so check it first. */
+static size_t invalid_utf8_at(const unsigned char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = s[i];
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || i + len > n || (len == 2 && c < 0xC2) || (len == 4 && c > 0xF4))
+      return i;
+    for (size_t k = 1; k < len; k++)
+      if ((s[i + k] & 0xC0) != 0x80)
+        return i;
+    if (len == 3 && ((c == 0xE0 && s[i + 1] < 0xA0) || (c == 0xED && s[i + 1] >= 0xA0)))
+      return i;
+    if (len == 4 && ((c == 0xF0 && s[i + 1] < 0x90) || (c == 0xF4 && s[i + 1] >= 0x90)))
+      return i;
+    i += len;
+  }
+  return (size_t)-1;
+}
+
+/* Nesting is checked before cJSON parses, because cJSON recurses and so could its caller. */
+static size_t too_deep_at(const char *s, size_t n) {
+  int depth = 0, in_string = 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (in_string) {
+      if (c == '\\')
+        i++;
+      else if (c == '"')
+        in_string = 0;
+    } else if (c == '"') {
+      in_string = 1;
+    } else if (c == '[' || c == '{') {
+      if (++depth > MAX_DEPTH)
+        return i;
+    } else if (c == ']' || c == '}') {
+      depth--;
+    }
+  }
+  return (size_t)-1;
+}
+
+static int json_decode(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  size_t bad = invalid_utf8_at((const unsigned char *)s, n);
+  if (bad != (size_t)-1)
+    return luaL_error(L, "json.decode: invalid UTF-8 at byte %d", (int)bad + 1);
+  bad = too_deep_at(s, n);
+  if (bad != (size_t)-1)
+    return luaL_error(L, "json.decode: nesting deeper than %d levels at byte %d", MAX_DEPTH,
+                      (int)bad + 1);
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(s, n, &end, 0);
+  if (root == NULL) {
+    size_t at = end ? (size_t)(end - s) : 0;
+    if (at >= n)
+      return luaL_error(L, "json.decode: unexpected end of input at byte %d", (int)n);
+    char near[17];
+    size_t k = 0;
+    for (; k < 16 && at + k < n && s[at + k] != '\n'; k++)
+      near[k] = s[at + k];
+    near[k] = '\0';
+    return luaL_error(L, "json.decode: invalid JSON at byte %d near '%s'", (int)at + 1, near);
+  }
+  /* Only whitespace may follow the value. */
+  while (end < s + n && strchr(" \t\r\n", *end))
+    end++;
+  if (end < s + n) {
+    cJSON_Delete(root);
+    return luaL_error(L, "json.decode: trailing data at byte %d", (int)(end - s) + 1);
+  }
+  /* A boxed pointer whose __gc frees the tree, so a Lua error while converting (out of
+   * memory) cannot leak it. */
+  cJSON **box = lua_newuserdatauv(L, sizeof(cJSON *), 0);
+  *box = root;
+  luaL_setmetatable(L, TREE_MT);
+  push_value(L, root, 0);
+  cJSON_Delete(root);
+  *box = NULL;
+  return 1;
+}
+
+static int tree_gc(lua_State *L) {
+  cJSON **box = luaL_checkudata(L, 1, TREE_MT);
+  cJSON_Delete(*box);
+  *box = NULL;
+  return 0;
+}
+
+/* ---- encode ---- */
+
+typedef struct {
+  int sort_keys;
+  int indent;
+  char msg[64];
+} encode_opts;
+
+static cJSON *to_json(lua_State *L, int idx, int depth, encode_opts *o, const char **err);
+
+static int array_length(lua_State *L, int idx) {
+  /* A table is an array when its metatable says so, or when its keys are exactly 1..n. */
+  if (lua_getmetatable(L, idx)) {
+    luaL_getmetatable(L, ARRAY_MT);
+    int marked = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+    luaL_getmetatable(L, OBJECT_MT);
+    int object = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (marked)
+      return (int)lua_rawlen(L, idx);
+    if (object)
+      return -1;
+  }
+  lua_Integer n = 0, max = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1) {
+      lua_pop(L, 1);
+      return -1;
+    }
+    lua_Integer k = lua_tointeger(L, -1);
+    if (k > max)
+      max = k;
+    n++;
+  }
+  return (n > 0 && n == max) ? (int)n : -1;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static cJSON *object_to_json(lua_State *L, int idx, int depth, encode_opts *o,
+                             const char **err) {
+  cJSON *obj = cJSON_CreateObject();
+  int n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING) {
+      lua_pop(L, 1);
+      *err = "table key is not a string (mixed or sparse table?)";
+      cJSON_Delete(obj);
+      return NULL;
+    }
+    n++;
+  }
+  /* Keys are collected so that sort_keys gives byte-for-byte reproducible output. */
+  const char **keys = malloc(sizeof(char *) * (size_t)(n ? n : 1));
+  int k = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    keys[k++] = lua_tostring(L, -1);
+  }
+  if (o->sort_keys)
+    qsort(keys, (size_t)n, sizeof(char *), cmp_str);
+  for (int i = 0; i < n; i++) {
+    lua_getfield(L, idx, keys[i]);
+    cJSON *v = to_json(L, lua_gettop(L), depth + 1, o, err);
+    lua_pop(L, 1);
+    if (!v) {
+      free(keys);
+      cJSON_Delete(obj);
+      return NULL;
+    }
+    cJSON_AddItemToObject(obj, keys[i], v);
+  }
+  free(keys);
+  return obj;
+}
+
+static cJSON *table_to_json(lua_State *L, int idx, int depth, encode_opts *o,
+                            const char **err) {
+  if (depth > MAX_DEPTH) {
+    *err = "nesting deeper than 1000 levels (a cycle?)";
+    return NULL;
+  }
+  if (!lua_checkstack(L, 6)) {
+    *err = "nesting too deep";
+    return NULL;
+  }
+  int n = array_length(L, idx);
+  if (n < 0)
+    return object_to_json(L, idx, depth, o, err);
+  cJSON *arr = cJSON_CreateArray();
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    cJSON *v = to_json(L, lua_gettop(L), depth + 1, o, err);
+    lua_pop(L, 1);
+    if (!v) {
+      cJSON_Delete(arr);
+      return NULL;
+    }
+    cJSON_AddItemToArray(arr, v);
+  }
+  return arr;
+}
+
+static cJSON *to_json(lua_State *L, int idx, int depth, encode_opts *o, const char **err) {
+  char buf[32];
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL:
+    return cJSON_CreateNull();
+  case LUA_TBOOLEAN:
+    return cJSON_CreateBool(lua_toboolean(L, idx));
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx)) {
+      snprintf(buf, sizeof buf, "%lld", (long long)lua_tointeger(L, idx));
+      return cJSON_CreateRaw(buf);
+    } else {
+      double d = lua_tonumber(L, idx);
+      if (isnan(d) || isinf(d)) {
+        *err = "cannot encode NaN or infinity";
+        return NULL;
+      }
+      snprintf(buf, sizeof buf, "%.17g", d);
+      /* Shortest text that reads back as the same double. */
+      for (int p = 15; p < 17; p++) {
+        char t[32];
+        snprintf(t, sizeof t, "%.*g", p, d);
+        if (strtod(t, NULL) == d) {
+          memcpy(buf, t, sizeof t);
+          break;
+        }
+      }
+      return cJSON_CreateRaw(buf);
+    }
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    if (invalid_utf8_at((const unsigned char *)s, len) != (size_t)-1 || strlen(s) != len) {
+      *err = "string is not valid UTF-8 (or has a NUL byte)";
+      return NULL;
+    }
+    return cJSON_CreateString(s);
+  }
+  case LUA_TTABLE:
+    return table_to_json(L, idx, depth, o, err);
+  case LUA_TLIGHTUSERDATA:
+    if (is_null(L, idx))
+      return cJSON_CreateNull();
+    /* fallthrough */
+  default:
+    snprintf(o->msg, sizeof o->msg, "cannot encode a %s", luaL_typename(L, idx));
+    *err = o->msg;
+    return NULL;
+  }
+}
+
+static int json_encode(lua_State *L) {
+  luaL_checkany(L, 1);
+  encode_opts o = {0, 0, ""};
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "sort_keys");
+    o.sort_keys = lua_toboolean(L, -1);
+    lua_getfield(L, 2, "indent");
+    o.indent = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+  }
+  lua_settop(L, 1);
+  const char *err = NULL;
+  cJSON *root = to_json(L, 1, 0, &o, &err);
+  if (!root)
+    return luaL_error(L, "json.encode: %s", err);
+  char *text = o.indent ? cJSON_Print(root) : cJSON_PrintUnformatted(root);
+  cJSON_Delete(root);
+  if (!text)
+    return luaL_error(L, "json.encode: not enough memory");
+  lua_pushstring(L, text);
+  cJSON_free(text);
+  return 1;
+}
+
+/* ---- markers ---- */
+
+static int mark(lua_State *L, const char *mt) {
+  if (lua_isnoneornil(L, 1)) {
+    lua_settop(L, 0);
+    lua_newtable(L);
+  }
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  luaL_setmetatable(L, mt);
+  return 1;
+}
+
+static int json_array(lua_State *L) { return mark(L, ARRAY_MT); }
+static int json_object(lua_State *L) { return mark(L, OBJECT_MT); }
+
+static int json_isnull(lua_State *L) {
+  lua_pushboolean(L, is_null(L, 1));
+  return 1;
+}
+
+static const luaL_Reg json_funcs[] = {{"decode", json_decode}, {"encode", json_encode},
+                                      {"array", json_array},   {"object", json_object},
+                                      {"isnull", json_isnull}, {NULL, NULL}};
+
+int luaopen_myrmex_core_json(lua_State *L) {
+  luaL_newmetatable(L, TREE_MT);
+  lua_pushcfunction(L, tree_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, ARRAY_MT);
+  lua_pushliteral(L, "array");
+  lua_setfield(L, -2, "__name");
+  luaL_newmetatable(L, OBJECT_MT);
+  lua_pushliteral(L, "object");
+  lua_setfield(L, -2, "__name");
+  luaL_newlib(L, json_funcs);
+  lua_pushlightuserdata(L, JSON_NULL);
+  lua_setfield(L, -2, "null");
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "array_mt");
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "object_mt");
+  return 1;
+}

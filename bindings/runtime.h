@@ -1,0 +1,32 @@
+/*
+ * Process-wide state the host shares with the bindings: the interrupt flag set by the
+ * SIGINT/SIGTERM handlers. Long waits in C (transfers, child processes) poll it so that a
+ * Ctrl-C or a CI runner's SIGTERM cancels them instead of waiting for a timeout.
+ */
+#ifndef MYRMEX_RUNTIME_H
+#define MYRMEX_RUNTIME_H
+
+#include <signal.h>
+
+#include <lua.h>
+
+extern volatile sig_atomic_t mx_interrupt_signal;  /* 0, or the signal that asked us to stop */
+extern volatile sig_atomic_t mx_interrupt_pending; /* set by a signal, consumed when raised */
+
+/* 1 once per signal: the caller must then raise Interrupted (mx_raise_interrupted). Consuming
+ * it lets cleanup code (<close> handlers removing a container) still talk to engines. */
+int mx_interrupt_take(void);
+
+/* Raise the standard Interrupted error object (never returns). */
+int mx_raise_interrupted(lua_State *L);
+
+/* Push a myrmex.errors object {code=, message=, engine=} built through the Lua module, so C
+ * and Lua raise exactly the same shape. */
+void mx_push_error(lua_State *L, const char *code, const char *engine, const char *message);
+/* mx_push_error then lua_error. */
+int mx_raise_error(lua_State *L, const char *code, const char *engine, const char *message);
+
+/* Monotonic seconds. */
+double mx_monotonic(void);
+
+#endif

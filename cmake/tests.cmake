@@ -1,0 +1,36 @@
+# ctest is the single entry point: C unit tests and Busted specs (run through build/myrmex, so
+# they exercise the real bindings) are registered here by globbing, so adding a test touches no
+# shared file.
+find_program(BUSTED busted PATHS /usr/bin)
+
+file(GLOB MYRMEX_C_TESTS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/c/test_*.c)
+foreach(src IN LISTS MYRMEX_C_TESTS)
+  get_filename_component(name ${src} NAME_WE)
+  string(REGEX REPLACE "^test_" "" short ${name})
+  add_executable(${name} ${src})
+  target_link_libraries(${name} PRIVATE myrmex_core)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests/c)
+  add_test(NAME c:${short} COMMAND ${name})
+  set_tests_properties(c:${short} PROPERTIES LABELS "c" TIMEOUT 300)
+endforeach()
+
+file(GLOB MYRMEX_SPECS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/spec/*_spec.lua)
+foreach(spec IN LISTS MYRMEX_SPECS)
+  get_filename_component(name ${spec} NAME_WE)
+  string(REGEX REPLACE "_spec$" "" short ${name})
+  file(STRINGS ${spec} first LIMIT_COUNT 1)
+  set(labels "spec")
+  if(first MATCHES "^-- needs: (.*)$")
+    string(REPLACE " " ";" needs "${CMAKE_MATCH_1}")
+    list(APPEND labels ${needs})
+  endif()
+  add_test(NAME spec:${short}
+    COMMAND $<TARGET_FILE:myrmex> ${BUSTED} --output=utfTerminal -Xoutput --color ${spec}
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(spec:${short} PROPERTIES LABELS "${labels}" TIMEOUT 900
+    ENVIRONMENT "MYRMEX_BIN=$<TARGET_FILE:myrmex>;MYRMEX_SOURCE_DIR=${PROJECT_SOURCE_DIR};MYRMEX_BUILD_DIR=${PROJECT_BINARY_DIR};MYRMEX_FIXTURES=${PROJECT_SOURCE_DIR}/../shared/fixtures")
+endforeach()
+
+if(EXISTS ${PROJECT_SOURCE_DIR}/tests/k8s/CMakeLists.txt)
+  add_subdirectory(tests/k8s)
+endif()

@@ -1,0 +1,366 @@
+--- The command line of the myrmex binary. host/main.c calls cli.main(argv) and exits with
+--- the status it returns: 0 success, 1 recipe failed, 2 usage or parameter error,
+--- 130 interrupted.
+local rt = require("myrmex.core.runtime")
+local log = require("myrmex.log")
+local errors = require("myrmex.errors")
+local recipe = require("myrmex.recipe")
+local plan = require("myrmex.plan")
+
+local M = {}
+
+local EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+local HELP = [[
+myrmex — container pipelines as Lua recipes
+
+Usage:
+  myrmex run RECIPE [options]      run a recipe (a path, or a name on the recipe path)
+  myrmex plan RECIPE [options]     show what RECIPE would change, changing nothing
+  myrmex list                      list the recipes found on the recipe path
+  myrmex describe RECIPE           show a recipe's parameters and documentation
+  myrmex RECIPE --help             the same as describe
+  myrmex doctor                    check each engine: reachable, version, where configured
+  myrmex version                   print the version
+  myrmex FILE.lua [args...]        run a Lua script with the myrmex modules (like lua)
+  myrmex -e CHUNK                  run a Lua chunk
+
+Options for run and plan:
+  --set KEY=VALUE        set a recipe parameter (repeatable); MYRMEX_PARAM_KEY works too
+  --dry-run              record state-changing engine calls instead of making them
+  --plan-format text|json   how plan mode prints the plan (default text)
+  --log-format text|json    default: json when CI is set, text otherwise
+  --log-level debug|info|warn|error
+  --quiet                only warnings and errors
+  -h, --help             this text
+
+Recipe path: ./recipes, then $MYRMEX_PATH (colon-separated), then the installed library.
+Exit status: 0 success, 1 the recipe failed, 2 usage or parameter error, 130 interrupted.
+]]
+
+local function usage(fmt, ...)
+  recipe.usage_error(fmt, ...)
+end
+
+local function say(fmt, ...)
+  io.stdout:write(string.format(fmt, ...), "\n")
+end
+
+local function value_of(args, i, flag)
+  local v = args[i + 1]
+  if v == nil then usage("%s needs a value", flag) end
+  return v
+end
+
+--- Parse the options of run/plan/describe; returns {recipe=, sets={}, sources={}, ...}.
+local function parse_run_args(args, first)
+  local o = { sets = {}, sources = {}, log = {} }
+  local i = first
+  while i <= #args do
+    local a = args[i]
+    local flag, inline = a:match("^(%-%-[%w%-]+)=(.*)$")
+    flag = flag or a
+    local function val()
+      if inline then return inline end
+      i = i + 1
+      return value_of(args, i - 1, flag)
+    end
+    if flag == "--set" then
+      local kv = val()
+      local k, v = kv:match("^([%w_%-%.]+)=(.*)$")
+      if not k then usage("--set expects KEY=VALUE, got '%s'", kv) end
+      o.sets[k] = v
+      o.sources[k] = "--set " .. k
+    elseif flag == "--dry-run" then
+      o.dry_run = true
+    elseif flag == "--log-format" then
+      o.log.format = val()
+      if o.log.format ~= "text" and o.log.format ~= "json" then
+        usage("--log-format must be text or json, got '%s'", o.log.format)
+      end
+    elseif flag == "--log-level" then
+      o.log.level = val()
+      if not log.levels[o.log.level] then
+        usage("--log-level must be debug, info, warn or error, got '%s'", o.log.level)
+      end
+    elseif flag == "--plan-format" then
+      o.plan_format = val()
+      if o.plan_format ~= "text" and o.plan_format ~= "json" then
+        usage("--plan-format must be text or json, got '%s'", o.plan_format)
+      end
+    elseif flag == "--quiet" or flag == "-q" then
+      o.log.quiet = true
+    elseif flag == "--help" or flag == "-h" then
+      o.help = true
+    elseif a:sub(1, 1) == "-" then
+      usage("unknown option '%s' (see myrmex --help)", a)
+    elseif o.recipe == nil then
+      o.recipe = a
+    else
+      usage("unexpected argument '%s' (parameters are given with --set KEY=VALUE)", a)
+    end
+    i = i + 1
+  end
+  return o
+end
+
+local function resolve(name)
+  local path = recipe.find(name)
+  if not path then
+    usage("no recipe '%s' (looked for a file, and on the recipe path: %s)", name,
+      table.concat(recipe.search_path(), ", "))
+  end
+  return path
+end
+
+local function describe(decl, name)
+  say("%s — %s", name, decl.description or "(no description)")
+  say("  file: %s", decl.path)
+  local names = {}
+  for k in pairs(decl.params or {}) do names[#names + 1] = k end
+  table.sort(names)
+  if #names == 0 then
+    say("  parameters: none")
+    return
+  end
+  say("  parameters:")
+  for _, k in ipairs(names) do
+    local p = decl.params[k]
+    local extra = p.required and "required" or (p.default ~= nil and ("default " ..
+      (type(p.default) == "table" and table.concat(p.default, ",") or tostring(p.default))) or "optional")
+    if p.choices then extra = extra .. "; one of " .. table.concat(p.choices, ", ") end
+    say("    %-20s %-8s %s (%s)", k, p.type or "string", p.doc or "", extra)
+  end
+end
+
+--- Where in the recipe the error came from: the innermost frame whose source is the recipe.
+local function recipe_location(path, level)
+  local want = "@" .. path
+  local best
+  for l = level, 60 do
+    local info = debug.getinfo(l, "Sl")
+    if not info then break end
+    if info.source == want and info.currentline and info.currentline > 0 then
+      best = path .. ":" .. info.currentline
+      break
+    end
+  end
+  return best
+end
+
+--- Run fn under a handler that keeps the error, its recipe location and the traceback.
+local function protected(path, fn, ...)
+  local caught
+  local ok, a, b, c = xpcall(fn, function(e)
+    caught = { err = e, where = recipe_location(path, 2), trace = debug.traceback("", 2) }
+    return e
+  end, ...)
+  if ok then return true, a, b, c end
+  return false, caught
+end
+
+local function report_failure(caught, path)
+  local e = caught.err
+  if recipe.is_usage_error(e) then
+    io.stderr:write("myrmex: ", log.redact(e.message), "\n")
+    return EXIT_USAGE
+  end
+  local msg = errors.message(e)
+  -- A string error from error("...") already starts with "file:line:"; keep one location.
+  local where = caught.where
+  if type(e) == "string" and where and msg:sub(1, #where) == where then
+    msg = msg:sub(#where + 3)
+  end
+  msg = log.redact(msg:match("^[^\n]*"))
+  log.error("recipe failed: " .. msg, { recipe = path, at = where, code = type(e) == "table" and e.code or nil,
+    step = type(e) == "table" and e.step or nil })
+  if log.enabled("debug") then io.stderr:write(log.redact(caught.trace), "\n") end
+  if errors.is(e, "Interrupted") then return EXIT_INTERRUPTED end
+  return EXIT_FAIL
+end
+
+local function print_summary()
+  local steps = recipe.steps()
+  if #steps == 0 then return end
+  local parts = {}
+  for _, s in ipairs(steps) do
+    parts[#parts + 1] = string.format("%s %s (%.2fs)", s.ok and "ok" or "FAILED", s.name,
+      s.duration or 0)
+  end
+  log.info("summary: " .. table.concat(parts, ", "), { steps = #steps })
+end
+
+local function cmd_run(args, first, force_plan)
+  local o = parse_run_args(args, first)
+  log.configure(o.log)
+  if not o.recipe then usage("%s needs a RECIPE (see myrmex list)", force_plan and "plan" or "run") end
+  local path = resolve(o.recipe)
+  local dry = force_plan or o.dry_run
+  plan.set_active(dry)
+  local chunk = recipe.load(path)
+  local ok, decl = protected(path, recipe.declaration, path, chunk)
+  if not ok then return report_failure(decl, path) end
+  if o.help then
+    if decl then describe(decl, o.recipe) else say("%s: a plain Lua script (no parameters)", path) end
+    return EXIT_OK
+  end
+  local result
+  if decl then
+    local params = recipe.resolve_params(decl, o.sets, o.sources)
+    log.debug("recipe start", { recipe = path, dry_run = dry })
+    ok, result = protected(path, decl.run, params, recipe.context(decl))
+    print_summary()
+    if not ok then return report_failure(result, path) end
+  elseif next(o.sets) then
+    usage("%s declares no parameters, so --set %s is not accepted", path, next(o.sets))
+  end
+  if dry then
+    io.stdout:write(o.plan_format == "json" and (plan.render_json() .. "\n") or plan.render_text())
+  end
+  if result == false then
+    log.error("recipe reported failure", { recipe = path })
+    return EXIT_FAIL
+  elseif math.type(result) == "integer" then
+    return result
+  end
+  return EXIT_OK
+end
+
+local function cmd_list()
+  local found = recipe.discover()
+  if #found == 0 then
+    say("no recipes found (searched %s)", table.concat(recipe.search_path(), ", "))
+    return EXIT_OK
+  end
+  local w = 0
+  for _, r in ipairs(found) do w = math.max(w, #r.name) end
+  for _, r in ipairs(found) do say("%-" .. w .. "s  %s", r.name, r.description) end
+  return EXIT_OK
+end
+
+local function cmd_describe(args)
+  local name = args[2]
+  if not name then usage("describe needs a RECIPE") end
+  if args[3] then usage("unexpected argument '%s'", args[3]) end
+  local path = resolve(name)
+  local ok, decl = protected(path, recipe.declaration, path, recipe.load(path))
+  if not ok then return report_failure(decl, path) end
+  if not decl then
+    say("%s: a plain Lua script (no parameters)", path)
+  else
+    describe(decl, name)
+  end
+  return EXIT_OK
+end
+
+local function cmd_doctor()
+  local failures = 0
+  local checks = require("myrmex.doctor").run()
+  for _, c in ipairs(checks) do
+    local state = c.ok and "ok" or (c.optional and "absent" or "FAIL")
+    if not c.ok and not c.optional then failures = failures + 1 end
+    say("%-10s %-6s %s%s", c.name, state, c.detail or "",
+      c.source and ("  [" .. c.source .. "]") or "")
+  end
+  return failures == 0 and EXIT_OK or EXIT_FAIL
+end
+
+--- Run a Lua file or chunk the way the lua interpreter does, with `arg` set.
+local function run_script(args, first)
+  local script = args[first]
+  local chunk, err
+  if script == "-e" then
+    if not args[first + 1] then usage("-e needs a chunk") end
+    chunk, err = load(args[first + 1], "=(command line)")
+    first = first + 1
+  else
+    chunk, err = loadfile(script)
+  end
+  if not chunk then
+    io.stderr:write("myrmex: ", err, "\n")
+    return EXIT_USAGE
+  end
+  local a = { [0] = args[first], [-1] = args[0] }
+  for i = first + 1, #args do a[#a + 1] = args[i] end
+  _G.arg = a
+  local ok, caught = protected(script, chunk, table.unpack(a))
+  if ok then return EXIT_OK end
+  local e = caught.err
+  -- os.exit inside a script (busted does this) never gets here; anything else is a failure.
+  if recipe.is_usage_error(e) then return report_failure(caught, script) end
+  io.stderr:write("myrmex: ", log.redact(errors.message(e)), "\n")
+  if log.enabled("debug") then io.stderr:write(caught.trace, "\n") end
+  return errors.is(e, "Interrupted") and EXIT_INTERRUPTED or EXIT_FAIL
+end
+
+local COMMANDS = {
+  run = function(args) return cmd_run(args, 2, false) end,
+  plan = function(args) return cmd_run(args, 2, true) end,
+  list = function(args)
+    if args[2] then usage("unexpected argument '%s'", args[2]) end
+    return cmd_list()
+  end,
+  describe = cmd_describe,
+  doctor = function(args)
+    if args[2] then usage("unexpected argument '%s'", args[2]) end
+    return cmd_doctor()
+  end,
+  version = function()
+    say("myrmex %s (%s)", _MYRMEX_VERSION, _VERSION)
+    return EXIT_OK
+  end,
+  help = function()
+    io.stdout:write(HELP)
+    return EXIT_OK
+  end,
+}
+COMMANDS["--help"] = COMMANDS.help
+COMMANDS["-h"] = COMMANDS.help
+COMMANDS["--version"] = COMMANDS.version
+
+local function dispatch(args)
+  local cmd = args[1]
+  if cmd == nil then
+    io.stderr:write(HELP)
+    return EXIT_USAGE
+  end
+  if COMMANDS[cmd] then return COMMANDS[cmd](args) end
+  if cmd == "-e" then return run_script(args, 1) end
+  if cmd:sub(1, 1) == "-" then usage("unknown option '%s' (see myrmex --help)", cmd) end
+  local st = rt.stat(cmd)
+  if st and st.type == "file" then
+    if args[2] == "--help" or args[2] == "--set" or args[2] == "--dry-run" then
+      return cmd_run(args, 1, false)
+    end
+    return run_script(args, 1)
+  end
+  if recipe.find(cmd) then
+    if args[2] == "--help" then return cmd_describe({ "describe", cmd }) end
+    usage("'%s' is a recipe: run it with 'myrmex run %s'", cmd, cmd)
+  end
+  usage("unknown command or file '%s' (see myrmex --help)", cmd)
+end
+
+--- Entry point: returns the exit status.
+---@param argv string[] argv[0] is the program name
+---@return integer
+function M.main(argv)
+  recipe.datadir = _MYRMEX_DATADIR
+  local ok, res = xpcall(dispatch, function(e)
+    if recipe.is_usage_error(e) or errors.is(e) then return e end
+    return debug.traceback(errors.message(e), 2)
+  end, argv)
+  if ok then return res or EXIT_OK end
+  if recipe.is_usage_error(res) then
+    io.stderr:write("myrmex: ", log.redact(res.message), "\n")
+    return EXIT_USAGE
+  end
+  if errors.is(res, "Interrupted") then
+    io.stderr:write("myrmex: interrupted\n")
+    return EXIT_INTERRUPTED
+  end
+  io.stderr:write("myrmex: ", log.redact(errors.message(res)), "\n")
+  return EXIT_FAIL
+end
+
+return M
