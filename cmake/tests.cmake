@@ -27,7 +27,12 @@ foreach(spec IN LISTS MYRMEX_SPECS)
   add_test(NAME spec:${short}
     COMMAND $<TARGET_FILE:myrmex> ${BUSTED} --output=utfTerminal -Xoutput --color ${spec}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  # Specs that share an engine (dockerd, a cluster) do not run at the same time: prunes and
+  # listings in one would see the other's objects.
+  set(locks ${labels})
+  list(REMOVE_ITEM locks spec)
   set_tests_properties(spec:${short} PROPERTIES LABELS "${labels}" TIMEOUT 900
+    RESOURCE_LOCK "${locks}"
     ENVIRONMENT "MYRMEX_BIN=$<TARGET_FILE:myrmex>;MYRMEX_SOURCE_DIR=${PROJECT_SOURCE_DIR};MYRMEX_BUILD_DIR=${PROJECT_BINARY_DIR};MYRMEX_FIXTURES=${PROJECT_SOURCE_DIR}/../shared/fixtures")
 endforeach()
 

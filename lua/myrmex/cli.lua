@@ -133,26 +133,12 @@ local function describe(decl, name)
   end
 end
 
---- Where in the recipe the error came from: the innermost frame whose source is the recipe.
-local function recipe_location(path, level)
-  local want = "@" .. path
-  local best
-  for l = level, 60 do
-    local info = debug.getinfo(l, "Sl")
-    if not info then break end
-    if info.source == want and info.currentline and info.currentline > 0 then
-      best = path .. ":" .. info.currentline
-      break
-    end
-  end
-  return best
-end
-
 --- Run fn under a handler that keeps the error, its recipe location and the traceback.
 local function protected(path, fn, ...)
   local caught
   local ok, a, b, c = xpcall(fn, function(e)
-    caught = { err = e, where = recipe_location(path, 2), trace = debug.traceback("", 2) }
+    local where = type(e) == "table" and e.where or recipe.locate(2)
+    caught = { err = e, where = where, trace = debug.traceback("", 2) }
     return e
   end, ...)
   if ok then return true, a, b, c end
@@ -195,6 +181,10 @@ local function cmd_run(args, first, force_plan)
   log.configure(o.log)
   if not o.recipe then usage("%s needs a RECIPE (see myrmex list)", force_plan and "plan" or "run") end
   local path = resolve(o.recipe)
+  if next(o.sets) and not recipe.looks_declared(path) then
+    usage("%s declares no parameters, so --set %s is not accepted", path, next(o.sets))
+  end
+  _G.arg = { [0] = path }
   local dry = force_plan or o.dry_run
   plan.set_active(dry)
   local chunk = recipe.load(path)
@@ -211,8 +201,6 @@ local function cmd_run(args, first, force_plan)
     ok, result = protected(path, decl.run, params, recipe.context(decl))
     print_summary()
     if not ok then return report_failure(result, path) end
-  elseif next(o.sets) then
-    usage("%s declares no parameters, so --set %s is not accepted", path, next(o.sets))
   end
   if dry then
     io.stdout:write(o.plan_format == "json" and (plan.render_json() .. "\n") or plan.render_text())

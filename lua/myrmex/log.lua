@@ -10,7 +10,8 @@ M.levels = LEVELS
 local env = rt.environ()
 local state = {
   level = LEVELS.info,
-  format = (env.CI or env.GITHUB_ACTIONS) and "json" or "text",
+  format = ((env.CI or "") ~= "" and env.CI ~= "false" or env.GITHUB_ACTIONS == "true")
+    and "json" or "text",
   color = rt.isatty(2) and not env.NO_COLOR and env.TERM ~= "dumb",
   quiet = false,
   out = io.stderr,

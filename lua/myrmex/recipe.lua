@@ -102,8 +102,23 @@ function M.declaration(path, chunk, ...)
   return nil
 end
 
---- Quick static test used by `list`: does this file look like a declared recipe?
-local function looks_declared(path)
+--- The innermost frame of user code (not a myrmex module, not C): "file:line" or nil.
+---@param level integer
+---@return string|nil
+function M.locate(level)
+  for l = level + 1, 80 do
+    local info = debug.getinfo(l, "Sl")
+    if not info then break end
+    local src = info.source
+    if src:sub(1, 1) == "@" and src:sub(1, 8) ~= "@myrmex/" and info.currentline > 0
+      and not src:find("/busted/", 1, true) then
+      return src:sub(2) .. ":" .. info.currentline
+    end
+  end
+end
+
+--- Quick static test: does this file look like a declared recipe (for `list`)?
+function M.looks_declared(path)
   local f = io.open(path, "r")
   if not f then return false end
   local text = f:read("a")
@@ -119,7 +134,7 @@ function M.discover()
     for _, f in ipairs(rt.listdir(dir) or {}) do
       local name = f:match("^(.-)%.lua$")
       local path = dir .. "/" .. f
-      if name and not seen[name] and name:sub(1, 1) ~= "_" and looks_declared(path) then
+      if name and not seen[name] and name:sub(1, 1) ~= "_" and M.looks_declared(path) then
         seen[name] = true
         local ok, decl = pcall(function()
           return M.declaration(path, M.load(path))
@@ -234,7 +249,7 @@ function M.step(name, fn)
   log.info("step " .. name .. " started", { step = name })
   local t0 = rt.monotonic()
   local res = table.pack(xpcall(fn, function(e)
-    if type(e) == "string" then return debug.traceback(e, 2) end
+    if type(e) == "table" and e.where == nil then e.where = M.locate(2) end
     return e
   end))
   entry.duration = rt.monotonic() - t0

@@ -1,0 +1,68 @@
+--- Test helper: run a command line, capture stdout, stderr and the exit status.
+local M = {}
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  os.remove(path)
+  return s
+end
+
+--- Quote one argument for /bin/sh.
+function M.q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+--- Run `cmd` (a string for sh, or a list of arguments) with optional env {K=V} and stdin text.
+--- Returns {code=, stdout=, stderr=}.
+function M.run(cmd, opts)
+  opts = opts or {}
+  if type(cmd) == "table" then
+    local parts = {}
+    for i, a in ipairs(cmd) do parts[i] = M.q(a) end
+    cmd = table.concat(parts, " ")
+  end
+  local env = {}
+  for k, v in pairs(opts.env or {}) do env[#env + 1] = k .. "=" .. M.q(v) end
+  local out, err = os.tmpname(), os.tmpname()
+  local line = (opts.cwd and ("cd " .. M.q(opts.cwd) .. " && ") or "")
+    .. (#env > 0 and ("env " .. table.concat(env, " ") .. " ") or "")
+    .. cmd .. " >" .. out .. " 2>" .. err
+  if opts.stdin then
+    local inp = os.tmpname()
+    local f = assert(io.open(inp, "wb"))
+    f:write(opts.stdin)
+    f:close()
+    line = line .. " <" .. inp
+  else
+    line = line .. " </dev/null"
+  end
+  local ok, how, code = os.execute(line)
+  local status = ok and 0 or (how == "exit" and code or 128 + code)
+  return { code = status, stdout = slurp(out), stderr = slurp(err) }
+end
+
+--- The myrmex binary under test.
+M.bin = os.getenv("MYRMEX_BIN") or "build/myrmex"
+M.src = os.getenv("MYRMEX_SOURCE_DIR") or "."
+M.fixtures = os.getenv("MYRMEX_FIXTURES") or "../shared/fixtures"
+
+--- Run myrmex with a list of arguments.
+function M.myrmex(args, opts)
+  local cmd = { M.bin }
+  for _, a in ipairs(args) do cmd[#cmd + 1] = a end
+  return M.run(cmd, opts)
+end
+
+--- Write text to a new temporary file and return its path.
+function M.tmpfile(text, suffix)
+  local path = os.tmpname() .. (suffix or "")
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+return M
