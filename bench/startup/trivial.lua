@@ -1,0 +1,4 @@
+return {
+  description = "Print one line",
+  run = function() print("ready") end,
+}
