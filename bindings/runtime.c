@@ -17,6 +17,63 @@
 volatile sig_atomic_t mx_interrupt_signal = 0;
 volatile sig_atomic_t mx_interrupt_pending = 0;
 
+double mx_deadline = 0;
+
+void *mx_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  mx_alloc_state *st = ud;
+  size_t old = ptr ? osize : 0;
+  if (nsize == 0) {
+    free(ptr);
+    st->used -= old;
+    return NULL;
+  }
+  if (st->limit && nsize > old && st->used - old + nsize > st->limit)
+    return NULL; /* Lua turns this into a "not enough memory" error */
+  void *p = realloc(ptr, nsize);
+  if (p) {
+    st->used = st->used - old + nsize;
+    if (st->used > st->peak)
+      st->peak = st->used;
+  }
+  return p;
+}
+
+static mx_alloc_state *alloc_state(lua_State *L) {
+  void *ud;
+  return lua_getallocf(L, &ud) == mx_alloc ? ud : NULL;
+}
+
+/* set_limits{memory=bytes, seconds=n}: cap the Lua heap and the wall time from now on. */
+static int rt_set_limits(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "memory");
+  if (!lua_isnil(L, -1)) {
+    mx_alloc_state *st = alloc_state(L);
+    if (!st)
+      return luaL_error(L, "runtime.set_limits: this Lua state has no counting allocator");
+    st->limit = (size_t)luaL_checkinteger(L, -1);
+  }
+  lua_getfield(L, 1, "seconds");
+  if (!lua_isnil(L, -1)) {
+    double secs = luaL_checknumber(L, -1);
+    mx_deadline = secs > 0 ? mx_monotonic() + secs : 0;
+  }
+  return 0;
+}
+
+/* memory() -> bytes in use, peak bytes, limit (0 = none) of the Lua heap. */
+static int rt_memory(lua_State *L) {
+  mx_alloc_state *st = alloc_state(L);
+  if (!st) {
+    lua_pushinteger(L, (lua_Integer)lua_gc(L, LUA_GCCOUNT, 0) * 1024);
+    return 1;
+  }
+  lua_pushinteger(L, (lua_Integer)st->used);
+  lua_pushinteger(L, (lua_Integer)st->peak);
+  lua_pushinteger(L, (lua_Integer)st->limit);
+  return 3;
+}
+
 int mx_interrupt_take(void) {
   if (!mx_interrupt_pending)
     return 0;
@@ -193,6 +250,17 @@ static int rt_mkdir(lua_State *L) {
   return 1;
 }
 
+static int rt_chdir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  if (chdir(path) != 0) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int rt_getpid(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)getpid());
   return 1;
@@ -231,6 +299,8 @@ static const luaL_Reg runtime_funcs[] = {
     {"realpath", rt_realpath},       {"mkdtemp", rt_mkdtemp},
     {"mkdir", rt_mkdir},             {"getpid", rt_getpid},
     {"hostname", rt_hostname},       {"environ", rt_environ},
+    {"set_limits", rt_set_limits},   {"memory", rt_memory},
+    {"chdir", rt_chdir},
     {NULL, NULL}};
 
 int luaopen_myrmex_core_runtime(lua_State *L) {

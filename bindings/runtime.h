@@ -26,6 +26,18 @@ void mx_push_error(lua_State *L, const char *code, const char *engine, const cha
 /* mx_push_error then lua_error. */
 int mx_raise_error(lua_State *L, const char *code, const char *engine, const char *message);
 
+/* The allocator of every myrmex Lua state: counts bytes so a sandboxed recipe can be capped
+ * (limit 0 means none), the way Lua's own ltests.c caps memory. */
+typedef struct mx_alloc_state {
+  size_t used;
+  size_t limit;
+  size_t peak;
+} mx_alloc_state;
+void *mx_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+
+/* Sandbox time limit: a monotonic deadline checked by the host's count hook (0 = none). */
+extern double mx_deadline;
+
 /* Monotonic seconds. */
 double mx_monotonic(void);
 

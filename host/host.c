@@ -82,6 +82,10 @@ static void interrupt_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   if (mx_interrupt_take())
     mx_raise_interrupted(L);
+  if (mx_deadline > 0 && mx_monotonic() > mx_deadline) {
+    mx_deadline = 0; /* once: cleanup after the error may run */
+    mx_raise_error(L, "Timeout", NULL, "sandbox: the recipe's time limit was exceeded");
+  }
 }
 
 void mx_install_signals(lua_State *L) {

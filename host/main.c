@@ -13,6 +13,7 @@
 #include <lualib.h>
 
 #include "host.h"
+#include "runtime.h"
 
 static int pmain(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
@@ -32,6 +33,22 @@ static int pmain(lua_State *L) {
   return 1;
 }
 
+/* luaL_newstate would install these two; lua_newstate (for our allocator) does not. */
+static int panic(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  fprintf(stderr, "myrmex: unprotected Lua error: %s\n", msg ? msg : "(not a string)");
+  return 0; /* abort() follows */
+}
+
+static void warnf(void *ud, const char *msg, int tocont) {
+  static int continuing = 0;
+  (void)ud;
+  if (!continuing && msg[0] == '@')
+    return; /* control messages such as "@on" */
+  fprintf(stderr, "%s%s%s", continuing ? "" : "myrmex: Lua warning: ", msg, tocont ? "" : "\n");
+  continuing = tocont;
+}
+
 /* Message handler for failures outside any recipe (a bug in myrmex itself). */
 static int msghandler(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
@@ -45,11 +62,14 @@ static int msghandler(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
-  lua_State *L = luaL_newstate();
+  static mx_alloc_state heap = {0, 0, 0};
+  lua_State *L = lua_newstate(mx_alloc, &heap);
   if (L == NULL) {
     fprintf(stderr, "myrmex: cannot create Lua state: not enough memory\n");
     return 1;
   }
+  lua_atpanic(L, panic);
+  lua_setwarnf(L, warnf, NULL);
   lua_pushcfunction(L, msghandler);
   lua_pushcfunction(L, pmain);
   lua_pushinteger(L, argc);

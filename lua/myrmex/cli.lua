@@ -32,6 +32,11 @@ Options for run and plan:
   --log-format text|json    default: json when CI is set, text otherwise
   --log-level debug|info|warn|error
   --quiet                only warnings and errors
+  --sandbox              run an untrusted recipe: no processes, no writes outside --workdir,
+                         capped memory and time, undefined globals raise (docs/security.md)
+  --workdir DIR          the only folder a sandboxed recipe may write (default .)
+  --memory-limit MB      Lua heap cap under --sandbox (default 256)
+  --time-limit SECONDS   wall-time cap under --sandbox (default 600)
   -h, --help             this text
 
 Recipe path: ./recipes, then $MYRMEX_PATH (colon-separated), then the installed library.
@@ -88,6 +93,14 @@ local function parse_run_args(args, first)
       if o.plan_format ~= "text" and o.plan_format ~= "json" then
         usage("--plan-format must be text or json, got '%s'", o.plan_format)
       end
+    elseif flag == "--sandbox" then
+      o.sandbox = true
+    elseif flag == "--workdir" then
+      o.workdir = val()
+    elseif flag == "--memory-limit" or flag == "--time-limit" then
+      local n = tonumber(val())
+      if not n or n <= 0 then usage("%s needs a positive number", flag) end
+      if flag == "--memory-limit" then o.memory_mb = n else o.time_limit = n end
     elseif flag == "--quiet" or flag == "-q" then
       o.log.quiet = true
     elseif flag == "--help" or flag == "-h" then
@@ -142,7 +155,8 @@ local function protected(path, fn, ...)
     return e
   end, ...)
   if ok then return true, a, b, c end
-  return false, caught
+  -- Lua calls no message handler for out-of-memory errors.
+  return false, caught or { err = a, trace = "" }
 end
 
 local function report_failure(caught, path)
@@ -187,9 +201,25 @@ local function cmd_run(args, first, force_plan)
   _G.arg = { [0] = path }
   local dry = force_plan or o.dry_run
   plan.set_active(dry)
-  local chunk = recipe.load(path)
+  local chunk
+  if o.sandbox then
+    local sandbox = require("myrmex.sandbox")
+    local err
+    chunk, err = sandbox.loadfile(path)
+    if not chunk then usage("%s", err) end
+    sandbox.enter({ root = o.workdir or ".", memory = math.floor((o.memory_mb or 256) * 1048576),
+      seconds = o.time_limit or 600 })
+  else
+    if o.workdir or o.memory_mb or o.time_limit then
+      usage("--workdir, --memory-limit and --time-limit go with --sandbox")
+    end
+    chunk = recipe.load(path)
+  end
   local ok, decl = protected(path, recipe.declaration, path, chunk)
-  if not ok then return report_failure(decl, path) end
+  if not ok then
+    if o.sandbox then rt.set_limits({ memory = 0, seconds = 0 }) end
+    return report_failure(decl, path)
+  end
   if o.help then
     if decl then describe(decl, o.recipe) else say("%s: a plain Lua script (no parameters)", path) end
     return EXIT_OK
@@ -199,6 +229,7 @@ local function cmd_run(args, first, force_plan)
     local params = recipe.resolve_params(decl, o.sets, o.sources)
     log.debug("recipe start", { recipe = path, dry_run = dry })
     ok, result = protected(path, decl.run, params, recipe.context(decl))
+    if o.sandbox then rt.set_limits({ memory = 0, seconds = 0 }) end
     print_summary()
     if not ok then return report_failure(result, path) end
   end

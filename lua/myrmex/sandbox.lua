@@ -1,0 +1,183 @@
+--- `--sandbox`: run a recipe that is not fully trusted. The recipe gets its own environment
+--- built from an allow-list (as Redis does for scripts): no os.execute, io.popen, os.remove or
+--- os.rename outside the work folder, no file writes outside the work folder, no
+--- package.loadlib or C modules, no debug library, text-only load; reading an undefined global
+--- raises. The Lua heap is capped by the host's counting allocator and the wall time by its
+--- count hook. The myrmex modules a recipe requires are trusted code and keep the real globals;
+--- those that write to a caller-given path check it with sandbox.check_write.
+local rt = require("myrmex.core.runtime")
+
+local M = {}
+
+local state = { root = nil }
+
+--- True while a sandboxed recipe runs.
+---@return boolean
+function M.active() return state.root ~= nil end
+
+local function parent_of(path)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+local function absolute(path)
+  if path:sub(1, 1) == "/" then return path end
+  return (rt.realpath(".") or ".") .. "/" .. path
+end
+
+--- Where `path` really is: the real path of its folder plus its last component.
+local function resolve_target(path)
+  local dir = rt.realpath(parent_of(absolute(path)))
+  if not dir then return nil end
+  local leaf = path:match("([^/]*)$")
+  if leaf == ".." or leaf == "." then return nil end
+  local full = dir .. "/" .. leaf
+  local st = rt.stat(full, false)
+  if st and st.type == "link" then return rt.realpath(full) end
+  return full
+end
+
+--- Raise unless `path` may be written: always true outside the sandbox; inside, only paths in
+--- the work folder (symlinks resolved, so a link cannot point out of it).
+---@param path string
+---@param what? string the operation, for the message
+function M.check_write(path, what)
+  if not state.root then return true end
+  local full = resolve_target(tostring(path))
+  if full and (full == state.root or full:sub(1, #state.root + 1) == state.root .. "/") then
+    return true
+  end
+  error(string.format("sandbox: %s '%s' is outside the work folder %s", what or "writing",
+    tostring(path), state.root), 3)
+end
+
+local function denied(name)
+  return function() error("sandbox: " .. name .. " is not allowed", 2) end
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+local function safe_io()
+  local sio = {
+    write = io.write, read = io.read, lines = function(path, ...)
+      if path == nil then return io.lines() end
+      return io.lines(path, ...)
+    end,
+    stdout = io.stdout, stderr = io.stderr, stdin = io.stdin, type = io.type,
+    popen = denied("io.popen"), tmpfile = io.tmpfile,
+  }
+  sio.open = function(path, mode)
+    mode = mode or "r"
+    if mode:find("[wa+]") then M.check_write(path, "opening for write") end
+    return io.open(path, mode)
+  end
+  sio.output = function(f)
+    if type(f) == "string" then M.check_write(f, "io.output") end
+    return io.output(f)
+  end
+  sio.input = io.input
+  return sio
+end
+
+local function safe_os()
+  return {
+    time = os.time, clock = os.clock, date = os.date, difftime = os.difftime,
+    getenv = os.getenv, tmpname = os.tmpname,
+    exit = denied("os.exit"), execute = denied("os.execute"),
+    remove = function(path)
+      M.check_write(path, "removing")
+      return os.remove(path)
+    end,
+    rename = function(a, b)
+      M.check_write(a, "renaming")
+      M.check_write(b, "renaming")
+      return os.rename(a, b)
+    end,
+    setlocale = denied("os.setlocale"),
+  }
+end
+
+--- The environment a sandboxed recipe runs in.
+---@param recipe_dir string folder of the recipe, for its own helper modules
+---@return table env
+function M.environment(recipe_dir)
+  local env = {}
+  for _, name in ipairs({ "assert", "error", "ipairs", "next", "pairs", "pcall", "select",
+    "tonumber", "tostring", "type", "xpcall", "print", "setmetatable", "getmetatable",
+    "rawequal", "rawget", "rawset", "rawlen", "_VERSION" }) do
+    env[name] = _G[name]
+  end
+  env.string, env.table, env.math = copy(string), copy(table), copy(math)
+  env.string.dump = nil -- bytecode can break out of the VM's checks
+  env.utf8, env.coroutine = copy(utf8), copy(coroutine)
+  env.io, env.os = safe_io(), safe_os()
+  env.collectgarbage = function(opt, ...)
+    if opt == nil or opt == "collect" or opt == "count" or opt == "step" then
+      return collectgarbage(opt, ...)
+    end
+    error("sandbox: collectgarbage('" .. tostring(opt) .. "') is not allowed", 2)
+  end
+  env.load = function(chunk, name, mode, e)
+    if mode ~= nil and mode ~= "t" then error("sandbox: only text chunks may be loaded", 2) end
+    return load(chunk, name, "t", e or env)
+  end
+  env.loadstring = nil
+  env.dofile, env.loadfile = denied("dofile"), denied("loadfile")
+  local loaded = {}
+  env.require = function(name)
+    if type(name) ~= "string" then error("bad argument #1 to 'require' (string expected)", 2) end
+    if name:match("^myrmex%.") and not name:match("^myrmex%.core%.") and name ~= "myrmex.sandbox" then
+      return require(name)
+    end
+    if loaded[name] ~= nil then return loaded[name] end
+    if not name:match("^[%w_]+$") then
+      error("sandbox: module '" .. name .. "' is not allowed (only myrmex.* and the recipe's own folder)", 2)
+    end
+    local path = recipe_dir .. "/" .. name .. ".lua"
+    local f = io.open(path, "r")
+    if not f then error("sandbox: module '" .. name .. "' not found in " .. recipe_dir, 2) end
+    local text = f:read("a")
+    f:close()
+    local chunk, err = load(text, "@" .. path, "t", env)
+    if not chunk then error(err, 2) end
+    local v = chunk(name)
+    loaded[name] = v == nil and true or v
+    return loaded[name]
+  end
+  env.package = { loaded = loaded, loadlib = denied("package.loadlib") }
+  env._G = env
+  return setmetatable(env, {
+    __index = function(_, k)
+      error("sandbox: attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+    end,
+  })
+end
+
+--- Compile a recipe file for the sandbox (text only, in a sandbox environment).
+---@param path string
+---@return function|nil chunk, string|nil err
+function M.loadfile(path)
+  local f, err = io.open(path, "r")
+  if not f then return nil, err end
+  local text = f:read("a")
+  f:close()
+  local dir = parent_of(path)
+  return load(text, "@" .. path, "t", M.environment(dir))
+end
+
+--- Turn the sandbox on: writes confined to `root`, heap capped at `memory` bytes, wall time
+--- at `seconds`.
+---@param opts {root:string, memory?:integer, seconds?:number}
+function M.enter(opts)
+  local root = rt.realpath(opts.root)
+  if not root then error("sandbox: work folder '" .. tostring(opts.root) .. "' does not exist", 2) end
+  state.root = root
+  -- Relative paths in the recipe then land in the work folder.
+  assert(rt.chdir(root))
+  rt.set_limits({ memory = opts.memory, seconds = opts.seconds })
+end
+
+return M

@@ -1,0 +1,63 @@
+-- --sandbox: each way out is tried by a real recipe and must be refused.
+local sh = require("tests.support.sh")
+
+local recipe = sh.src .. "/tests/fixtures/recipes/escape.lua"
+
+local function run(what, extra)
+  local work = os.tmpname()
+  os.remove(work)
+  assert(os.execute("mkdir -p " .. work .. " && ln -s /tmp " .. work .. "/link"))
+  local args = { "run", recipe, "--sandbox", "--workdir", work, "--set", "what=" .. what,
+    "--memory-limit", "64", "--time-limit", "3" }
+  for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+  local r = sh.myrmex(args, { env = { CI = "" } })
+  r.work = work
+  return r
+end
+
+describe("--sandbox", function()
+  local refused = {
+    { "exec", "sandbox: os.execute is not allowed" },
+    { "popen", "sandbox: io.popen is not allowed" },
+    { "write_out", "sandbox: opening for write '/tmp/sbx-escape.txt' is outside the work folder" },
+    { "remove_out", "sandbox: removing '/etc/hostname' is outside the work folder" },
+    { "loadlib", "sandbox: package.loadlib is not allowed" },
+    { "global", "attempted to access nonexistent global variable 'undefined_thing'" },
+    { "binary", "attempted to index a nil value" },
+    { "debug", "nonexistent global variable 'debug'" },
+    { "core", "module 'myrmex.core.process' is not allowed" },
+    { "link", "opening for write 'link/escape.txt' is outside the work folder" },
+    { "memory", "not enough memory" },
+    { "time", "Timeout: sandbox: the recipe's time limit was exceeded" },
+  }
+  for _, c in ipairs(refused) do
+    it("refuses " .. c[1], function()
+      local r = run(c[1])
+      assert.are.equal(1, r.code, r.stdout .. r.stderr)
+      assert.falsy(r.stdout:find("not stopped", 1, true))
+      if c[1] ~= "binary" then
+        assert.truthy(r.stderr:find(c[2], 1, true), r.stderr)
+      end
+      os.execute("rm -rf " .. r.work)
+    end)
+  end
+
+  it("lets the recipe write inside its work folder", function()
+    local r = run("write_in")
+    assert.are.equal(0, r.code, r.stderr)
+    local f = assert(io.open(r.work .. "/inside.txt"))
+    assert.are.equal("ok", f:read("a"))
+    f:close()
+    os.execute("rm -rf " .. r.work)
+  end)
+
+  it("leaves nothing written outside", function()
+    assert.is_nil(io.open("/tmp/sbx-escape.txt"))
+  end)
+
+  it("rejects sandbox limits without --sandbox", function()
+    local r = sh.myrmex({ "run", recipe, "--set", "what=x", "--time-limit", "3" })
+    assert.are.equal(2, r.code)
+    assert.truthy(r.stderr:find("go with --sandbox", 1, true))
+  end)
+end)
