@@ -3,9 +3,9 @@
  *
  * Decoded arrays and objects carry marker metatables (json.array_mt / json.object_mt) so
  * that `[]` and `{}` survive a round trip; JSON null is the light-userdata sentinel
- * json.null (other bindings, such as YAML, take it from require("myrmex.core.json").null). Lua integers are written
- * as exact 64-bit integers (cJSON would print them through a double); decoded numbers that
- * are integral and within +-2^53 come back as Lua integers.
+ * json.null (other bindings, such as YAML, take it from require("myrmex.core.json").null). Lua
+ * integers are written as exact 64-bit integers (cJSON would print them through a double); decoded
+ * numbers that are integral and within +-2^53 come back as Lua integers.
  */
 #include <math.h>
 #include <stdio.h>
@@ -204,8 +204,7 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static cJSON *object_to_json(lua_State *L, int idx, int depth, encode_opts *o,
-                             const char **err) {
+static cJSON *object_to_json(lua_State *L, int idx, int depth, encode_opts *o, const char **err) {
   cJSON *obj = cJSON_CreateObject();
   int n = 0;
   lua_pushnil(L);
@@ -244,8 +243,7 @@ static cJSON *object_to_json(lua_State *L, int idx, int depth, encode_opts *o,
   return obj;
 }
 
-static cJSON *table_to_json(lua_State *L, int idx, int depth, encode_opts *o,
-                            const char **err) {
+static cJSON *table_to_json(lua_State *L, int idx, int depth, encode_opts *o, const char **err) {
   if (depth > MAX_DEPTH) {
     *err = "nesting deeper than 1000 levels (a cycle?)";
     return NULL;
@@ -359,8 +357,12 @@ static int mark(lua_State *L, const char *mt) {
   return 1;
 }
 
-static int json_array(lua_State *L) { return mark(L, ARRAY_MT); }
-static int json_object(lua_State *L) { return mark(L, OBJECT_MT); }
+static int json_array(lua_State *L) {
+  return mark(L, ARRAY_MT);
+}
+static int json_object(lua_State *L) {
+  return mark(L, OBJECT_MT);
+}
 
 static int json_isnull(lua_State *L) {
   lua_pushboolean(L, is_null(L, 1));

@@ -291,17 +291,24 @@ static int rt_environ(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg runtime_funcs[] = {
-    {"interrupted", rt_interrupted}, {"check_interrupt", rt_check_interrupt},
-    {"monotonic", rt_monotonic},     {"time", rt_time},
-    {"isatty", rt_isatty},           {"sleep", rt_sleep},
-    {"stat", rt_stat},               {"listdir", rt_listdir},
-    {"realpath", rt_realpath},       {"mkdtemp", rt_mkdtemp},
-    {"mkdir", rt_mkdir},             {"getpid", rt_getpid},
-    {"hostname", rt_hostname},       {"environ", rt_environ},
-    {"set_limits", rt_set_limits},   {"memory", rt_memory},
-    {"chdir", rt_chdir},
-    {NULL, NULL}};
+static const luaL_Reg runtime_funcs[] = {{"interrupted", rt_interrupted},
+                                         {"check_interrupt", rt_check_interrupt},
+                                         {"monotonic", rt_monotonic},
+                                         {"time", rt_time},
+                                         {"isatty", rt_isatty},
+                                         {"sleep", rt_sleep},
+                                         {"stat", rt_stat},
+                                         {"listdir", rt_listdir},
+                                         {"realpath", rt_realpath},
+                                         {"mkdtemp", rt_mkdtemp},
+                                         {"mkdir", rt_mkdir},
+                                         {"getpid", rt_getpid},
+                                         {"hostname", rt_hostname},
+                                         {"environ", rt_environ},
+                                         {"set_limits", rt_set_limits},
+                                         {"memory", rt_memory},
+                                         {"chdir", rt_chdir},
+                                         {NULL, NULL}};
 
 int luaopen_myrmex_core_runtime(lua_State *L) {
   luaL_newlib(L, runtime_funcs);

@@ -147,7 +147,7 @@ local function describe(decl, name)
 end
 
 --- Run fn under a handler that keeps the error, its recipe location and the traceback.
-local function protected(path, fn, ...)
+local function protected(fn, ...)
   local caught
   local ok, a, b, c = xpcall(fn, function(e)
     local where = type(e) == "table" and e.where or recipe.locate(2)
@@ -215,7 +215,7 @@ local function cmd_run(args, first, force_plan)
     end
     chunk = recipe.load(path)
   end
-  local ok, decl = protected(path, recipe.declaration, path, chunk)
+  local ok, decl = protected(recipe.declaration, path, chunk)
   if not ok then
     if o.sandbox then rt.set_limits({ memory = 0, seconds = 0 }) end
     return report_failure(decl, path)
@@ -228,7 +228,7 @@ local function cmd_run(args, first, force_plan)
   if decl then
     local params = recipe.resolve_params(decl, o.sets, o.sources)
     log.debug("recipe start", { recipe = path, dry_run = dry })
-    ok, result = protected(path, decl.run, params, recipe.context(decl))
+    ok, result = protected(decl.run, params, recipe.context(decl))
     if o.sandbox then rt.set_limits({ memory = 0, seconds = 0 }) end
     print_summary()
     if not ok then return report_failure(result, path) end
@@ -262,7 +262,7 @@ local function cmd_describe(args)
   if not name then usage("describe needs a RECIPE") end
   if args[3] then usage("unexpected argument '%s'", args[3]) end
   local path = resolve(name)
-  local ok, decl = protected(path, recipe.declaration, path, recipe.load(path))
+  local ok, decl = protected(recipe.declaration, path, recipe.load(path))
   if not ok then return report_failure(decl, path) end
   if not decl then
     say("%s: a plain Lua script (no parameters)", path)
@@ -302,7 +302,7 @@ local function run_script(args, first)
   local a = { [0] = args[first], [-1] = args[0] }
   for i = first + 1, #args do a[#a + 1] = args[i] end
   _G.arg = a
-  local ok, caught = protected(script, chunk, table.unpack(a))
+  local ok, caught = protected(chunk, table.unpack(a))
   if ok then return EXIT_OK end
   local e = caught.err
   -- os.exit inside a script (busted does this) never gets here; anything else is a failure.

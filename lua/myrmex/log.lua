@@ -140,12 +140,11 @@ end
 
 local function text_value(v)
   if type(v) == "table" then
-    local ok, json = pcall(require, "myrmex.json")
-    local ok2, s = ok and pcall(json.encode, v, { sort_keys = true })
-    v = ok2 and s or tostring(v)
+    local ok, s = pcall(require("myrmex.json").encode, v, { sort_keys = true })
+    v = ok and s or tostring(v)
   end
   v = tostring(v)
-  if v == "" or v:find("[%s\"=]") then return string.format("%q", v):gsub("\\\n", "\\n") end
+  if v == "" or v:find("[%s\"=]") then return (string.format("%q", v):gsub("\\\n", "\\n")) end
   return v
 end
 
