@@ -32,6 +32,7 @@ Options for run and plan:
   --log-format text|json    default: json when CI is set, text otherwise
   --log-level debug|info|warn|error
   --quiet                only warnings and errors
+  --junit FILE           write a JUnit XML report: one test case per step
   --sandbox              run an untrusted recipe: no processes, no writes outside --workdir,
                          capped memory and time, undefined globals raise (docs/security.md)
   --workdir DIR          the only folder a sandboxed recipe may write (default .)
@@ -93,6 +94,8 @@ local function parse_run_args(args, first)
       if o.plan_format ~= "text" and o.plan_format ~= "json" then
         usage("--plan-format must be text or json, got '%s'", o.plan_format)
       end
+    elseif flag == "--junit" then
+      o.junit = val()
     elseif flag == "--sandbox" then
       o.sandbox = true
     elseif flag == "--workdir" then
@@ -179,6 +182,13 @@ local function report_failure(caught, path)
   return EXIT_FAIL
 end
 
+--- The one-line text of a caught failure (for reports).
+local function failure_text(caught)
+  local e = caught.err
+  local msg = recipe.is_usage_error(e) and e.message or errors.message(e)
+  return log.redact(msg:match("^[^\n]*"))
+end
+
 local function print_summary()
   local steps = recipe.steps()
   if #steps == 0 then return end
@@ -190,6 +200,46 @@ local function print_summary()
   log.info("summary: " .. table.concat(parts, ", "), { steps = #steps })
 end
 
+--- Run a loaded recipe; returns the exit status and the failure text (nil on success).
+local function execute(o, path, chunk, dry)
+  local ok, decl = protected(recipe.declaration, path, chunk)
+  if not ok then return report_failure(decl, path), failure_text(decl) end
+  if o.help then
+    if decl then describe(decl, o.recipe) else say("%s: a plain Lua script (no parameters)", path) end
+    return EXIT_OK
+  end
+  local result
+  if decl then
+    local params = recipe.resolve_params(decl, o.sets, o.sources)
+    log.debug("recipe start", { recipe = path, dry_run = dry })
+    ok, result = protected(decl.run, params, recipe.context(decl))
+    print_summary()
+    if not ok then return report_failure(result, path), failure_text(result) end
+  end
+  if dry then
+    io.stdout:write(o.plan_format == "json" and (plan.render_json() .. "\n") or plan.render_text())
+  end
+  if result == false then
+    log.error("recipe reported failure", { recipe = path })
+    return EXIT_FAIL, "the recipe reported failure"
+  elseif math.type(result) == "integer" then
+    return result, result ~= 0 and ("the recipe returned exit status " .. result) or nil
+  end
+  return EXIT_OK
+end
+
+--- JUnit file and GitHub job summary, written whatever the outcome.
+local function finish_reports(o, path, duration, failure)
+  local ci = require("myrmex.ci")
+  local run = { name = o.recipe, steps = recipe.steps(), duration = duration, error = failure,
+    plan = plan.actions(), path = path }
+  if o.junit then
+    local ok, err = pcall(ci.write_atomic, o.junit, ci.junit_xml(run))
+    if not ok then log.error("cannot write the JUnit report", { path = o.junit, error = err }) end
+  end
+  if ci.github() then ci.write_summary(run) end
+end
+
 local function cmd_run(args, first, force_plan)
   local o = parse_run_args(args, first)
   log.configure(o.log)
@@ -199,6 +249,7 @@ local function cmd_run(args, first, force_plan)
     usage("%s declares no parameters, so --set %s is not accepted", path, next(o.sets))
   end
   _G.arg = { [0] = path }
+  if o.junit and o.junit:sub(1, 1) ~= "/" then o.junit = (rt.realpath(".") or ".") .. "/" .. o.junit end
   local dry = force_plan or o.dry_run
   plan.set_active(dry)
   local chunk
@@ -215,34 +266,13 @@ local function cmd_run(args, first, force_plan)
     end
     chunk = recipe.load(path)
   end
-  local ok, decl = protected(recipe.declaration, path, chunk)
-  if not ok then
-    if o.sandbox then rt.set_limits({ memory = 0, seconds = 0 }) end
-    return report_failure(decl, path)
-  end
-  if o.help then
-    if decl then describe(decl, o.recipe) else say("%s: a plain Lua script (no parameters)", path) end
-    return EXIT_OK
-  end
-  local result
-  if decl then
-    local params = recipe.resolve_params(decl, o.sets, o.sources)
-    log.debug("recipe start", { recipe = path, dry_run = dry })
-    ok, result = protected(decl.run, params, recipe.context(decl))
-    if o.sandbox then rt.set_limits({ memory = 0, seconds = 0 }) end
-    print_summary()
-    if not ok then return report_failure(result, path) end
-  end
-  if dry then
-    io.stdout:write(o.plan_format == "json" and (plan.render_json() .. "\n") or plan.render_text())
-  end
-  if result == false then
-    log.error("recipe reported failure", { recipe = path })
-    return EXIT_FAIL
-  elseif math.type(result) == "integer" then
-    return result
-  end
-  return EXIT_OK
+  local t0 = rt.monotonic()
+  local remove_hook = require("myrmex.ci").github() and require("myrmex.ci").annotate_logs()
+  local code, failure = execute(o, path, chunk, dry)
+  if remove_hook then remove_hook() end
+  if o.sandbox then rt.set_limits({ memory = 0, seconds = 0 }) end
+  finish_reports(o, path, rt.monotonic() - t0, failure)
+  return code
 end
 
 local function cmd_list()

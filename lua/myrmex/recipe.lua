@@ -261,6 +261,7 @@ function M.step(name, fn)
   end
   local err = res[2]
   entry.error = require("myrmex.errors").message(err):match("^[^\n]*")
+  entry.code = type(err) == "table" and err.code or nil
   log.error("step " .. name .. " failed", { step = name, error = entry.error })
   if type(err) == "table" then
     err.step = err.step or name
