@@ -1,0 +1,495 @@
+--- Vulnerability scanning with Trivy, Grype and Docker Scout, normalized into one model, with
+--- one policy layer and exports for people (JSON), spreadsheets (CSV) and GitHub code
+--- scanning (SARIF). See docs/scan.md.
+local json = require("myrmex.json")
+local errors = require("myrmex.errors")
+local log = require("myrmex.log")
+local process = require("myrmex.process")
+local model = require("myrmex.scan.model")
+local policy_mod = require("myrmex.scan.policy")
+local export_mod = require("myrmex.scan.export")
+
+local M = {}
+
+---@type string[] severities from worst to best
+M.SEVERITIES = model.SEVERITIES
+---@type string[] compliance levels from best to worst
+M.LEVELS = policy_mod.LEVELS
+
+local READERS = {
+  trivy = require("myrmex.scan.trivy"),
+  grype = require("myrmex.scan.grype"),
+  sarif = require("myrmex.scan.sarif_in"),
+}
+READERS.scout = READERS.sarif
+local DETECT_ORDER = { "trivy", "grype", "sarif" }
+
+local BACKENDS = { "trivy", "grype", "scout" }
+local DEFAULT_TIMEOUT = 900
+local DEFAULT_MAX_OUTPUT = 1024 * 1024 * 1024
+
+local function fail(code, msg, details)
+  errors.raise({ code = code, engine = "scan", message = msg, details = details }, 3)
+end
+
+local function check_keys(fname, t, allowed)
+  for k in pairs(t) do
+    if not allowed[k] then error(fname .. ": unknown option '" .. tostring(k) .. "'", 3) end
+  end
+end
+
+-- ---- reading reports ----
+
+-- UTF-16 (with BOM) to UTF-8: Windows shells write reports that way ("trivy ... > x.json"
+-- in PowerShell). Unpaired surrogates become U+FFFD.
+local function utf16_to_utf8(s, little)
+  local out, n, i = {}, 0, 3
+  local len = #s - (#s % 2)
+  local function unit(at)
+    local a, b = s:byte(at, at + 1)
+    return little and (a + b * 256) or (a * 256 + b)
+  end
+  while i < len do
+    local u = unit(i)
+    i = i + 2
+    if u >= 0xD800 and u <= 0xDBFF and i < len then
+      local lo = unit(i)
+      if lo >= 0xDC00 and lo <= 0xDFFF then
+        u = 0x10000 + (u - 0xD800) * 0x400 + (lo - 0xDC00)
+        i = i + 2
+      else
+        u = 0xFFFD
+      end
+    elseif u >= 0xD800 and u <= 0xDFFF then
+      u = 0xFFFD
+    end
+    n = n + 1
+    out[n] = utf8.char(u)
+  end
+  return table.concat(out)
+end
+
+local function to_utf8(text)
+  local b1, b2, b3 = text:byte(1, 3)
+  if b1 == 0xEF and b2 == 0xBB and b3 == 0xBF then return text:sub(4) end
+  if b1 == 0xFF and b2 == 0xFE then return utf16_to_utf8(text, true) end
+  if b1 == 0xFE and b2 == 0xFF then return utf16_to_utf8(text, false) end
+  return text
+end
+
+local function decode(text, what)
+  local ok, doc = pcall(json.decode, to_utf8(text))
+  if not ok then
+    fail("Invalid", what .. ": not valid JSON: " .. tostring(doc):gsub("^.-json%.decode: ", ""))
+  end
+  if type(doc) ~= "table" then fail("Invalid", what .. ": not a scanner report (JSON " .. type(doc) .. ")") end
+  return doc
+end
+
+local function detect(doc)
+  for _, name in ipairs(DETECT_ORDER) do
+    if READERS[name].detect(doc) then return name end
+  end
+  return nil
+end
+
+--- Turn a decoded report into a judged result.
+local function finish(doc, format, what, opts)
+  format = format or detect(doc)
+  if not format then
+    fail("Invalid", what .. ": unrecognized report format (expected Trivy JSON, Grype JSON or SARIF)")
+  end
+  local reader = READERS[format]
+  if not reader.detect(doc) then
+    fail("Invalid", what .. ": does not look like a " .. format .. " report")
+  end
+  local result = reader.normalize(doc)
+  result.format = format == "scout" and "sarif" or format
+  if opts.image and not result.image then result.image = opts.image end
+  model.filter(result, opts)
+  policy_mod.evaluate(result, opts.policy, opts.now)
+  return result
+end
+
+local LOAD_KEYS = { format = true, policy = true, severity = true, ignore_unfixed = true,
+  image = true, now = true }
+
+--- Parse an existing report: a file path, or the report text itself. The format (Trivy JSON
+--- schema 2, Grype JSON, SARIF from Docker Scout or Trivy) is detected unless given.
+---@param source string path or JSON text
+---@param opts? {format?:"trivy"|"grype"|"sarif"|"scout", policy?:table, severity?:string|string[], ignore_unfixed?:boolean, image?:string}
+---@return table result
+function M.load_report(source, opts)
+  if type(source) ~= "string" then
+    error("scan.load_report: path or report text expected, got " .. type(source), 2)
+  end
+  opts = opts or {}
+  check_keys("scan.load_report", opts, LOAD_KEYS)
+  if opts.format and not READERS[opts.format] then
+    error("scan.load_report: unknown format '" .. tostring(opts.format) .. "'", 2)
+  end
+  local text, what = source, "report"
+  -- Report text starts with "{" (after blanks or a byte-order mark); anything else is a path.
+  if not source:find("^[%s\239\187\191\255\254]*[{%[]") and not source:find("^\254\255") then
+    what = source
+    local f, err = io.open(source, "rb")
+    if not f then fail("NotFound", "cannot read report: " .. tostring(err)) end
+    text = f:read("a")
+    f:close()
+  end
+  return finish(decode(text, what), opts.format, what, opts)
+end
+
+-- ---- running scanners ----
+
+---@class myrmex.Scanner
+---@field backend "trivy"|"grype"|"scout"
+---@field path string the executable (docker for Scout)
+local Scanner = {}
+Scanner.__index = Scanner
+Scanner.__name = "myrmex.scan.scanner"
+
+local function scout_available(docker)
+  local ok, res = pcall(process.run, { argv = { docker, "scout", "version" }, timeout = 30,
+    max_output = 1024 * 1024 })
+  return ok and res.status == 0
+end
+
+local function find_backend(name, path)
+  local exe = path or process.which(name == "scout" and "docker" or name)
+  if not exe then return nil end
+  if name == "scout" and not scout_available(exe) then return nil end
+  return exe
+end
+
+local NEW_KEYS = { backend = true, path = true, timeout = true, args = true, max_output = true,
+  policy = true }
+
+--- A scanner. `backend="auto"` (the default) takes the first found on PATH: Trivy, then
+--- Grype, then Docker Scout (`docker scout`), and logs which. Raises NotFound when none is.
+---@param opts? {backend?:"auto"|"trivy"|"grype"|"scout", path?:string, timeout?:number, args?:string[], max_output?:integer, policy?:table}
+---@return myrmex.Scanner
+function M.new(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("scan.new: options table expected", 2) end
+  check_keys("scan.new", opts, NEW_KEYS)
+  local backend = opts.backend or "auto"
+  if backend ~= "auto" and not READERS[backend] then
+    error("scan.new: unknown backend '" .. tostring(backend) .. "' (auto, trivy, grype, scout)", 2)
+  end
+  if backend == "auto" and opts.path then error("scan.new: path needs an explicit backend", 2) end
+  for i, a in ipairs(opts.args or {}) do
+    if type(a) ~= "string" then error("scan.new: args[" .. i .. "] must be a string", 2) end
+  end
+  if opts.policy then policy_mod.check(opts.policy) end
+  local exe
+  if backend == "auto" then
+    for _, name in ipairs(BACKENDS) do
+      exe = find_backend(name)
+      if exe then backend = name; break end
+    end
+    if not exe then
+      fail("NotFound", "no scanner found on PATH (looked for trivy, grype, docker scout)")
+    end
+    log.info("scan: using " .. backend, { engine = "scan", path = exe })
+  else
+    exe = find_backend(backend, opts.path)
+    if not exe then
+      fail("NotFound", backend .. " not found" .. (opts.path and (" at " .. opts.path) or " on PATH"))
+    end
+  end
+  return setmetatable({ backend = backend, path = exe, timeout = opts.timeout or DEFAULT_TIMEOUT,
+    args = opts.args or {}, max_output = opts.max_output or DEFAULT_MAX_OUTPUT,
+    policy = opts.policy }, Scanner)
+end
+
+local function severity_list(sev)
+  if sev == nil then return nil end
+  local list = type(sev) == "string" and { sev } or sev
+  local out = {}
+  for _, s in ipairs(list) do
+    for part in s:gmatch("[^,%s]+") do
+      local norm = part:upper()
+      if not model.rank[norm] then error("scanner:scan_image: unknown severity '" .. part .. "'", 4) end
+      out[#out + 1] = norm
+    end
+  end
+  return out
+end
+
+-- Argument vectors, one per back end. The reference always comes after "--", so one that
+-- starts with "-" cannot be taken for an option.
+local ARGV = {
+  trivy = function(self, ref, o)
+    local a = { self.path, "image", "--format", "json", "--quiet" }
+    if o.severity then a[#a + 1] = "--severity"; a[#a + 1] = table.concat(o.severity, ",") end
+    if o.ignore_unfixed then a[#a + 1] = "--ignore-unfixed" end
+    if o.platform then a[#a + 1] = "--platform"; a[#a + 1] = o.platform end
+    if o.input then a[#a + 1] = "--input"; a[#a + 1] = o.input end
+    return a, not o.input and ref or nil
+  end,
+  grype = function(self, ref, o)
+    local a = { self.path, "-o", "json" }
+    if o.ignore_unfixed then a[#a + 1] = "--only-fixed" end
+    if o.platform then a[#a + 1] = "--platform"; a[#a + 1] = o.platform end
+    return a, o.input and ("docker-archive:" .. o.input) or ref
+  end,
+  scout = function(self, ref, o)
+    local a = { self.path, "scout", "cves", "--format", "sarif" }
+    if o.severity then
+      local lower = {}
+      for i, s in ipairs(o.severity) do lower[i] = s:lower() end
+      a[#a + 1] = "--only-severity"; a[#a + 1] = table.concat(lower, ",")
+    end
+    if o.ignore_unfixed then a[#a + 1] = "--only-fixed" end
+    if o.platform then a[#a + 1] = "--platform"; a[#a + 1] = o.platform end
+    return a, o.input and ("archive://" .. o.input) or ref
+  end,
+}
+
+-- stderr is logged line by line as it arrives; its tail is kept for error messages.
+local function stderr_sink(name, ref)
+  local tail, partial = {}, ""
+  local function line(l)
+    if l ~= "" then
+      log.debug(name .. ": " .. l, { engine = "scan", target = ref })
+      tail[#tail + 1] = l
+      if #tail > 20 then table.remove(tail, 1) end
+    end
+  end
+  local sink = {}
+  function sink.write(chunk)
+    partial = partial .. chunk
+    local last = 1
+    for l, rest in partial:gmatch("([^\n]*)\n()") do line(l); last = rest end
+    partial = partial:sub(last)
+    if #partial > 65536 then partial = partial:sub(-65536) end
+  end
+  function sink.message()
+    line(partial)
+    partial = ""
+    local text = table.concat(tail, " | ")
+    if #text > 2000 then text = "..." .. text:sub(-2000) end
+    return text
+  end
+  return sink
+end
+
+local SCAN_KEYS = { severity = true, ignore_unfixed = true, platform = true, input = true,
+  policy = true, timeout = true, now = true }
+
+--- Scan an image: from the local engine or a registry by reference, or a saved tarball
+--- (`input=`). Runs the scanner as a child process (argument vector, no shell), logs its
+--- stderr, enforces the timeout, and returns the normalized, judged result.
+---@param ref string|nil image reference (may be nil with input=)
+---@param opts? {severity?:string|string[], ignore_unfixed?:boolean, platform?:string, input?:string, policy?:table, timeout?:number}
+---@return table result
+function Scanner:scan_image(ref, opts)
+  opts = opts or {}
+  check_keys("scanner:scan_image", opts, SCAN_KEYS)
+  if ref ~= nil and (type(ref) ~= "string" or ref == "") then
+    error("scanner:scan_image: ref must be a non-empty string", 2)
+  end
+  if ref == nil and not opts.input then error("scanner:scan_image: ref or input= is required", 2) end
+  if opts.input and type(opts.input) ~= "string" then error("scanner:scan_image: input must be a path", 2) end
+  local o = { severity = severity_list(opts.severity), ignore_unfixed = opts.ignore_unfixed,
+    platform = opts.platform, input = opts.input }
+  local argv, target = ARGV[self.backend](self, ref, o)
+  for _, a in ipairs(self.args) do argv[#argv + 1] = a end
+  if target then argv[#argv + 1] = "--"; argv[#argv + 1] = target end
+  local name = self.backend
+  local shown = ref or opts.input
+  local sink = stderr_sink(name, shown)
+  local res = log.span("scan", "scan_image", shown, process.run, {
+    argv = argv,
+    timeout = opts.timeout or self.timeout,
+    max_output = self.max_output,
+    on_stderr = sink.write,
+  })
+  local msg = sink.message()
+  if res.timed_out then
+    fail("Timeout", string.format("%s did not finish within %gs%s", name,
+      opts.timeout or self.timeout, msg ~= "" and (": " .. msg) or ""))
+  end
+  if res.overflow then
+    fail("Invalid", string.format("%s wrote more than %d bytes of output", name, self.max_output))
+  end
+  if res.status ~= 0 then
+    fail("Engine", string.format("%s failed (%s): %s", name, process.describe(res),
+      msg ~= "" and msg or "no message on stderr"), { status = res.status, signal = res.signal })
+  end
+  if res.stdout:find("^%s*$") then
+    fail("Invalid", name .. " printed no report" .. (msg ~= "" and (": " .. msg) or ""))
+  end
+  local text = res.stdout
+  res = nil
+  local doc = decode(text, name .. " output")
+  text = nil
+  local format = name == "scout" and "sarif" or name
+  local result = finish(doc, format, name .. " output", { image = ref or opts.input,
+    severity = o.severity, ignore_unfixed = opts.ignore_unfixed,
+    policy = opts.policy or self.policy, now = opts.now })
+  result.image = ref or result.image
+  return result
+end
+
+function Scanner:__tostring()
+  return "scanner(" .. self.backend .. " " .. self.path .. ")"
+end
+
+-- ---- judging, combining, exporting ----
+
+--- (Re)judge a result under a policy: sets `compliance`, `passed`, `violations`,
+--- `ignored`, `expired_ignores`. Returns the result.
+---@param result table
+---@param policy? table
+---@param now? string RFC 3339 UTC time for ignore expiry (default: now)
+---@return table
+function M.evaluate(result, policy, now)
+  return (policy_mod.evaluate(result, policy, now))
+end
+
+--- The compliance report: summary, level, deciding findings, recommendations.
+---@param result table
+---@param policy? table
+---@param now? string
+---@return table
+function M.generate_compliance_report(result, policy, now)
+  return policy_mod.report(result, policy, now)
+end
+
+--- Exit status for a recipe: 0 when the result passes its policy, 1 when it fails.
+---@param result table
+---@return integer
+function M.exit_status(result)
+  return result.passed and 0 or 1
+end
+
+local function copy_finding(f)
+  local c = {}
+  for k, v in pairs(f) do c[k] = v end
+  c.found_by = { f.scanner }
+  return c
+end
+
+-- Keys under which a finding can be met again: its id and each alias, with the package.
+local function keys_of(f)
+  local keys = { model.key(f) }
+  for _, a in ipairs(f.aliases or {}) do keys[#keys + 1] = a .. "\0" .. (f.package or "") end
+  return keys
+end
+
+--- Merge results of the same image from several scanners: one finding per vulnerability
+--- (id or alias) and package; the first result's data wins, missing fields are filled from
+--- the others, `found_by` lists every scanner that reported it.
+---@param ... table results
+---@return table
+function M.merge(...)
+  local inputs = { ... }
+  if #inputs == 0 then error("scan.merge: at least one result expected", 2) end
+  local findings, index, scanners = {}, {}, {}
+  for _, r in ipairs(inputs) do
+    if type(r) ~= "table" or type(r.findings) ~= "table" then
+      error("scan.merge: results expected", 2)
+    end
+    for _, s in ipairs(r.scanners or {}) do scanners[#scanners + 1] = s end
+    for _, f in ipairs(r.findings) do
+      local hit
+      for _, k in ipairs(keys_of(f)) do
+        hit = index[k]
+        if hit then break end
+      end
+      if hit then
+        local seen = false
+        for _, s in ipairs(hit.found_by) do seen = seen or s == f.scanner end
+        if not seen then hit.found_by[#hit.found_by + 1] = f.scanner end
+        for k, v in pairs(f) do
+          if hit[k] == nil then hit[k] = v end
+        end
+      else
+        hit = copy_finding(f)
+        findings[#findings + 1] = hit
+      end
+      for _, k in ipairs(keys_of(f)) do index[k] = index[k] or hit end
+    end
+  end
+  local first = inputs[1]
+  local merged = {}
+  for k, v in pairs(first) do merged[k] = v end
+  merged.scanner = table.concat((function()
+    local names = {}
+    for i, s in ipairs(scanners) do names[i] = s.name end
+    return names
+  end)(), "+")
+  merged.scanners = scanners
+  merged.findings = findings
+  merged.counts = model.count(findings)
+  for _, r in ipairs(inputs) do
+    for _, k in ipairs({ "image", "digest", "image_id", "os" }) do
+      if merged[k] == nil then merged[k] = r[k] end
+    end
+  end
+  policy_mod.evaluate(merged, policy_mod.used(first))
+  return merged
+end
+
+--- Compare two results (e.g. the new image against the deployed one): findings
+--- `introduced` (only in new), `fixed` (only in old), `unchanged` (in both, as in new).
+---@param old table
+---@param new table
+---@return {introduced:table[], fixed:table[], unchanged:table[], counts:table}
+function M.diff(old, new)
+  if type(old) ~= "table" or type(new) ~= "table" then error("scan.diff: two results expected", 2) end
+  local in_old, in_new = {}, {}
+  for _, f in ipairs(old.findings) do
+    for _, k in ipairs(keys_of(f)) do in_old[k] = true end
+  end
+  for _, f in ipairs(new.findings) do
+    for _, k in ipairs(keys_of(f)) do in_new[k] = true end
+  end
+  local function present(set, f)
+    for _, k in ipairs(keys_of(f)) do
+      if set[k] then return true end
+    end
+    return false
+  end
+  local out = { introduced = {}, fixed = {}, unchanged = {} }
+  for _, f in ipairs(new.findings) do
+    local list = present(in_old, f) and out.unchanged or out.introduced
+    list[#list + 1] = f
+  end
+  for _, f in ipairs(old.findings) do
+    if not present(in_new, f) then out.fixed[#out.fixed + 1] = f end
+  end
+  out.counts = { introduced = model.count(out.introduced), fixed = model.count(out.fixed),
+    unchanged = model.count(out.unchanged) }
+  return out
+end
+
+local WRITERS = { json = export_mod.json, csv = export_mod.csv, sarif = export_mod.sarif }
+
+--- Write a result as "json" (the normalized model), "csv" (RFC 4180, one row per finding)
+--- or "sarif" (2.1.0, for GitHub code scanning). Returns the text when `path` is nil, else
+--- writes the file and returns the path.
+---@param result table
+---@param format "json"|"csv"|"sarif"
+---@param path? string
+---@param opts? {dockerfile?:string, dockerfile_line?:integer} SARIF: point results at this file
+---@return string
+function M.export(result, format, path, opts)
+  if type(result) ~= "table" or type(result.findings) ~= "table" then
+    error("scan.export: result expected", 2)
+  end
+  local writer = WRITERS[format]
+  if not writer then error("scan.export: unknown format '" .. tostring(format) .. "' (json, csv, sarif)", 2) end
+  if path ~= nil and type(path) ~= "string" then error("scan.export: path must be a string", 2) end
+  local text = writer(result, opts)
+  if not path then return text end
+  local f, err = io.open(path, "wb")
+  if not f then fail("Invalid", "cannot write " .. path .. ": " .. tostring(err)) end
+  f:write(text)
+  f:close()
+  return path
+end
+
+return M

@@ -1,0 +1,216 @@
+--- Writers for scan results: JSON (the normalized model), CSV (RFC 4180) and SARIF 2.1.0
+--- for GitHub code scanning. Internal to myrmex.scan; see docs/scan.md.
+local json = require("myrmex.json")
+local model = require("myrmex.scan.model")
+
+local M = {}
+
+local concat, format = table.concat, string.format
+
+-- ---- JSON ----
+
+local LIST_FIELDS = { "aliases", "references", "cwe", "locations" }
+
+local function finding_for_json(f)
+  local out = {}
+  for k, v in pairs(f) do out[k] = v end
+  for _, k in ipairs(LIST_FIELDS) do
+    if out[k] then out[k] = json.array(out[k]) end
+  end
+  out.cvss = json.object(out.cvss or {})
+  return out
+end
+
+--- The normalized result as JSON text (sorted keys, indented).
+---@param result table
+---@return string
+function M.json(result)
+  local copy = {}
+  for k, v in pairs(result) do copy[k] = v end
+  local findings = {}
+  for i, f in ipairs(result.findings) do findings[i] = finding_for_json(f) end
+  copy.findings = json.array(findings)
+  copy.misconfigurations = json.array(result.misconfigurations or {})
+  for _, k in ipairs({ "ignored", "expired_ignores", "violations", "scanners" }) do
+    if copy[k] then copy[k] = json.array(copy[k]) end
+  end
+  return json.encode(copy, { sort_keys = true, indent = true })
+end
+
+-- ---- CSV ----
+
+--- The CSV columns, in order, with how each is taken from a finding.
+M.CSV_COLUMNS = { "id", "aliases", "severity", "cvss_score", "cvss_vector", "package", "type",
+  "installed_version", "fixed_version", "fix_state", "purl", "title", "target", "path", "layer",
+  "scanner", "references" }
+
+local LIST_COLUMN = { aliases = true, references = true }
+
+-- RFC 4180: a field with a comma, quote, CR or LF is quoted, quotes doubled.
+local function csv_field(v)
+  if v == nil then return "" end
+  v = tostring(v)
+  if v:find('[,"\r\n]') then return '"' .. v:gsub('"', '""') .. '"' end
+  return v
+end
+M.csv_field = csv_field
+
+local function csv_value(f, col)
+  local v = f[col]
+  if col == "scanner" and f.found_by then v = concat(f.found_by, " ") end
+  if LIST_COLUMN[col] then
+    return v and concat(v, " ") or ""
+  end
+  if col == "cvss_score" and v then return format("%.1f", v) end
+  return v
+end
+
+--- Findings as CSV text: a header row, then one row per finding, CRLF line ends.
+---@param result table
+---@return string
+function M.csv(result)
+  local cols, ncols = M.CSV_COLUMNS, #M.CSV_COLUMNS
+  local lines = { concat(cols, ",") }
+  local row = {}
+  for i, f in ipairs(result.findings) do
+    for c = 1, ncols do row[c] = csv_field(csv_value(f, cols[c])) end
+    lines[i + 1] = concat(row, ",", 1, ncols)
+  end
+  lines[#lines + 1] = ""
+  return concat(lines, "\r\n")
+end
+
+-- ---- SARIF ----
+
+local SARIF_LEVEL = { CRITICAL = "error", HIGH = "error", MEDIUM = "warning", LOW = "note",
+  UNKNOWN = "note" }
+-- What security-severity says when a finding has no CVSS score (Trivy's values, so the two
+-- tools rank the same in GitHub).
+local FALLBACK_SCORE = { CRITICAL = "9.5", HIGH = "8.0", MEDIUM = "5.5", LOW = "2.0", UNKNOWN = "0.0" }
+
+-- artifactLocation.uri must be a URI reference: keep path characters, escape the rest
+-- (spaces and parentheses in Trivy targets, for instance).
+local function uri_escape(s)
+  return (s:gsub("[^%w%-%._~/:@!%$&'%*%+,;=]", function(c) return format("%%%02X", c:byte()) end))
+end
+
+local function fix_text(f)
+  return f.fixed_version or "none"
+end
+
+local function link(f)
+  local url = f.primary_url or (f.references and f.references[1])
+  if not url then return f.id end
+  return "[" .. f.id .. "](" .. url .. ")"
+end
+
+local function rule_for(f)
+  local sev = f.severity
+  local score = f.cvss_score and format("%.1f", f.cvss_score) or FALLBACK_SCORE[sev]
+  local desc = f.description or f.title or f.id
+  local url = f.primary_url or (f.references and f.references[1])
+  local pkg = f.package or "?"
+  local props = { ["security-severity"] = score, precision = "very-high",
+    tags = json.array { "vulnerability", "security", sev } }
+  local nvd = f.cvss and f.cvss.nvd
+  if nvd then
+    props.cvssv2_score, props.cvssv2_vector = nvd.v2_score, nvd.v2_vector
+    props.cvssv3_baseScore, props.cvssv3_vector = nvd.v3_score, nvd.v3_vector
+  end
+  return {
+    id = f.id,
+    name = f.type == "os" and "OsPackageVulnerability" or "LanguageSpecificPackageVulnerability",
+    shortDescription = { text = f.title or f.id },
+    fullDescription = { text = desc },
+    defaultConfiguration = { level = SARIF_LEVEL[sev] },
+    helpUri = url,
+    help = {
+      text = format("Vulnerability %s\nSeverity: %s\nPackage: %s\nFixed Version: %s\nLink: %s\n%s",
+        f.id, sev, pkg, fix_text(f), link(f), desc),
+      markdown = format("**Vulnerability %s**\n| Severity | Package | Fixed Version | Link |\n| --- | --- | --- | --- |\n|%s|%s|%s|%s|\n\n%s",
+        f.id, sev, pkg, fix_text(f), link(f), desc),
+    },
+    properties = props,
+  }
+end
+
+-- Where a finding points: the Dockerfile when given (so GitHub can show it on a file of the
+-- repository), else the package path inside the image, else the image.
+local function location_uri(f, result, opts)
+  if opts.dockerfile then return opts.dockerfile end
+  return f.path or result.image or f.target or "image"
+end
+
+local function result_for(f, rule_index, result, opts)
+  local uri = location_uri(f, result, opts)
+  local pkg = f.package or "?"
+  local line = opts.dockerfile_line or 1
+  return {
+    ruleId = f.id,
+    ruleIndex = rule_index,
+    level = SARIF_LEVEL[f.severity],
+    message = { text = format("Package: %s\nInstalled Version: %s\nVulnerability %s\nSeverity: %s\nFixed Version: %s\nLink: %s",
+      pkg, f.installed_version or "", f.id, f.severity, fix_text(f), link(f)) },
+    locations = json.array { {
+      physicalLocation = {
+        artifactLocation = { uri = uri_escape(uri), uriBaseId = "ROOTPATH" },
+        region = { startLine = line, startColumn = 1, endLine = line, endColumn = 1 },
+      },
+      message = { text = format("%s: %s@%s", result.image or f.target or uri, pkg,
+        f.installed_version or "") },
+    } },
+    -- Stable across runs and scanners: the same vulnerability in the same package version
+    -- at the same place is the same alert, so GitHub tracks it instead of reopening it.
+    partialFingerprints = {
+      ["myrmexVulnerability/v1"] = concat({ f.id, pkg, f.installed_version or "",
+        f.path or f.target or "" }, "|"),
+    },
+  }
+end
+
+--- A SARIF 2.1.0 log: one rule per vulnerability id, one result per finding.
+---@param result table
+---@param opts? {dockerfile?:string, dockerfile_line?:integer}
+---@return string
+function M.sarif(result, opts)
+  opts = opts or {}
+  local rules, index, results = {}, {}, {}
+  for i, f in ipairs(result.findings) do
+    local idx = index[f.id]
+    if not idx then
+      rules[#rules + 1] = rule_for(f)
+      idx = #rules - 1
+      index[f.id] = idx
+    end
+    results[i] = result_for(f, idx, result, opts)
+  end
+  local scanners = {}
+  for _, s in ipairs(result.scanners or {}) do
+    scanners[#scanners + 1] = s.name .. (s.version and (" " .. s.version) or "")
+  end
+  local doc = {
+    version = "2.1.0",
+    ["$schema"] = "https://raw.githubusercontent.com/oasis-tcs/sarif-spec/main/sarif-2.1/schema/sarif-schema-2.1.0.json",
+    runs = json.array { {
+      tool = { driver = {
+        name = "myrmex",
+        fullName = "myrmex image scan (" .. concat(scanners, ", ") .. ")",
+        informationUri = "https://github.com/myrmex/myrmex",
+        version = rawget(_G, "_MYRMEX_VERSION") or "dev",
+        rules = json.array(rules),
+      } },
+      results = json.array(results),
+      columnKind = "utf16CodeUnits",
+      properties = {
+        imageName = result.image, imageID = result.image_id,
+        repoDigests = result.digest and json.array { (result.image or "") .. "@" .. result.digest } or nil,
+        repoTags = result.repo_tags and json.array(result.repo_tags) or nil,
+        scanners = json.array(scanners),
+        compliance = result.compliance,
+      },
+    } },
+  }
+  return json.encode(doc, { indent = true })
+end
+
+return M

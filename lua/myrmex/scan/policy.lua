@@ -1,0 +1,349 @@
+--- Policies: which findings count, whether a result passes, its compliance level, and the
+--- compliance report with recommendations. Internal to myrmex.scan; see docs/scan.md.
+local model = require("myrmex.scan.model")
+
+local rank = model.rank
+
+local M = {}
+
+-- The checked policy each result was last judged with, so merge can judge the merged
+-- result the same way. Weak keys: results come and go.
+local used_policy = setmetatable({}, { __mode = "k" })
+
+--- The policy a result was last judged with (checked form), or nil.
+---@param result table
+---@return table|nil
+function M.used(result)
+  return used_policy[result]
+end
+
+--- Levels from best to worst.
+M.LEVELS = { "compliant", "warning", "non_compliant", "critical" }
+
+M.DEFAULTS = {
+  fail_on = "HIGH",
+  levels = { critical = "CRITICAL", non_compliant = "HIGH", warning = "MEDIUM" },
+}
+
+local POLICY_KEYS = { fail_on = true, max = true, ignore = true, only_fixed = true, levels = true }
+local RULE_KEYS = { id = true, package = true, purl = true, severity = true, reason = true,
+  expires = true }
+local LEVEL_KEYS = { critical = true, non_compliant = true, warning = true }
+
+local function check_severity(s, where)
+  if type(s) ~= "string" or not rank[s:upper()] then
+    error("scan.policy: " .. where .. ": unknown severity " .. tostring(s), 4)
+  end
+  return s:upper()
+end
+
+-- "2025-01-31" means until the end of that day; a full RFC 3339 UTC time is exact.
+local function expiry(s, i)
+  if type(s) ~= "string" then
+    error("scan.policy: ignore[" .. i .. "].expires must be a date string", 4)
+  end
+  if s:match("^%d%d%d%d%-%d%d%-%d%d$") then return s .. "T23:59:59Z" end
+  if s:match("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$") then return s end
+  error("scan.policy: ignore[" .. i .. "].expires: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, got "
+    .. s, 4)
+end
+
+--- Validate a policy table and fill in defaults. Misuse (unknown keys, bad severities,
+--- ignore rules without a reason or a matcher) raises a string naming the field.
+---@param p table|nil
+---@return table
+function M.check(p)
+  p = p or {}
+  if type(p) ~= "table" then error("scan.policy: table expected, got " .. type(p), 3) end
+  if p._checked then return p end
+  for k in pairs(p) do
+    if not POLICY_KEYS[k] then error("scan.policy: unknown key '" .. tostring(k) .. "'", 3) end
+  end
+  local out = { _checked = true, only_fixed = p.only_fixed == true, max = {}, ignore = {},
+    levels = {} }
+  out.fail_on = check_severity(p.fail_on or M.DEFAULTS.fail_on, "fail_on")
+  for k, v in pairs(p.levels or {}) do
+    if not LEVEL_KEYS[k] then error("scan.policy: levels: unknown level '" .. tostring(k) .. "'", 3) end
+    out.levels[k] = v and check_severity(v, "levels." .. k) or false
+  end
+  for k, v in pairs(M.DEFAULTS.levels) do
+    if out.levels[k] == nil then out.levels[k] = v end
+  end
+  for sev, n in pairs(p.max or {}) do
+    local s = check_severity(sev, "max")
+    if math.type(n) ~= "integer" or n < 0 then
+      error("scan.policy: max." .. s .. " must be a non-negative integer", 3)
+    end
+    out.max[s] = n
+  end
+  for i, r in ipairs(p.ignore or {}) do
+    if type(r) ~= "table" then error("scan.policy: ignore[" .. i .. "] must be a table", 3) end
+    for k in pairs(r) do
+      if not RULE_KEYS[k] then
+        error("scan.policy: ignore[" .. i .. "]: unknown key '" .. tostring(k) .. "'", 3)
+      end
+    end
+    if not (r.id or r.package or r.purl or r.severity) then
+      error("scan.policy: ignore[" .. i .. "] needs id, package, purl or severity", 3)
+    end
+    if type(r.reason) ~= "string" or r.reason == "" then
+      error("scan.policy: ignore[" .. i .. "] needs a reason", 3)
+    end
+    out.ignore[i] = {
+      id = r.id, package = r.package, purl = r.purl,
+      severity = r.severity and check_severity(r.severity, "ignore[" .. i .. "].severity"),
+      reason = r.reason, expires = r.expires, until_time = r.expires and expiry(r.expires, i),
+      index = i,
+    }
+  end
+  return out
+end
+
+-- "CVE-2023-*" matches by prefix; anything else exactly.
+local function like(pattern, value)
+  if value == nil then return false end
+  if pattern:sub(-1) == "*" then return value:sub(1, #pattern - 1) == pattern:sub(1, -2) end
+  return pattern == value
+end
+
+local function rule_matches(r, f)
+  if r.id and not like(r.id, f.id) then
+    local alias = false
+    for _, a in ipairs(f.aliases or {}) do
+      if like(r.id, a) then alias = true; break end
+    end
+    if not alias then return false end
+  end
+  if r.package and not like(r.package, f.package) then return false end
+  if r.purl and not like(r.purl, f.purl) then return false end
+  if r.severity and r.severity ~= f.severity then return false end
+  return true
+end
+
+local function public_rule(r)
+  return { id = r.id, package = r.package, purl = r.purl, severity = r.severity,
+    reason = r.reason, expires = r.expires }
+end
+
+--- Judge a result: sets result.compliance, result.passed, result.ignored,
+--- result.expired_ignores, result.violations, result.effective_counts. Returns the result
+--- and the list of findings that count.
+---@param result table
+---@param policy table|nil
+---@param now? string RFC 3339 UTC time to judge expiry against (default: now)
+---@return table result, table[] counted
+function M.evaluate(result, policy, now)
+  local p = M.check(policy)
+  now = now or model.timestamp()
+  local active, expired = {}, {}
+  for _, r in ipairs(p.ignore) do
+    if r.until_time and r.until_time < now then
+      expired[#expired + 1] = public_rule(r)
+    else
+      active[#active + 1] = r
+    end
+  end
+  local counted, ignored = {}, {}
+  local findings, nactive, only_fixed = result.findings, #active, p.only_fixed
+  for i = 1, #findings do
+    local f = findings[i]
+    local rule
+    for k = 1, nactive do
+      if rule_matches(active[k], f) then rule = active[k]; break end
+    end
+    if rule then
+      ignored[#ignored + 1] = { id = f.id, package = f.package, severity = f.severity,
+        reason = rule.reason, rule = rule.index }
+    elseif not (only_fixed and not f.fixed_version) then
+      counted[#counted + 1] = f
+    end
+  end
+  local counts = model.count(counted)
+  local violations = {}
+  local fail_rank = rank[p.fail_on]
+  for _, s in ipairs(model.SEVERITIES) do
+    if rank[s] >= fail_rank and counts[s] > 0 then
+      violations[#violations + 1] = string.format("%d %s finding%s (fail_on %s)", counts[s], s,
+        counts[s] == 1 and "" or "s", p.fail_on)
+    end
+  end
+  local over_max = false
+  for _, s in ipairs(model.SEVERITIES) do
+    local max = p.max[s]
+    if max and counts[s] > max then
+      over_max = true
+      violations[#violations + 1] = string.format("%d %s findings, at most %d allowed", counts[s], s, max)
+    end
+  end
+  local level = "compliant"
+  local lv = p.levels
+  local function any_at(sev) return sev and M.any_at_or_above(counts, sev) end
+  if any_at(lv.critical) then level = "critical"
+  elseif any_at(lv.non_compliant) then level = "non_compliant"
+  elseif any_at(lv.warning) then level = "warning" end
+  if over_max and (level == "compliant" or level == "warning") then level = "non_compliant" end
+  result.compliance = level
+  result.passed = #violations == 0
+  result.violations = violations
+  result.ignored = ignored
+  result.expired_ignores = expired
+  result.effective_counts = counts
+  used_policy[result] = p
+  result.policy = { fail_on = p.fail_on, only_fixed = p.only_fixed, levels = lv, max = p.max }
+  return result, counted
+end
+
+--- True when counts has any finding at or above severity `sev`.
+---@param counts table<string, integer>
+---@param sev string
+---@return boolean
+function M.any_at_or_above(counts, sev)
+  local r = rank[sev]
+  for s, n in pairs(counts) do
+    if n > 0 and rank[s] >= r then return true end
+  end
+  return false
+end
+
+-- Numeric-aware version comparison, good enough to order fix candidates of one package
+-- ("1.1.1d-r2" > "1.1.1d-r0", "2.13.4.1" > "2.12.7.1"). Returns -1, 0, 1.
+local function vercmp(a, b)
+  local ta, tb = {}, {}
+  for part in a:gmatch("%d+") do ta[#ta + 1] = part end
+  for part in b:gmatch("%d+") do tb[#tb + 1] = part end
+  for i = 1, math.max(#ta, #tb) do
+    local x, y = tonumber(ta[i] or "0"), tonumber(tb[i] or "0")
+    if x ~= y then return x < y and -1 or 1 end
+  end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+M.vercmp = vercmp
+
+-- Of "2.12.7.1, 2.13.4.1", the smallest fix at or above the installed version (the one on
+-- the installed release line), else the highest.
+local function pick_fix(fixed, installed)
+  local best, highest
+  for v in fixed:gmatch("[^,%s]+") do
+    if not highest or vercmp(v, highest) > 0 then highest = v end
+    if installed and vercmp(v, installed) >= 0 and (not best or vercmp(v, best) < 0) then best = v end
+  end
+  return best or highest
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return keys
+end
+
+local function recommendations(result, counted)
+  local upgrades, nofix, os_fixable, os_pkgs = {}, {}, 0, {}
+  for _, f in ipairs(counted) do
+    local key = (f.package or "?") .. "\0" .. (f.installed_version or "")
+    if f.fixed_version then
+      local u = upgrades[key]
+      if not u then
+        u = { action = "upgrade", package = f.package, type = f.type,
+          from = f.installed_version, ids = {}, severity = f.severity }
+        upgrades[key] = u
+      end
+      u.ids[#u.ids + 1] = f.id
+      local to = pick_fix(f.fixed_version, f.installed_version)
+      if to and (not u.to or vercmp(to, u.to) > 0) then u.to = to end
+      if rank[f.severity] > rank[u.severity] then u.severity = f.severity end
+      if f.type == "os" then
+        os_fixable = os_fixable + 1
+        os_pkgs[f.package or "?"] = true
+      end
+    else
+      local n = nofix[f.package or "?"]
+      if not n then
+        n = { action = "no_fix", package = f.package, ids = {}, severity = f.severity }
+        nofix[f.package or "?"] = n
+      end
+      n.ids[#n.ids + 1] = f.id
+      if rank[f.severity] > rank[n.severity] then n.severity = f.severity end
+    end
+  end
+  local out = {}
+  local ups = {}
+  for _, k in ipairs(sorted_keys(upgrades)) do ups[#ups + 1] = upgrades[k] end
+  table.sort(ups, function(a, b)
+    if a.severity ~= b.severity then return rank[a.severity] > rank[b.severity] end
+    return (a.package or "") < (b.package or "")
+  end)
+  for _, u in ipairs(ups) do
+    table.sort(u.ids)
+    u.text = string.format("upgrade %s from %s to %s (%s: %s)", u.package or "?",
+      u.from or "?", u.to or "?", u.severity, table.concat(u.ids, ", "))
+    out[#out + 1] = u
+  end
+  local os_info = result.os
+  if os_info and os_info.eosl then
+    out[#out + 1] = { action = "rebuild", reason = "eosl", text = string.format(
+      "rebuild on a supported base image: %s %s is end-of-life and gets no more fixes",
+      os_info.family or "the OS", os_info.name or "") }
+  elseif os_fixable > 0 then
+    local n = #sorted_keys(os_pkgs)
+    out[#out + 1] = { action = "rebuild", reason = "os_fixes", text = string.format(
+      "rebuild on a newer base image (or update OS packages): %d finding%s in %d OS package%s have fixes",
+      os_fixable, os_fixable == 1 and "" or "s", n, n == 1 and "" or "s") }
+  end
+  for _, k in ipairs(sorted_keys(nofix)) do
+    local n = nofix[k]
+    table.sort(n.ids)
+    n.text = string.format("no fix yet for %s (%s: %s): mitigate, accept with an ignore rule, or replace the package",
+      n.package or "?", n.severity, table.concat(n.ids, ", "))
+    out[#out + 1] = n
+  end
+  return out
+end
+
+--- The findings that decided the level: those at the worst counted severity, or, for a
+--- result that fails only by a max count, those of the severities over their max.
+local function deciding(result, counted)
+  local worst = 0
+  for _, f in ipairs(counted) do
+    if rank[f.severity] > worst then worst = rank[f.severity] end
+  end
+  local out = {}
+  for _, f in ipairs(counted) do
+    if rank[f.severity] == worst and worst >= rank.MEDIUM then out[#out + 1] = f end
+  end
+  return out
+end
+
+--- Build the compliance report of a result under a policy.
+---@param result table
+---@param policy table|nil
+---@param now? string
+---@return table
+function M.report(result, policy, now)
+  local _, counted = M.evaluate(result, policy, now)
+  local c = result.effective_counts
+  local parts = {}
+  for _, s in ipairs(model.SEVERITIES) do
+    if c[s] > 0 then parts[#parts + 1] = c[s] .. " " .. s end
+  end
+  local summary = string.format("%s: %s (%s) by %s; %s", result.image or "(unnamed)",
+    result.compliance, #parts > 0 and table.concat(parts, ", ") or "no findings",
+    result.scanner or "?", result.passed and "passes the policy" or
+    ("fails the policy: " .. table.concat(result.violations, "; ")))
+  if #result.ignored > 0 then summary = summary .. string.format("; %d ignored", #result.ignored) end
+  if #result.expired_ignores > 0 then
+    summary = summary .. string.format("; %d expired ignore rule%s no longer applied",
+      #result.expired_ignores, #result.expired_ignores == 1 and "" or "s")
+  end
+  return {
+    image = result.image, digest = result.digest, scanner = result.scanner,
+    level = result.compliance, passed = result.passed, summary = summary,
+    counts = c, total = #counted, violations = result.violations,
+    deciding = deciding(result, counted),
+    recommendations = recommendations(result, counted),
+    ignored = result.ignored, expired_ignores = result.expired_ignores,
+  }
+end
+
+return M
