@@ -33,6 +33,7 @@ Options for run and plan:
   --log-level debug|info|warn|error
   --quiet                only warnings and errors
   --junit FILE           write a JUnit XML report: one test case per step
+  --report FILE.html     write a self-contained HTML report of the run
   --sandbox              run an untrusted recipe: no processes, no writes outside --workdir,
                          capped memory and time, undefined globals raise (docs/security.md)
   --workdir DIR          the only folder a sandboxed recipe may write (default .)
@@ -96,6 +97,8 @@ local function parse_run_args(args, first)
       end
     elseif flag == "--junit" then
       o.junit = val()
+    elseif flag == "--report" then
+      o.report = val()
     elseif flag == "--sandbox" then
       o.sandbox = true
     elseif flag == "--workdir" then
@@ -237,6 +240,14 @@ local function finish_reports(o, path, duration, failure)
     local ok, err = pcall(ci.write_atomic, o.junit, ci.junit_xml(run))
     if not ok then log.error("cannot write the JUnit report", { path = o.junit, error = err }) end
   end
+  if o.report then
+    local ok, err = pcall(ci.write_atomic, o.report, require("myrmex.report").html(run))
+    if ok then
+      log.info("report written", { path = o.report })
+    else
+      log.error("cannot write the HTML report", { path = o.report, error = err })
+    end
+  end
   if ci.github() then ci.write_summary(run) end
 end
 
@@ -249,7 +260,9 @@ local function cmd_run(args, first, force_plan)
     usage("%s declares no parameters, so --set %s is not accepted", path, next(o.sets))
   end
   _G.arg = { [0] = path }
-  if o.junit and o.junit:sub(1, 1) ~= "/" then o.junit = (rt.realpath(".") or ".") .. "/" .. o.junit end
+  for _, k in ipairs({ "junit", "report" }) do
+    if o[k] and o[k]:sub(1, 1) ~= "/" then o[k] = (rt.realpath(".") or ".") .. "/" .. o[k] end
+  end
   local dry = force_plan or o.dry_run
   plan.set_active(dry)
   local chunk
