@@ -233,4 +233,80 @@ function M.span(engine, op, target, fn, ...)
   error(err, 0)
 end
 
+-- Progress -----------------------------------------------------------------------------
+
+local Progress = {}
+Progress.__index = Progress
+
+local function amount(n, unit)
+  if unit ~= "bytes" then return tostring(math.floor(n)) end
+  return require("myrmex.report").human_bytes(n)
+end
+
+function Progress:_line()
+  local pct = self.total and self.total > 0 and math.floor(self.done / self.total * 100) or nil
+  local of = self.total and ("/" .. amount(self.total, self.unit)) or ""
+  return pct, amount(self.done, self.unit) .. of
+end
+
+function Progress:_draw(final)
+  local now = rt.monotonic()
+  if self.tty then
+    if not final and now - self.drawn < 0.1 then return end
+    local pct, text = self:_line()
+    local width = 24
+    local fill = pct and math.floor(pct / 100 * width) or 0
+    local bar = pct and ("[" .. string.rep("=", fill) .. string.rep(" ", width - fill) .. "] "
+      .. string.format("%3d%% ", pct)) or ""
+    state.out:write("\r\27[K", bar, text, " ", self.name, final and "\n" or "")
+    state.out:flush()
+  elseif final or now - self.drawn >= self.every then
+    local pct, text = self:_line()
+    emit("info", self.name .. (final and " done" or ""), { progress = pct and (pct .. "%") or nil,
+      amount = text })
+  else
+    return
+  end
+  self.drawn = now
+end
+
+--- Set the amount done so far.
+---@param done number
+function Progress:update(done)
+  self.done = done
+  self:_draw(false)
+end
+
+--- Add to the amount done.
+---@param n number
+function Progress:add(n)
+  self:update(self.done + n)
+end
+
+--- Finish: the bar is completed (or a final line logged).
+function Progress:finish()
+  if self.finished then return end
+  self.finished = true
+  if self.total and self.done < self.total then self.done = self.total end
+  self:_draw(true)
+end
+Progress.__close = Progress.finish
+
+--- A progress indicator for long work (build, push, pull, layer analysis, rollout wait): a bar
+--- redrawn in place on a terminal, a plain line every few seconds otherwise (or in JSON mode),
+--- nothing under --quiet. `local p <close> = log.progress("push app:1", {total=n, unit="bytes"})`.
+---@param name string
+---@param opts? {total?:number, unit?:"bytes"|"items", every?:number}
+---@return table progress with :update(done), :add(n), :finish()
+function M.progress(name, opts)
+  opts = opts or {}
+  local self = setmetatable({ name = M.redact(name), total = opts.total, unit = opts.unit or "items",
+    done = 0, drawn = -math.huge, every = opts.every or 5, finished = false }, Progress)
+  self.tty = state.format == "text" and rt.isatty(2) and state.out == io.stderr
+  if state.quiet or state.level > LEVELS.info then
+    self._draw = function() end
+  end
+  return self
+end
+
 return M
