@@ -156,7 +156,7 @@ local function scout_available(docker)
 end
 
 local function find_backend(name, path)
-  local exe = path or process.which(name == "scout" and "docker" or name)
+  local exe = process.which(path or (name == "scout" and "docker" or name))
   if not exe then return nil end
   if name == "scout" and not scout_available(exe) then return nil end
   return exe
@@ -369,18 +369,36 @@ local function copy_finding(f)
   local c = {}
   for k, v in pairs(f) do c[k] = v end
   c.found_by = { f.scanner }
+  c.aliases = {}
+  for i, a in ipairs(f.aliases or {}) do c.aliases[i] = a end
   return c
 end
 
--- Keys under which a finding can be met again: its id and each alias, with the package.
-local function keys_of(f)
-  local keys = { model.key(f) }
-  for _, a in ipairs(f.aliases or {}) do keys[#keys + 1] = a .. "\0" .. (f.package or "") end
+-- The merged finding answers to every name the scanners used for it.
+local function add_aliases(hit, f)
+  local known = { [hit.id] = true }
+  for _, a in ipairs(hit.aliases) do known[a] = true end
+  local function add(a)
+    if not known[a] then
+      known[a] = true
+      hit.aliases[#hit.aliases + 1] = a
+    end
+  end
+  add(f.id)
+  for _, a in ipairs(f.aliases or {}) do add(a) end
+end
+
+-- Keys under which a finding can be met again: its id and each alias, with the package
+-- (and, for merge, the installed version).
+local function keys_of(f, keyfn)
+  keyfn = keyfn or model.key
+  local keys = { keyfn(f) }
+  for _, a in ipairs(f.aliases or {}) do keys[#keys + 1] = keyfn(f, a) end
   return keys
 end
 
 --- Merge results of the same image from several scanners: one finding per vulnerability
---- (id or alias) and package; the first result's data wins, missing fields are filled from
+--- (id or alias), package and installed version; the first result's data wins, missing fields are filled from
 --- the others, `found_by` lists every scanner that reported it.
 ---@param ... table results
 ---@return table
@@ -403,6 +421,7 @@ function M.merge(...)
         local seen = false
         for _, s in ipairs(hit.found_by) do seen = seen or s == f.scanner end
         if not seen then hit.found_by[#hit.found_by + 1] = f.scanner end
+        add_aliases(hit, f)
         for k, v in pairs(f) do
           if hit[k] == nil then hit[k] = v end
         end
@@ -435,20 +454,21 @@ end
 
 --- Compare two results (e.g. the new image against the deployed one): findings
 --- `introduced` (only in new), `fixed` (only in old), `unchanged` (in both, as in new).
+--- Findings are the same when id (or an alias) and package match, whatever the version.
 ---@param old table
 ---@param new table
 ---@return {introduced:table[], fixed:table[], unchanged:table[], counts:table}
 function M.diff(old, new)
   if type(old) ~= "table" or type(new) ~= "table" then error("scan.diff: two results expected", 2) end
-  local in_old, in_new = {}, {}
+  local in_old, in_new, loose = {}, {}, model.loose_key
   for _, f in ipairs(old.findings) do
-    for _, k in ipairs(keys_of(f)) do in_old[k] = true end
+    for _, k in ipairs(keys_of(f, loose)) do in_old[k] = true end
   end
   for _, f in ipairs(new.findings) do
-    for _, k in ipairs(keys_of(f)) do in_new[k] = true end
+    for _, k in ipairs(keys_of(f, loose)) do in_new[k] = true end
   end
   local function present(set, f)
-    for _, k in ipairs(keys_of(f)) do
+    for _, k in ipairs(keys_of(f, loose)) do
       if set[k] then return true end
     end
     return false

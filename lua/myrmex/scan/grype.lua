@@ -71,11 +71,15 @@ local function finding(m, target)
   local versions = val(fix.versions) or {}
   local fixed = #versions > 0 and table.concat(versions, ", ") or nil
   local loc = (val(a.locations) or {})[1]
+  local eco = model.ecosystem(val(a.type))
+  -- Grype names a Maven package by artifact only; the purl gives the group too, and with
+  -- it the name Trivy and Scout use, so merged results line up.
+  local p = eco ~= "os" and model.parse_purl(val(a.purl))
   return {
     id = v.id,
     aliases = aliases,
-    package = a.name,
-    type = model.ecosystem(val(a.type)),
+    package = p and model.purl_package_name(p) or a.name,
+    type = eco,
     pkg_type = val(a.type),
     purl = val(a.purl),
     installed_version = val(a.version),

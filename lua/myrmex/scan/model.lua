@@ -149,11 +149,22 @@ function M.count(findings)
   return counts
 end
 
---- Identity of a finding for merge and diff: vulnerability id and package name.
+--- Identity of a finding for merge: vulnerability id (or `id` when given, for an alias),
+--- package name and installed version (one image can hold two versions of a package).
 ---@param f table
+---@param id? string
 ---@return string
-function M.key(f)
-  return f.id .. "\0" .. (f.package or "")
+function M.key(f, id)
+  return (id or f.id) .. "\0" .. (f.package or "") .. "\0" .. (f.installed_version or "")
+end
+
+--- Identity for diff: id and package, not the version, so a package upgraded to a version
+--- that is still affected counts as unchanged rather than fixed plus introduced.
+---@param f table
+---@param id? string
+---@return string
+function M.loose_key(f, id)
+  return (id or f.id) .. "\0" .. (f.package or "")
 end
 
 --- Today's or a given date as "YYYY-MM-DDTHH:MM:SSZ" (UTC).
