@@ -40,60 +40,6 @@
 #define CHUNK (64 * 1024)
 #define DEFAULT_READ_ALL_MAX ((lua_Integer)16 * 1024 * 1024)
 
-/* ------------------------------------------------------------------------------------------ */
-/* Sources. The transport normally provides these; the weak definitions keep this binding      */
-/* usable (and its tests runnable) in a build without it, and give way to the strong ones.     */
-
-static int source_close_l(lua_State *L) {
-  mx_source_close(luaL_checkudata(L, 1, MX_SOURCE_MT));
-  return 0;
-}
-
-/* source:read([n]) -> chunk | nil: lets Lua code (and tests) consume a source directly. */
-static int source_read_l(lua_State *L) {
-  mx_source *s = luaL_checkudata(L, 1, MX_SOURCE_MT);
-  size_t n = (size_t)luaL_optinteger(L, 2, CHUNK);
-  if (s->closed)
-    return luaL_error(L, "source:read: source is closed");
-  luaL_Buffer b;
-  char err[256] = "";
-  char *p = luaL_buffinitsize(L, &b, n);
-  ssize_t got = s->read(s->ud, p, n, err, sizeof err);
-  if (got < 0)
-    return mx_raise_error(L, "Engine", NULL, err[0] ? err : "source read failed");
-  if (got == 0)
-    return 0;
-  luaL_pushresultsize(&b, (size_t)got);
-  return 1;
-}
-
-__attribute__((weak)) void mx_source_close(mx_source *s) {
-  if (!s || s->closed)
-    return;
-  s->closed = 1;
-  if (s->close)
-    s->close(s->ud);
-}
-
-__attribute__((weak)) mx_source *mx_source_new(lua_State *L) {
-  mx_source *s = lua_newuserdatauv(L, sizeof *s, 1);
-  memset(s, 0, sizeof *s);
-  s->size = -1;
-  if (luaL_newmetatable(L, MX_SOURCE_MT)) {
-    static const luaL_Reg meta[] = {{"__gc", source_close_l}, {"__close", source_close_l}, {0, 0}};
-    static const luaL_Reg methods[] = {{"read", source_read_l}, {"close", source_close_l}, {0, 0}};
-    luaL_setfuncs(L, meta, 0);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_setmetatable(L, -2);
-  return s;
-}
-
-__attribute__((weak)) mx_source *mx_source_check(lua_State *L, int idx) {
-  return luaL_checkudata(L, idx, MX_SOURCE_MT);
-}
-
 static int is_source(lua_State *L, int idx) {
   return luaL_testudata(L, idx, MX_SOURCE_MT) != NULL;
 }
@@ -667,6 +613,7 @@ static int ar_pack(lua_State *L) {
     return luaL_error(L, "archive.pack: out of memory");
   ps->fd = -1;
   src->ud = ps, src->read = pack_read, src->close = pack_close;
+  src->closed = 0;
   lua_getfield(L, 1, "exclude");
   if (!lua_isnil(L, -1)) {
     luaL_argexpected(L, lua_istable(L, -1), 1, "exclude: list of patterns");
@@ -1314,6 +1261,7 @@ static int writer_source(lua_State *L) {
     return luaL_error(L, "writer:source: out of memory");
   fs->fd = -1;
   s->ud = fs, s->read = fd_source_read, s->close = fd_source_close;
+  s->closed = 0;
   struct stat st;
   fs->fd = dup(w->fd);
   if (fs->fd < 0 || fstat(fs->fd, &st) != 0)
