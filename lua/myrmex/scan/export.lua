@@ -168,22 +168,28 @@ local function result_for(f, rule_index, result, opts)
   }
 end
 
---- A SARIF 2.1.0 log: one rule per vulnerability id, one result per finding.
+--- A SARIF 2.1.0 log: one rule per vulnerability id (in order of first appearance), one
+--- result per finding.
 ---@param result table
 ---@param opts? {dockerfile?:string, dockerfile_line?:integer}
 ---@return string
 function M.sarif(result, opts)
   opts = opts or {}
-  local rules, index, results = {}, {}, {}
+  local order, index, last, results = {}, {}, {}, {}
   for i, f in ipairs(result.findings) do
-    local idx = index[f.id]
+    local id = f.id
+    local idx = index[id]
     if not idx then
-      rules[#rules + 1] = rule_for(f)
-      idx = #rules - 1
-      index[f.id] = idx
+      order[#order + 1] = id
+      idx = #order - 1
+      index[id] = idx
     end
+    last[id] = f
     results[i] = result_for(f, idx, result, opts)
   end
+  -- A rule describes its id with the last finding of that id, as Trivy's own SARIF does.
+  local rules = {}
+  for i, id in ipairs(order) do rules[i] = rule_for(last[id]) end
   local scanners = {}
   for _, s in ipairs(result.scanners or {}) do
     scanners[#scanners + 1] = s.name .. (s.version and (" " .. s.version) or "")
