@@ -1,0 +1,132 @@
+--- Test helper for specs that need a Docker engine: a busybox image built FROM scratch from
+--- Debian's busybox-static (nothing is ever pulled), unique names, labels and cleanup.
+--- It drives the docker CLI on purpose, so the image other specs stand on does not depend on
+--- the module under test.
+---
+---   local dt = require("tests.support.docker")
+---   local image = dt.image()                  -- "myrmex-test/busybox:1", built once
+---   local name = dt.name("web")               -- "mxt-web-<run>-<n>", unique per call
+---   dt.cleanup()                              -- everything labelled with this run's label
+local sh = require("tests.support.sh")
+
+local M = {}
+
+M.IMAGE = "myrmex-test/busybox:1"
+M.BUSYBOX = "/bin/busybox"
+
+-- A token unique to this process, so concurrent spec runs never share names.
+local function run_token()
+  local f = io.open("/dev/urandom", "rb")
+  local bytes = f and f:read(4) or tostring(os.time())
+  if f then f:close() end
+  return (bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+end
+
+M.run_id = run_token()
+--- Labels to put on everything a spec creates; cleanup() removes what carries them.
+M.labels = { ["myrmex.test"] = M.run_id }
+M.label_filter = "myrmex.test=" .. M.run_id
+
+local counter = 0
+
+--- A new unique name: mxt-<prefix>-<run>-<n>.
+---@param prefix? string
+---@return string
+function M.name(prefix)
+  counter = counter + 1
+  return ("mxt-%s-%s-%d"):format(prefix or "x", M.run_id, counter)
+end
+
+--- Run a docker CLI command line; returns {code, stdout, stderr}.
+function M.cli(args)
+  return sh.run("docker " .. args)
+end
+
+--- True when an engine answers.
+---@return boolean
+function M.available()
+  return M.cli("version --format '{{.Server.APIVersion}}'").code == 0
+end
+
+--- Write files into a new temporary directory: files = {["path"] = "content" | {mode=, data=}}.
+--- Returns the directory.
+---@param files table<string, string|{data:string, mode:integer}>
+---@return string
+function M.tmpdir(files)
+  local dir = sh.run("mktemp -d /tmp/mx-docker-XXXXXX").stdout:gsub("%s+$", "")
+  for path, v in pairs(files or {}) do
+    local data, mode = v, nil
+    if type(v) == "table" then data, mode = v.data, v.mode end
+    local parent = (dir .. "/" .. path):match("^(.*)/")
+    os.execute("mkdir -p " .. sh.q(parent))
+    local f = assert(io.open(dir .. "/" .. path, "wb"))
+    f:write(data)
+    f:close()
+    if mode then os.execute(("chmod %o %s"):format(mode, sh.q(dir .. "/" .. path))) end
+  end
+  return dir
+end
+
+--- A build context holding busybox and the given files (see tmpdir) — for specs that build
+--- their own images FROM scratch.
+---@param files table
+---@return string dir
+function M.context(files)
+  local dir = M.tmpdir(files)
+  assert(os.execute(("cp %s %s/busybox"):format(M.BUSYBOX, sh.q(dir))))
+  return dir
+end
+
+--- The Dockerfile lines that turn a scratch image into a usable busybox system.
+M.BASE_DOCKERFILE = table.concat({
+  "FROM scratch",
+  "COPY busybox /bin/busybox",
+  'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox --install -s /bin && mkdir -p /tmp /etc /root'
+    .. " && echo root:x:0:0:root:/root:/bin/sh > /etc/passwd"
+    .. " && echo nobody:x:65534:65534:nobody:/:/bin/sh >> /etc/passwd"
+    .. ' && echo root:x:0: > /etc/group && echo nogroup:x:65534: >> /etc/group"]',
+  "ENV PATH=/bin",
+  'CMD ["sh"]',
+}, "\n") .. "\n"
+
+--- The shared busybox test image, built once per engine (kept between runs: it is small and
+--- every docker spec needs it). Returns its reference.
+---@return string
+function M.image()
+  if M.cli("image inspect " .. M.IMAGE).code == 0 then return M.IMAGE end
+  local dir = M.context({ Dockerfile = M.BASE_DOCKERFILE })
+  local r = sh.run(("DOCKER_BUILDKIT=0 docker build -q --label myrmex.test.base=1 -t %s %s")
+    :format(M.IMAGE, sh.q(dir)))
+  sh.run({ "rm", "-rf", dir })
+  assert(r.code == 0, "building the busybox test image failed: " .. r.stderr)
+  return M.IMAGE
+end
+
+--- Remove every container, network, volume and image labelled with this run's label.
+function M.cleanup()
+  local f = M.label_filter
+  M.cli(("ps -aq --filter label=%s | xargs -r docker rm -f -v >/dev/null"):format(f))
+  M.cli(("network ls -q --filter label=%s | xargs -r docker network rm >/dev/null"):format(f))
+  M.cli(("volume ls -q --filter label=%s | xargs -r docker volume rm -f >/dev/null"):format(f))
+  M.cli(("images -q --filter label=%s | sort -u | xargs -r docker rmi -f >/dev/null"):format(f))
+end
+
+--- Names of containers (all states) that carry this run's label.
+---@return string[]
+function M.containers()
+  local out = {}
+  local r = M.cli(("ps -a --filter label=%s --format '{{.Names}}'"):format(M.label_filter))
+  for name in r.stdout:gmatch("[^\n]+") do out[#out + 1] = name end
+  return out
+end
+
+--- The peak resident memory of this process so far, in KiB.
+---@return integer
+function M.peak_rss_kib()
+  local f = assert(io.open("/proc/self/status"))
+  local s = f:read("a")
+  f:close()
+  return tonumber(s:match("VmHWM:%s+(%d+)"))
+end
+
+return M
