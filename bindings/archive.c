@@ -645,19 +645,21 @@ typedef struct {
   struct archive *a;
   struct archive_entry *cur; /* owned by a; NULL before the first entry and after the end */
   mx_source *src;            /* anchored in the userdata's user value */
-  char *buf;
+  char *buf;                 /* entry data handed to Lua */
+  char *inbuf;               /* raw bytes pulled from src: libarchive reads from it while
+                                copying entry data into buf, so the two must not be one */
   int eof;
 } reader;
 
 static la_ssize_t reader_pull(struct archive *a, void *ud, const void **out) {
   reader *r = ud;
   char err[256] = "";
-  ssize_t n = r->src->read(r->src->ud, r->buf, CHUNK, err, sizeof err);
+  ssize_t n = r->src->read(r->src->ud, r->inbuf, CHUNK, err, sizeof err);
   if (n < 0) {
     archive_set_error(a, EIO, "%s", err[0] ? err : "source read failed");
     return -1;
   }
-  *out = r->buf;
+  *out = r->inbuf;
   return n;
 }
 
@@ -678,6 +680,8 @@ static void reader_release(reader *r) {
   r->src = NULL;
   free(r->buf);
   r->buf = NULL;
+  free(r->inbuf);
+  r->inbuf = NULL;
 }
 
 static int reader_close(lua_State *L) {
@@ -699,7 +703,8 @@ static reader *reader_new(lua_State *L, int idx, const char *fname) {
   luaL_setmetatable(L, READER_MT);
   r->a = archive_read_new();
   r->buf = malloc(CHUNK);
-  if (!r->a || !r->buf)
+  r->inbuf = malloc(CHUNK);
+  if (!r->a || !r->buf || !r->inbuf)
     luaL_error(L, "%s: out of memory", fname);
   archive_read_support_filter_all(r->a);
   archive_read_support_format_tar(r->a);
