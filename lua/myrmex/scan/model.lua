@@ -27,8 +27,9 @@ end
 --- A value from decoded JSON with null and "" turned into nil.
 ---@param v any
 ---@return any
+local NULL = json.null
 function M.val(v)
-  if v == nil or v == "" or json.isnull(v) then return nil end
+  if v == nil or v == "" or v == NULL then return nil end
   return v
 end
 
@@ -110,23 +111,24 @@ local SOURCE_PREFERENCE = { nvd = 1, ghsa = 2, redhat = 3 }
 ---@param prefer? string a source to try first (the scanner's severity source)
 ---@return number|nil, string|nil, string|nil
 function M.best_cvss(by_source, prefer)
-  local best, best_key
+  -- Lexicographic on (modern first, preference, higher score, name), without building
+  -- key tables: this runs for every finding.
+  local best, b_old, b_pref, b_score
   for source, c in pairs(by_source) do
     local score = c.v3_score or c.v4_score
-    local modern = score ~= nil
+    local old = score == nil
     score = score or c.v2_score
     if score then
       local pref = (source == prefer and 0) or SOURCE_PREFERENCE[source] or 9
-      -- sort key: modern versions first, then preference, then the higher score, then name
-      local key = { modern and 0 or 1, pref, -score, source }
-      local better = best_key == nil
+      local better = best == nil
       if not better then
-        for i = 1, 4 do
-          if key[i] ~= best_key[i] then better = key[i] < best_key[i]; break end
-        end
+        if old ~= b_old then better = b_old
+        elseif pref ~= b_pref then better = pref < b_pref
+        elseif score ~= b_score then better = score > b_score
+        else better = source < best end
       end
       if better then
-        best, best_key = source, key
+        best, b_old, b_pref, b_score = source, old, pref, score
       end
     end
   end

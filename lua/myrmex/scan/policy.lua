@@ -206,16 +206,21 @@ function M.any_at_or_above(counts, sev)
 end
 
 -- Numeric-aware version comparison, good enough to order fix candidates of one package
--- ("1.1.1d-r2" > "1.1.1d-r0", "2.13.4.1" > "2.12.7.1"). Returns -1, 0, 1.
+-- ("1.1.1d-r2" > "1.1.1d-r0", "2.13.4.1" > "2.12.7.1"). Returns -1, 0, 1. Walks both
+-- strings in place: recommendations call it for every finding.
+local find, sub = string.find, string.sub
 local function vercmp(a, b)
-  local ta, tb = {}, {}
-  for part in a:gmatch("%d+") do ta[#ta + 1] = part end
-  for part in b:gmatch("%d+") do tb[#tb + 1] = part end
-  for i = 1, math.max(#ta, #tb) do
-    local x, y = tonumber(ta[i] or "0"), tonumber(tb[i] or "0")
-    if x ~= y then return x < y and -1 or 1 end
-  end
   if a == b then return 0 end
+  local i, j = 1, 1
+  while true do
+    local s1, e1 = find(a, "%d+", i)
+    local s2, e2 = find(b, "%d+", j)
+    if not s1 and not s2 then break end
+    local x = s1 and tonumber(sub(a, s1, e1)) or 0
+    local y = s2 and tonumber(sub(b, s2, e2)) or 0
+    if x ~= y then return x < y and -1 or 1 end
+    i, j = (e1 or #a) + 1, (e2 or #b) + 1
+  end
   return a < b and -1 or 1
 end
 M.vercmp = vercmp
@@ -223,6 +228,7 @@ M.vercmp = vercmp
 -- Of "2.12.7.1, 2.13.4.1", the smallest fix at or above the installed version (the one on
 -- the installed release line), else the highest.
 local function pick_fix(fixed, installed)
+  if not find(fixed, ",", 1, true) then return fixed end
   local best, highest
   for v in fixed:gmatch("[^,%s]+") do
     if not highest or vercmp(v, highest) > 0 then highest = v end
