@@ -1,0 +1,1165 @@
+--- Dockerfiles: parse, lint and generate. See docs/dockerfile.md.
+---
+--- parse() follows BuildKit's Dockerfile frontend: parser directives, line continuations with
+--- the escape character, heredocs, flags such as `RUN --mount=...`, JSON (exec) and shell
+--- forms, and ARG/ENV substitution in the instructions that expand variables. lint() runs
+--- hadolint's best-known rules (same ids) on that parse, so heredoc bodies and cache mounts
+--- are understood instead of guessed at. generate() writes multi-stage, non-root Dockerfiles
+--- with a matching .dockerignore.
+local json = require("myrmex.json")
+
+local M = {}
+
+-- ------------------------------------------------------------------ small helpers
+
+local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+
+local function split_lines(text)
+  local lines = {}
+  for line in (text:gsub("\r\n", "\n") .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = line end
+  if lines[#lines] == "" then lines[#lines] = nil end
+  return lines
+end
+
+local function parse_error(line, msg)
+  error(("dockerfile.parse: line %d: %s"):format(line, msg), 0)
+end
+
+local function set_of(list)
+  local s = {}
+  for _, v in ipairs(list or {}) do s[v] = true end
+  return s
+end
+
+-- ------------------------------------------------------------------ directives
+
+local DIRECTIVES = { syntax = true, escape = true, check = true }
+
+--- Parser directives are `# name=value` comments at the very top; the first line that is
+--- not one (another comment, a blank line, an instruction) ends them, as in BuildKit.
+local function read_directives(lines)
+  local found, i = {}, 1
+  while i <= #lines do
+    local name, value = lines[i]:match("^%s*#%s*([%a_]+)%s*=%s*(.-)%s*$")
+    if not name or not DIRECTIVES[name:lower()] then break end
+    name = name:lower()
+    if found[name] then parse_error(i, "only one " .. name .. " directive is allowed") end
+    found[name] = value
+    i = i + 1
+  end
+  local escape = found.escape or "\\"
+  if escape ~= "\\" and escape ~= "`" then
+    parse_error(1, "invalid escape directive '" .. escape .. "' (\\ or ` expected)")
+  end
+  return found, escape, i
+end
+
+-- ------------------------------------------------------------------ heredocs
+
+local HEREDOC_CMDS = { RUN = true, COPY = true, ADD = true }
+
+--- Heredoc markers (<<EOF, <<-EOF, <<"EOF") outside quotes in an instruction's text.
+local function find_heredocs(text)
+  local docs, i, quote = {}, 1, nil
+  while i <= #text do
+    local c = text:sub(i, i)
+    if quote then
+      if c == quote then quote = nil elseif c == "\\" and quote == '"' then i = i + 1 end
+    elseif c == "'" or c == '"' then
+      quote = c
+    elseif text:sub(i, i + 1) == "<<" and text:sub(i + 2, i + 2) ~= "<" then
+      local dash, q, name, stop = text:match("^<<(%-?)%s*([\"']?)([%w_][%w_%.%-]*)%2()", i)
+      if name then
+        docs[#docs + 1] = { name = name, strip_tabs = dash == "-", expand = q == "",
+          marker = text:sub(i, stop - 1) }
+        i = stop - 1
+      end
+    end
+    i = i + 1
+  end
+  return docs
+end
+
+--- Read each heredoc's body from the lines after the instruction; returns the next line.
+local function read_heredoc_bodies(lines, i, docs, start_line)
+  for _, doc in ipairs(docs) do
+    local body = {}
+    doc.line = i
+    while true do
+      local line = lines[i]
+      if line == nil then
+        parse_error(start_line, "heredoc <<" .. doc.name .. " is not terminated")
+      end
+      local cmp = doc.strip_tabs and line:gsub("^\t+", "") or line
+      i = i + 1
+      if cmp == doc.name then break end
+      body[#body + 1] = doc.strip_tabs and cmp or line
+    end
+    doc.content = #body > 0 and (table.concat(body, "\n") .. "\n") or ""
+  end
+  return i
+end
+
+-- ------------------------------------------------------------------ logical lines
+
+local function is_comment(line) return line:match("^%s*#") ~= nil end
+local function is_blank(line) return line:match("^%s*$") ~= nil end
+
+--- The text of a line that ends with the escape character (maybe followed by blanks),
+--- without it; nil when the line does not continue.
+local function continued(line, escape)
+  local stripped = line:gsub("[ \t]+$", "")
+  if stripped:sub(-1) == escape then return stripped:sub(1, -2) end
+  return nil
+end
+
+--- Join one instruction's physical lines. Comment and blank lines inside a continuation are
+--- dropped, as BuildKit does. Returns the joined text, the last line used and the raw lines.
+local function join_continuations(lines, i, escape)
+  local parts, raw = {}, { lines[i] }
+  local text = lines[i]
+  while true do
+    local head = continued(text, escape)
+    if not head then
+      parts[#parts + 1] = text
+      break
+    end
+    parts[#parts + 1] = head
+    repeat
+      i = i + 1
+      raw[#raw + 1] = lines[i]
+    until lines[i] == nil or not (is_comment(lines[i]) or is_blank(lines[i]))
+    if lines[i] == nil then break end
+    text = lines[i]
+  end
+  return table.concat(parts), i, raw
+end
+
+-- ------------------------------------------------------------------ flags and forms
+
+--- Leading `--name=value` / `--name` flags of an instruction.
+local function take_flags(args)
+  local flags = {}
+  while true do
+    local name, value, rest = args:match("^%-%-([%w%-]+)=(%S*)%s*(.*)$")
+    if not name then
+      name, rest = args:match("^%-%-([%w%-]+)%s+(.*)$")
+      if not name then name, rest = args:match("^%-%-([%w%-]+)$"), "" end
+      value = true
+    end
+    if not name then return flags, args end
+    flags[#flags + 1] = { name = name, value = value }
+    args = rest
+  end
+end
+
+--- `type=cache,target=/root/.cache,sharing=locked` -> {type=, target=, ...}; BuildKit's
+--- aliases (dst, destination -> target; src -> source) are folded in.
+local ALIASES = { dst = "target", destination = "target", src = "source" }
+local function parse_mount(value)
+  local m = {}
+  for item in tostring(value):gmatch("[^,]+") do
+    local k, v = item:match("^([^=]+)=(.*)$")
+    k = k or item
+    k = ALIASES[k] or k
+    m[k] = v or true
+  end
+  m.type = m.type or "bind"
+  return m
+end
+
+local function exec_form(args)
+  if not args:match("^%s*%[") then return nil end
+  local ok, v = pcall(json.decode, args)
+  if not ok or type(v) ~= "table" then return nil end
+  for i = 1, #v do if type(v[i]) ~= "string" then return nil end end
+  for k in pairs(v) do if math.type(k) ~= "integer" then return nil end end
+  return v
+end
+
+-- ------------------------------------------------------------------ words and variables
+
+--- Split a string into words honouring quotes and the escape character; quotes removed.
+local function words(s, escape)
+  local out, cur, i, quote, have = {}, {}, 1, nil, false
+  escape = escape or "\\"
+  while i <= #s do
+    local c = s:sub(i, i)
+    if quote then
+      if c == quote then quote = nil
+      elseif c == escape and quote == '"' and i < #s then i = i + 1; cur[#cur + 1] = s:sub(i, i)
+      else cur[#cur + 1] = c end
+    elseif c == "'" or c == '"' then quote, have = c, true
+    elseif c == escape and i < #s then i = i + 1; cur[#cur + 1] = s:sub(i, i); have = true
+    elseif c:match("%s") then
+      if have or #cur > 0 then out[#out + 1] = table.concat(cur) end
+      cur, have = {}, false
+    else cur[#cur + 1] = c; have = true end
+    i = i + 1
+  end
+  if have or #cur > 0 then out[#out + 1] = table.concat(cur) end
+  return out
+end
+
+--- Expand $VAR, ${VAR}, ${VAR:-default}, ${VAR:+alt} (and - / + without the colon) with
+--- `vars`; nothing inside single quotes; escape-$ is a literal $.
+local function expand(s, vars, escape)
+  local out, i, squote = {}, 1, false
+  escape = escape or "\\"
+  while i <= #s do
+    local c = s:sub(i, i)
+    if c == escape and s:sub(i + 1, i + 1) == "$" then
+      out[#out + 1] = escape .. "$"
+      i = i + 2
+    elseif c == "'" then
+      squote = not squote
+      out[#out + 1] = c
+      i = i + 1
+    elseif c == "$" and not squote then
+      local name, op, word, stop = s:match("^%${([%a_][%w_]*)(:?[%-+]?)([^}]*)}()", i)
+      if not name then
+        name, stop = s:match("^%$([%a_][%w_]*)()", i)
+        op, word = "", ""
+      end
+      if name then
+        local v = vars[name]
+        local set = v ~= nil and (v ~= "" or op:sub(1, 1) ~= ":")
+        if op:find("-", 1, true) then v = set and v or expand(word, vars, escape)
+        elseif op:find("+", 1, true) then v = set and expand(word, vars, escape) or ""
+        end
+        out[#out + 1] = v or ""
+        i = stop
+      else
+        out[#out + 1] = c
+        i = i + 1
+      end
+    else
+      out[#out + 1] = c
+      i = i + 1
+    end
+  end
+  return table.concat(out)
+end
+
+--- `k=v k2="v 2"` or the legacy `k v` form of ENV and LABEL, expanded.
+local function key_values(args, vars, escape)
+  local pairs_ = {}
+  local first = args:match("^%s*([^%s=]+)%s")
+  if first and not args:match("^%s*[^%s=]+=") then
+    pairs_[1] = { first, expand(trim(args:sub(#args:match("^%s*[^%s]+%s+") + 1)), vars, escape) }
+    return pairs_
+  end
+  for _, w in ipairs(words(args, escape)) do
+    local k, v = w:match("^([^=]+)=(.*)$")
+    if k then pairs_[#pairs_ + 1] = { k, expand(v, vars, escape) } end
+  end
+  return pairs_
+end
+
+-- ------------------------------------------------------------------ stages and state
+
+local EXPANDS = { ADD = true, COPY = true, ENV = true, EXPOSE = true, FROM = true, LABEL = true,
+  STOPSIGNAL = true, USER = true, VOLUME = true, WORKDIR = true }
+
+local function copy_table(t)
+  local c = {}
+  for k, v in pairs(t or {}) do c[k] = v end
+  return c
+end
+
+--- Apply one instruction to the parse state (stages, ARG and ENV scopes).
+local function apply(state, ins)
+  local cmd, esc = ins.cmd, state.escape
+  if cmd == "FROM" then
+    local w = words(ins.args, esc)
+    local image = expand(w[1] or "", state.global_args, esc)
+    local name = (w[2] and w[2]:upper() == "AS") and w[3] or nil
+    local base
+    for _, st in ipairs(state.stages) do
+      if st.name and st.name:lower() == image:lower() then base = st end
+    end
+    local stage = { index = #state.stages + 1, name = name and name:lower(), image = image,
+      raw_image = w[1], line = ins.line, instructions = {}, base_stage = base and base.index,
+      env = copy_table(base and base.env), args = {} }
+    for _, f in ipairs(ins.flags) do
+      if f.name == "platform" then stage.platform = expand(f.value, state.global_args, esc) end
+    end
+    state.stages[#state.stages + 1] = stage
+    state.current = stage
+    ins.expanded = image
+    return
+  end
+  local stage = state.current
+  local scope = stage and copy_table(stage.args) or state.global_args
+  if stage then for k, v in pairs(stage.env) do scope[k] = v end end
+  if cmd == "ARG" then
+    for _, w in ipairs(words(ins.args, esc)) do
+      local name, default = w:match("^([^=]+)=(.*)$")
+      name = name or w
+      local value = state.build_args[name]
+      if value == nil and default then value = expand(default, scope, esc) end
+      if value == nil and stage then value = state.global_args[name] end
+      if stage then stage.args[name] = value or "" else state.global_args[name] = value end
+    end
+  elseif cmd == "ENV" and stage then
+    for _, kv in ipairs(key_values(ins.args, scope, esc)) do stage.env[kv[1]] = kv[2] end
+  elseif EXPANDS[cmd] then
+    ins.expanded = expand(ins.args, scope, esc)
+  end
+  if stage then
+    stage.instructions[#stage.instructions + 1] = ins
+    ins.stage = stage.index
+  elseif cmd ~= "ARG" then
+    parse_error(ins.line, cmd .. " before the first FROM (only ARG may come first)")
+  end
+end
+
+local KNOWN = set_of({ "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM",
+  "HEALTHCHECK", "LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME",
+  "WORKDIR" })
+
+--- Turn one logical line into an instruction record.
+local function make_instruction(text, line, end_line, raw, comments)
+  local cmd, rest = text:match("^%s*(%S+)%s*(.-)%s*$")
+  if not KNOWN[cmd:upper()] then parse_error(line, "unknown instruction: " .. cmd) end
+  local flags, args = take_flags(rest)
+  local ins = { cmd = cmd:upper(), line = line, end_line = end_line, original = table.concat(raw, "\n"),
+    args = args, flags = flags, comments = comments }
+  ins.json = exec_form(args)
+  ins.form = ins.json and "exec" or "shell"
+  if ins.cmd == "RUN" then
+    ins.mounts = {}
+    for _, f in ipairs(flags) do
+      if f.name == "mount" then ins.mounts[#ins.mounts + 1] = parse_mount(f.value) end
+    end
+  end
+  return ins
+end
+
+---@class myrmex.DockerfileInstruction
+---@field cmd string upper-case instruction name
+---@field line integer first line (1-based)
+---@field end_line integer last line, heredoc bodies included
+---@field original string the physical lines as written
+---@field args string arguments after the flags, continuations joined
+---@field flags {name:string, value:string|boolean}[]
+---@field form "exec"|"shell"
+---@field json string[]|nil exec-form arguments
+---@field heredocs {name:string, content:string, strip_tabs:boolean, expand:boolean, line:integer}[]
+---@field mounts table[]|nil RUN --mount flags parsed (type, target, ...)
+---@field expanded string|nil args after ARG/ENV substitution (instructions that expand)
+---@field comments string[] comment lines right above the instruction
+---@field stage integer|nil index of the stage it belongs to
+
+--- Parse a Dockerfile. Raises "dockerfile.parse: line N: ..." on syntax errors.
+---@param text string
+---@param opts? {args?: table<string,string>} build arguments (override ARG defaults)
+---@return {directives: table<string,string>, escape: string, instructions: myrmex.DockerfileInstruction[], stages: table[], args: table<string,string>}
+function M.parse(text, opts)
+  if type(text) ~= "string" then
+    error("dockerfile.parse: text must be a string, got " .. type(text), 2)
+  end
+  opts = opts or {}
+  local lines = split_lines(text)
+  local directives, escape, i = read_directives(lines)
+  local state = { escape = escape, stages = {}, global_args = {},
+    build_args = copy_table(opts.args) }
+  local instructions, comments = {}, {}
+  while i <= #lines do
+    local line = lines[i]
+    if is_blank(line) then
+      comments = {}
+      i = i + 1
+    elseif is_comment(line) then
+      comments[#comments + 1] = trim(line)
+      i = i + 1
+    else
+      local start = i
+      local joined, last, raw = join_continuations(lines, i, escape)
+      last = math.min(last, #lines)
+      i = last + 1
+      local ins = make_instruction(joined, start, last, raw, comments)
+      ins.heredocs = {}
+      if HEREDOC_CMDS[ins.cmd] then
+        ins.heredocs = find_heredocs(ins.args)
+        if #ins.heredocs > 0 then
+          i = read_heredoc_bodies(lines, i, ins.heredocs, start)
+          ins.end_line = i - 1
+        end
+      end
+      apply(state, ins)
+      instructions[#instructions + 1] = ins
+      comments = {}
+    end
+  end
+  if #state.stages == 0 then parse_error(#lines + 1, "no FROM instruction") end
+  return { directives = directives, escape = escape, instructions = instructions,
+    stages = state.stages, args = state.global_args }
+end
+
+-- ------------------------------------------------------------------ shell scripts
+
+local SHELLS = set_of({ "sh", "bash", "ash", "dash", "zsh", "/bin/sh", "/bin/bash", "/bin/ash",
+  "/bin/dash", "/usr/bin/bash", "/usr/bin/env" })
+
+--- Split a POSIX shell script into simple commands: {words=, line=, piped=, subshell=}.
+--- Quotes, escapes, comments, $(...) and `...` are skipped over, so a | inside them is not a
+--- pipe.
+local function shell_commands(script, line)
+  local cmds, cur, word, i, depth = {}, nil, {}, 1, 0
+  local function start()
+    if not cur then cur = { words = {}, line = line, subshell = depth > 0 } end
+  end
+  local function end_word()
+    if #word > 0 then
+      start()
+      cur.words[#cur.words + 1] = table.concat(word)
+      word = {}
+    end
+  end
+  local function end_cmd(op)
+    end_word()
+    if cur then
+      cur.op = op
+      cmds[#cmds + 1] = cur
+      cur = nil
+    end
+  end
+  while i <= #script do
+    local c = script:sub(i, i)
+    local two = script:sub(i, i + 1)
+    if c == "'" then
+      local j = script:find("'", i + 1, true) or #script
+      word[#word + 1] = script:sub(i + 1, j - 1)
+      line = line + select(2, script:sub(i, j):gsub("\n", ""))
+      i = j
+    elseif c == '"' then
+      local j = i + 1
+      while j <= #script and script:sub(j, j) ~= '"' do
+        if script:sub(j, j) == "\\" then j = j + 1 end
+        j = j + 1
+      end
+      word[#word + 1] = script:sub(i + 1, j - 1)
+      line = line + select(2, script:sub(i, j):gsub("\n", ""))
+      i = j
+    elseif c == "\\" then
+      if script:sub(i + 1, i + 1) == "\n" then line = line + 1 else word[#word + 1] = script:sub(i + 1, i + 1) end
+      i = i + 1
+    elseif two == "$(" or c == "`" then
+      local close, j, d = c == "`" and "`" or ")", i + (c == "`" and 1 or 2), 1
+      while j <= #script and d > 0 do
+        local x = script:sub(j, j)
+        if close == ")" and x == "(" then d = d + 1 elseif x == close then d = d - 1 end
+        j = j + 1
+      end
+      word[#word + 1] = script:sub(i, j - 1)
+      i = j - 1
+    elseif c == "#" and #word == 0 then
+      local j = script:find("\n", i, true) or #script + 1
+      i = j - 1
+    elseif two == "&&" or two == "||" then
+      end_cmd(two)
+      i = i + 1
+    elseif c == "&" and (script:sub(i - 1, i - 1):match("[<>]") or script:sub(i + 1, i + 1) == ">") then
+      word[#word + 1] = c -- 2>&1, &>file: a redirection, not a separator
+    elseif c == "|" or c == ";" or c == "&" then
+      end_cmd(c)
+    elseif c == "\n" then
+      end_cmd("\n")
+      line = line + 1
+    elseif c == "(" and #word == 0 then
+      end_cmd(nil)
+      depth = depth + 1
+    elseif c == ")" then
+      end_cmd(nil)
+      depth = math.max(depth - 1, 0)
+    elseif c:match("%s") then
+      end_word()
+    else
+      word[#word + 1] = c
+    end
+    i = i + 1
+  end
+  end_cmd(nil)
+  for k, cmd in ipairs(cmds) do
+    cmd.piped = cmd.op == "|" or (k > 1 and cmds[k - 1].op == "|")
+    -- `FOO=bar cmd` and `sudo`-less lookups want the command name first.
+    while cmd.words[1] and cmd.words[1]:match("^[%a_][%w_]*=") do table.remove(cmd.words, 1) end
+    -- `sudo apt-get install` is still an apt-get install; the sudo itself is remembered.
+    if cmd.words[1] == "sudo" then
+      cmd.sudo = true
+      table.remove(cmd.words, 1)
+      while cmd.words[1] and cmd.words[1]:match("^%-") do table.remove(cmd.words, 1) end
+    end
+  end
+  return cmds
+end
+
+--- The shell code a RUN executes, as {text=, line=} pieces: the command line (heredoc
+--- markers removed) and each heredoc body fed to a shell. Bodies fed to other programs
+--- (python3 <<EOF, cat <<EOF > file) are data, not shell.
+local function run_scripts(ins)
+  if ins.form == "exec" then return {} end
+  local head = ins.args
+  for _, doc in ipairs(ins.heredocs) do head = head:gsub(doc.marker:gsub("%p", "%%%0"), "", 1) end
+  local pieces = { { text = head, line = ins.line } }
+  local first = words(head)[1]
+  for _, doc in ipairs(ins.heredocs) do
+    if first == nil or SHELLS[first] then
+      pieces[#pieces + 1] = { text = doc.content, line = doc.line }
+    end
+  end
+  return pieces
+end
+
+local function commands_of(ins)
+  local all = {}
+  for _, p in ipairs(run_scripts(ins)) do
+    for _, c in ipairs(shell_commands(p.text, p.line)) do all[#all + 1] = c end
+  end
+  return all
+end
+
+local function has_word(cmd, w)
+  for _, x in ipairs(cmd.words) do if x == w then return true end end
+  return false
+end
+
+local function is_apt(cmd)
+  local w = cmd.words[1]
+  return w == "apt-get" or w == "apt"
+end
+
+local function apt_sub(cmd, sub)
+  return is_apt(cmd) and has_word(cmd, sub)
+end
+
+-- ------------------------------------------------------------------ lint rules
+
+local function final_chain(df)
+  local chain, st = {}, df.stages[#df.stages]
+  while st do
+    chain[st.index] = true
+    st = st.base_stage and df.stages[st.base_stage]
+  end
+  return chain
+end
+
+local function mount_covers(ins, prefixes)
+  for _, m in ipairs(ins.mounts or {}) do
+    if (m.type == "cache" or m.type == "tmpfs") and type(m.target) == "string" then
+      local t = m.target:gsub("/+$", "")
+      for _, p in ipairs(prefixes) do
+        if t == p or p:sub(1, #t + 1) == t .. "/" or t:sub(1, #p + 1) == p .. "/" then return true end
+      end
+    end
+  end
+  return false
+end
+
+local function image_parts(ref)
+  local name, digest = ref:match("^(.-)@(.+)$")
+  name = name or ref
+  local last = name:match("[^/]*$")
+  local tag = last:match(":(.+)$")
+  return tag, digest
+end
+
+local ARCHIVE_EXT = { "%.tar$", "%.tar%.gz$", "%.tgz$", "%.tar%.bz2$", "%.tbz2?$", "%.tar%.xz$",
+  "%.txz$", "%.tar%.zst$", "%.tar%.lz$" }
+
+local function is_remote_or_archive(src)
+  if src:match("^https?://") or src:match("^git@") or src:match("%.git$") or src:match("%.git#") then
+    return true
+  end
+  for _, pat in ipairs(ARCHIVE_EXT) do if src:lower():match(pat) then return true end end
+  return false
+end
+
+local function copy_sources(ins)
+  local list = ins.json or words(ins.args)
+  local srcs = {}
+  for k = 1, #list - 1 do srcs[#srcs + 1] = list[k] end
+  return srcs
+end
+
+local DEP_INSTALL = {
+  { "npm", "ci" }, { "npm", "install" }, { "npm", "i" }, { "yarn", "install" }, { "yarn" },
+  { "pnpm", "install" }, { "pip", "install" }, { "pip3", "install" }, { "poetry", "install" },
+  { "go", "mod", "download" }, { "bundle", "install" }, { "composer", "install" },
+  { "cargo", "fetch" }, { "uv", "sync" }, { "pipenv", "install" },
+}
+
+local function installs_dependencies(cmd)
+  for _, pat in ipairs(DEP_INSTALL) do
+    local ok = true
+    for k, w in ipairs(pat) do if cmd.words[k] ~= w then ok = false break end end
+    if ok and #pat == 1 and #cmd.words > 1 and not cmd.words[2]:match("^%-") then ok = false end
+    if ok then return true end
+  end
+  return cmd.words[1] == "python" and cmd.words[2] == "-m" and cmd.words[3] == "pip"
+    and cmd.words[4] == "install"
+end
+
+local function pipefail_shell(stage_shell)
+  if not stage_shell then return false end
+  for _, w in ipairs(stage_shell) do if w == "pipefail" or w:match("pipefail") then return true end end
+  return false
+end
+
+local function posix_shell(stage_shell)
+  if not stage_shell then return true end
+  local exe = (stage_shell[1] or ""):lower()
+  return not (exe:match("pwsh") or exe:match("powershell") or exe:match("cmd"))
+end
+
+local function sets_pipefail(cmd)
+  if cmd.words[1] ~= "set" then return false end
+  for k = 2, #cmd.words do
+    if cmd.words[k] == "pipefail" and cmd.words[k - 1]:match("^%-%a*o$") then return true end
+  end
+  return false
+end
+
+--- Each rule: id, severity, and check(df, ctx, report). report(ins_or_line, message).
+local RULES = {}
+
+local function rule(id, severity, summary, check)
+  RULES[#RULES + 1] = { id = id, severity = severity, summary = summary, check = check }
+end
+
+rule("DL3006", "warning", "Always tag the version of an image explicitly", function(df, ctx, report)
+  for _, st in ipairs(df.stages) do
+    local img = st.image
+    local from_stage = false
+    for k = 1, st.index - 1 do if df.stages[k].name == img:lower() then from_stage = true end end
+    local tag, digest = image_parts(img)
+    if not from_stage and img ~= "scratch" and img ~= "" and not tag and not digest then
+      report(st.line, "base image '" .. img .. "' has no tag: pin a version (image:1.2.3)")
+    end
+  end
+end)
+
+rule("DL3007", "warning", "Using latest is prone to errors", function(df, ctx, report)
+  for _, st in ipairs(df.stages) do
+    if image_parts(st.image) == "latest" then
+      report(st.line, "base image '" .. st.image .. "' uses latest: pin a version")
+    end
+  end
+end)
+
+rule("DL3015", "info", "Avoid additional packages by specifying --no-install-recommends",
+  function(df, ctx, report)
+    for _, ins in ipairs(ctx.runs) do
+      for _, cmd in ipairs(commands_of(ins)) do
+        if apt_sub(cmd, "install") and not has_word(cmd, "--no-install-recommends")
+          and not table.concat(cmd.words, " "):find("Install-Recommends=false", 1, true) then
+          report(cmd.line, "apt-get install without --no-install-recommends")
+        end
+      end
+    end
+  end)
+
+rule("DL3009", "info", "Delete the apt-get lists after installing something", function(df, ctx, report)
+  for _, ins in ipairs(ctx.runs) do
+    if ctx.final[ins.stage] and not mount_covers(ins, { "/var/lib/apt/lists" }) then
+      local updated, removed = nil, false
+      for _, cmd in ipairs(commands_of(ins)) do
+        if apt_sub(cmd, "update") then updated = updated or cmd end
+        if cmd.words[1] == "rm" then
+          for _, w in ipairs(cmd.words) do
+            if w:match("^/var/lib/apt/lists") then removed = true end
+          end
+        end
+      end
+      if updated and not removed then
+        report(updated.line, "apt-get update leaves /var/lib/apt/lists in the image: "
+          .. "rm -rf /var/lib/apt/lists/* in the same RUN, or use a cache mount")
+      end
+    end
+  end
+end)
+
+rule("DL3003", "warning", "Use WORKDIR to switch to a directory", function(df, ctx, report)
+  for _, ins in ipairs(ctx.runs) do
+    for _, cmd in ipairs(commands_of(ins)) do
+      if cmd.words[1] == "cd" and not cmd.subshell then
+        report(cmd.line, "cd in RUN: use WORKDIR to change directory")
+      end
+    end
+  end
+end)
+
+rule("DL3004", "error", "Do not use sudo", function(df, ctx, report)
+  for _, ins in ipairs(ctx.runs) do
+    for _, cmd in ipairs(commands_of(ins)) do
+      if cmd.sudo then
+        report(cmd.line, "sudo in RUN: builds run as root already; use USER to drop privileges")
+      end
+    end
+  end
+end)
+
+rule("DL3020", "error", "Use COPY instead of ADD for files and folders", function(df, ctx, report)
+  for _, ins in ipairs(df.instructions) do
+    if ins.cmd == "ADD" then
+      local local_src = #ins.heredocs > 0
+      for _, src in ipairs(copy_sources(ins)) do
+        if not src:match("^<<") and not is_remote_or_archive(src) then local_src = true end
+      end
+      if local_src then report(ins, "ADD of local files: use COPY (ADD is for URLs and archives)") end
+    end
+  end
+end)
+
+rule("DL3002", "warning", "Last USER should not be root", function(df, ctx, report)
+  if ctx.last_user then
+    local u = trim(ctx.last_user.expanded or ctx.last_user.args)
+    local name = u:match("^([^:]+)")
+    if name == "root" or name == "0" then
+      report(ctx.last_user, "the final image runs as root: switch to an unprivileged USER")
+    end
+  end
+end)
+
+rule("MX001", "warning", "The final image has no USER (runs as root)", function(df, ctx, report)
+  local final = df.stages[#df.stages]
+  local root = df.stages[final.index]
+  while root.base_stage do root = df.stages[root.base_stage] end
+  if not ctx.last_user and not root.image:lower():find("nonroot", 1, true) then
+    report(final.line, "no USER in the final stage: the container runs as root")
+  end
+end)
+
+rule("DL4003", "warning", "Multiple CMD instructions found", function(df, ctx, report)
+  for _, st in ipairs(df.stages) do
+    local seen = false
+    for _, ins in ipairs(st.instructions) do
+      if ins.cmd == "CMD" then
+        if seen then report(ins, "more than one CMD in a stage: only the last one takes effect") end
+        seen = true
+      end
+    end
+  end
+end)
+
+rule("DL4004", "error", "Multiple ENTRYPOINT instructions found", function(df, ctx, report)
+  for _, st in ipairs(df.stages) do
+    local seen = false
+    for _, ins in ipairs(st.instructions) do
+      if ins.cmd == "ENTRYPOINT" then
+        if seen then report(ins, "more than one ENTRYPOINT in a stage: only the last one takes effect") end
+        seen = true
+      end
+    end
+  end
+end)
+
+rule("DL3025", "warning", "Use arguments JSON notation for CMD and ENTRYPOINT arguments",
+  function(df, ctx, report)
+    for _, ins in ipairs(df.instructions) do
+      if (ins.cmd == "CMD" or ins.cmd == "ENTRYPOINT") and ins.form == "shell" then
+        report(ins, "shell-form " .. ins.cmd .. ": signals go to /bin/sh, not to the program; "
+          .. "use the JSON form [\"prog\", \"arg\"]")
+      end
+    end
+  end)
+
+rule("DL4006", "warning", "Set the SHELL option -o pipefail before RUN with a pipe in it",
+  function(df, ctx, report)
+    for _, ins in ipairs(ctx.runs) do
+      local shell = ctx.shell_at[ins]
+      if posix_shell(shell) and not pipefail_shell(shell) then
+        local armed = false
+        for _, cmd in ipairs(commands_of(ins)) do
+          if sets_pipefail(cmd) then armed = true end
+          if cmd.piped and not armed then
+            report(cmd.line, "a pipe without pipefail hides failures of all but the last command: "
+              .. "SHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"] or set -o pipefail")
+            break
+          end
+        end
+      end
+    end
+  end)
+
+rule("DL3059", "info", "Multiple consecutive RUN instructions. Consider consolidation.",
+  function(df, ctx, report)
+    for _, st in ipairs(df.stages) do
+      local prev
+      for _, ins in ipairs(st.instructions) do
+        if ins.cmd == "RUN" and prev and prev.cmd == "RUN" then
+          local a, b = {}, {}
+          for _, f in ipairs(prev.flags) do a[#a + 1] = f.name .. "=" .. tostring(f.value) end
+          for _, f in ipairs(ins.flags) do b[#b + 1] = f.name .. "=" .. tostring(f.value) end
+          table.sort(a)
+          table.sort(b)
+          if table.concat(a, " ") == table.concat(b, " ") then
+            report(ins, "consecutive RUN instructions with the same flags: join them to save a layer")
+          end
+        end
+        prev = ins
+      end
+    end
+  end)
+
+rule("DL3042", "warning", "Avoid use of cache directory with pip. Use `pip install --no-cache-dir <package>`",
+  function(df, ctx, report)
+    for _, ins in ipairs(ctx.runs) do
+      local st = df.stages[ins.stage]
+      if ctx.final[ins.stage] and not mount_covers(ins, { "/root/.cache/pip", "/root/.cache" })
+        and not (st.env.PIP_NO_CACHE_DIR and st.env.PIP_NO_CACHE_DIR ~= "")
+        and not (st.env.PIP_CACHE_DIR and mount_covers(ins, { st.env.PIP_CACHE_DIR })) then
+        for _, cmd in ipairs(commands_of(ins)) do
+          local pip = (cmd.words[1] == "pip" or cmd.words[1] == "pip3") and cmd.words[2] == "install"
+            or (cmd.words[2] == "-m" and cmd.words[3] == "pip" and cmd.words[4] == "install")
+          if pip and not has_word(cmd, "--no-cache-dir") then
+            report(cmd.line, "pip install keeps its cache in the image: --no-cache-dir, or a cache mount")
+          end
+        end
+      end
+    end
+  end)
+
+rule("MX002", "warning", "COPY of the whole context before installing dependencies",
+  function(df, ctx, report)
+    for _, st in ipairs(df.stages) do
+      local whole
+      for _, ins in ipairs(st.instructions) do
+        if ins.cmd == "COPY" and not whole then
+          local from = false
+          for _, f in ipairs(ins.flags) do if f.name == "from" then from = true end end
+          for _, src in ipairs(copy_sources(ins)) do
+            if not from and (src == "." or src == "./" or src == "*") then whole = ins end
+          end
+        elseif ins.cmd == "RUN" and whole then
+          for _, cmd in ipairs(commands_of(ins)) do
+            if installs_dependencies(cmd) then
+              report(whole, "the whole context is copied before '" .. table.concat(cmd.words, " ", 1,
+                math.min(#cmd.words, 3)) .. "' (line " .. cmd.line .. "): any source change "
+                .. "re-installs dependencies; copy the dependency manifests first")
+              whole = false
+              break
+            end
+          end
+        end
+      end
+    end
+  end)
+
+--- The stage-wide facts several rules need: RUNs, the SHELL in force, the last USER.
+local function lint_context(df)
+  local ctx = { runs = {}, shell_at = {}, final = final_chain(df) }
+  local shells = {}
+  for _, st in ipairs(df.stages) do
+    shells[st.index] = st.base_stage and shells[st.base_stage] or nil
+    for _, ins in ipairs(st.instructions) do
+      if ins.cmd == "SHELL" and ins.json then shells[st.index] = ins.json end
+      if ins.cmd == "RUN" then
+        ctx.runs[#ctx.runs + 1] = ins
+        ctx.shell_at[ins] = shells[st.index]
+      end
+      if ins.cmd == "USER" and ctx.final[st.index] then ctx.last_user = ins end
+    end
+  end
+  return ctx
+end
+
+--- Rule ids named in `# hadolint ignore=DL3003,DL4006` or `# ignore=...` comments right
+--- above an instruction.
+local function inline_ignores(ins)
+  local ids = {}
+  for _, c in ipairs(ins.comments or {}) do
+    local list = c:match("^#%s*hadolint%s+ignore%s*=%s*(.-)%s*$") or c:match("^#%s*ignore%s*=%s*(.-)%s*$")
+      or c:match("^#%s*myrmex%s+ignore%s*=%s*(.-)%s*$")
+    if list then for id in list:gmatch("[%w]+") do ids[id] = true end end
+  end
+  return ids
+end
+
+--- The instruction that contains a line (for findings reported by line).
+local function instruction_at(df, line)
+  for _, ins in ipairs(df.instructions) do
+    if line >= ins.line and line <= ins.end_line then return ins end
+  end
+  return nil
+end
+
+---@class myrmex.LintFinding
+---@field rule string rule id (hadolint's where one exists: DL3006, ...; MX001/MX002 are ours)
+---@field line integer
+---@field severity "error"|"warning"|"info"
+---@field message string
+
+--- Lint a Dockerfile. A syntax error is returned as one finding with rule DL1000.
+---@param text string
+---@param opts? {ignore?: string[]|table<string,boolean>, args?: table<string,string>}
+---@return myrmex.LintFinding[]
+function M.lint(text, opts)
+  if type(text) ~= "string" then
+    error("dockerfile.lint: text must be a string, got " .. type(text), 2)
+  end
+  opts = opts or {}
+  local ignore = {}
+  for k, v in pairs(opts.ignore or {}) do
+    if type(k) == "number" then ignore[v] = true elseif v then ignore[k] = true end
+  end
+  local ok, df = pcall(M.parse, text, { args = opts.args })
+  if not ok then
+    local line = tonumber(tostring(df):match("line (%d+)")) or 1
+    return { { rule = "DL1000", line = line, severity = "error", message = tostring(df) } }
+  end
+  local ctx = lint_context(df)
+  local findings = {}
+  for _, r in ipairs(RULES) do
+    if not ignore[r.id] then
+      r.check(df, ctx, function(where, message)
+        local line = type(where) == "table" and where.line or where
+        local ins = type(where) == "table" and where or instruction_at(df, line)
+        if ins and inline_ignores(ins)[r.id] then return end
+        findings[#findings + 1] = { rule = r.id, line = line, severity = r.severity, message = message }
+      end)
+    end
+  end
+  table.sort(findings, function(a, b)
+    if a.line ~= b.line then return a.line < b.line end
+    return a.rule < b.rule
+  end)
+  return findings
+end
+
+--- The rules lint() knows: {id=, severity=, summary=} in a stable order.
+---@return {id:string, severity:string, summary:string}[]
+function M.rules()
+  local out = {}
+  for _, r in ipairs(RULES) do out[#out + 1] = { id = r.id, severity = r.severity, summary = r.summary } end
+  return out
+end
+
+-- ------------------------------------------------------------------ generate
+
+--- Pinned defaults: a reproducible tag for every base image generate() writes.
+M.defaults = {
+  go = { version = "1.23.4", runtime = "gcr.io/distroless/static-debian12:nonroot" },
+  python = { version = "3.12.8" },
+  node = { version = "22.12.0" },
+  static = { image = "busybox:1.37.0" },
+  c = { builder = "debian:12.8-slim" },
+}
+
+local COMMON_IGNORE = { ".git", ".gitignore", ".dockerignore", "Dockerfile", "**/*.log", ".env",
+  ".env.*", "**/*.pem", "**/*.key", "**/id_rsa*", ".vscode", ".idea", "**/.DS_Store" }
+
+local LANG_IGNORE = {
+  go = { "**/*_test.go", "bin/", "vendor/" },
+  python = { "**/__pycache__", "**/*.pyc", ".venv", "venv", ".pytest_cache", ".mypy_cache",
+    "dist/", "build/", "*.egg-info" },
+  node = { "node_modules", "npm-debug.log*", "coverage", ".next/cache", "dist/" },
+  c = { "build/", "**/*.o", "**/*.a" },
+  cpp = { "build/", "**/*.o", "**/*.a" },
+  static = {},
+}
+
+local GEN_KEYS = set_of({ "language", "version", "entrypoint", "packages", "user", "ports",
+  "healthcheck", "binary", "sources", "cmd", "workdir", "requirements", "build", "public" })
+
+local function json_array(list)
+  local parts = {}
+  for _, v in ipairs(list) do parts[#parts + 1] = json.encode(tostring(v)) end
+  return "[" .. table.concat(parts, ", ") .. "]"
+end
+
+local function as_list(v)
+  if v == nil then return {} end
+  if type(v) == "table" then return v end
+  return { v }
+end
+
+local function user_line(spec, default)
+  return "USER " .. (spec.user or default)
+end
+
+local function expose_lines(out, spec)
+  for _, p in ipairs(as_list(spec.ports)) do out[#out + 1] = "EXPOSE " .. tostring(p) end
+end
+
+local function healthcheck_line(out, spec, probe)
+  if spec.healthcheck == false then return end
+  local cmd = spec.healthcheck
+  if type(cmd) == "string" then cmd = { "CMD-SHELL", cmd }
+  elseif type(cmd) == "table" then cmd = { "CMD", table.unpack(cmd) }
+  elseif probe and #as_list(spec.ports) > 0 then cmd = probe(as_list(spec.ports)[1])
+  end
+  if cmd then
+    out[#out + 1] = "HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \\"
+    out[#out + 1] = "  CMD " .. (cmd[1] == "CMD-SHELL" and cmd[2] or json_array({ table.unpack(cmd, 2) }))
+  end
+end
+
+local function apt_install(packages)
+  if #packages == 0 then return nil end
+  return "RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \\\n"
+    .. "    --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \\\n"
+    .. "    rm -f /etc/apt/apt.conf.d/docker-clean \\\n"
+    .. "    && apt-get update \\\n"
+    .. "    && apt-get install -y --no-install-recommends " .. table.concat(packages, " ")
+end
+
+local GENERATORS = {}
+
+--- C or C++: a prebuilt static binary (spec.binary) goes on scratch alone; otherwise a
+--- Debian builder compiles it with `make` (spec.build overrides the command) and only the
+--- static binary is copied to scratch.
+function GENERATORS.c(spec, out)
+  local name = spec.entrypoint or (spec.binary and spec.binary:match("[^/]+$")) or "app"
+  if not spec.binary then
+    local builder = spec.version and ("gcc:" .. spec.version) or M.defaults.c.builder
+    out[#out + 1] = "FROM " .. builder .. " AS build"
+    local pk = { "build-essential" }
+    for _, p in ipairs(as_list(spec.packages)) do pk[#pk + 1] = p end
+    if builder:match("^debian") then out[#out + 1] = apt_install(pk) end
+    out[#out + 1] = "WORKDIR /src"
+    out[#out + 1] = "COPY . ."
+    out[#out + 1] = "RUN " .. (spec.build or ("make LDFLAGS=-static && strip " .. name))
+    out[#out + 1] = ""
+  end
+  out[#out + 1] = "FROM scratch"
+  if spec.binary then
+    out[#out + 1] = "COPY " .. spec.binary .. " /" .. name
+  else
+    out[#out + 1] = "COPY --from=build /src/" .. name .. " /" .. name
+  end
+  expose_lines(out, spec)
+  out[#out + 1] = user_line(spec, "65534:65534")
+  local ep = { "/" .. name }
+  for _, a in ipairs(as_list(spec.cmd)) do ep[#ep + 1] = a end
+  out[#out + 1] = "ENTRYPOINT " .. json_array(ep)
+end
+GENERATORS.cpp = GENERATORS.c
+
+function GENERATORS.go(spec, out)
+  local version = spec.version or M.defaults.go.version
+  local name = spec.entrypoint or "app"
+  out[#out + 1] = "FROM golang:" .. version .. "-bookworm AS build"
+  out[#out + 1] = "WORKDIR /src"
+  out[#out + 1] = "ENV CGO_ENABLED=0"
+  out[#out + 1] = "COPY go.mod go.sum ./"
+  out[#out + 1] = "RUN --mount=type=cache,target=/go/pkg/mod go mod download"
+  out[#out + 1] = "COPY . ."
+  out[#out + 1] = "RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \\"
+  out[#out + 1] = "    go build -trimpath -ldflags=\"-s -w\" -o /out/" .. name .. " " .. (spec.build or "./...")
+  out[#out + 1] = ""
+  out[#out + 1] = "FROM " .. M.defaults.go.runtime
+  out[#out + 1] = "COPY --from=build /out/" .. name .. " /" .. name
+  expose_lines(out, spec)
+  out[#out + 1] = user_line(spec, "65532:65532")
+  if type(spec.healthcheck) == "table" or type(spec.healthcheck) == "string" then
+    healthcheck_line(out, spec)
+  end
+  local ep = { "/" .. name }
+  for _, a in ipairs(as_list(spec.cmd)) do ep[#ep + 1] = a end
+  out[#out + 1] = "ENTRYPOINT " .. json_array(ep)
+end
+
+function GENERATORS.python(spec, out)
+  local version = spec.version or M.defaults.python.version
+  local image = "python:" .. version .. "-slim-bookworm"
+  local req = spec.requirements or "requirements.txt"
+  out[#out + 1] = "FROM " .. image .. " AS build"
+  local native = as_list(spec.packages)
+  if #native > 0 then out[#out + 1] = apt_install(native) end
+  out[#out + 1] = "WORKDIR /build"
+  out[#out + 1] = "RUN python -m venv /venv"
+  out[#out + 1] = "ENV PATH=/venv/bin:$PATH"
+  out[#out + 1] = "COPY " .. req .. " ./"
+  out[#out + 1] = "RUN --mount=type=cache,target=/root/.cache/pip pip install -r " .. req:match("[^/]+$")
+  out[#out + 1] = ""
+  out[#out + 1] = "FROM " .. image
+  out[#out + 1] = "ENV PATH=/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1"
+  out[#out + 1] = "RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin app"
+  out[#out + 1] = "WORKDIR " .. (spec.workdir or "/app")
+  out[#out + 1] = "COPY --from=build /venv /venv"
+  out[#out + 1] = "COPY . ."
+  expose_lines(out, spec)
+  out[#out + 1] = user_line(spec, "10001:10001")
+  healthcheck_line(out, spec, function(port)
+    return { "CMD", "python", "-c",
+      ("import urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/', timeout=2)"):format(port) }
+  end)
+  local ep = { "python", spec.entrypoint or "main.py" }
+  for _, a in ipairs(as_list(spec.cmd)) do ep[#ep + 1] = a end
+  out[#out + 1] = "CMD " .. json_array(ep)
+end
+
+function GENERATORS.node(spec, out)
+  local version = spec.version or M.defaults.node.version
+  local image = "node:" .. version .. "-bookworm-slim"
+  out[#out + 1] = "FROM " .. image .. " AS build"
+  out[#out + 1] = "WORKDIR /app"
+  out[#out + 1] = "COPY package.json package-lock.json ./"
+  out[#out + 1] = "RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev"
+  out[#out + 1] = ""
+  out[#out + 1] = "FROM " .. image
+  out[#out + 1] = "ENV NODE_ENV=production"
+  out[#out + 1] = "WORKDIR /app"
+  out[#out + 1] = "COPY --from=build --chown=node:node /app/node_modules ./node_modules"
+  out[#out + 1] = "COPY --chown=node:node . ."
+  expose_lines(out, spec)
+  out[#out + 1] = user_line(spec, "node")
+  healthcheck_line(out, spec, function(port)
+    return { "CMD", "node", "-e",
+      ("fetch('http://127.0.0.1:%s/').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"):format(port) }
+  end)
+  local ep = { "node", spec.entrypoint or "index.js" }
+  for _, a in ipairs(as_list(spec.cmd)) do ep[#ep + 1] = a end
+  out[#out + 1] = "CMD " .. json_array(ep)
+end
+
+--- Static files served by busybox httpd as an unprivileged user on port 8080.
+function GENERATORS.static(spec, out)
+  local port = as_list(spec.ports)[1] or 8080
+  spec.ports = { port }
+  out[#out + 1] = "FROM " .. (spec.version and ("busybox:" .. spec.version) or M.defaults.static.image)
+  out[#out + 1] = "COPY " .. (spec.public or ".") .. " /www/"
+  expose_lines(out, spec)
+  out[#out + 1] = user_line(spec, "65534:65534")
+  healthcheck_line(out, spec, function(p)
+    return { "CMD", "wget", "-q", "--spider", "http://127.0.0.1:" .. p .. "/" }
+  end)
+  out[#out + 1] = "ENTRYPOINT " .. json_array({ "httpd", "-f", "-v", "-p", tostring(port), "-h", "/www" })
+end
+
+--- Write a Dockerfile and its .dockerignore for a language.
+---@param spec {language: "c"|"cpp"|"go"|"python"|"node"|"static", version?: string, entrypoint?: string, packages?: string[], user?: string, ports?: integer[], healthcheck?: string|string[]|false, binary?: string, cmd?: string[], build?: string, requirements?: string, public?: string, workdir?: string}
+---@return {dockerfile: string, dockerignore: string}
+function M.generate(spec)
+  if type(spec) ~= "table" then
+    error("dockerfile.generate: spec must be a table, got " .. type(spec), 2)
+  end
+  for k in pairs(spec) do
+    if not GEN_KEYS[k] then error("dockerfile.generate: spec." .. tostring(k) .. ": unknown key", 2) end
+  end
+  local lang = spec.language
+  local gen = GENERATORS[lang]
+  if not gen then
+    error("dockerfile.generate: spec.language: one of c, cpp, go, python, node, static expected, got "
+      .. tostring(lang), 2)
+  end
+  local s = copy_table(spec)
+  local out = { "# Generated by myrmex dockerfile.generate{language=\"" .. lang .. "\"}" }
+  gen(s, out)
+  local ignore = {}
+  for _, p in ipairs(COMMON_IGNORE) do ignore[#ignore + 1] = p end
+  for _, p in ipairs(LANG_IGNORE[lang]) do ignore[#ignore + 1] = p end
+  if spec.binary then
+    -- Only the binary is needed: send nothing else to the daemon.
+    ignore = { "*", "!" .. spec.binary }
+  end
+  return { dockerfile = table.concat(out, "\n") .. "\n", dockerignore = table.concat(ignore, "\n") .. "\n" }
+end
+
+-- Exposed for tests and for other modules (image.optimize reads RUN lines with it).
+M._shell_commands = shell_commands
+M._expand = expand
+
+return M
