@@ -1,0 +1,864 @@
+/*
+ * myrmex.core.transport: the one HTTP client of myrmex, over one curl multi handle.
+ *
+ * Every engine (Docker, registries, Kubernetes) goes through here; no other file includes
+ * curl. A transfer is started with start(opts) and then driven by perform(), which the Lua
+ * side (lua/myrmex/http.lua) calls in a loop, or which the myrmex.parallel scheduler calls
+ * while branches wait. Lua code is never called from inside a curl callback: response bytes
+ * are either buffered (bounded), written to a file, hashed, or queued in a bounded pull
+ * buffer that Lua drains with xfer:read() — so a callback may yield, and a slow consumer
+ * pauses the transfer instead of growing memory.
+ *
+ * Boxed handles (luv style): the userdata holds a pointer to a heap struct, because curl keeps
+ * pointers to it until the easy handle is removed from the multi handle.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <openssl/evp.h>
+
+#include "runtime.h"
+#include "source.h"
+
+#define XFER_MT "myrmex.transfer"
+#define PULL_CAP (1u << 20)     /* bytes queued for Lua before the transfer pauses */
+#define HEADER_CAP (256u << 10) /* a peer's headers beyond this are an attack or a bug */
+#define DEFAULT_MAX_BODY (64u << 20)
+
+typedef enum { SINK_BUFFER, SINK_PULL, SINK_FILE, SINK_DISCARD } sink_kind;
+typedef enum { BODY_NONE, BODY_STRING, BODY_FD, BODY_SOURCE, BODY_STREAM } body_kind;
+
+typedef struct buf {
+  char *data;
+  size_t len, cap;
+} buf;
+
+typedef struct xfer xfer;
+struct xfer {
+  CURL *easy;
+  struct curl_slist *headers;
+  struct curl_slist *connect_to;
+  xfer *next, *prev; /* the list of transfers in the multi handle */
+  int active, done, headers_ready, aborted;
+  CURLcode result;
+  char errbuf[CURL_ERROR_SIZE];
+  char why[160]; /* our own reason when we stopped it (body too large, bad source) */
+  buf head;      /* raw response header lines of the last response */
+  int follow;
+
+  sink_kind sink;
+  buf body; /* SINK_BUFFER and SINK_PULL */
+  size_t max_body, pull_off;
+  int pull_paused; /* curl is holding data because body was full */
+  int fd;          /* SINK_FILE */
+  char *path, *part;
+  EVP_MD_CTX *md;
+  char *want_digest; /* "sha256:hex" to verify at the end */
+  char digest[160];
+  long long received;
+
+  body_kind body_kind;
+  char *body_str;
+  size_t body_len, body_off;
+  int body_fd;
+  mx_source *src; /* BODY_SOURCE, anchored by a registry reference */
+  int src_ref;
+  xfer *from; /* BODY_STREAM: the transfer whose pull buffer we send */
+  int from_ref;
+  xfer *feeds;     /* we are the `from` of this transfer */
+  int send_paused; /* our read callback returned PAUSE, waiting on `from` */
+};
+
+static CURLM *multi;
+static xfer *active_list;
+
+/* ---- buffers ---- */
+
+static int buf_append(buf *b, const char *p, size_t n) {
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 16384;
+    while (cap < b->len + n)
+      cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d)
+      return -1;
+    b->data = d;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  return 0;
+}
+
+static void buf_free(buf *b) {
+  free(b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+/* ---- digests ---- */
+
+static void digest_update(xfer *x, const char *p, size_t n) {
+  if (x->md)
+    EVP_DigestUpdate(x->md, p, n);
+}
+
+static void digest_final(xfer *x) {
+  if (!x->md || x->digest[0])
+    return;
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(x->md, md, &len);
+  const char *name = EVP_MD_get0_name(EVP_MD_CTX_get0_md(x->md));
+  int off = snprintf(x->digest, sizeof x->digest,
+                     "%s:", strcmp(name, "SHA512") == 0 ? "sha512" : "sha256");
+  for (unsigned int i = 0; i < len && off + 2 < (int)sizeof x->digest; i++)
+    off += snprintf(x->digest + off, sizeof x->digest - (size_t)off, "%02x", md[i]);
+}
+
+/* ---- curl callbacks (no Lua in here) ---- */
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud) {
+  xfer *x = ud;
+  size_t len = size * n;
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0)
+    x->head.len = 0; /* a new response (after 100-continue or a redirect) */
+  if (x->head.len + len > HEADER_CAP) {
+    snprintf(x->why, sizeof x->why, "response headers larger than %u bytes", HEADER_CAP);
+    return 0;
+  }
+  if (buf_append(&x->head, p, len) != 0)
+    return 0;
+  if (len <= 2 && (p[0] == '\r' || p[0] == '\n')) {
+    long code = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+    if (code >= 200 && !(x->follow && code >= 300 && code < 400))
+      x->headers_ready = 1;
+  }
+  return len;
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud) {
+  xfer *x = ud;
+  size_t len = size * n;
+  x->headers_ready = 1;
+  switch (x->sink) {
+  case SINK_PULL:
+    if (x->body.len - x->pull_off >= PULL_CAP) {
+      x->pull_paused = 1;
+      return CURL_WRITEFUNC_PAUSE; /* curl keeps the bytes and offers them again */
+    }
+    if (buf_append(&x->body, p, len) != 0)
+      return 0;
+    if (x->feeds && x->feeds->send_paused)
+      x->feeds->send_paused = 2; /* wake the consumer after perform returns */
+    break;
+  case SINK_BUFFER:
+    if (x->body.len + len > x->max_body) {
+      snprintf(x->why, sizeof x->why, "response larger than %zu bytes", x->max_body);
+      return 0;
+    }
+    if (buf_append(&x->body, p, len) != 0)
+      return 0;
+    break;
+  case SINK_FILE:
+    for (size_t off = 0; off < len;) {
+      ssize_t w = write(x->fd, p + off, len - off);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w <= 0) {
+        snprintf(x->why, sizeof x->why, "writing %s: %s", x->path, strerror(errno));
+        return 0;
+      }
+      off += (size_t)w;
+    }
+    break;
+  case SINK_DISCARD:
+    break;
+  }
+  digest_update(x, p, len);
+  x->received += (long long)len;
+  return len;
+}
+
+static size_t on_send(char *p, size_t size, size_t n, void *ud) {
+  xfer *x = ud;
+  size_t want = size * n;
+  char err[256] = "";
+  switch (x->body_kind) {
+  case BODY_STRING: {
+    size_t left = x->body_len - x->body_off;
+    if (want > left)
+      want = left;
+    memcpy(p, x->body_str + x->body_off, want);
+    x->body_off += want;
+    return want;
+  }
+  case BODY_FD:
+    for (;;) {
+      ssize_t got = read(x->body_fd, p, want);
+      if (got >= 0)
+        return (size_t)got;
+      if (errno != EINTR) {
+        snprintf(x->why, sizeof x->why, "reading the request body: %s", strerror(errno));
+        return CURL_READFUNC_ABORT;
+      }
+    }
+  case BODY_SOURCE: {
+    ssize_t got = x->src->read(x->src->ud, p, want, err, sizeof err);
+    if (got < 0) {
+      snprintf(x->why, sizeof x->why, "request body: %s", err[0] ? err : "source failed");
+      return CURL_READFUNC_ABORT;
+    }
+    return (size_t)got;
+  }
+  case BODY_STREAM: {
+    xfer *f = x->from;
+    size_t avail = f->body.len - f->pull_off;
+    if (avail == 0) {
+      if (f->done) {
+        if (f->result != CURLE_OK) {
+          snprintf(x->why, sizeof x->why, "the source transfer failed");
+          return CURL_READFUNC_ABORT;
+        }
+        return 0;
+      }
+      x->send_paused = 1;
+      return CURL_READFUNC_PAUSE;
+    }
+    if (want > avail)
+      want = avail;
+    memcpy(p, f->body.data + f->pull_off, want);
+    f->pull_off += want;
+    if (f->pull_off == f->body.len)
+      f->body.len = f->pull_off = 0;
+    return want;
+  }
+  case BODY_NONE:
+    return 0;
+  }
+  return 0;
+}
+
+/* ---- lifecycle ---- */
+
+static void xfer_unlink(xfer *x) {
+  if (!x->active)
+    return;
+  curl_multi_remove_handle(multi, x->easy);
+  if (x->prev)
+    x->prev->next = x->next;
+  else
+    active_list = x->next;
+  if (x->next)
+    x->next->prev = x->prev;
+  x->next = x->prev = NULL;
+  x->active = 0;
+}
+
+static void xfer_cleanup_file(xfer *x, int keep) {
+  if (x->fd >= 0) {
+    close(x->fd);
+    x->fd = -1;
+  }
+  if (x->part) {
+    if (!keep)
+      unlink(x->part);
+    free(x->part);
+    x->part = NULL;
+  }
+}
+
+static void xfer_release(lua_State *L, xfer *x) {
+  xfer_unlink(x);
+  if (x->feeds)
+    x->feeds->from = NULL;
+  if (x->from)
+    x->from->feeds = NULL;
+  if (x->easy)
+    curl_easy_cleanup(x->easy);
+  x->easy = NULL;
+  curl_slist_free_all(x->headers);
+  x->headers = NULL;
+  curl_slist_free_all(x->connect_to);
+  x->connect_to = NULL;
+  buf_free(&x->head);
+  buf_free(&x->body);
+  xfer_cleanup_file(x, 0);
+  free(x->path);
+  x->path = NULL;
+  if (x->md)
+    EVP_MD_CTX_free(x->md);
+  x->md = NULL;
+  free(x->want_digest);
+  x->want_digest = NULL;
+  free(x->body_str);
+  x->body_str = NULL;
+  if (x->body_fd >= 0)
+    close(x->body_fd);
+  x->body_fd = -1;
+  if (L) {
+    luaL_unref(L, LUA_REGISTRYINDEX, x->src_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, x->from_ref);
+  }
+  x->src_ref = x->from_ref = LUA_NOREF;
+  x->src = NULL;
+  x->from = NULL;
+}
+
+static xfer **xfer_box(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, XFER_MT);
+}
+
+static xfer *xfer_check(lua_State *L, int idx) {
+  xfer *x = *xfer_box(L, idx);
+  if (!x)
+    luaL_error(L, "transfer is closed");
+  return x;
+}
+
+static int xfer_gc(lua_State *L) {
+  xfer **box = xfer_box(L, 1);
+  if (*box) {
+    xfer_release(L, *box);
+    free(*box);
+    *box = NULL;
+  }
+  return 0;
+}
+
+/* Finish a transfer curl reported as done: verify the digest, move the file into place. */
+static void xfer_complete(xfer *x, CURLcode rc) {
+  x->done = 1;
+  x->headers_ready = 1;
+  x->result = rc;
+  xfer_unlink(x);
+  if (x->feeds && x->feeds->send_paused)
+    x->feeds->send_paused = 2;
+  digest_final(x);
+  if (rc == CURLE_OK && x->want_digest && strcmp(x->want_digest, x->digest) != 0) {
+    x->result = CURLE_WRITE_ERROR;
+    snprintf(x->why, sizeof x->why, "digest mismatch");
+  }
+  if (x->sink == SINK_FILE) {
+    long code = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+    int keep = x->result == CURLE_OK && code >= 200 && code < 300;
+    if (keep && (fsync(x->fd) != 0 || rename(x->part, x->path) != 0)) {
+      snprintf(x->why, sizeof x->why, "moving %s into place: %s", x->path, strerror(errno));
+      x->result = CURLE_WRITE_ERROR;
+      keep = 0;
+    }
+    xfer_cleanup_file(x, keep);
+  }
+}
+
+/* Resume transfers paused on each other (never from inside a callback). */
+static void wake_paused(void) {
+  for (xfer *x = active_list; x; x = x->next) {
+    if (x->send_paused == 2) {
+      x->send_paused = 0;
+      curl_easy_pause(x->easy, CURLPAUSE_CONT);
+    }
+    if (x->pull_paused && x->body.len - x->pull_off < PULL_CAP) {
+      x->pull_paused = 0;
+      curl_easy_pause(x->easy, CURLPAUSE_CONT);
+    }
+  }
+}
+
+static void drive(int timeout_ms) {
+  int running = 0;
+  wake_paused();
+  curl_multi_perform(multi, &running);
+  if (timeout_ms > 0) {
+    int n = 0;
+    curl_multi_poll(multi, NULL, 0, timeout_ms, &n);
+    curl_multi_perform(multi, &running);
+  }
+  CURLMsg *m;
+  int left;
+  while ((m = curl_multi_info_read(multi, &left)) != NULL) {
+    if (m->msg != CURLMSG_DONE)
+      continue;
+    xfer *x = NULL;
+    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+    if (x)
+      xfer_complete(x, m->data.result);
+  }
+  wake_paused();
+}
+
+/* perform([timeout_ms]): drive every transfer once, waiting up to timeout_ms for activity. */
+static int tr_perform(lua_State *L) {
+  int ms = (int)luaL_optinteger(L, 1, 100);
+  drive(ms > 100 ? 100 : ms); /* short waits keep Ctrl-C responsive */
+  if (mx_interrupt_take())
+    return mx_raise_interrupted(L);
+  lua_pushboolean(L, active_list != NULL);
+  return 1;
+}
+
+/* ---- start(opts) ---- */
+
+static const char *opt_string(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  const char *s = lua_tostring(L, -1);
+  lua_pop(L, 1); /* the string stays alive: it belongs to the options table */
+  return s;
+}
+
+static lua_Integer opt_int(lua_State *L, int t, const char *k, lua_Integer dflt) {
+  lua_getfield(L, t, k);
+  lua_Integer v = lua_isnil(L, -1) ? dflt : lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static int opt_bool(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  int v = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static void set_blob(CURL *e, CURLoption opt, const char *data) {
+  struct curl_blob blob = {(void *)data, strlen(data), CURL_BLOB_COPY};
+  curl_easy_setopt(e, opt, &blob);
+}
+
+static void setup_tls(lua_State *L, int t, xfer *x) {
+  lua_getfield(L, t, "tls");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  int tls = lua_gettop(L);
+  CURL *e = x->easy;
+  const char *s;
+  if ((s = opt_string(L, tls, "ca")))
+    curl_easy_setopt(e, CURLOPT_CAINFO, s);
+  if ((s = opt_string(L, tls, "ca_data")))
+    set_blob(e, CURLOPT_CAINFO_BLOB, s);
+  if ((s = opt_string(L, tls, "cert")))
+    curl_easy_setopt(e, CURLOPT_SSLCERT, s);
+  if ((s = opt_string(L, tls, "cert_data")))
+    set_blob(e, CURLOPT_SSLCERT_BLOB, s);
+  if ((s = opt_string(L, tls, "key")))
+    curl_easy_setopt(e, CURLOPT_SSLKEY, s);
+  if ((s = opt_string(L, tls, "key_data")))
+    set_blob(e, CURLOPT_SSLKEY_BLOB, s);
+  if (opt_bool(L, tls, "insecure")) {
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+  lua_pop(L, 1);
+}
+
+static int setup_sink(lua_State *L, int t, xfer *x) {
+  const char *to_file = opt_string(L, t, "to_file");
+  const char *mode = opt_string(L, t, "sink");
+  x->max_body = (size_t)opt_int(L, t, "max_body", DEFAULT_MAX_BODY);
+  if (to_file) {
+    x->sink = SINK_FILE;
+    x->path = strdup(to_file);
+    size_t n = strlen(to_file) + 6;
+    x->part = malloc(n);
+    if (!x->path || !x->part)
+      return luaL_error(L, "http: not enough memory");
+    snprintf(x->part, n, "%s.part", to_file);
+    x->fd = open(x->part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (x->fd < 0)
+      return luaL_error(L, "http: cannot write %s: %s", x->part, strerror(errno));
+  } else if (mode && strcmp(mode, "pull") == 0) {
+    x->sink = SINK_PULL;
+  } else if (mode && strcmp(mode, "discard") == 0) {
+    x->sink = SINK_DISCARD;
+  } else {
+    x->sink = SINK_BUFFER;
+  }
+  const char *hash = opt_string(L, t, "hash");
+  const char *want = opt_string(L, t, "digest");
+  if (want) {
+    x->want_digest = strdup(want);
+    if (!hash)
+      hash = strncmp(want, "sha512:", 7) == 0 ? "sha512" : "sha256";
+  }
+  if (hash) {
+    const EVP_MD *md = strcmp(hash, "sha512") == 0 ? EVP_sha512() : EVP_sha256();
+    x->md = EVP_MD_CTX_new();
+    if (!x->md || EVP_DigestInit_ex(x->md, md, NULL) != 1)
+      return luaL_error(L, "http: cannot start %s", hash);
+  }
+  return 0;
+}
+
+static int setup_body(lua_State *L, int t, xfer *x, const char *method) {
+  CURL *e = x->easy;
+  lua_getfield(L, t, "body");
+  int b = lua_gettop(L);
+  curl_off_t size = -1;
+  if (lua_isnil(L, b)) {
+    lua_pop(L, 1);
+    if (strcmp(method, "HEAD") == 0)
+      curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    return 0;
+  }
+  if (lua_type(L, b) == LUA_TSTRING) {
+    size_t len;
+    const char *s = lua_tolstring(L, b, &len);
+    x->body_str = malloc(len ? len : 1);
+    if (!x->body_str)
+      return luaL_error(L, "http: not enough memory");
+    memcpy(x->body_str, s, len);
+    x->body_len = len;
+    x->body_kind = BODY_STRING;
+    size = (curl_off_t)len;
+  } else if (lua_istable(L, b)) {
+    lua_getfield(L, b, "file");
+    const char *path = lua_tostring(L, -1);
+    if (!path)
+      return luaL_error(L, "http: body table needs a file");
+    x->body_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (x->body_fd < 0)
+      return luaL_error(L, "http: cannot read %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(x->body_fd, &st) == 0 && S_ISREG(st.st_mode))
+      size = (curl_off_t)st.st_size;
+    lua_pop(L, 1);
+    x->body_kind = BODY_FD;
+  } else if (luaL_testudata(L, b, MX_SOURCE_MT)) {
+    x->src = mx_source_check(L, b);
+    if (x->src->closed)
+      return luaL_error(L, "http: the body source is closed");
+    lua_pushvalue(L, b);
+    x->src_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    x->body_kind = BODY_SOURCE;
+    size = x->src->size >= 0 ? (curl_off_t)x->src->size : -1;
+  } else if (luaL_testudata(L, b, XFER_MT)) {
+    xfer *f = xfer_check(L, b);
+    if (f->sink != SINK_PULL)
+      return luaL_error(L, "http: a transfer used as a body must be opened as a stream");
+    if (f->feeds)
+      return luaL_error(L, "http: that stream already feeds another request");
+    x->from = f;
+    f->feeds = x;
+    lua_pushvalue(L, b);
+    x->from_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    x->body_kind = BODY_STREAM;
+    size = (curl_off_t)opt_int(L, t, "body_size", -1);
+  } else {
+    return luaL_error(L, "http: body must be a string, {file=PATH}, a source or a stream");
+  }
+  lua_pop(L, 1);
+  if (size < 0)
+    size = (curl_off_t)opt_int(L, t, "body_size", -1);
+  curl_easy_setopt(e, CURLOPT_POST, 1L);
+  curl_easy_setopt(e, CURLOPT_READFUNCTION, on_send);
+  curl_easy_setopt(e, CURLOPT_READDATA, x);
+  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, size); /* -1: chunked */
+  /* No "Expect: 100-continue" round trip: engines answer at once or not at all. */
+  x->headers = curl_slist_append(x->headers, "Expect:");
+  return 0;
+}
+
+static int setup_headers(lua_State *L, int t, xfer *x) {
+  lua_getfield(L, t, "headers");
+  if (lua_istable(L, -1)) {
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      const char *h = lua_tostring(L, -1);
+      if (h)
+        x->headers = curl_slist_append(x->headers, h);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+/*
+ * start{url=, method=, unix_socket=, headers={"K: v",...}, body=, body_size=, timeout_ms=,
+ *   connect_timeout_ms=, low_speed_time=, tls={...}, username=, password=, proxy=, follow=,
+ *   sink="buffer"|"pull"|"discard", to_file=, digest=, hash=, max_body=, connect_to=}
+ * The Lua side (http.lua) validates and normalises; this only maps to curl options.
+ */
+static int tr_start(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  const char *url = opt_string(L, 1, "url");
+  if (!url)
+    return luaL_error(L, "http: url required");
+  const char *method = opt_string(L, 1, "method");
+  if (!method)
+    method = "GET";
+  xfer **box = lua_newuserdatauv(L, sizeof(xfer *), 0);
+  *box = NULL;
+  luaL_setmetatable(L, XFER_MT);
+  xfer *x = calloc(1, sizeof *x);
+  if (!x)
+    return luaL_error(L, "http: not enough memory");
+  *box = x;
+  x->fd = x->body_fd = -1;
+  x->src_ref = x->from_ref = LUA_NOREF;
+  x->easy = curl_easy_init();
+  if (!x->easy)
+    return luaL_error(L, "http: cannot create a curl handle");
+  CURL *e = x->easy;
+  curl_easy_setopt(e, CURLOPT_URL, url);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  const char *s;
+  if ((s = opt_string(L, 1, "unix_socket")))
+    curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, s);
+  if ((s = opt_string(L, 1, "proxy")))
+    curl_easy_setopt(e, CURLOPT_PROXY, s);
+  else
+    curl_easy_setopt(e, CURLOPT_PROXY, ""); /* proxies only when a caller says so */
+  if ((s = opt_string(L, 1, "connect_to"))) {
+    /* host:port:connect-host:connect-port, for a TLS server name other than the address */
+    x->connect_to = curl_slist_append(NULL, s);
+    curl_easy_setopt(e, CURLOPT_CONNECT_TO, x->connect_to);
+  }
+  if ((s = opt_string(L, 1, "username"))) {
+    curl_easy_setopt(e, CURLOPT_USERNAME, s);
+    curl_easy_setopt(e, CURLOPT_PASSWORD, opt_string(L, 1, "password"));
+    curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+  }
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)opt_int(L, 1, "connect_timeout_ms", 5000));
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)opt_int(L, 1, "timeout_ms", 0));
+  lua_Integer lst = opt_int(L, 1, "low_speed_time", 0);
+  if (lst > 0) {
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)lst);
+  }
+  if (opt_bool(L, 1, "follow")) {
+    x->follow = 1;
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
+  }
+  if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+  setup_tls(L, 1, x);
+  setup_sink(L, 1, x);
+  setup_body(L, 1, x, method);
+  setup_headers(L, 1, x);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+  if (curl_multi_add_handle(multi, e) != CURLM_OK)
+    return luaL_error(L, "http: cannot start the transfer");
+  x->active = 1;
+  x->next = active_list;
+  if (active_list)
+    active_list->prev = x;
+  active_list = x;
+  return 1;
+}
+
+/* ---- transfer methods ---- */
+
+static int xfer_done(lua_State *L) {
+  lua_pushboolean(L, xfer_check(L, 1)->done);
+  return 1;
+}
+
+static int xfer_headers_ready(lua_State *L) {
+  lua_pushboolean(L, xfer_check(L, 1)->headers_ready);
+  return 1;
+}
+
+static const char *code_name(CURLcode rc) {
+  switch (rc) {
+  case CURLE_OK:
+    return NULL;
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_RESOLVE_PROXY:
+  case CURLE_COULDNT_CONNECT:
+    return "connect";
+  case CURLE_OPERATION_TIMEDOUT:
+    return "timeout";
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_ISSUER_ERROR:
+    return "tls";
+  case CURLE_GOT_NOTHING:
+  case CURLE_RECV_ERROR:
+  case CURLE_SEND_ERROR:
+  case CURLE_PARTIAL_FILE:
+  case CURLE_HTTP2:
+  case CURLE_HTTP2_STREAM:
+    return "connection";
+  case CURLE_WEIRD_SERVER_REPLY:
+  case CURLE_BAD_CONTENT_ENCODING:
+  case CURLE_TOO_MANY_REDIRECTS:
+    return "protocol";
+  default:
+    return "other";
+  }
+}
+
+/* x:result() -> {status=, head=raw headers, body=?, digest=?, size=, url=} or
+ * nil, kind, message  (kind: connect, timeout, tls, connection, protocol, digest, limit, other) */
+static int xfer_result(lua_State *L) {
+  xfer *x = xfer_check(L, 1);
+  if (!x->done)
+    return luaL_error(L, "transfer still running");
+  if (x->result != CURLE_OK) {
+    luaL_pushfail(L);
+    const char *kind = code_name(x->result);
+    if (x->why[0])
+      kind = strcmp(x->why, "digest mismatch") == 0 ? "digest" : "limit";
+    lua_pushstring(L, kind);
+    lua_pushstring(L,
+                   x->why[0] ? x->why : (x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result)));
+    return 3;
+  }
+  long code = 0;
+  char *eff = NULL;
+  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+  curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &eff);
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, code);
+  lua_setfield(L, -2, "status");
+  lua_pushlstring(L, x->head.data ? x->head.data : "", x->head.len);
+  lua_setfield(L, -2, "head");
+  if (x->sink == SINK_BUFFER) {
+    lua_pushlstring(L, x->body.data ? x->body.data : "", x->body.len);
+    lua_setfield(L, -2, "body");
+  }
+  if (x->digest[0]) {
+    lua_pushstring(L, x->digest);
+    lua_setfield(L, -2, "digest");
+  }
+  lua_pushinteger(L, (lua_Integer)x->received);
+  lua_setfield(L, -2, "size");
+  if (eff) {
+    lua_pushstring(L, eff);
+    lua_setfield(L, -2, "url");
+  }
+  return 1;
+}
+
+/* x:head() -> status, raw header text (valid once headers_ready) */
+static int xfer_head(lua_State *L) {
+  xfer *x = xfer_check(L, 1);
+  long code = 0;
+  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+  lua_pushinteger(L, code);
+  lua_pushlstring(L, x->head.data ? x->head.data : "", x->head.len);
+  return 2;
+}
+
+/* x:read() -> chunk | false (nothing yet, wait) | nil (end of body) */
+static int xfer_read(lua_State *L) {
+  xfer *x = xfer_check(L, 1);
+  if (x->sink != SINK_PULL)
+    return luaL_error(L, "transfer was not opened as a stream");
+  if (x->feeds)
+    return luaL_error(L, "transfer feeds another request; it cannot be read");
+  size_t avail = x->body.len - x->pull_off;
+  if (avail > 0) {
+    lua_pushlstring(L, x->body.data + x->pull_off, avail);
+    x->body.len = x->pull_off = 0;
+    if (x->pull_paused) {
+      x->pull_paused = 0;
+      curl_easy_pause(x->easy, CURLPAUSE_CONT); /* may refill body right away */
+    }
+    return 1;
+  }
+  if (x->done) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_pushboolean(L, 0);
+  return 1;
+}
+
+static int xfer_abort(lua_State *L) {
+  xfer *x = *xfer_box(L, 1);
+  if (x && !x->done) {
+    x->aborted = 1;
+    xfer_unlink(x);
+    x->done = 1;
+    x->result = CURLE_ABORTED_BY_CALLBACK;
+    snprintf(x->why, sizeof x->why, "aborted");
+    xfer_cleanup_file(x, 0);
+  }
+  return 0;
+}
+
+static int xfer_tostring(lua_State *L) {
+  xfer *x = *xfer_box(L, 1);
+  lua_pushfstring(L, "transfer (%s)", !x ? "closed" : x->done ? "done" : "running");
+  return 1;
+}
+
+static int tr_active(lua_State *L) {
+  int n = 0;
+  for (xfer *x = active_list; x; x = x->next)
+    n++;
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+static int tr_escape(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char *out = curl_easy_escape(NULL, s, (int)len);
+  if (!out)
+    return luaL_error(L, "http.escape: not enough memory");
+  lua_pushstring(L, out);
+  curl_free(out);
+  return 1;
+}
+
+static int tr_version(lua_State *L) {
+  lua_pushstring(L, curl_version());
+  return 1;
+}
+
+static const luaL_Reg xfer_meta[] = {
+    {"__gc", xfer_gc}, {"__close", xfer_gc}, {"__tostring", xfer_tostring}, {NULL, NULL}};
+static const luaL_Reg xfer_methods[] = {
+    {"done", xfer_done},     {"headers_ready", xfer_headers_ready},
+    {"result", xfer_result}, {"head", xfer_head},
+    {"read", xfer_read},     {"abort", xfer_abort},
+    {"close", xfer_gc},      {NULL, NULL}};
+static const luaL_Reg tr_funcs[] = {{"start", tr_start},     {"perform", tr_perform},
+                                    {"active", tr_active},   {"escape", tr_escape},
+                                    {"version", tr_version}, {NULL, NULL}};
+
+int luaopen_myrmex_core_transport(lua_State *L) {
+  if (!multi) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+      return luaL_error(L, "http: curl initialisation failed");
+    multi = curl_multi_init();
+    if (!multi)
+      return luaL_error(L, "http: cannot create the curl multi handle");
+    curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 16L);
+  }
+  luaL_newmetatable(L, XFER_MT);
+  luaL_setfuncs(L, xfer_meta, 0);
+  luaL_newlib(L, xfer_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newlib(L, tr_funcs);
+  return 1;
+}

@@ -1,0 +1,350 @@
+--- The shared HTTP transport (internal: engine modules use it, recipes should not need it).
+--- One curl multi handle for the process, connections reused, bodies streamed both ways.
+--- See docs/http.md.
+local core = require("myrmex.core.transport")
+local errors = require("myrmex.errors")
+local log = require("myrmex.log")
+local rt = require("myrmex.core.runtime")
+
+local M = {}
+
+local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true }
+local RETRY_STATUS = { [429] = true, [502] = true, [503] = true, [504] = true }
+local KNOWN = { method = true, url = true, unix_socket = true, query = true, headers = true,
+  body = true, body_size = true, timeout = true, connect_timeout = true, low_speed_time = true,
+  tls = true, basic_auth = true, retries = true, max_body = true, engine = true, to_file = true,
+  digest = true, hash = true, on_data = true, on_line = true, on_json = true, proxy = true,
+  follow = true }
+
+-- The scheduler of myrmex.parallel registers its branch coroutines here, so that a request made
+-- in a branch yields instead of blocking the other branches.
+M._branches = setmetatable({}, { __mode = "k" })
+M.WAIT = setmetatable({}, { __name = "myrmex.http.wait" })
+
+--- Wait for transfers to progress: yield to the scheduler inside a parallel branch, drive the
+--- multi handle here otherwise.
+function M.wait()
+  local co = coroutine.running()
+  if M._branches[co] then
+    coroutine.yield(M.WAIT)
+  else
+    core.perform(100)
+  end
+end
+
+--- Sleep without blocking other parallel branches.
+---@param seconds number
+function M.sleep(seconds)
+  local deadline = rt.monotonic() + seconds
+  local co = coroutine.running()
+  if not M._branches[co] then
+    rt.sleep(seconds)
+    return
+  end
+  while rt.monotonic() < deadline do coroutine.yield(M.WAIT) end
+end
+
+--- URL-encode a string for use in a path component or a query value.
+---@param s string
+---@return string
+function M.escape(s)
+  return core.escape(tostring(s))
+end
+
+local function encode_query(q)
+  local keys = {}
+  for k in pairs(q) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local v = q[k]
+    if type(v) == "table" then
+      for _, item in ipairs(v) do parts[#parts + 1] = M.escape(k) .. "=" .. M.escape(tostring(item)) end
+    elseif v ~= nil and v ~= false then
+      parts[#parts + 1] = M.escape(k) .. "=" .. M.escape(v == true and "1" or tostring(v))
+    end
+  end
+  return table.concat(parts, "&")
+end
+M.encode_query = encode_query
+
+--- Parse raw header text into (lower-case map, ordered list).
+---@param raw string
+---@return table<string,string> headers, {name:string, value:string}[] list
+function M.parse_headers(raw)
+  local map, list = {}, {}
+  for line in raw:gmatch("[^\r\n]+") do
+    local name, value = line:match("^([^:%s]+):%s*(.-)%s*$")
+    if name then
+      list[#list + 1] = { name = name, value = value }
+      map[name:lower()] = value
+    end
+  end
+  return map, list
+end
+
+local function address_of(t)
+  if t.unix_socket then return "unix://" .. t.unix_socket end
+  return (t.url:match("^(%a+://[^/]+)") or t.url)
+end
+
+local function fail(t, kind, msg)
+  local engine = t.engine or "http"
+  local addr = address_of(t)
+  if kind == "connect" then
+    errors.raise({ code = "Unreachable", engine = engine, message = "cannot connect to " .. addr .. ": " .. msg }, 3)
+  elseif kind == "timeout" then
+    errors.raise({ code = "Timeout", engine = engine, message = "request to " .. addr .. " timed out: " .. msg }, 3)
+  elseif kind == "tls" then
+    errors.raise({ code = "Unreachable", engine = engine, message = "TLS: " .. msg .. " (" .. addr .. ")" }, 3)
+  elseif kind == "connection" then
+    errors.raise({ code = "Unreachable", engine = engine, message = "connection to " .. addr .. " lost: " .. msg }, 3)
+  elseif kind == "digest" then
+    errors.raise({ code = "DigestMismatch", engine = engine,
+      message = "content from " .. t.url .. " does not match " .. tostring(t.digest) }, 3)
+  elseif kind == "limit" or kind == "protocol" then
+    errors.raise({ code = "Invalid", engine = engine, message = msg .. " (" .. t.url .. ")" }, 3)
+  end
+  errors.raise({ code = "Engine", engine = engine, message = msg .. " (" .. t.url .. ")" }, 3)
+end
+
+--- Validate a request table and turn it into the core's options.
+local function prepare(t, fname)
+  if type(t) ~= "table" then error(fname .. ": request table expected", 3) end
+  for k in pairs(t) do
+    if not KNOWN[k] then error(fname .. ": unknown option '" .. tostring(k) .. "'", 3) end
+  end
+  if type(t.url) ~= "string" then error(fname .. ": url (string) required", 3) end
+  local url = t.url
+  if t.query then
+    local q = encode_query(t.query)
+    if q ~= "" then url = url .. (url:find("?", 1, true) and "&" or "?") .. q end
+  end
+  local headers = {}
+  local names = {}
+  for k in pairs(t.headers or {}) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do headers[#headers + 1] = k .. ": " .. tostring(t.headers[k]) end
+  local o = {
+    url = url, method = (t.method or "GET"):upper(), unix_socket = t.unix_socket,
+    headers = headers, body = t.body, body_size = t.body_size, proxy = t.proxy,
+    timeout_ms = t.timeout and math.floor(t.timeout * 1000) or 0,
+    connect_timeout_ms = math.floor((t.connect_timeout or 5) * 1000),
+    low_speed_time = t.low_speed_time, follow = t.follow, to_file = t.to_file,
+    digest = t.digest, hash = t.hash, max_body = t.max_body,
+    sink = (t.on_data or t.on_line or t.on_json) and "pull" or nil,
+  }
+  if t.to_file then require("myrmex.sandbox").check_write(t.to_file, "downloading to") end
+  if getmetatable(t.body) == M.Stream then o.body = t.body._x end
+  if t.basic_auth then
+    o.username, o.password = t.basic_auth[1] or t.basic_auth.username, t.basic_auth[2] or t.basic_auth.password
+    log.secret(o.password)
+  end
+  if t.tls then
+    o.tls = t.tls
+    if t.tls.key_data then log.secret(t.tls.key_data) end
+    if t.tls.insecure then
+      log.warn("TLS verification is off for this target", { target = address_of(t) })
+    end
+    if t.tls.server_name then
+      -- Verify the certificate against server_name while connecting to the URL's address.
+      local scheme, host, port, rest = url:match("^(https?)://([^/:]+):?(%d*)(.*)$")
+      if host then
+        port = port ~= "" and port or (scheme == "https" and "443" or "80")
+        o.url = scheme .. "://" .. t.tls.server_name .. ":" .. port .. rest
+        o.connect_to = t.tls.server_name .. ":" .. port .. ":" .. host .. ":" .. port
+      end
+    end
+  end
+  return o
+end
+
+local function run_once(t, o)
+  local x <close> = core.start(o)
+  local pull = t.on_data or t.on_line or t.on_json
+  if pull then
+    local pending = ""
+    local function deliver(chunk)
+      if t.on_data and chunk ~= "" then
+        if t.on_data(chunk) == false then return false end
+      end
+      if t.on_line or t.on_json then
+        pending = pending .. chunk
+        while true do
+          local nl = pending:find("\n", 1, true)
+          if not nl then break end
+          local line = pending:sub(1, nl - 1):gsub("\r$", "")
+          pending = pending:sub(nl + 1)
+          if line ~= "" then
+            if t.on_line and t.on_line(line) == false then return false end
+            if t.on_json then
+              local ok, obj = pcall(require("myrmex.json").decode, line)
+              if not ok then
+                errors.raise({ code = "Invalid", engine = t.engine or "http",
+                  message = "bad JSON line in the stream from " .. t.url .. ": " .. obj }, 0)
+              end
+              if t.on_json(obj) == false then return false end
+            end
+          end
+        end
+      end
+      return true
+    end
+    while true do
+      local chunk = x:read()
+      if chunk then
+        if not deliver(chunk) then
+          x:abort()
+          local status, head = x:head()
+          local map, list = M.parse_headers(head)
+          return { status = status, headers = map, header_list = list, stopped = true }
+        end
+      elseif chunk == nil then
+        break
+      else
+        M.wait()
+      end
+    end
+    if pending ~= "" and (t.on_line or t.on_json) then
+      pending = pending .. "\n"
+      deliver("")
+    end
+  else
+    while not x:done() do M.wait() end
+  end
+  local res, kind, msg = x:result()
+  if not res then return nil, kind, msg end
+  res.headers, res.header_list = M.parse_headers(res.head)
+  res.head = nil
+  return res
+end
+
+--- Make a request and wait for it. HTTP error statuses are returned; transport failures
+--- raise error objects (Unreachable, Timeout, DigestMismatch, Invalid). See docs/http.md for
+--- every option.
+---@param t table
+---@return {status:integer, headers:table<string,string>, header_list:table[], body:string|nil, digest:string|nil, size:integer, url:string}
+function M.request(t)
+  local o = prepare(t, "http.request")
+  local retries = t.retries or 0
+  local can_retry = IDEMPOTENT[o.method] and (t.body == nil or type(t.body) == "string")
+    and not t.to_file and not (t.on_data or t.on_line or t.on_json)
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    local res, kind, msg = run_once(t, o)
+    local retry_after
+    if res and RETRY_STATUS[res.status] then
+      retry_after = tonumber(res.headers["retry-after"])
+    end
+    local transient = (not res and kind == "connect") or (res and RETRY_STATUS[res.status])
+    if not (transient and can_retry and attempt <= retries) then
+      if not res then fail(t, kind, msg) end
+      return res
+    end
+    local delay = math.min(retry_after or (0.2 * 2 ^ (attempt - 1)), 10)
+    log.debug("retrying request", { url = o.url, attempt = attempt, delay = delay,
+      reason = res and res.status or kind })
+    M.sleep(delay)
+  end
+end
+
+--- A streaming response: `s.status`, `s.headers` once open returns; `s:read()` gives the next
+--- chunk or nil at the end; `s:lines()` iterates lines. It is a to-be-closed value, and it can
+--- be the `body` of another request (bytes flow from one to the other with bounded memory).
+---@param t table the request table of http.request, without the on_* callbacks
+---@return table stream
+function M.open(t)
+  local o = prepare(t, "http.open")
+  o.sink = "pull"
+  local x = core.start(o)
+  while not x:headers_ready() do M.wait() end
+  if x:done() then
+    local res, kind, msg = x:result()
+    if not res then
+      x:close()
+      fail(t, kind, msg)
+    end
+  end
+  local status, head = x:head()
+  local s = { status = status, _x = x, _t = t }
+  s.headers, s.header_list = M.parse_headers(head)
+  return setmetatable(s, M.Stream)
+end
+
+local Stream = {}
+Stream.__index = Stream
+M.Stream = Stream
+
+--- Next chunk of the body, or nil at its end.
+function Stream:read()
+  local x = self._x
+  while true do
+    local chunk = x:read()
+    if chunk then return chunk end
+    if chunk == nil then
+      local res, kind, msg = x:result()
+      if not res then fail(self._t, kind, msg) end
+      return nil
+    end
+    M.wait()
+  end
+end
+
+--- Iterate over lines (without the line end).
+function Stream:lines()
+  local pending, ended = "", false
+  return function()
+    while true do
+      local nl = pending:find("\n", 1, true)
+      if nl then
+        local line = pending:sub(1, nl - 1):gsub("\r$", "")
+        pending = pending:sub(nl + 1)
+        return line
+      end
+      if ended then
+        if pending ~= "" then
+          local last = pending
+          pending = ""
+          return last
+        end
+        return nil
+      end
+      local chunk = self:read()
+      if chunk then pending = pending .. chunk else ended = true end
+    end
+  end
+end
+
+--- Read the whole remaining body (bounded by max bytes, default 64 MiB).
+function Stream:read_all(max)
+  max = max or 64 * 1048576
+  local parts, n = {}, 0
+  for chunk in self.read, self do
+    n = n + #chunk
+    if n > max then
+      errors.raise({ code = "Invalid", engine = self._t.engine or "http",
+        message = "response larger than " .. max .. " bytes (" .. self._t.url .. ")" })
+    end
+    parts[#parts + 1] = chunk
+  end
+  return table.concat(parts)
+end
+
+--- Abort the transfer (also done by <close> and garbage collection).
+function Stream:close()
+  if self._x then
+    self._x:abort()
+    self._x:close()
+  end
+end
+Stream.__close = Stream.close
+
+--- The transfer handle, for passing as another request's body.
+function Stream:transfer() return self._x end
+
+--- curl's version string.
+---@return string
+function M.curl_version() return core.version() end
+
+return M
