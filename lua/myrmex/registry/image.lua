@@ -1,0 +1,625 @@
+--- Image-level registry operations: push from an OCI layout, a docker-archive tar or the
+--- local engine; pull into an OCI layout, a docker-archive tar or the engine; copy between
+--- registries with blobs streamed straight through; inspect. Installed as methods of
+--- myrmex.registry.Client by myrmex.registry. See docs/registry.md.
+local json = require("myrmex.json")
+local errors = require("myrmex.errors")
+local log = require("myrmex.log")
+local plan = require("myrmex.plan")
+local rt = require("myrmex.core.runtime")
+local archive = require("myrmex.core.archive")
+local reference = require("myrmex.registry.reference")
+
+local M = {}
+local R -- myrmex.registry, set by install
+local MEDIA
+
+local function misuse(fname, msg)
+  error(("registry.%s: %s"):format(fname, msg), 3)
+end
+
+local function fail(code, msg)
+  errors.raise({ code = code, engine = "registry", message = msg }, 3)
+end
+
+local function options(fname, opts, allowed)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then misuse(fname, "options table expected, got " .. type(opts)) end
+  for k in pairs(opts) do
+    if not allowed[k] then misuse(fname, ("option %s: unknown key"):format(tostring(k))) end
+  end
+  return opts
+end
+
+local function set(list)
+  local s = {}
+  for _, k in ipairs(list) do s[k] = true end
+  return s
+end
+
+-- Bounded parallelism through the shared scheduler (transfers interleave on one multi handle).
+local function parallel(fns, max)
+  return require("myrmex.parallel").run(fns, { max = max })
+end
+M._parallel = parallel
+
+local function is_index(mt)
+  return mt == MEDIA.oci_index or mt == MEDIA.docker_list
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write_file(path, data)
+  local tmp = path .. ".tmp"
+  local f = assert(io.open(tmp, "wb"))
+  f:write(data)
+  f:close()
+  assert(os.rename(tmp, path))
+end
+
+local function mkdir_p(path)
+  local st = rt.stat(path)
+  if st then return end
+  os.execute("mkdir -p '" .. path:gsub("'", "'\\''") .. "'")
+  if not rt.stat(path) then fail("Engine", "cannot create directory " .. path) end
+end
+
+local function rm_rf(path)
+  if path and path:match("^/tmp/") then os.execute("rm -rf '" .. path:gsub("'", "'\\''") .. "'") end
+end
+
+local function hex(d) return (d:match("^sha256:(%x+)$")) end
+
+-- ---------------------------------------------------------------------------------------
+-- Platforms
+
+--- "os/arch[/variant]" of this machine's default target.
+function M.host_platform()
+  local p = io.popen("uname -m 2>/dev/null")
+  local m = p and p:read("l") or "x86_64"
+  if p then p:close() end
+  local arch = ({ x86_64 = "amd64", aarch64 = "arm64", armv7l = "arm/v7", i686 = "386" })[m] or m
+  return "linux/" .. arch
+end
+
+local function platform_string(p)
+  if type(p) ~= "table" then return nil end
+  local s = tostring(p.os) .. "/" .. tostring(p.architecture)
+  if p.variant and p.variant ~= "" then s = s .. "/" .. p.variant end
+  return s
+end
+
+local function pick_platform(index, wanted, what)
+  local fallback
+  for _, m in ipairs(index.manifests or {}) do
+    local ps = platform_string(m.platform)
+    if ps == wanted then return m end
+    if ps and wanted:match("^[^/]+/[^/]+$") and ps:sub(1, #wanted + 1) == wanted .. "/" then fallback = fallback or m end
+  end
+  if fallback then return fallback end
+  fail("NotFound", ("%s: no manifest for platform %s"):format(what, wanted))
+end
+
+-- ---------------------------------------------------------------------------------------
+-- Inspect
+
+--- Resolve `ref` to one image manifest (an index resolved by platform) and its config.
+local function resolve(client, r, platform)
+  local top = client:manifest(r)
+  local m = top
+  if is_index(top.media_type) then
+    local child = pick_platform(top.manifest, platform or M.host_platform(), tostring(r))
+    m = client:manifest(r:with({ digest = child.digest }))
+  end
+  return top, m
+end
+
+local function sum_layers(manifest)
+  local total = 0
+  for _, l in ipairs(manifest.layers or {}) do total = total + (tonumber(l.size) or 0) end
+  return total
+end
+
+--- Config, layers, sizes, created, labels and platforms of an image.
+---@param ref string|myrmex.registry.Reference
+---@param opts? {platform?:string}
+---@return table
+local function inspect(client, ref, opts)
+  opts = options("inspect", opts, set { "platform" })
+  local r = client:ref(ref)
+  return log.span("registry", "inspect", tostring(r), function()
+    local top, m = resolve(client, r, opts.platform)
+    local cfg_desc = m.manifest.config or {}
+    local cfg = {}
+    if cfg_desc.digest then
+      local body = client:blob(r.repository, cfg_desc.digest, { max = R.max_manifest_size })
+      local ok, doc = pcall(json.decode, body)
+      cfg = ok and type(doc) == "table" and doc or {}
+    end
+    local layers = {}
+    for i, l in ipairs(m.manifest.layers or {}) do
+      layers[i] = { digest = l.digest, size = l.size, media_type = l.mediaType }
+    end
+    local platforms = {}
+    if is_index(top.media_type) then
+      for _, c in ipairs(top.manifest.manifests or {}) do
+        platforms[#platforms + 1] = platform_string(c.platform)
+      end
+    else
+      platforms[1] = (cfg.os or "?") .. "/" .. (cfg.architecture or "?") .. (cfg.variant and ("/" .. cfg.variant) or "")
+    end
+    local c = type(cfg.config) == "table" and cfg.config or {}
+    return {
+      reference = tostring(r), digest = top.digest, media_type = top.media_type,
+      manifest_digest = m.digest, manifest = m.manifest, config_digest = cfg_desc.digest, config = cfg,
+      layers = layers, size = sum_layers(m.manifest) + (tonumber(cfg_desc.size) or 0),
+      created = cfg.created, labels = type(c.Labels) == "table" and c.Labels or {},
+      architecture = cfg.architecture, os = cfg.os, platforms = platforms,
+    }
+  end)
+end
+
+-- ---------------------------------------------------------------------------------------
+-- Copy registry to registry
+
+local function layer_list(manifest)
+  local list = {}
+  if manifest.config and manifest.config.digest then list[#list + 1] = manifest.config end
+  for _, l in ipairs(manifest.layers or {}) do list[#list + 1] = l end
+  return list
+end
+
+-- One blob from src to dst: skipped when present, mounted on the same registry, otherwise
+-- streamed from the source response into the destination request (no temp file).
+local function copy_blob(src, srepo, dst, drepo, desc, stats)
+  local d = desc.digest
+  if dst:blob_exists(drepo, d) then
+    stats.skipped = stats.skipped + 1
+    return
+  end
+  if src.host == dst.host and src.scheme == dst.scheme then
+    if dst:mount(drepo, d, srepo) then
+      stats.mounted = stats.mounted + 1
+      return
+    end
+  end
+  local t0 = rt.monotonic()
+  local s <close> = src:blob_open(srepo, d)
+  dst:upload(drepo, d, s, tonumber(desc.size))
+  stats.copied = stats.copied + 1
+  stats.bytes = stats.bytes + (tonumber(desc.size) or 0)
+  log.info("registry: layer copied", { digest = d, size = desc.size,
+    duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
+end
+
+local function copy_manifest_blobs(src, sr, dst, dr, m, stats)
+  local fns = {}
+  for _, desc in ipairs(layer_list(m.manifest)) do
+    fns[#fns + 1] = function() return copy_blob(src, sr.repository, dst, dr.repository, desc, stats) end
+  end
+  parallel(fns, dst.parallel)
+end
+
+--- Copy the image `sr` on `src` to `dr` on `dst` (clients). Returns the pushed digest.
+function M.copy_between(src, sr, dst, dr, opts)
+  opts = opts or {}
+  local stats = { copied = 0, mounted = 0, skipped = 0, bytes = 0 }
+  local top = src:manifest(sr)
+  if plan.active() then
+    plan.record({ engine = "registry", op = "copy", target = tostring(dr), args = { from = tostring(sr) } })
+    return top.digest, stats
+  end
+  local target = dr.tag and dr or dr:with({ digest = top.digest })
+  if is_index(top.media_type) and opts.all_platforms then
+    for _, child in ipairs(top.manifest.manifests or {}) do
+      local cm = src:manifest(sr:with({ digest = child.digest }))
+      if not is_index(cm.media_type) then copy_manifest_blobs(src, sr, dst, dr, cm, stats) end
+      dst:put_manifest(dr:with({ tag = false, digest = cm.digest }), cm.body, cm.media_type)
+    end
+    dst:put_manifest(target, top.body, top.media_type)
+    return top.digest, stats
+  end
+  local m = top
+  if is_index(top.media_type) then
+    local child = pick_platform(top.manifest, opts.platform or M.host_platform(), tostring(sr))
+    m = src:manifest(sr:with({ digest = child.digest }))
+    if not dr.tag then target = dr:with({ digest = m.digest }) end
+  end
+  copy_manifest_blobs(src, sr, dst, dr, m, stats)
+  dst:put_manifest(target, m.body, m.media_type)
+  return m.digest, stats
+end
+
+local function connection(opts, which)
+  local o = {}
+  for k, v in pairs(opts[which] or {}) do o[k] = v end
+  for _, k in ipairs { "username", "password", "token", "ca", "insecure", "plain_http", "config", "parallel" } do
+    if o[k] == nil and opts[k] ~= nil then o[k] = opts[k] end
+  end
+  return o
+end
+
+--- registry.copy(src_ref, dst_ref, opts): full references; opts.src / opts.dst hold
+--- connect options for each side (shared ones may be given at the top level);
+--- opts.platform, opts.all_platforms choose what of an index is copied.
+function M.copy(reg, src, dst, opts)
+  if type(src) ~= "string" or type(dst) ~= "string" then misuse("copy", "source and destination references expected") end
+  opts = options("copy", opts, set { "src", "dst", "platform", "all_platforms", "username", "password",
+    "token", "ca", "insecure", "plain_http", "config", "parallel" })
+  local sr, dr = reference.parse(src), reference.parse(dst)
+  return log.span("registry", "copy", tostring(sr) .. " -> " .. tostring(dr), function()
+    local sc = reg.connect(sr.registry, connection(opts, "src"))
+    local dc = sr.registry == dr.registry and not opts.dst and sc or reg.connect(dr.registry, connection(opts, "dst"))
+    return M.copy_between(sc, sr, dc, dr, { platform = opts.platform, all_platforms = opts.all_platforms })
+  end)
+end
+
+-- ---------------------------------------------------------------------------------------
+-- Pull
+
+-- Download the config and layers of one manifest into blobs/sha256 of a layout directory.
+local function fetch_blobs(client, repo, manifest, dir, stats)
+  local fns = {}
+  for _, desc in ipairs(layer_list(manifest)) do
+    fns[#fns + 1] = function()
+      local path = dir .. "/blobs/sha256/" .. hex(desc.digest)
+      local st = rt.stat(path)
+      if st and st.size == tonumber(desc.size) then return end
+      local t0 = rt.monotonic()
+      client:blob(repo, desc.digest, { to = path })
+      stats.bytes = stats.bytes + (tonumber(desc.size) or 0)
+      stats.layers = stats.layers + 1
+      log.info("registry: layer pulled", { digest = desc.digest, size = desc.size,
+        duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
+    end
+  end
+  parallel(fns, client.parallel)
+end
+
+-- Pull into an OCI image layout directory; returns {digest=, manifest=, config_digest=}.
+local function pull_layout(client, r, dir, opts, stats)
+  mkdir_p(dir .. "/blobs/sha256")
+  local top = client:manifest(r)
+  local chosen = top
+  if is_index(top.media_type) then
+    if opts.all_platforms then
+      for _, child in ipairs(top.manifest.manifests or {}) do
+        local cm = client:manifest(r:with({ digest = child.digest }))
+        fetch_blobs(client, r.repository, cm.manifest, dir, stats)
+        write_file(dir .. "/blobs/sha256/" .. hex(cm.digest), cm.body)
+      end
+    else
+      local child = pick_platform(top.manifest, opts.platform or M.host_platform(), tostring(r))
+      chosen = client:manifest(r:with({ digest = child.digest }))
+    end
+  end
+  if chosen == top and is_index(top.media_type) then
+    write_file(dir .. "/blobs/sha256/" .. hex(top.digest), top.body)
+  else
+    fetch_blobs(client, r.repository, chosen.manifest, dir, stats)
+    write_file(dir .. "/blobs/sha256/" .. hex(chosen.digest), chosen.body)
+  end
+  write_file(dir .. "/oci-layout", '{"imageLayoutVersion":"1.0.0"}')
+  local index = { schemaVersion = 2, mediaType = MEDIA.oci_index, manifests = { {
+    mediaType = chosen.media_type, digest = chosen.digest, size = chosen.size,
+    annotations = { ["org.opencontainers.image.ref.name"] = r.tag or r.digest,
+      ["io.containerd.image.name"] = tostring(r) } } } }
+  write_file(dir .. "/index.json", json.encode(index))
+  return chosen
+end
+
+-- A docker-archive tar (Docker 25+ layout: OCI layout plus manifest.json) from a layout dir.
+local function write_docker_archive(dir, chosen, r, path)
+  local m = chosen.manifest
+  local layers = {}
+  for i, l in ipairs(m.layers or {}) do layers[i] = "blobs/sha256/" .. hex(l.digest) end
+  local repo_tag = (r.registry == reference.default_registry and r.repository:gsub("^library/", "") or
+    (r.registry .. "/" .. r.repository)) .. ":" .. (r.tag or "latest")
+  local docker_manifest = json.encode(json.array({ {
+    Config = "blobs/sha256/" .. hex(m.config.digest), RepoTags = json.array({ repo_tag }),
+    Layers = json.array(layers) } }))
+  local w <close> = archive.writer(path, { format = "pax" })
+  w:add({ path = "blobs", type = "dir", mode = 493 })
+  w:add({ path = "blobs/sha256", type = "dir", mode = 493 })
+  local seen = {}
+  local function add_blob(d)
+    if seen[d] then return end
+    seen[d] = true
+    local p = dir .. "/blobs/sha256/" .. hex(d)
+    w:add({ path = "blobs/sha256/" .. hex(d), data = { file = p }, mode = 420 })
+  end
+  add_blob(chosen.digest)
+  for _, desc in ipairs(layer_list(m)) do add_blob(desc.digest) end
+  w:add({ path = "oci-layout", data = read_file(dir .. "/oci-layout"), mode = 420 })
+  w:add({ path = "index.json", data = read_file(dir .. "/index.json"), mode = 420 })
+  w:add({ path = "manifest.json", data = docker_manifest, mode = 420 })
+  w:close()
+end
+
+local function docker_client(opts)
+  return opts.docker or require("myrmex.docker").connect()
+end
+
+--- Pull an image: into an OCI layout directory (format "oci", the default), a docker-archive
+--- tar ("docker-archive"), or the local engine ("engine", through load).
+local function pull_image(client, ref, opts)
+  opts = options("pull_image", opts, set { "to", "format", "platform", "all_platforms", "docker" })
+  local format = opts.format or "oci"
+  if format ~= "oci" and format ~= "docker-archive" and format ~= "engine" then
+    misuse("pull_image", "format must be \"oci\", \"docker-archive\" or \"engine\"")
+  end
+  if format ~= "engine" and type(opts.to) ~= "string" then misuse("pull_image", "to=PATH is required") end
+  if format ~= "oci" and opts.all_platforms then misuse("pull_image", "all_platforms needs format \"oci\"") end
+  local r = client:ref(ref)
+  if plan.active() then
+    return plan.record({ engine = "registry", op = "pull_image", target = tostring(r), args = { to = opts.to, format = format } })
+  end
+  return log.span("registry", "pull_image", tostring(r), function()
+    local stats = { bytes = 0, layers = 0 }
+    local t0 = rt.monotonic()
+    if format == "oci" then
+      local chosen = pull_layout(client, r, opts.to, opts, stats)
+      stats.digest, stats.seconds = chosen.digest, rt.monotonic() - t0
+      return stats
+    end
+    local tmp = rt.mkdtemp("/tmp/myrmex-pull.XXXXXX")
+    local ok, err = pcall(function()
+      local chosen = pull_layout(client, r, tmp, opts, stats)
+      stats.digest = chosen.digest
+      local out = format == "engine" and (tmp .. ".tar") or opts.to
+      write_docker_archive(tmp, chosen, r, out)
+      if format == "engine" then
+        stats.loaded = docker_client(opts):load_image(out)
+        os.remove(out)
+      end
+    end)
+    rm_rf(tmp)
+    if format == "engine" then os.remove(tmp .. ".tar") end
+    if not ok then error(err, 0) end
+    stats.seconds = rt.monotonic() - t0
+    return stats
+  end)
+end
+
+-- ---------------------------------------------------------------------------------------
+-- Push
+
+local function layer_media(first_bytes)
+  if first_bytes and first_bytes:sub(1, 2) == "\31\139" then return MEDIA.oci_layer_gzip end
+  if first_bytes and first_bytes:sub(1, 4) == "\40\181\47\253" then return MEDIA.oci_layer .. "+zstd" end
+  return MEDIA.oci_layer
+end
+
+-- Push one image manifest from a layout directory: blobs in parallel, then the manifest.
+local function push_layout_manifest(client, repo, dir, mbody, stats)
+  local ok, m = pcall(json.decode, mbody)
+  if not ok or type(m) ~= "table" then fail("Invalid", "layout manifest is not JSON") end
+  local fns = {}
+  for _, desc in ipairs(layer_list(m)) do
+    fns[#fns + 1] = function()
+      local path = dir .. "/blobs/sha256/" .. hex(desc.digest)
+      if not rt.stat(path) then fail("NotFound", "layout " .. dir .. " lacks blob " .. desc.digest) end
+      local t0 = rt.monotonic()
+      local _, uploaded = client:upload(repo, desc.digest, { file = path }, tonumber(desc.size))
+      if uploaded then
+        stats.layers, stats.bytes = stats.layers + 1, stats.bytes + (tonumber(desc.size) or 0)
+        log.info("registry: layer pushed", { digest = desc.digest, size = desc.size,
+          duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
+      else
+        stats.skipped = stats.skipped + 1
+      end
+    end
+  end
+  parallel(fns, client.parallel)
+  return m
+end
+
+-- Push from an OCI image layout directory. `name` picks an index entry by ref.name.
+local function push_layout(client, dir, r, opts, stats)
+  local idx_text = read_file(dir .. "/index.json")
+  if not idx_text then fail("NotFound", dir .. ": no index.json (not an OCI layout)") end
+  local index = json.decode(idx_text)
+  local entries = index.manifests or {}
+  local entry = entries[1]
+  if opts.name then
+    entry = nil
+    for _, e in ipairs(entries) do
+      if (e.annotations or {})["org.opencontainers.image.ref.name"] == opts.name then entry = e end
+    end
+    if not entry then fail("NotFound", dir .. ": no image named " .. opts.name) end
+  elseif #entries ~= 1 then
+    fail("Invalid", dir .. ": the layout holds " .. #entries .. " images; give name=")
+  end
+  local mpath = dir .. "/blobs/sha256/" .. hex(entry.digest)
+  local body = read_file(mpath) or fail("NotFound", "layout " .. dir .. " lacks " .. entry.digest)
+  if is_index(entry.mediaType) then
+    local sub = json.decode(body)
+    if opts.all_platforms == false then
+      local child = pick_platform(sub, opts.platform or M.host_platform(), dir)
+      local cbody = read_file(dir .. "/blobs/sha256/" .. hex(child.digest))
+      push_layout_manifest(client, r.repository, dir, cbody, stats)
+      return client:put_manifest(r, cbody, child.mediaType)
+    end
+    for _, child in ipairs(sub.manifests or {}) do
+      local cbody = read_file(dir .. "/blobs/sha256/" .. hex(child.digest))
+      if cbody then
+        push_layout_manifest(client, r.repository, dir, cbody, stats)
+        client:put_manifest(r:with({ tag = false, digest = child.digest }), cbody, child.mediaType)
+      end
+    end
+    return client:put_manifest(r, body, entry.mediaType)
+  end
+  push_layout_manifest(client, r.repository, dir, body, stats)
+  return client:put_manifest(r, body, entry.mediaType)
+end
+
+-- Reader over the data of one tar entry, gathering chunks to `n` bytes per call.
+local function entry_reader(reader)
+  local pending
+  return function(n)
+    local parts, have = {}, 0
+    if pending then
+      parts[1], have, pending = pending, #pending, nil
+    end
+    while have < n do
+      local c = reader:read()
+      if not c then break end
+      parts[#parts + 1] = c
+      have = have + #c
+    end
+    if have == 0 then return nil end
+    local s = table.concat(parts)
+    if #s > n then
+      pending = s:sub(n + 1)
+      s = s:sub(1, n)
+    end
+    return s
+  end
+end
+
+-- Walk a tar once: fn(entry, reader) for each regular file whose path is in `want`.
+local function scan_tar(path, want, fn)
+  local r <close> = archive.open(path)
+  for e in r:entries() do
+    local p = e.path:gsub("^%./", "")
+    if e.type == "file" and (want == nil or want[p]) then fn(p, e, r) end
+  end
+end
+
+-- Push from a docker-archive tar (docker save, either format): metadata first, then each
+-- layer streamed from the tar as a chunked upload, in parallel readers of the same file.
+local function push_archive(client, path, r, opts, stats)
+  local docker_manifest
+  scan_tar(path, { ["manifest.json"] = true }, function(_, _, rd) docker_manifest = rd:read_all(4 * 1024 * 1024) end)
+  if not docker_manifest then fail("Invalid", path .. ": no manifest.json (not a docker-archive)") end
+  local list = json.decode(docker_manifest)
+  local item = list[1]
+  if opts.name then
+    item = nil
+    for _, it in ipairs(list) do
+      for _, t in ipairs(it.RepoTags or {}) do
+        if t == opts.name then item = it end
+      end
+    end
+    if not item then fail("NotFound", path .. ": no image tagged " .. opts.name) end
+  end
+  if type(item) ~= "table" or not item.Config then fail("Invalid", path .. ": manifest.json has no image") end
+  local want = { [item.Config] = "config" }
+  for _, l in ipairs(item.Layers or {}) do want[l] = "layer" end
+  local info = {}
+  local config
+  -- Sizes, compression and (for the legacy format) digests of the layers.
+  scan_tar(path, want, function(p, e, rd)
+    if want[p] == "config" then
+      config = rd:read_all(R.max_manifest_size)
+      return
+    end
+    local named = p:match("^blobs/sha256/(%x+)$")
+    local first = rd:read()
+    local d = named and ("sha256:" .. named)
+    if not d then
+      local h = require("myrmex.digest").new("sha256")
+      if first then h:update(first) end
+      while true do
+        local c = rd:read()
+        if not c then break end
+        h:update(c)
+      end
+      d = h:final()
+    end
+    info[p] = { digest = d, size = e.size, media = layer_media(first) }
+  end)
+  if not config then fail("Invalid", path .. ": config " .. item.Config .. " missing") end
+  local digest = require("myrmex.digest")
+  local cfg_digest = digest.string(config)
+  local manifest = { schemaVersion = 2, mediaType = MEDIA.oci_manifest,
+    config = { mediaType = MEDIA.oci_config, digest = cfg_digest, size = #config }, layers = {} }
+  local fns = {}
+  for i, l in ipairs(item.Layers or {}) do
+    local li = info[l] or fail("Invalid", path .. ": layer " .. l .. " missing")
+    manifest.layers[i] = { mediaType = li.media, digest = li.digest, size = li.size }
+    fns[#fns + 1] = function()
+      if client:blob_exists(r.repository, li.digest) then
+        stats.skipped = stats.skipped + 1
+        return
+      end
+      local t0 = rt.monotonic()
+      scan_tar(path, { [l] = true }, function(_, _, rd)
+        client:upload_chunked(r.repository, entry_reader(rd), li.digest)
+      end)
+      stats.layers, stats.bytes = stats.layers + 1, stats.bytes + li.size
+      log.info("registry: layer pushed", { digest = li.digest, size = li.size,
+        duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
+    end
+  end
+  parallel(fns, client.parallel)
+  client:upload(r.repository, cfg_digest, config, #config)
+  manifest.layers = json.array(manifest.layers)
+  return client:put_manifest(r, json.encode(manifest), MEDIA.oci_manifest)
+end
+
+--- Push an image to `ref` on this registry. `src` is an OCI layout directory, a
+--- docker-archive tar, or the name of an image in the local engine (saved, then pushed).
+local function push_image(client, src, ref, opts)
+  if type(src) ~= "string" or src == "" then misuse("push_image", "source must be a string") end
+  opts = options("push_image", opts, set { "from", "name", "platform", "all_platforms", "docker" })
+  local r = client:ref(ref)
+  local from = opts.from
+  if not from then
+    local st = rt.stat(src)
+    if st and st.type == "directory" then from = "oci"
+    elseif st and st.type == "file" then from = "docker-archive"
+    else from = "engine" end
+  end
+  if plan.active() then
+    return plan.record({ engine = "registry", op = "push_image", target = tostring(r), args = { source = src, from = from } })
+  end
+  return log.span("registry", "push_image", tostring(r), function()
+    local stats = { layers = 0, skipped = 0, bytes = 0 }
+    local t0 = rt.monotonic()
+    if from == "oci" then
+      stats.digest = push_layout(client, src, r, opts, stats)
+    elseif from == "docker-archive" then
+      stats.digest = push_archive(client, src, r, opts, stats)
+    elseif from == "engine" then
+      local tmp = rt.mkdtemp("/tmp/myrmex-push.XXXXXX")
+      local ok, err = pcall(function()
+        docker_client(opts):save_image(src, { to = tmp .. "/image.tar" })
+        stats.digest = push_archive(client, tmp .. "/image.tar", r, { name = opts.name }, stats)
+      end)
+      rm_rf(tmp)
+      if not ok then error(err, 0) end
+    else
+      misuse("push_image", "from must be \"oci\", \"docker-archive\" or \"engine\"")
+    end
+    stats.seconds = rt.monotonic() - t0
+    return stats
+  end)
+end
+
+--- Add the image-level methods to the client class.
+function M.install(reg, Client)
+  R, MEDIA = reg, reg.media
+  ---@param ref string
+  ---@param opts? {platform?:string}
+  function Client:inspect(ref, opts) return inspect(self, ref, opts) end
+  ---@param ref string
+  ---@param opts {to?:string, format?:string, platform?:string, all_platforms?:boolean, docker?:table}
+  function Client:pull_image(ref, opts) return pull_image(self, ref, opts) end
+  ---@param src string
+  ---@param ref string
+  ---@param opts? {from?:string, name?:string, platform?:string, all_platforms?:boolean, docker?:table}
+  function Client:push_image(src, ref, opts) return push_image(self, src, ref, opts) end
+  --- Copy an image from this registry to another client's registry (or this one).
+  function Client:copy_to(ref, dst, dst_ref, opts)
+    return M.copy_between(self, self:ref(ref), dst, dst:ref(dst_ref), opts or {})
+  end
+end
+
+return M
