@@ -65,10 +65,10 @@ static int in_list(const char *s, const char *const *list) {
   return 0;
 }
 
-static const char *const K8S_TRUE[] = {"y", "Y", "yes", "Yes", "YES", "true", "True",
-                                       "TRUE", "on", "On", "ON", NULL};
-static const char *const K8S_FALSE[] = {"n", "N", "no", "No", "NO", "false", "False",
-                                        "FALSE", "off", "Off", "OFF", NULL};
+static const char *const K8S_TRUE[] = {"y",    "Y",    "yes", "Yes", "YES", "true",
+                                       "True", "TRUE", "on",  "On",  "ON",  NULL};
+static const char *const K8S_FALSE[] = {"n",     "N",     "no",  "No",  "NO",  "false",
+                                        "False", "FALSE", "off", "Off", "OFF", NULL};
 static const char *const CORE_TRUE[] = {"true", "True", "TRUE", NULL};
 static const char *const CORE_FALSE[] = {"false", "False", "FALSE", NULL};
 static const char *const NULLS[] = {"", "~", "null", "Null", "NULL", NULL};
@@ -394,8 +394,7 @@ static void push_binary(lua_State *L, loader *ld, const char *s, size_t n) {
 }
 
 /* A scalar with an explicit standard tag (!!int "12", !!str 12, !!binary ...). */
-static void push_tagged_scalar(lua_State *L, loader *ld, const char *tag, const char *s,
-                               size_t n) {
+static void push_tagged_scalar(lua_State *L, loader *ld, const char *tag, const char *s, size_t n) {
   const char *name = tag + strlen(TAG_PREFIX);
   if (strcmp(name, "binary") == 0) {
     push_binary(L, ld, s, n);
@@ -477,8 +476,7 @@ static void push_alias(lua_State *L, loader *ld, int depth) {
   lua_pop(L, 1);
   if (ld->copied + size > ALIAS_BUDGET + 10 * (ld->nodes - ld->copied))
     node_error(L, &ld->ev.start_mark,
-               "aliases expand to too many nodes (at *%s; a \"billion laughs\" document?)",
-               name);
+               "aliases expand to too many nodes (at *%s; a \"billion laughs\" document?)", name);
   ld->copied += size;
   ld->nodes += size;
   copy_value(L, depth, &ld->ev.start_mark);
@@ -604,13 +602,11 @@ static void merge_into(lua_State *L, int dst, int src, int overwrite) {
 /* The value of a `<<` key is at the top: a mapping or a list of mappings. In the
  * kubernetes schema it is applied now, overwriting (go-yaml v2, where earlier list items
  * win); in the core schema it is queued in `pending` and applied at the end. */
-static void handle_merge(lua_State *L, loader *ld, int map, int *pending,
-                         const yaml_mark_t *m) {
+static void handle_merge(lua_State *L, loader *ld, int map, int *pending, const yaml_mark_t *m) {
   int v = lua_gettop(L);
   int list = is_marked(L, v, ARRAY_MT);
   if (!list && !is_marked(L, v, OBJECT_MT))
-    node_error(L, m, "the value of a merge key << must be a mapping or a list of mappings%s",
-               "");
+    node_error(L, m, "the value of a merge key << must be a mapping or a list of mappings%s", "");
   lua_Integer n = list ? (lua_Integer)lua_rawlen(L, v) : 1;
   for (lua_Integer i = 1; i <= n; i++) {
     if (list)
@@ -618,8 +614,7 @@ static void handle_merge(lua_State *L, loader *ld, int map, int *pending,
     else
       lua_pushvalue(L, v);
     if (!is_marked(L, -1, OBJECT_MT))
-      node_error(L, m, "the value of a merge key << must be a mapping or a list of mappings%s",
-                 "");
+      node_error(L, m, "the value of a merge key << must be a mapping or a list of mappings%s", "");
     lua_pop(L, 1);
   }
   if (ld->schema == SCHEMA_K8S) {
@@ -878,8 +873,8 @@ static int needs_quotes(const char *s, size_t n) {
     return 1;
   if (n && isdigit((unsigned char)s[0]) && strspn(s, "0123456789:-+._eETtZz ") == n)
     return 1;
-  static const char *const words[] = {"yes", "no", "on", "off", "true", "false", "null",
-                                      "y", "n", NULL};
+  static const char *const words[] = {"yes",   "no",   "on", "off", "true",
+                                      "false", "null", "y",  "n",   NULL};
   for (const char *const *w = words; *w; w++)
     if (strcasecmp(s, *w) == 0)
       return 1;
@@ -893,8 +888,7 @@ static void emit_scalar(lua_State *L, dumper *d, const char *s, size_t n, int pl
     style = YAML_LITERAL_SCALAR_STYLE;
   if (n > 0x7fffffff)
     dump_error(L, d, "string longer than 2 GiB");
-  if (!yaml_scalar_event_initialize(&e, NULL, NULL, (yaml_char_t *)s, (int)n, plain_ok, 1,
-                                    style))
+  if (!yaml_scalar_event_initialize(&e, NULL, NULL, (yaml_char_t *)s, (int)n, plain_ok, 1, style))
     dump_error(L, d, "string is not valid UTF-8");
   emit(L, d, &e);
 }
@@ -973,11 +967,14 @@ static void dump_sequence(lua_State *L, dumper *d, int idx, lua_Integer n, int d
 
 typedef struct {
   const char *text;
+  size_t len;
   lua_Integer slot;
 } key_ref;
 
-static int compare_key_refs(const void *a, const void *b) {
-  return strcmp(((const key_ref *)a)->text, ((const key_ref *)b)->text);
+static int compare_key_refs(const void *pa, const void *pb) {
+  const key_ref *a = pa, *b = pb;
+  int c = memcmp(a->text, b->text, a->len < b->len ? a->len : b->len);
+  return c ? c : (a->len > b->len) - (a->len < b->len);
 }
 
 /* Push `origs` (slot -> the key as stored) and `order` (a key_ref array sorted by the key's
@@ -1006,7 +1003,7 @@ static key_ref *sorted_keys(lua_State *L, dumper *d, int idx, lua_Integer *count
   key_ref *refs = lua_newuserdatauv(L, sizeof(key_ref) * (size_t)(n ? n : 1), 0);
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, texts, i);
-    refs[i - 1].text = lua_tostring(L, -1);
+    refs[i - 1].text = lua_tolstring(L, -1, &refs[i - 1].len);
     refs[i - 1].slot = i;
     lua_pop(L, 1);
   }
@@ -1026,9 +1023,9 @@ static void dump_mapping(lua_State *L, dumper *d, int idx, int depth) {
   lua_Integer slot = (lua_Integer)lua_rawlen(L, d->path) + 1;
   for (lua_Integer i = 0; i < n; i++) {
     const char *k = refs[i].text;
-    lua_pushstring(L, k);
+    lua_pushlstring(L, k, refs[i].len);
     lua_rawseti(L, d->path, slot);
-    emit_scalar(L, d, k, strlen(k), !needs_quotes(k, strlen(k)));
+    emit_scalar(L, d, k, refs[i].len, !needs_quotes(k, refs[i].len));
     lua_rawgeti(L, origs, refs[i].slot);
     lua_rawget(L, idx);
     dump_value(L, d, lua_gettop(L), depth + 1);
@@ -1049,8 +1046,7 @@ static void dump_value(lua_State *L, dumper *d, int idx, int depth) {
     emit_scalar(L, d, "null", 4, 1);
     return;
   case LUA_TBOOLEAN:
-    emit_scalar(L, d, lua_toboolean(L, idx) ? "true" : "false", lua_toboolean(L, idx) ? 4 : 5,
-                1);
+    emit_scalar(L, d, lua_toboolean(L, idx) ? "true" : "false", lua_toboolean(L, idx) ? 4 : 5, 1);
     return;
   case LUA_TNUMBER:
     if (lua_isinteger(L, idx))

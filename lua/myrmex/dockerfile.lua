@@ -345,16 +345,24 @@ end
 ---@field flags {name:string, value:string|boolean}[]
 ---@field form "exec"|"shell"
 ---@field json string[]|nil exec-form arguments
----@field heredocs {name:string, content:string, strip_tabs:boolean, expand:boolean, line:integer}[]
+---@field heredocs {name:string, content:string, strip_tabs:boolean, expand:boolean,
+---  line:integer}[]
 ---@field mounts table[]|nil RUN --mount flags parsed (type, target, ...)
 ---@field expanded string|nil args after ARG/ENV substitution (instructions that expand)
 ---@field comments string[] comment lines right above the instruction
 ---@field stage integer|nil index of the stage it belongs to
 
+---@class myrmex.Dockerfile
+---@field directives table<string,string> syntax, escape, check
+---@field escape string
+---@field instructions myrmex.DockerfileInstruction[]
+---@field stages table[]
+---@field args table<string,string> global ARGs
+
 --- Parse a Dockerfile. Raises "dockerfile.parse: line N: ..." on syntax errors.
 ---@param text string
 ---@param opts? {args?: table<string,string>} build arguments (override ARG defaults)
----@return {directives: table<string,string>, escape: string, instructions: myrmex.DockerfileInstruction[], stages: table[], args: table<string,string>}
+---@return myrmex.Dockerfile
 function M.parse(text, opts)
   if type(text) ~= "string" then
     error("dockerfile.parse: text must be a string, got " .. type(text), 2)
@@ -622,6 +630,8 @@ local function sets_pipefail(cmd)
 end
 
 --- Each rule: id, severity, and check(df, ctx, report). report(ins_or_line, message).
+--- Checks share one signature, so some leave an argument unused.
+-- luacheck: push no unused args
 local RULES = {}
 
 local function rule(id, severity, summary, check)
@@ -846,6 +856,8 @@ rule("MX002", "warning", "COPY of the whole context before installing dependenci
       end
     end
   end)
+
+-- luacheck: pop
 
 --- The stage-wide facts several rules need: RUNs, the SHELL in force, the last USER.
 local function lint_context(df)
@@ -1129,8 +1141,23 @@ function GENERATORS.static(spec, out)
   out[#out + 1] = "ENTRYPOINT " .. json_array({ "httpd", "-f", "-v", "-p", tostring(port), "-h", "/www" })
 end
 
+---@class myrmex.DockerfileSpec
+---@field language "c"|"cpp"|"go"|"python"|"node"|"static"
+---@field version? string
+---@field entrypoint? string
+---@field packages? string[]
+---@field user? string
+---@field ports? integer[]
+---@field healthcheck? string|string[]|false
+---@field binary? string
+---@field cmd? string[]
+---@field build? string
+---@field requirements? string
+---@field public? string
+---@field workdir? string
+
 --- Write a Dockerfile and its .dockerignore for a language.
----@param spec {language: "c"|"cpp"|"go"|"python"|"node"|"static", version?: string, entrypoint?: string, packages?: string[], user?: string, ports?: integer[], healthcheck?: string|string[]|false, binary?: string, cmd?: string[], build?: string, requirements?: string, public?: string, workdir?: string}
+---@param spec myrmex.DockerfileSpec
 ---@return {dockerfile: string, dockerignore: string}
 function M.generate(spec)
   if type(spec) ~= "table" then

@@ -166,7 +166,8 @@ local CASES = {
     "FROM debian:12\nRUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*\nUSER app\n",
     "DL3009", false },
   { "apt lists on a cache mount (hadolint flags this wrongly)",
-    "FROM debian:12\nRUN --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \\\n    apt-get update && apt-get install -y --no-install-recommends curl\nUSER app\n",
+    "FROM debian:12\nRUN --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \\\n"
+      .. "    apt-get update && apt-get install -y --no-install-recommends curl\nUSER app\n",
     "DL3009", false },
   { "cache mount of /var/lib/apt covers the lists",
     "FROM debian:12\nRUN --mount=type=cache,target=/var/lib/apt apt-get update && apt-get install -y --no-install-recommends curl\nUSER app\n",
@@ -217,7 +218,9 @@ local CASES = {
   { "JSON-form ENTRYPOINT", "FROM alpine:3.20\nUSER app\nENTRYPOINT [\"/app\", \"--port\", \"80\"]\n", "DL3025", false },
   -- pipefail
   { "a pipe", "FROM debian:12\nRUN curl -fsSL https://x | sh\nUSER app\n", "DL4006", true, 2 },
-  { "SHELL with pipefail", "FROM debian:12\nSHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]\nRUN curl -fsSL https://x | sh\nUSER app\n", "DL4006", false },
+  { "SHELL with pipefail",
+    "FROM debian:12\nSHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]\nRUN curl -fsSL https://x | sh\nUSER app\n",
+    "DL4006", false },
   { "SHELL inherited from the base stage",
     "FROM debian:12 AS base\nSHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]\nFROM base\nRUN curl x | sh\nUSER app\n", "DL4006", false },
   { "set -o pipefail first", "FROM debian:12\nRUN set -o pipefail && curl x | sh\nUSER app\n", "DL4006", false },
@@ -229,7 +232,8 @@ local CASES = {
   { "|| is not a pipe", "FROM debian:12\nRUN make || true\nUSER app\n", "DL4006", false },
   { "2>&1 then a pipe", "FROM debian:12\nRUN make 2>&1 | tee log\nUSER app\n", "DL4006", true, 2 },
   { "exec-form RUN", "FROM debian:12\nRUN [\"sh\", \"-c\", \"a | b\"]\nUSER app\n", "DL4006", false },
-  { "a PowerShell SHELL", "FROM mcr.microsoft.com/windows/servercore:ltsc2022\nSHELL [\"powershell\", \"-Command\"]\nRUN Get-ChildItem | Select-Object Name\nUSER app\n", "DL4006", false },
+  { "a PowerShell SHELL", "FROM mcr.microsoft.com/windows/servercore:ltsc2022\n"
+    .. "SHELL [\"powershell\", \"-Command\"]\nRUN Get-ChildItem | Select-Object Name\nUSER app\n", "DL4006", false },
   -- consecutive RUNs
   { "consecutive RUNs", "FROM alpine:3.20\nRUN a\nRUN b\nUSER app\n", "DL3059", true, 3 },
   { "RUNs separated by COPY", "FROM alpine:3.20\nRUN a\nCOPY x /x\nRUN b\nUSER app\n", "DL3059", false },

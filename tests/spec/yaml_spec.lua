@@ -154,6 +154,7 @@ keys:
     assert.matches("null cannot be a mapping key", err, 1, true)
     -- kubectl refuses these two as well ("unsupported map key").
     ok, err = pcall(yaml.load, "a: 1\n9223372036854775808: x")
+    assert.is_false(ok)
     assert.are.equal("yaml: line 2 column 1: mapping key 9223372036854775808 is beyond the "
       .. "64-bit integer range", err)
     assert.is_false(pcall(kubectl_view, configmap("k:\n  9223372036854775808: x\n")))
@@ -394,6 +395,7 @@ describe("yaml.load structure and limits", function()
 
   it("refuses unknown and self-referencing anchors", function()
     local ok, err = pcall(yaml.load, "a: *nope")
+    assert.is_false(ok)
     assert.are.equal("yaml: line 1 column 4: unknown anchor 'nope'", err)
     ok, err = pcall(yaml.load, "a: &x [1, *x]")
     assert.is_false(ok)
@@ -417,8 +419,10 @@ describe("yaml.load structure and limits", function()
     assert.is_false(ok)
     assert.are.equal("yaml: line 2 column 5: mapping values are not allowed in this context", err)
     ok, err = pcall(yaml.load, "a:\n  - 1\n  b: 2\n")
+    assert.is_false(ok)
     assert.matches("^yaml: line 3 column 3: ", err)
     ok, err = pcall(yaml.load, 'a: "unterminated\n')
+    assert.is_false(ok)
     assert.matches("^yaml: line 2 column 1: found unexpected end of stream", err)
     local v, msg = yaml.safe_load("a: b: c")
     assert.is_nil(v)
@@ -428,15 +432,18 @@ describe("yaml.load structure and limits", function()
   it("rejects invalid UTF-8 with its position", function()
     -- The position is the byte where the sequence went wrong (here the newline after \xC3).
     local ok, err = pcall(yaml.load, "a: 1\nname: caf\xC3\n")
+    assert.is_false(ok)
     assert.are.equal("yaml: line 2 column 11: invalid UTF-8 (invalid trailing UTF-8 octet 0x0A "
       .. "at byte 16)", err)
     ok, err = pcall(yaml.load, "a: \xff\n")
+    assert.is_false(ok)
     assert.are.equal("yaml: line 1 column 4: invalid UTF-8 (invalid leading UTF-8 octet 0xFF at byte 4)", err)
     ok, err = pcall(yaml.load, "a: \xC0\xAF\n") -- overlong '/'
     assert.is_false(ok)
     assert.matches("line 1 column 4", err, 1, true)
     ok, err = pcall(yaml.load, "a: \xED\xA0\x80\n") -- a UTF-16 surrogate
     assert.is_false(ok)
+    assert.matches("^yaml: line 1 column 4: ", err)
   end)
 
   it("reads UTF-16 with a byte order mark", function()
@@ -470,6 +477,43 @@ describe("yaml.dump", function()
     -- Our loader, both schemas, and kubectl all read back the exact strings.
     assert.are.same(data, yaml.load(text).data)
     assert.are.same(data, yaml.load(text, { schema = "core" }).data)
+    assert.are.same(data, kubectl_view(text).data)
+  end)
+
+  -- Random strings over an alphabet of YAML's troublemakers: indicators, quotes, escapes,
+  -- line breaks YAML 1.1 knows (\r, NEL, LS), a BOM, control characters and scalar words.
+  local ALPHABET = { "a", "Z", "0", "9", " ", " ", "\t", "\n", "\n", ":", "#", "-", "'", '"', "\\",
+    "{", "}", "[", "]", ",", "&", "*", "!", "|", ">", "%", "@", "`", "?", ".", "~", "\xC3\xA9",
+    "\xE6\x97\xA5", "\r", "\x7f", "\u{85}", "\u{2028}", "\u{feff}", "\x1b", "on", "yes", "null",
+    "1.5", "0x1F", "e", "+", "_", "<<", "=" }
+  local function random_strings(seed, count, nul)
+    math.randomseed(seed)
+    local out = {}
+    for n = 1, count do
+      local parts = {}
+      for i = 1, math.random(0, 8) do parts[i] = ALPHABET[math.random(#ALPHABET)] end
+      if nul and n % 50 == 0 then parts[#parts + 1] = "\0" end
+      out[n] = table.concat(parts)
+    end
+    return out
+  end
+
+  it("round-trips random tricky strings as values and keys, in both schemas", function()
+    for _, s in ipairs(random_strings(42, 5000, true)) do
+      local key = s ~= "" and s or "empty"
+      local text = yaml.dump({ v = s, l = { s }, [key] = 1 })
+      for _, schema in ipairs({ "kubernetes", "core" }) do
+        local back = yaml.load(text, { schema = schema })
+        assert(back.v == s and back.l[1] == s and back[key] == 1,
+          schema .. ": " .. ("%q"):format(s) .. " came back from " .. ("%q"):format(text))
+      end
+    end
+  end)
+
+  it("writes random tricky strings that kubectl reads back exactly", function()
+    local data = {}
+    for i, s in ipairs(random_strings(7, 1500, false)) do data[("k%04d"):format(i)] = s end
+    local text = yaml.dump({ apiVersion = "v1", kind = "ConfigMap", metadata = { name = "oracle" }, data = data })
     assert.are.same(data, kubectl_view(text).data)
   end)
 
