@@ -1,0 +1,34 @@
+#!/bin/sh
+# The scan benchmark: a ~100 MB Trivy report (real fixture entries replicated) loaded,
+# normalized, judged and exported as SARIF and CSV, by myrmex and by a straightforward
+# Python implementation (baseline.py), with `jq -c .` over the same file as the floor for
+# "just parse and print the JSON". Wall time by hyperfine, peak RSS by GNU time.
+#
+# usage: bench/scan/run.sh [BUILD_DIR] [SIZE_MB]     (results in $OUT, default /tmp/mx-bench-scan)
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$here/../.." && pwd)
+build=${1:-$src/build}
+size=${2:-100}
+out=${OUT:-/tmp/mx-bench-scan}
+mkdir -p "$out"
+report="$out/trivy-${size}mb.json"
+[ -f "$report" ] || MYRMEX_FIXTURES="$src/../shared/fixtures" python3 "$here/make_report.py" "$report" "$size"
+bytes=$(stat -c %s "$report")
+
+myrmex="$build/myrmex $here/pipeline.lua $report $out"
+python="python3 $here/baseline.py $report $out"
+jq="jq -c . $report"
+
+hyperfine --warmup 1 --runs "${RUNS:-5}" --export-json "$out/hyperfine.json" \
+  --command-name myrmex "$myrmex" \
+  --command-name python "$python" \
+  --command-name "jq -c ." "$jq >/dev/null"
+
+rss() { /usr/bin/time -f %M sh -c "$1 >/dev/null" 2>&1 | tail -n 1; }
+printf '\nreport: %s bytes\n' "$bytes"
+for name in myrmex python jq; do
+  eval "cmd=\$$name"
+  kb=$(rss "$cmd")
+  printf '%-7s peak RSS %7d KiB = %.2fx the report\n' "$name" "$kb" "$(echo "$kb * 1024 / $bytes" | bc -l)"
+done
