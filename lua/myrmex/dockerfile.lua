@@ -956,7 +956,7 @@ M.defaults = {
   python = { version = "3.12.8" },
   node = { version = "22.12.0" },
   static = { image = "busybox:1.37.0" },
-  c = { builder = "debian:12.8-slim" },
+  c = { builder = "debian:12.8-slim", distroless = "gcr.io/distroless/static-debian12:nonroot" },
 }
 
 local COMMON_IGNORE = { ".git", ".gitignore", ".dockerignore", "Dockerfile", "**/*.log", ".env",
@@ -973,7 +973,7 @@ local LANG_IGNORE = {
 }
 
 local GEN_KEYS = set_of({ "language", "version", "entrypoint", "packages", "user", "ports",
-  "healthcheck", "binary", "sources", "cmd", "workdir", "requirements", "build", "public" })
+  "healthcheck", "binary", "runtime", "cmd", "workdir", "requirements", "build", "public" })
 
 local function json_array(list)
   local parts = {}
@@ -1027,22 +1027,28 @@ function GENERATORS.c(spec, out)
   if not spec.binary then
     local builder = spec.version and ("gcc:" .. spec.version) or M.defaults.c.builder
     out[#out + 1] = "FROM " .. builder .. " AS build"
-    local pk = { "build-essential" }
+    -- The gcc images have the toolchain already; plain Debian needs build-essential.
+    local pk = builder:match("^debian") and { "build-essential" } or {}
     for _, p in ipairs(as_list(spec.packages)) do pk[#pk + 1] = p end
-    if builder:match("^debian") then out[#out + 1] = apt_install(pk) end
+    out[#out + 1] = apt_install(pk)
     out[#out + 1] = "WORKDIR /src"
     out[#out + 1] = "COPY . ."
     out[#out + 1] = "RUN " .. (spec.build or ("make LDFLAGS=-static && strip " .. name))
     out[#out + 1] = ""
   end
-  out[#out + 1] = "FROM scratch"
+  local distroless = spec.runtime == "distroless"
+  if spec.runtime ~= nil and spec.runtime ~= "scratch" and not distroless then
+    error("dockerfile.generate: spec.runtime: 'scratch' or 'distroless' expected, got "
+      .. tostring(spec.runtime), 3)
+  end
+  out[#out + 1] = "FROM " .. (distroless and M.defaults.c.distroless or "scratch")
   if spec.binary then
     out[#out + 1] = "COPY " .. spec.binary .. " /" .. name
   else
     out[#out + 1] = "COPY --from=build /src/" .. name .. " /" .. name
   end
   expose_lines(out, spec)
-  out[#out + 1] = user_line(spec, "65534:65534")
+  out[#out + 1] = user_line(spec, distroless and "65532:65532" or "65534:65534")
   local ep = { "/" .. name }
   for _, a in ipairs(as_list(spec.cmd)) do ep[#ep + 1] = a end
   out[#out + 1] = "ENTRYPOINT " .. json_array(ep)
@@ -1055,7 +1061,7 @@ function GENERATORS.go(spec, out)
   out[#out + 1] = "FROM golang:" .. version .. "-bookworm AS build"
   out[#out + 1] = "WORKDIR /src"
   out[#out + 1] = "ENV CGO_ENABLED=0"
-  out[#out + 1] = "COPY go.mod go.sum ./"
+  out[#out + 1] = "COPY go.mod go.sum* ./" -- a module without dependencies has no go.sum
   out[#out + 1] = "RUN --mount=type=cache,target=/go/pkg/mod go mod download"
   out[#out + 1] = "COPY . ."
   out[#out + 1] = "RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \\"
@@ -1108,7 +1114,7 @@ function GENERATORS.node(spec, out)
   local image = "node:" .. version .. "-bookworm-slim"
   out[#out + 1] = "FROM " .. image .. " AS build"
   out[#out + 1] = "WORKDIR /app"
-  out[#out + 1] = "COPY package.json package-lock.json ./"
+  out[#out + 1] = "COPY package.json package-lock.json* ./"
   out[#out + 1] = "RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev"
   out[#out + 1] = ""
   out[#out + 1] = "FROM " .. image
@@ -1150,6 +1156,7 @@ end
 ---@field ports? integer[]
 ---@field healthcheck? string|string[]|false
 ---@field binary? string
+---@field runtime? "scratch"|"distroless"
 ---@field cmd? string[]
 ---@field build? string
 ---@field requirements? string

@@ -311,6 +311,7 @@ describe("dockerfile.generate", function()
     { language = "c" },
     { language = "c", binary = "build/hello", cmd = { "world" } },
     { language = "cpp", packages = { "libssl-dev" }, entrypoint = "server", ports = { 8443 } },
+    { language = "c", version = "14.2", runtime = "distroless", packages = { "zlib1g-dev" } },
     { language = "go", ports = { 8080 }, entrypoint = "api" },
     { language = "python", ports = { 8000 }, packages = { "libpq5" } },
     { language = "python", version = "3.13.1", healthcheck = false },
@@ -369,5 +370,7 @@ describe("dockerfile.generate", function()
       "dockerfile.generate: spec.language: one of c, cpp, go, python, node, static expected, got cobol")
     assert.has_error(function() dockerfile.generate({ language = "go", prots = { 1 } }) end,
       "dockerfile.generate: spec.prots: unknown key")
+    assert.has_error(function() dockerfile.generate({ language = "c", runtime = "alpine" }) end,
+      "dockerfile.generate: spec.runtime: 'scratch' or 'distroless' expected, got alpine")
   end)
 end)
