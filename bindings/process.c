@@ -401,6 +401,12 @@ static void wait_loop(lua_State *L, run_state *r, double timeout) {
       run_release(r, L);
       mx_raise_interrupted(L);
     }
+    if (mx_deadline > 0 && mx_monotonic() > mx_deadline) {
+      /* The sandbox's time limit: the count hook cannot fire while we wait in C. */
+      run_release(r, L);
+      mx_deadline = 0;
+      mx_raise_error(L, "Timeout", NULL, "sandbox: the recipe's time limit was exceeded");
+    }
     struct pollfd fds[3];
     int nfds = 0, idx[3];
     for (int i = 0; i < 2; i++)

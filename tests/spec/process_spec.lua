@@ -199,3 +199,30 @@ describe("process.which", function()
     assert.is_nil(process.which("/etc/passwd"))
   end)
 end)
+
+describe("process.run and signals", function()
+  local sh = require("tests.support.sh")
+
+  -- A child myrmex waits on `sleep`; SIGINT to it must kill the sleep and raise Interrupted.
+  it("kills the child and raises Interrupted on SIGINT", function()
+    local dir = require("myrmex.core.runtime").mkdtemp("/tmp/mx-proc-")
+    local script = dir .. "/wait.lua"
+    local f = assert(io.open(script, "w"))
+    f:write([[
+local process = require("myrmex.process")
+local errors = require("myrmex.errors")
+local ok, err = pcall(process.run, { argv = { "sh", "-c", "echo $$ > ]] .. dir .. [[/pid; exec sleep 60" } })
+print(ok, errors.is(err, "Interrupted"))
+]])
+    f:close()
+    local t0 = os.time()
+    local res = process.run { timeout = 30, argv = { "sh", "-c",
+      sh.q(sh.bin) .. " " .. sh.q(script) .. " & p=$!; " ..
+      "while [ ! -s " .. dir .. "/pid ]; do sleep 0.05; done; kill -INT $p; wait $p" } }
+    assert.are.equal("false\ttrue\n", res.stdout)
+    assert.is_true(os.time() - t0 < 20)
+    local pid = tonumber(read_file(dir .. "/pid"))
+    assert.is_false(alive(pid))
+    process.run { argv = { "rm", "-rf", "--", dir } }
+  end)
+end)
