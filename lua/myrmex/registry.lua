@@ -266,30 +266,47 @@ function Client:_paged(path, query, field, scopes, what, limit)
   return out
 end
 
---- Repository names in the registry (all pages unless `n` limits one page).
----@param opts? {n?:integer, last?:string}
+-- One page when `n` is given, every page otherwise (`page_size` sets n per request then).
+-- Registries that ignore n and last (distribution 2.8 for tags) get them applied here.
+local function page(list, opts)
+  if not opts.n then return list end
+  table.sort(list)
+  local out = {}
+  for _, v in ipairs(list) do
+    if #out >= opts.n then break end
+    if not opts.last or v > opts.last then out[#out + 1] = v end
+  end
+  return out
+end
+
+--- Repository names in the registry: one page with `n` (after `last`), else every page,
+--- requested `page_size` at a time (following the Link header).
+---@param opts? {n?:integer, last?:string, page_size?:integer}
 ---@return string[]
 function Client:catalog(opts)
-  opts = options("catalog", opts, set { "n", "last" })
+  opts = options("catalog", opts, set { "n", "last", "page_size" })
   return log.span("registry", "catalog", self.host, function()
-    local q = { n = opts.n and tostring(opts.n) or nil, last = opts.last }
-    return self:_paged("/v2/_catalog", q, "repositories", { "registry:catalog:*" }, "catalog " .. self.host,
-      opts.n)
+    local n = opts.n or opts.page_size
+    local q = { n = n and tostring(n) or nil, last = opts.last }
+    return page(self:_paged("/v2/_catalog", q, "repositories", { "registry:catalog:*" }, "catalog " .. self.host,
+      opts.n), opts)
   end)
 end
 
---- Tags of a repository, as a list of strings (all pages unless `n` limits one page).
+--- Tags of a repository, as a list of strings: one page with `n` (after `last`), else
+--- every page, requested `page_size` at a time.
 ---@param repo string
----@param opts? {n?:integer, last?:string}
+---@param opts? {n?:integer, last?:string, page_size?:integer}
 ---@return string[]
 function Client:tags(repo, opts)
   if type(repo) ~= "string" then misuse("tags", "repository name expected") end
-  opts = options("tags", opts, set { "n", "last" })
+  opts = options("tags", opts, set { "n", "last", "page_size" })
   local r = self:ref(repo)
   return log.span("registry", "tags", r.repository, function()
-    local q = { n = opts.n and tostring(opts.n) or nil, last = opts.last }
-    return self:_paged(repo_path(r.repository, "tags", "list"), q, "tags", { pull_scope(r.repository) },
-      "tags " .. r.repository, opts.n)
+    local n = opts.n or opts.page_size
+    local q = { n = n and tostring(n) or nil, last = opts.last }
+    return page(self:_paged(repo_path(r.repository, "tags", "list"), q, "tags", { pull_scope(r.repository) },
+      "tags " .. r.repository, opts.n), opts)
   end)
 end
 

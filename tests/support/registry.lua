@@ -169,6 +169,13 @@ end
 --- The registry's own log so far.
 function Registry:log() return read(self.dir .. "/registry.log") or "" end
 
+--- Restart the registry process after `seconds`, in the background (for crash tests).
+function Registry:restart_later(seconds)
+  local pid = run(("(sleep %s; exec docker-registry serve %s >>%s 2>&1) & echo $!"):format(
+    tostring(seconds), q(self.dir .. "/config.yml"), q(self.dir .. "/registry.log")))
+  self.pid = tonumber(pid)
+end
+
 --- Start a registry. opts: mode = "plain" (default) | "tls" | "token";
 --- users = {name = password} (tls and token modes; default {tester = "s3cret-pass"});
 --- token_expires = seconds (token mode).
@@ -197,6 +204,76 @@ function M.start(opts)
     error(err, 2)
   end
   return self
+end
+
+--- Write an OCI image layout at `dir` holding one image FROM scratch: layer 1 is
+--- /bin/busybox from busybox-static, further layers hold `files` ({path = content}) and
+--- `random` bytes of /dev/urandom in /data/<n> per extra layer. Returns
+--- {digest=manifest digest, manifest=bytes, config=bytes, layers={digest...}, tag=}.
+---@param dir string
+---@param opts? {tag?:string, files?:table<string,string>, random?:integer[], labels?:table, gzip?:boolean}
+function M.make_layout(dir, opts)
+  opts = opts or {}
+  local archive = require("myrmex.core.archive")
+  local digest = require("myrmex.digest")
+  local json = require("myrmex.json")
+  run("mkdir -p " .. q(dir .. "/blobs/sha256"))
+  local function store(path)
+    local d, size = digest.file(path)
+    os.rename(path, dir .. "/blobs/sha256/" .. d:sub(8))
+    return d, size
+  end
+  local layers, diff_ids = {}, {}
+  local function layer(add)
+    local tmp = dir .. "/layer.tmp"
+    local w = archive.writer(tmp, { format = "pax" })
+    add(w)
+    w:close()
+    local d, size = store(tmp)
+    layers[#layers + 1] = { mediaType = "application/vnd.oci.image.layer.v1.tar", digest = d, size = size }
+    diff_ids[#diff_ids + 1] = d
+  end
+  layer(function(w)
+    w:add({ path = "bin", type = "dir", mode = 493 })
+    w:add({ path = "bin/busybox", data = { file = "/bin/busybox" }, mode = 493 })
+    w:add({ path = "bin/sh", type = "symlink", linkname = "busybox", mode = 511 })
+  end)
+  if opts.files then
+    layer(function(w)
+      for path, content in pairs(opts.files) do w:add({ path = path, data = content, mode = 420 }) end
+    end)
+  end
+  for i, n in ipairs(opts.random or {}) do
+    run(("head -c %d /dev/urandom > %s"):format(n, q(dir .. "/random.tmp")))
+    layer(function(w)
+      w:add({ path = "data", type = "dir", mode = 493 })
+      w:add({ path = "data/" .. i, data = { file = dir .. "/random.tmp" }, mode = 420 })
+    end)
+    os.remove(dir .. "/random.tmp")
+  end
+  local config = json.encode({ architecture = "amd64", os = "linux", created = "2026-01-02T03:04:05Z",
+    config = { Cmd = json.array({ "/bin/busybox", "echo", "hello from myrmex" }), Labels = opts.labels or { ["org.example.test"] = "yes" } },
+    rootfs = { type = "layers", diff_ids = json.array(diff_ids) } })
+  local cd = digest.string(config)
+  write(dir .. "/blobs/sha256/" .. cd:sub(8), config)
+  local manifest = json.encode({ schemaVersion = 2, mediaType = "application/vnd.oci.image.manifest.v1+json",
+    config = { mediaType = "application/vnd.oci.image.config.v1+json", digest = cd, size = #config },
+    layers = json.array(layers) })
+  local md = digest.string(manifest)
+  write(dir .. "/blobs/sha256/" .. md:sub(8), manifest)
+  local tag = opts.tag or "latest"
+  write(dir .. "/oci-layout", '{"imageLayoutVersion":"1.0.0"}')
+  write(dir .. "/index.json", json.encode({ schemaVersion = 2, manifests = json.array({ {
+    mediaType = "application/vnd.oci.image.manifest.v1+json", digest = md, size = #manifest,
+    annotations = { ["org.opencontainers.image.ref.name"] = tag } } }) }))
+  local list = {}
+  for i, l in ipairs(layers) do list[i] = l.digest end
+  return { digest = md, manifest = manifest, config = config, config_digest = cd, layers = list, tag = tag }
+end
+
+--- A new empty temporary directory.
+function M.tmpdir()
+  return (run("mktemp -d /tmp/myrmex-regtest.XXXXXX"):gsub("%s+$", ""))
 end
 
 return M
