@@ -201,8 +201,11 @@ local function words(s, escape)
   return out
 end
 
+local var_ref -- defined below; expand and var_ref call each other
+
 --- Expand $VAR, ${VAR}, ${VAR:-default}, ${VAR:+alt} (and - / + without the colon) with
 --- `vars`; nothing inside single quotes; escape-$ is a literal $.
+
 local function expand(s, vars, escape)
   local out, i, squote = {}, 1, false
   escape = escape or "\\"
@@ -215,24 +218,10 @@ local function expand(s, vars, escape)
       squote = not squote
       out[#out + 1] = c
       i = i + 1
-    elseif c == "$" and not squote then
-      local name, op, word, stop = s:match("^%${([%a_][%w_]*)(:?[%-+]?)([^}]*)}()", i)
-      if not name then
-        name, stop = s:match("^%$([%a_][%w_]*)()", i)
-        op, word = "", ""
-      end
-      if name then
-        local v = vars[name]
-        local set = v ~= nil and (v ~= "" or op:sub(1, 1) ~= ":")
-        if op:find("-", 1, true) then v = set and v or expand(word, vars, escape)
-        elseif op:find("+", 1, true) then v = set and expand(word, vars, escape) or ""
-        end
-        out[#out + 1] = v or ""
-        i = stop
-      else
-        out[#out + 1] = c
-        i = i + 1
-      end
+    elseif c == "$" and not squote and var_ref(s, i, vars, escape) then
+      local v, stop = var_ref(s, i, vars, escape)
+      out[#out + 1] = v
+      i = stop
     else
       out[#out + 1] = c
       i = i + 1
@@ -241,19 +230,71 @@ local function expand(s, vars, escape)
   return table.concat(out)
 end
 
---- `k=v k2="v 2"` or the legacy `k v` form of ENV and LABEL, expanded.
+--- One reference at s[i] == "$": its value and the index after it, or nil.
+function var_ref(s, i, vars, escape)
+  local name, op, word, stop = s:match("^%${([%a_][%w_]*)(:?[%-+]?)([^}]*)}()", i)
+  if not name then
+    name, stop = s:match("^%$([%a_][%w_]*)()", i)
+    op, word = "", ""
+  end
+  if not name then return nil end
+  local v = vars[name]
+  local set = v ~= nil and (v ~= "" or op:sub(1, 1) ~= ":")
+  if op:find("-", 1, true) then v = set and v or expand(word, vars, escape)
+  elseif op:find("+", 1, true) then v = set and expand(word, vars, escape) or ""
+  end
+  return v or "", stop
+end
+
+--- Words as BuildKit's shell lexer makes them for ENV and LABEL: quotes removed, variables
+--- expanded inside a word (a value with spaces stays one word), nothing expanded in single
+--- quotes, and inside double quotes the escape character only escapes ", $ and itself.
+--- keep_space makes the whole text one word (the legacy `ENV key value` form).
+local function lex(s, escape, vars, keep_space)
+  local out, cur, i, quote, have = {}, {}, 1, nil, false
+  while i <= #s do
+    local c = s:sub(i, i)
+    local nxt = s:sub(i + 1, i + 1)
+    if quote == "'" then
+      if c == "'" then quote = nil else cur[#cur + 1] = c end
+    elseif c == escape and i < #s and (not quote or nxt == '"' or nxt == "$" or nxt == escape) then
+      cur[#cur + 1] = nxt
+      have = true
+      i = i + 1
+    elseif c == '"' then
+      if quote then quote = nil else quote = '"' end
+      have = true
+    elseif c == "'" then
+      quote, have = "'", true
+    elseif c == "$" and var_ref(s, i, vars, escape) then
+      local v, stop = var_ref(s, i, vars, escape)
+      cur[#cur + 1] = v
+      have = true
+      i = stop - 1
+    elseif c:match("%s") and not quote and not keep_space then
+      if have then out[#out + 1] = table.concat(cur) end
+      cur, have = {}, false
+    else
+      cur[#cur + 1] = c
+      have = true
+    end
+    i = i + 1
+  end
+  if have then out[#out + 1] = table.concat(cur) end
+  return out
+end
+
+--- `k=v k2="v 2"` or the legacy `k v` form of ENV and LABEL: {{key, value}, ...}. All values
+--- see the variables as they were before the instruction, as in Docker.
 local function key_values(args, vars, escape)
-  local pairs_ = {}
-  local first = args:match("^%s*([^%s=]+)%s")
-  if first and not args:match("^%s*[^%s=]+=") then
-    pairs_[1] = { first, expand(trim(args:sub(#args:match("^%s*[^%s]+%s+") + 1)), vars, escape) }
-    return pairs_
-  end
-  for _, w in ipairs(words(args, escape)) do
+  local key, rest = args:match("^%s*([^%s=]+)%s+(.-)%s*$")
+  if key then return { { key, lex(rest, escape, vars, true)[1] or "" } } end
+  local out = {}
+  for _, w in ipairs(lex(args, escape, vars)) do
     local k, v = w:match("^([^=]+)=(.*)$")
-    if k then pairs_[#pairs_ + 1] = { k, expand(v, vars, escape) } end
+    if k then out[#out + 1] = { k, v } end
   end
-  return pairs_
+  return out
 end
 
 -- ------------------------------------------------------------------ stages and state
@@ -301,10 +342,14 @@ local function apply(state, ins)
       if value == nil and stage then value = state.global_args[name] end
       if stage then stage.args[name] = value or "" else state.global_args[name] = value end
     end
-  elseif cmd == "ENV" and stage then
-    for _, kv in ipairs(key_values(ins.args, scope, esc)) do stage.env[kv[1]] = kv[2] end
   elseif EXPANDS[cmd] then
     ins.expanded = expand(ins.args, scope, esc)
+  end
+  if cmd == "ENV" or cmd == "LABEL" then
+    ins.pairs = key_values(ins.args, scope, esc)
+    if cmd == "ENV" and stage then
+      for _, kv in ipairs(ins.pairs) do stage.env[kv[1]] = kv[2] end
+    end
   end
   if stage then
     stage.instructions[#stage.instructions + 1] = ins
@@ -349,6 +394,7 @@ end
 ---  line:integer}[]
 ---@field mounts table[]|nil RUN --mount flags parsed (type, target, ...)
 ---@field expanded string|nil args after ARG/ENV substitution (instructions that expand)
+---@field pairs string[][]|nil ENV and LABEL: {{key, value}, ...} unquoted and substituted
 ---@field comments string[] comment lines right above the instruction
 ---@field stage integer|nil index of the stage it belongs to
 

@@ -1,7 +1,9 @@
 -- needs: docker
--- A generated scratch Dockerfile builds and runs for real: a static C binary compiled here,
--- built by the docker CLI against the test dockerd (no network needed), run as non-root.
+-- Against the real engine (docker CLI and the test dockerd, no network needed):
+-- a generated scratch Dockerfile builds and runs a static C binary as non-root, and the
+-- parser agrees with Docker's own on continuations, directives, quoting and substitution.
 local dockerfile = require("myrmex.dockerfile")
+local json = require("myrmex.json")
 local sh = require("tests.support.sh")
 
 local function write(path, text)
@@ -56,4 +58,62 @@ int main(int argc, char **argv) {
     assert.truthy(listing:find("\nhello\n", 1, true) or listing:find("^hello\n"))
     assert.is_nil(listing:find("hello.c", 1, true))
   end)
+
+  -- Only metadata instructions on scratch, so the build needs nothing but the daemon; the
+  -- image config then shows how Docker parsed every line.
+  local ORACLE = table.concat({
+    "# escape=\\",
+    "ARG BASE=scratch",
+    "ARG VERSION=1.2.3",
+    "ARG SPACED=\"two  words\"",
+    "FROM ${BASE}",
+    "ARG VERSION",
+    "ARG SPACED",
+    "ARG EMPTY",
+    "ENV APP_HOME=/opt/app \\",
+    "    # a comment inside the continuation",
+    "",
+    "    MODE=${EMPTY:-release} TAGGED=${VERSION:+v$VERSION} UNSET=${EMPTY}x",
+    "ENV LEGACY value with  \"inner  spaces\" $VERSION",
+    "ENV FROMVAR=$SPACED Q=\"a \\\"quoted\\\" \\$HOME\" S='$APP_HOME \\n' SEEN=$APP_HOME",
+    "LABEL quoted=\"a b\" single='$APP_HOME' escaped=\\$APP_HOME plain=$APP_HOME/x multi=\"line \\",
+    "continued\"",
+    "WORKDIR $APP_HOME/bin",
+    "USER 1000:${VERSION}",
+    "EXPOSE 8080/tcp 9090",
+    "STOPSIGNAL SIGTERM",
+    "CMD run --mode $MODE",
+    "ENTRYPOINT [\"/app\", \"--home\", \"$APP_HOME\"]",
+  }, "\n") .. "\n"
+
+  it("parses like Docker: the image config of a built oracle Dockerfile", function()
+    write(dir .. "/Dockerfile", ORACLE)
+    ok({ "docker", "build", "-q", "-t", tag, dir })
+    local config = json.decode(ok({ "docker", "image", "inspect", "-f", "{{json .Config}}", tag }))
+    local df = dockerfile.parse(ORACLE)
+    local st = df.stages[1]
+    local env = {}
+    for _, e in ipairs(config.Env) do
+      local k, v = e:match("^([^=]+)=(.*)$")
+      if k ~= "PATH" then env[k] = v end
+    end
+    assert.are.same(env, st.env)
+    local labels, ins_of = {}, {}
+    for _, ins in ipairs(st.instructions) do
+      ins_of[ins.cmd] = ins
+      if ins.cmd == "LABEL" then for _, kv in ipairs(ins.pairs) do labels[kv[1]] = kv[2] end end
+    end
+    assert.are.same(config.Labels, labels)
+    assert.are.equal(config.WorkingDir, ins_of.WORKDIR.expanded)
+    assert.are.equal(config.User, ins_of.USER.expanded)
+    assert.are.equal(config.StopSignal, ins_of.STOPSIGNAL.expanded)
+    assert.are.same(config.Cmd, { "/bin/sh", "-c", ins_of.CMD.args })
+    assert.are.same(config.Entrypoint, ins_of.ENTRYPOINT.json)
+    local ports = {}
+    for p in ins_of.EXPOSE.expanded:gmatch("%S+") do ports[p:find("/", 1, true) and p or (p .. "/tcp")] = true end
+    local want = {}
+    for p in pairs(config.ExposedPorts) do want[p] = true end
+    assert.are.same(want, ports)
+  end)
 end)
+

@@ -109,6 +109,7 @@ describe("dockerfile.parse", function()
     assert.are.equal("value with spaces", df.stages[1].env.LEGACY)
     assert.are.equal("/opt/app/bin", df.instructions[8].expanded)
     assert.are.equal("a='$APP_HOME' b=\\$APP_HOME", df.instructions[9].expanded)
+    assert.are.same({ { "a", "$APP_HOME" }, { "b", "$APP_HOME" } }, df.instructions[9].pairs)
     assert.is_nil(df.instructions[10].expanded) -- RUN is the shell's business
     assert.are.equal("/opt/app/child", df.instructions[12].expanded) -- ENV inherited from base
     assert.are.equal(1, df.stages[2].base_stage)
