@@ -438,11 +438,9 @@ function M.merge(...)
   local first = inputs[1]
   local merged = {}
   for k, v in pairs(first) do merged[k] = v end
-  merged.scanner = table.concat((function()
-    local names = {}
-    for i, s in ipairs(scanners) do names[i] = s.name end
-    return names
-  end)(), "+")
+  local names = {}
+  for i, s in ipairs(scanners) do names[i] = s.name end
+  merged.scanner = table.concat(names, "+")
   merged.scanners = scanners
   merged.findings = findings
   merged.counts = model.count(findings)

@@ -123,6 +123,34 @@ describe("scanner back ends", function()
     cleanup(dir)
   end)
 
+  it("logs the scanner's stderr line by line at debug level", function()
+    local log = require("myrmex.log")
+    local dir = fake_dir({ "trivy" }, { report = FIX .. "trivy/alpine-310.json" })
+    local s = scan.new { backend = "trivy", path = dir .. "/trivy" }
+    local before = log.settings()
+    local sink = assert(io.open("/dev/null", "w"))
+    log.configure { level = "debug", out = sink }
+    local records = {}
+    local remove = log.add_hook(function(rec) records[#records + 1] = rec end)
+    local ok, err = pcall(s.scan_image, s, "alpine:3.10")
+    remove()
+    log.configure { level = before.level, out = io.stderr }
+    sink:close()
+    assert.is_true(ok, tostring(err))
+    local lines, span = {}, nil
+    for _, rec in ipairs(records) do
+      if rec.msg:match("^trivy: ") then lines[#lines + 1] = rec end
+      if rec.fields.op == "scan_image" then span = rec end
+    end
+    assert.are.equal(1, #lines)
+    assert.are.equal("trivy: trivy: 2026-11-28T17:00:00Z INFO scanning", lines[1].msg)
+    assert.are.equal("debug", lines[1].level)
+    assert.are.equal("scan", lines[1].fields.engine)
+    assert.are.equal("alpine:3.10", lines[1].fields.target)
+    assert.truthy(span, "a span line for the scan")
+    cleanup(dir)
+  end)
+
   it("kills a scanner that hangs, with a Timeout error", function()
     local dir = fake_dir({ "grype" }, { mode = "hang" })
     local s = scan.new { backend = "grype", path = dir .. "/grype", timeout = 1 }
