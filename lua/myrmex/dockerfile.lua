@@ -414,7 +414,7 @@ function M.parse(text, opts)
     error("dockerfile.parse: text must be a string, got " .. type(text), 2)
   end
   opts = opts or {}
-  local lines = split_lines(text)
+  local lines = split_lines((text:gsub("^\xEF\xBB\xBF", ""))) -- BuildKit ignores a UTF-8 BOM
   local directives, escape, i = read_directives(lines)
   local state = { escape = escape, stages = {}, global_args = {},
     build_args = copy_table(opts.args) }

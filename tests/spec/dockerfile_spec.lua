@@ -23,6 +23,10 @@ describe("dockerfile.parse", function()
     assert.are.equal("apt-get update     && apt-get install -y curl", run.args)
     assert.are.same({ "# a comment" }, run.comments)
     assert.are.equal(8, df.instructions[3].line)
+    -- Windows line ends and a byte order mark change nothing.
+    df = dockerfile.parse("\xEF\xBB\xBF# syntax=docker/dockerfile:1\r\nFROM alpine:3.20\r\nRUN a \\\r\n  b\r\n")
+    assert.are.equal("docker/dockerfile:1", df.directives.syntax)
+    assert.are.equal("a   b", df.instructions[2].args)
   end)
 
   it("reads heredocs: several per line, <<- tab stripping, quoted delimiters", function()
