@@ -125,9 +125,8 @@ static run_state *run_new(lua_State *L) {
 
 /* ---- option parsing ---- */
 
-static const char *const known_options[] = {"argv",      "env",       "stdin",     "timeout",
-                                            "cwd",       "max_output", "on_stdout", "on_stderr",
-                                            NULL};
+static const char *const known_options[] = {
+    "argv", "env", "stdin", "timeout", "cwd", "max_output", "on_stdout", "on_stderr", NULL};
 
 static void check_option_names(lua_State *L, int t) {
   lua_pushnil(L);
@@ -227,8 +226,8 @@ static void spawn_attrs(posix_spawnattr_t *attr) {
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
     sigaddset(&dflt, sigs[i]);
   posix_spawnattr_init(attr);
-  posix_spawnattr_setflags(attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                     POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   posix_spawnattr_setpgroup(attr, 0);
   posix_spawnattr_setsigmask(attr, &none);
   posix_spawnattr_setsigdefault(attr, &dflt);

@@ -16,7 +16,17 @@ local M = {}
 --- as a path). Misuse raises a string; a program that cannot be started raises a
 --- myrmex.errors object (NotFound, Forbidden, Engine); Ctrl-C kills the child and raises
 --- Interrupted. A non-zero exit is not an error: look at `status`.
----@param opts {argv:string[], env?:table<string,string>, stdin?:string, timeout?:number, cwd?:string, max_output?:integer, on_stdout?:fun(chunk:string), on_stderr?:fun(chunk:string)}
+---@class myrmex.ProcessOptions
+---@field argv string[]
+---@field env? table<string,string>
+---@field stdin? string
+---@field timeout? number
+---@field cwd? string
+---@field max_output? integer
+---@field on_stdout? fun(chunk:string)
+---@field on_stderr? fun(chunk:string)
+
+---@param opts myrmex.ProcessOptions
 ---@return myrmex.ProcessResult
 function M.run(opts)
   if type(opts) ~= "table" then

@@ -116,8 +116,15 @@ local LOAD_KEYS = { format = true, policy = true, severity = true, ignore_unfixe
 
 --- Parse an existing report: a file path, or the report text itself. The format (Trivy JSON
 --- schema 2, Grype JSON, SARIF from Docker Scout or Trivy) is detected unless given.
+---@class myrmex.scan.LoadOptions
+---@field format? "trivy"|"grype"|"sarif"|"scout"
+---@field policy? table
+---@field severity? string|string[]
+---@field ignore_unfixed? boolean
+---@field image? string
+
 ---@param source string path or JSON text
----@param opts? {format?:"trivy"|"grype"|"sarif"|"scout", policy?:table, severity?:string|string[], ignore_unfixed?:boolean, image?:string}
+---@param opts? myrmex.scan.LoadOptions
 ---@return table result
 function M.load_report(source, opts)
   if type(source) ~= "string" then
@@ -170,7 +177,15 @@ local NEW_KEYS = { backend = true, path = true, timeout = true, args = true, max
 
 --- A scanner. `backend="auto"` (the default) takes the first found on PATH: Trivy, then
 --- Grype, then Docker Scout (`docker scout`), and logs which. Raises NotFound when none is.
----@param opts? {backend?:"auto"|"trivy"|"grype"|"scout", path?:string, timeout?:number, args?:string[], max_output?:integer, policy?:table}
+---@class myrmex.scan.NewOptions
+---@field backend? "auto"|"trivy"|"grype"|"scout"
+---@field path? string
+---@field timeout? number
+---@field args? string[]
+---@field max_output? integer
+---@field policy? table
+
+---@param opts? myrmex.scan.NewOptions
 ---@return myrmex.Scanner
 function M.new(opts)
   opts = opts or {}
@@ -278,6 +293,34 @@ local function stderr_sink(name, ref)
   return sink
 end
 
+-- Runs the scanner; returns its stdout, or raises the error that says why there is none.
+function Scanner:_run(argv, shown, timeout)
+  local name = self.backend
+  local sink = stderr_sink(name, shown)
+  local res = log.span("scan", "scan_image", shown, process.run, {
+    argv = argv,
+    timeout = timeout,
+    max_output = self.max_output,
+    on_stderr = sink.write,
+  })
+  local msg = sink.message()
+  if res.timed_out then
+    fail("Timeout", string.format("%s did not finish within %gs%s", name, timeout,
+      msg ~= "" and (": " .. msg) or ""))
+  end
+  if res.overflow then
+    fail("Invalid", string.format("%s wrote more than %d bytes of output", name, self.max_output))
+  end
+  if res.status ~= 0 then
+    fail("Engine", string.format("%s failed (%s): %s", name, process.describe(res),
+      msg ~= "" and msg or "no message on stderr"), { status = res.status, signal = res.signal })
+  end
+  if res.stdout:find("^%s*$") then
+    fail("Invalid", name .. " printed no report" .. (msg ~= "" and (": " .. msg) or ""))
+  end
+  return res.stdout
+end
+
 local SCAN_KEYS = { severity = true, ignore_unfixed = true, platform = true, input = true,
   policy = true, timeout = true, now = true }
 
@@ -285,7 +328,15 @@ local SCAN_KEYS = { severity = true, ignore_unfixed = true, platform = true, inp
 --- (`input=`). Runs the scanner as a child process (argument vector, no shell), logs its
 --- stderr, enforces the timeout, and returns the normalized, judged result.
 ---@param ref string|nil image reference (may be nil with input=)
----@param opts? {severity?:string|string[], ignore_unfixed?:boolean, platform?:string, input?:string, policy?:table, timeout?:number}
+---@class myrmex.scan.ScanOptions
+---@field severity? string|string[]
+---@field ignore_unfixed? boolean
+---@field platform? string
+---@field input? string
+---@field policy? table
+---@field timeout? number
+
+---@param opts? myrmex.scan.ScanOptions
 ---@return table result
 function Scanner:scan_image(ref, opts)
   opts = opts or {}
@@ -301,33 +352,7 @@ function Scanner:scan_image(ref, opts)
   for _, a in ipairs(self.args) do argv[#argv + 1] = a end
   if target then argv[#argv + 1] = "--"; argv[#argv + 1] = target end
   local name = self.backend
-  local shown = ref or opts.input
-  local sink = stderr_sink(name, shown)
-  local res = log.span("scan", "scan_image", shown, process.run, {
-    argv = argv,
-    timeout = opts.timeout or self.timeout,
-    max_output = self.max_output,
-    on_stderr = sink.write,
-  })
-  local msg = sink.message()
-  if res.timed_out then
-    fail("Timeout", string.format("%s did not finish within %gs%s", name,
-      opts.timeout or self.timeout, msg ~= "" and (": " .. msg) or ""))
-  end
-  if res.overflow then
-    fail("Invalid", string.format("%s wrote more than %d bytes of output", name, self.max_output))
-  end
-  if res.status ~= 0 then
-    fail("Engine", string.format("%s failed (%s): %s", name, process.describe(res),
-      msg ~= "" and msg or "no message on stderr"), { status = res.status, signal = res.signal })
-  end
-  if res.stdout:find("^%s*$") then
-    fail("Invalid", name .. " printed no report" .. (msg ~= "" and (": " .. msg) or ""))
-  end
-  local text = res.stdout
-  res = nil
-  local doc = decode(text, name .. " output")
-  text = nil
+  local doc = decode(self:_run(argv, ref or opts.input, opts.timeout or self.timeout), name .. " output")
   local format = name == "scout" and "sarif" or name
   local result = finish(doc, format, name .. " output", { image = ref or opts.input,
     severity = o.severity, ignore_unfixed = opts.ignore_unfixed,

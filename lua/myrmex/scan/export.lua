@@ -1,7 +1,6 @@
 --- Writers for scan results: JSON (the normalized model), CSV (RFC 4180) and SARIF 2.1.0
 --- for GitHub code scanning. Internal to myrmex.scan; see docs/scan.md.
 local json = require("myrmex.json")
-local model = require("myrmex.scan.model")
 
 local M = {}
 
@@ -112,6 +111,15 @@ local function link(f)
   return "[" .. f.id .. "](" .. url .. ")"
 end
 
+-- Texts in Trivy's words, so SARIF from either tool reads the same in GitHub.
+local HELP_TEXT = "Vulnerability %s\nSeverity: %s\nPackage: %s\nFixed Version: %s\nLink: %s\n%s"
+local HELP_MARKDOWN = "**Vulnerability %s**\n| Severity | Package | Fixed Version | Link |\n"
+  .. "| --- | --- | --- | --- |\n|%s|%s|%s|%s|\n\n%s"
+local RESULT_TEXT = "Package: %s\nInstalled Version: %s\nVulnerability %s\nSeverity: %s\n"
+  .. "Fixed Version: %s\nLink: %s"
+local SARIF_SCHEMA = "https://raw.githubusercontent.com/oasis-tcs/sarif-spec/main/sarif-2.1/schema/"
+  .. "sarif-schema-2.1.0.json"
+
 local function rule_for(f)
   local sev = f.severity
   local score = f.cvss_score and format("%.1f", f.cvss_score) or FALLBACK_SCORE[sev]
@@ -133,9 +141,9 @@ local function rule_for(f)
     defaultConfiguration = { level = SARIF_LEVEL[sev] },
     helpUri = url,
     help = {
-      text = format("Vulnerability %s\nSeverity: %s\nPackage: %s\nFixed Version: %s\nLink: %s\n%s",
+      text = format(HELP_TEXT,
         f.id, sev, pkg, fix_text(f), link(f), desc),
-      markdown = format("**Vulnerability %s**\n| Severity | Package | Fixed Version | Link |\n| --- | --- | --- | --- |\n|%s|%s|%s|%s|\n\n%s",
+      markdown = format(HELP_MARKDOWN,
         f.id, sev, pkg, fix_text(f), link(f), desc),
     },
     properties = props,
@@ -157,7 +165,7 @@ local function result_for(f, rule_index, result, opts)
     ruleId = f.id,
     ruleIndex = rule_index,
     level = SARIF_LEVEL[f.severity],
-    message = { text = format("Package: %s\nInstalled Version: %s\nVulnerability %s\nSeverity: %s\nFixed Version: %s\nLink: %s",
+    message = { text = format(RESULT_TEXT,
       pkg, f.installed_version or "", f.id, f.severity, fix_text(f), link(f)) },
     locations = json.array { {
       physicalLocation = {
@@ -204,7 +212,7 @@ function M.sarif(result, opts)
   end
   local doc = {
     version = "2.1.0",
-    ["$schema"] = "https://raw.githubusercontent.com/oasis-tcs/sarif-spec/main/sarif-2.1/schema/sarif-schema-2.1.0.json",
+    ["$schema"] = SARIF_SCHEMA,
     runs = json.array { {
       tool = { driver = {
         name = "myrmex",

@@ -307,9 +307,9 @@ local function recommendations(result, counted)
   return out
 end
 
---- The findings that decided the level: those at the worst counted severity, or, for a
---- result that fails only by a max count, those of the severities over their max.
-local function deciding(result, counted)
+-- The findings that decided the level: those at the worst counted severity, when that is
+-- MEDIUM or worse (below, the level is compliant whatever they are).
+local function deciding(counted)
   local worst = 0
   for _, f in ipairs(counted) do
     if rank[f.severity] > worst then worst = rank[f.severity] end
@@ -346,7 +346,7 @@ function M.report(result, policy, now)
     image = result.image, digest = result.digest, scanner = result.scanner,
     level = result.compliance, passed = result.passed, summary = summary,
     counts = c, total = #counted, violations = result.violations,
-    deciding = deciding(result, counted),
+    deciding = deciding(counted),
     recommendations = recommendations(result, counted),
     ignored = result.ignored, expired_ignores = result.expired_ignores,
   }
