@@ -5,6 +5,7 @@ local json = require("myrmex.json")
 local errors = require("myrmex.errors")
 local log = require("myrmex.log")
 local process = require("myrmex.process")
+local rt = require("myrmex.core.runtime")
 local model = require("myrmex.scan.model")
 local policy_mod = require("myrmex.scan.policy")
 local export_mod = require("myrmex.scan.export")
@@ -139,6 +140,8 @@ function M.load_report(source, opts)
   -- Report text starts with "{" (after blanks or a byte-order mark); anything else is a path.
   if not source:find("^[%s\239\187\191\255\254]*[{%[]") and not source:find("^\254\255") then
     what = source
+    local st = rt.stat(source)
+    if st and st.type ~= "file" then fail("Invalid", "cannot read report: " .. source .. " is a " .. st.type) end
     local f, err = io.open(source, "rb")
     if not f then fail("NotFound", "cannot read report: " .. tostring(err)) end
     -- Read at the known size: read("a") grows a buffer by doubling, twice the report at peak.
