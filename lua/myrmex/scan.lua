@@ -399,7 +399,8 @@ end
 local function copy_finding(f)
   local c = {}
   for k, v in pairs(f) do c[k] = v end
-  c.found_by = { f.scanner }
+  c.found_by = {}
+  for i, name in ipairs(f.found_by or { f.scanner }) do c.found_by[i] = name end
   c.aliases = {}
   for i, a in ipairs(f.aliases or {}) do c.aliases[i] = a end
   return c
@@ -449,9 +450,11 @@ function M.merge(...)
         if hit then break end
       end
       if hit then
-        local seen = false
-        for _, s in ipairs(hit.found_by) do seen = seen or s == f.scanner end
-        if not seen then hit.found_by[#hit.found_by + 1] = f.scanner end
+        for _, name in ipairs(f.found_by or { f.scanner }) do
+          local seen = false
+          for _, s in ipairs(hit.found_by) do seen = seen or s == name end
+          if not seen then hit.found_by[#hit.found_by + 1] = name end
+        end
         add_aliases(hit, f)
         for k, v in pairs(f) do
           if hit[k] == nil then hit[k] = v end

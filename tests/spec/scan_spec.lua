@@ -437,6 +437,14 @@ describe("merge and diff", function()
     local j = seen["CVE-2022-42003|com.fasterxml.jackson.core:jackson-databind|2.13.3"]
     assert.are.same({ "trivy", "grype", "scout" }, j.found_by)
     assert.are.equal("deep wrapper array nesting wrt UNWRAP_SINGLE_VALUE_ARRAYS", j.title) -- Trivy's, first
+    -- merging merged results keeps who found what
+    local again = scan.merge(scan.merge(trivy, grype), scout)
+    assert.are.equal(#m.findings, #again.findings)
+    local j2
+    for _, f in ipairs(again.findings) do
+      if key(f) == "CVE-2022-42003|com.fasterxml.jackson.core:jackson-databind|2.13.3" then j2 = f end
+    end
+    assert.are.same({ "trivy", "grype", "scout" }, j2.found_by)
     local total = 0
     for _, c in pairs(m.counts) do total = total + c end
     assert.are.equal(#m.findings, total)
