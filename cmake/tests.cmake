@@ -39,3 +39,20 @@ endforeach()
 if(EXISTS ${PROJECT_SOURCE_DIR}/tests/k8s/CMakeLists.txt)
   add_subdirectory(tests/k8s)
 endif()
+
+# Static checks and short fuzz runs are ctest tests too, so one ctest run is the whole gate.
+find_program(LUACHECK luacheck)
+find_program(CLANG_TIDY clang-tidy)
+find_program(CPPCHECK cppcheck)
+if(LUACHECK AND CLANG_TIDY AND CPPCHECK AND NOT MYRMEX_SANITIZE AND NOT MYRMEX_FUZZ)
+  add_test(NAME lint COMMAND ${PROJECT_SOURCE_DIR}/.ci/lint ${PROJECT_BINARY_DIR}
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(lint PROPERTIES LABELS "lint" TIMEOUT 600)
+endif()
+find_program(CLANG clang)
+if(CLANG AND NOT MYRMEX_SANITIZE AND NOT MYRMEX_FUZZ)
+  add_test(NAME fuzz:short COMMAND ${PROJECT_SOURCE_DIR}/tests/fuzz/run.sh 15
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(fuzz:short PROPERTIES LABELS "fuzz" TIMEOUT 900
+    ENVIRONMENT "MYRMEX_FUZZ_BUILD=${PROJECT_BINARY_DIR}/fuzz;MYRMEX_FIXTURES=${PROJECT_SOURCE_DIR}/../shared/fixtures")
+endif()
