@@ -184,13 +184,17 @@ function Client:_call(t, scopes)
     for k, v in pairs(t.headers or {}) do req.headers[k] = v end
     for k, v in pairs(headers) do req.headers[k] = v end
     req.basic_auth = basic
+    local sent_with = self.auth:state(scopes or {})
     local res = self:_raw(req)
     if res.status ~= 401 then
       if self.auth.kind == nil then self.auth.kind = "none" end
       return res
     end
     if attempt == 2 or not replayable(t.body) then return res end
-    if not self.auth:challenge(res.headers["www-authenticate"], scopes or {}) then return res end
+    if self.auth:state(scopes or {}) == sent_with
+        and not self.auth:challenge(res.headers["www-authenticate"], scopes or {}) then
+      return res
+    end
   end
 end
 

@@ -79,7 +79,7 @@ function M.new(creds, request)
   log.secret(creds.password)
   log.secret(creds.token)
   log.secret(creds.identity_token)
-  return setmetatable({ creds = creds, request = request, tokens = {}, kind = nil,
+  return setmetatable({ creds = creds, request = request, tokens = {}, inflight = {}, kind = nil,
     fetched = 0 }, Auth)
 end
 
@@ -109,12 +109,26 @@ end
 ---@return string
 function Auth:token(scopes)
   local key = scope_key(scopes)
+  -- Parallel branches asking for the same scope wait for the one fetch in flight.
+  while self.inflight[key] do http.sleep(0.005) end
   local cached = self.tokens[key]
   local now = os.time()
   if cached and cached.expires - M.refresh_margin > now then return cached.token end
-  local tok, expires = self:fetch(key)
+  self.inflight[key] = true
+  local ok, tok, expires = pcall(self.fetch, self, key)
+  self.inflight[key] = nil
+  if not ok then error(tok, 0) end
   self.tokens[key] = { token = tok, expires = now + expires }
   return tok
+end
+
+--- What a request for `scopes` would be sent with now: after a 401, a different answer
+--- means another branch has learnt better credentials meanwhile, so a retry is worth it.
+---@param scopes string[]
+---@return string
+function Auth:state(scopes)
+  local cached = self.tokens[scope_key(scopes)]
+  return tostring(self.kind) .. "|" .. (cached and cached.token or "")
 end
 
 local function fail(code, msg, status)
