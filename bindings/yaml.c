@@ -531,6 +531,10 @@ static void go_float32_text(char *buf, size_t size, double d) {
     return;
   }
   float f = (float)d;
+  if (isinf(f)) { /* beyond float32: Go prints +Inf, which sigs.k8s.io/yaml spells .inf */
+    snprintf(buf, size, f > 0 ? ".inf" : "-.inf");
+    return;
+  }
   char t[64];
   int p = 1;
   for (; p < 9; p++) {

@@ -559,7 +559,11 @@ local function run_scripts(ins)
   local pieces = { { text = head, line = ins.line } }
   local first = words(head)[1]
   for _, doc in ipairs(ins.heredocs) do
-    if first == nil or SHELLS[first] then
+    -- With no command, BuildKit runs a body that starts with #! as a script of that
+    -- interpreter, so `#!/usr/bin/env python3` is Python, not shell.
+    local interp, arg = doc.content:match("^#!%s*(%S+)[ \t]*(%S*)")
+    local prog = interp and ((interp:match("/env$") and arg ~= "") and arg or interp:match("[^/]+$"))
+    if (first == nil and (not prog or SHELLS[prog])) or SHELLS[first] then
       pieces[#pieces + 1] = { text = doc.content, line = doc.line }
     end
   end

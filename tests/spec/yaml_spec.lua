@@ -143,11 +143,16 @@ keys:
   3.0: h
   123456.7: j
   0.000012345: k
+  1e39: l
+  -1e39: m
+  1e-50: p
+  123456789012345678901234567890: o
 ]])
     local ours = yaml.load(text).keys
     assert.are.same({ ["true"] = "a", ["12"] = "b", ["16"] = "c", ["1.5"] = "d", ["1000"] = "e",
       ["0.1"] = "f", ["1e+20"] = "g", ["3"] = "h",
-      ["123456.7"] = "j", ["1.2345e-05"] = "k" }, ours)
+      ["123456.7"] = "j", ["1.2345e-05"] = "k", [".inf"] = "l", ["-.inf"] = "m", ["0"] = "p",
+      ["1.2345679e+29"] = "o" }, ours)
     assert_same(our_view(text), kubectl_view(text))
     local ok, err = pcall(yaml.load, "~: x")
     assert.is_false(ok)
