@@ -12,10 +12,6 @@ local M = {}
 ---@field overflow "stdout"|"stderr"|nil the stream that passed max_output (child killed)
 ---@field duration number seconds from start to the last byte
 
---- Run a program and wait for it. The program is looked up on the caller's PATH (or given
---- as a path). Misuse raises a string; a program that cannot be started raises a
---- myrmex.errors object (NotFound, Forbidden, Engine); Ctrl-C kills the child and raises
---- Interrupted. A non-zero exit is not an error: look at `status`.
 ---@class myrmex.ProcessOptions
 ---@field argv string[]
 ---@field env? table<string,string>
@@ -26,6 +22,10 @@ local M = {}
 ---@field on_stdout? fun(chunk:string)
 ---@field on_stderr? fun(chunk:string)
 
+--- Run a program and wait for it. The program is looked up on the caller's PATH (or given
+--- as a path). Misuse raises a string; a program that cannot be started raises a
+--- myrmex.errors object (NotFound, Forbidden, Engine); Ctrl-C kills the child and raises
+--- Interrupted. A non-zero exit is not an error: look at `status`.
 ---@param opts myrmex.ProcessOptions
 ---@return myrmex.ProcessResult
 function M.run(opts)

@@ -115,8 +115,6 @@ end
 local LOAD_KEYS = { format = true, policy = true, severity = true, ignore_unfixed = true,
   image = true, now = true }
 
---- Parse an existing report: a file path, or the report text itself. The format (Trivy JSON
---- schema 2, Grype JSON, SARIF from Docker Scout or Trivy) is detected unless given.
 ---@class myrmex.scan.LoadOptions
 ---@field format? "trivy"|"grype"|"sarif"|"scout"
 ---@field policy? table
@@ -124,6 +122,8 @@ local LOAD_KEYS = { format = true, policy = true, severity = true, ignore_unfixe
 ---@field ignore_unfixed? boolean
 ---@field image? string
 
+--- Parse an existing report: a file path, or the report text itself. The format (Trivy JSON
+--- schema 2, Grype JSON, SARIF from Docker Scout or Trivy) is detected unless given.
 ---@param source string path or JSON text
 ---@param opts? myrmex.scan.LoadOptions
 ---@return table result
@@ -175,11 +175,39 @@ local function find_backend(name, path)
   return exe
 end
 
+-- Argument vectors, one per back end. The reference always comes after "--", so one that
+-- starts with "-" cannot be taken for an option.
+local ARGV = {
+  trivy = function(self, ref, o)
+    local a = { self.path, "image", "--format", "json", "--quiet" }
+    if o.severity then a[#a + 1] = "--severity"; a[#a + 1] = table.concat(o.severity, ",") end
+    if o.ignore_unfixed then a[#a + 1] = "--ignore-unfixed" end
+    if o.platform then a[#a + 1] = "--platform"; a[#a + 1] = o.platform end
+    if o.input then a[#a + 1] = "--input"; a[#a + 1] = o.input end
+    return a, not o.input and ref or nil
+  end,
+  grype = function(self, ref, o)
+    local a = { self.path, "-o", "json" }
+    if o.ignore_unfixed then a[#a + 1] = "--only-fixed" end
+    if o.platform then a[#a + 1] = "--platform"; a[#a + 1] = o.platform end
+    return a, o.input and ("docker-archive:" .. o.input) or ref
+  end,
+  scout = function(self, ref, o)
+    local a = { self.path, "scout", "cves", "--format", "sarif" }
+    if o.severity then
+      local lower = {}
+      for i, s in ipairs(o.severity) do lower[i] = s:lower() end
+      a[#a + 1] = "--only-severity"; a[#a + 1] = table.concat(lower, ",")
+    end
+    if o.ignore_unfixed then a[#a + 1] = "--only-fixed" end
+    if o.platform then a[#a + 1] = "--platform"; a[#a + 1] = o.platform end
+    return a, o.input and ("archive://" .. o.input) or ref
+  end,
+}
+
 local NEW_KEYS = { backend = true, path = true, timeout = true, args = true, max_output = true,
   policy = true }
 
---- A scanner. `backend="auto"` (the default) takes the first found on PATH: Trivy, then
---- Grype, then Docker Scout (`docker scout`), and logs which. Raises NotFound when none is.
 ---@class myrmex.scan.NewOptions
 ---@field backend? "auto"|"trivy"|"grype"|"scout"
 ---@field path? string
@@ -188,6 +216,8 @@ local NEW_KEYS = { backend = true, path = true, timeout = true, args = true, max
 ---@field max_output? integer
 ---@field policy? table
 
+--- A scanner. `backend="auto"` (the default) takes the first found on PATH: Trivy, then
+--- Grype, then Docker Scout (`docker scout`), and logs which. Raises NotFound when none is.
 ---@param opts? myrmex.scan.NewOptions
 ---@return myrmex.Scanner
 function M.new(opts)
@@ -195,7 +225,7 @@ function M.new(opts)
   if type(opts) ~= "table" then error("scan.new: options table expected", 2) end
   check_keys("scan.new", opts, NEW_KEYS)
   local backend = opts.backend or "auto"
-  if backend ~= "auto" and not READERS[backend] then
+  if backend ~= "auto" and not ARGV[backend] then
     error("scan.new: unknown backend '" .. tostring(backend) .. "' (auto, trivy, grype, scout)", 2)
   end
   if backend == "auto" and opts.path then error("scan.new: path needs an explicit backend", 2) end
@@ -237,36 +267,6 @@ local function severity_list(sev)
   end
   return out
 end
-
--- Argument vectors, one per back end. The reference always comes after "--", so one that
--- starts with "-" cannot be taken for an option.
-local ARGV = {
-  trivy = function(self, ref, o)
-    local a = { self.path, "image", "--format", "json", "--quiet" }
-    if o.severity then a[#a + 1] = "--severity"; a[#a + 1] = table.concat(o.severity, ",") end
-    if o.ignore_unfixed then a[#a + 1] = "--ignore-unfixed" end
-    if o.platform then a[#a + 1] = "--platform"; a[#a + 1] = o.platform end
-    if o.input then a[#a + 1] = "--input"; a[#a + 1] = o.input end
-    return a, not o.input and ref or nil
-  end,
-  grype = function(self, ref, o)
-    local a = { self.path, "-o", "json" }
-    if o.ignore_unfixed then a[#a + 1] = "--only-fixed" end
-    if o.platform then a[#a + 1] = "--platform"; a[#a + 1] = o.platform end
-    return a, o.input and ("docker-archive:" .. o.input) or ref
-  end,
-  scout = function(self, ref, o)
-    local a = { self.path, "scout", "cves", "--format", "sarif" }
-    if o.severity then
-      local lower = {}
-      for i, s in ipairs(o.severity) do lower[i] = s:lower() end
-      a[#a + 1] = "--only-severity"; a[#a + 1] = table.concat(lower, ",")
-    end
-    if o.ignore_unfixed then a[#a + 1] = "--only-fixed" end
-    if o.platform then a[#a + 1] = "--platform"; a[#a + 1] = o.platform end
-    return a, o.input and ("archive://" .. o.input) or ref
-  end,
-}
 
 -- stderr is logged line by line as it arrives; its tail is kept for error messages.
 local function stderr_sink(name, ref)
@@ -327,10 +327,6 @@ end
 local SCAN_KEYS = { severity = true, ignore_unfixed = true, platform = true, input = true,
   policy = true, timeout = true, now = true }
 
---- Scan an image: from the local engine or a registry by reference, or a saved tarball
---- (`input=`). Runs the scanner as a child process (argument vector, no shell), logs its
---- stderr, enforces the timeout, and returns the normalized, judged result.
----@param ref string|nil image reference (may be nil with input=)
 ---@class myrmex.scan.ScanOptions
 ---@field severity? string|string[]
 ---@field ignore_unfixed? boolean
@@ -339,6 +335,10 @@ local SCAN_KEYS = { severity = true, ignore_unfixed = true, platform = true, inp
 ---@field policy? table
 ---@field timeout? number
 
+--- Scan an image: from the local engine or a registry by reference, or a saved tarball
+--- (`input=`). Runs the scanner as a child process (argument vector, no shell), logs its
+--- stderr, enforces the timeout, and returns the normalized, judged result.
+---@param ref string|nil image reference (may be nil with input=)
 ---@param opts? myrmex.scan.ScanOptions
 ---@return table result
 function Scanner:scan_image(ref, opts)

@@ -210,6 +210,7 @@ describe("scanner back ends", function()
     local s = scan.new { backend = "trivy", path = dir .. "/trivy" }
     local cases = {
       { function() scan.new { backend = "clair" } end, "scan.new: unknown backend 'clair'" },
+      { function() scan.new { backend = "sarif" } end, "scan.new: unknown backend 'sarif'" },
       { function() scan.new { backend = "trivy", timout = 3 } end, "scan.new: unknown option 'timout'" },
       { function() s:scan_image("x", { ignore_unfixd = true }) end, "unknown option 'ignore_unfixd'" },
       { function() s:scan_image("x", { severity = "SEVERE" }) end, "unknown severity 'SEVERE'" },
