@@ -87,6 +87,23 @@ local function decode(text, what)
   return doc
 end
 
+-- A scanner's stdout: the report, possibly followed by text some versions print after it
+-- (Docker Scout's "What's Next?" hint, scout-cli#78). The report is kept, the rest logged.
+local function decode_output(text, name)
+  text = to_utf8(text)
+  local ok, doc = pcall(json.decode, text)
+  if not ok then
+    local at = tostring(doc):match("trailing data at byte (%d+)$")
+    if not at then return decode(text, name .. " output") end
+    local rest = text:sub(tonumber(at))
+    log.warn(name .. " printed text after its report; ignored",
+      { engine = "scan", text = rest:sub(1, 200):gsub("%s+", " ") })
+    return decode(text:sub(1, tonumber(at) - 1), name .. " output")
+  end
+  if type(doc) ~= "table" then return decode(text, name .. " output") end
+  return doc
+end
+
 local function detect(doc)
   for _, name in ipairs(DETECT_ORDER) do
     if READERS[name].detect(doc) then return name end
@@ -355,7 +372,7 @@ function Scanner:scan_image(ref, opts)
   for _, a in ipairs(self.args) do argv[#argv + 1] = a end
   if target then argv[#argv + 1] = "--"; argv[#argv + 1] = target end
   local name = self.backend
-  local doc = decode(self:_run(argv, ref or opts.input, opts.timeout or self.timeout), name .. " output")
+  local doc = decode_output(self:_run(argv, ref or opts.input, opts.timeout or self.timeout), name)
   local format = name == "scout" and "sarif" or name
   local result = finish(doc, format, name .. " output", { image = ref or opts.input,
     severity = o.severity, ignore_unfixed = opts.ignore_unfixed,

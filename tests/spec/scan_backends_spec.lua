@@ -186,6 +186,14 @@ describe("scanner back ends", function()
     cleanup(dir)
   end)
 
+  it("keeps the report when Docker Scout prints a hint after it", function()
+    local dir = fake_dir({ "docker" }, { mode = "trailer", report = FIX .. "scout/webgoat-ubuntu2004.sarif.json" })
+    local s = scan.new { backend = "scout", path = dir .. "/docker" }
+    local r = s:scan_image("app:1")
+    assert.are.equal(135, #r.findings)
+    cleanup(dir)
+  end)
+
   it("reads 100 MB of output through the pipe, and refuses it past max_output", function()
     local dir = fake_dir({ "trivy" }, { mode = "huge", report = FIX .. "trivy/webgoat-ubuntu2004-jar.json" })
     local s = scan.new { backend = "trivy", path = dir .. "/trivy" }
