@@ -510,6 +510,11 @@ static int setup_body(lua_State *L, int t, xfer *x, const char *method) {
     lua_pop(L, 1);
     if (strcmp(method, "HEAD") == 0)
       curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    else if (strcmp(method, "GET") != 0) {
+      /* An empty body, so that curl really sends a POST (Docker's /start has none). */
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, 0L);
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
+    }
     return 0;
   }
   if (lua_type(L, b) == LUA_TSTRING) {

@@ -36,6 +36,15 @@ describe("http over TCP", function()
     assert.falsy(e.headers.expect, "no 100-continue round trip")
   end)
 
+  it("sends POST, PUT, PATCH and DELETE without a body as those methods", function()
+    for _, m in ipairs({ "POST", "PUT", "PATCH", "DELETE" }) do
+      local e = json.decode(http.request({ method = m, url = base .. "/echo" }).body)
+      assert.are.equal(m, e.method)
+      assert.are.equal(0, e.body_len)
+    end
+    assert.are.equal(200, http.request({ method = "HEAD", url = base .. "/echo" }).status)
+  end)
+
   it("returns HTTP error statuses instead of raising", function()
     local res = http.request({ url = base .. "/status", query = { code = 409 } })
     assert.are.equal(409, res.status)
