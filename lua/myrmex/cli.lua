@@ -197,8 +197,10 @@ local function print_summary()
   if #steps == 0 then return end
   local parts = {}
   for _, s in ipairs(steps) do
-    parts[#parts + 1] = string.format("%s %s (%.2fs)", s.ok and "ok" or "FAILED", s.name,
-      s.duration or 0)
+    if s.depth == 1 then
+      parts[#parts + 1] = string.format("%s %s (%.2fs)", s.ok and "ok" or "FAILED", s.name,
+        s.duration or 0)
+    end
   end
   log.info("summary: " .. table.concat(parts, ", "), { steps = #steps })
 end

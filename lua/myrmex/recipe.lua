@@ -84,7 +84,19 @@ end
 function M.load(path)
   local chunk, err = loadfile(path)
   if not chunk then usage_error("%s", err) end
+  M.add_to_path(path:match("^(.*)/[^/]*$") or ".")
   return chunk
+end
+
+local added = {}
+
+--- Let recipes in `dir` require their shared helpers (`require("_common")` finds
+--- dir/_common.lua).
+---@param dir string
+function M.add_to_path(dir)
+  if added[dir] then return end
+  added[dir] = true
+  package.path = dir .. "/?.lua;" .. package.path
 end
 
 --- Execute a recipe chunk's top level: declared recipes only define themselves there.
@@ -105,12 +117,19 @@ end
 --- The innermost frame of user code (not a myrmex module, not C): "file:line" or nil.
 ---@param level integer
 ---@return string|nil
+local DEV_LUA = rt.environ().MYRMEX_LUA_PATH
+
+local function is_myrmex_source(src)
+  if src:sub(1, 8) == "@myrmex/" then return true end
+  return DEV_LUA ~= nil and DEV_LUA ~= "" and src:sub(2, #DEV_LUA + 8) == DEV_LUA .. "/myrmex"
+end
+
 function M.locate(level)
   for l = level + 1, 80 do
     local info = debug.getinfo(l, "Sl")
     if not info then break end
     local src = info.source
-    if src:sub(1, 1) == "@" and src:sub(1, 8) ~= "@myrmex/" and info.currentline > 0
+    if src:sub(1, 1) == "@" and not is_myrmex_source(src) and info.currentline > 0
       and not src:find("/busted/", 1, true) then
       return src:sub(2) .. ":" .. info.currentline
     end
@@ -230,6 +249,7 @@ end
 -- Steps -----------------------------------------------------------------------------------
 
 local steps = {}
+local stack = {}
 
 --- The steps run so far: {name=, ok=, duration=, error=}.
 ---@return table[]
@@ -244,30 +264,35 @@ function M.step(name, fn)
   if type(name) ~= "string" or type(fn) ~= "function" then
     error("recipe.step: (name, function) expected", 2)
   end
-  local entry = { name = name, started = rt.time() }
+  -- Steps inside steps (a recipe calling another) are named parent/child.
+  local full = #stack > 0 and (stack[#stack] .. "/" .. name) or name
+  local entry = { name = full, depth = #stack + 1, started = rt.time() }
   steps[#steps + 1] = entry
-  log.info("step " .. name .. " started", { step = name })
+  stack[#stack + 1] = full
+  log.info("step " .. full .. " started", { step = full })
   local t0 = rt.monotonic()
   local res = table.pack(xpcall(fn, function(e)
     if type(e) == "table" and e.where == nil then e.where = M.locate(2) end
     return e
   end))
+  stack[#stack] = nil
   entry.duration = rt.monotonic() - t0
   entry.ok = res[1]
   if res[1] then
-    log.info("step " .. name .. " done", { step = name,
+    log.info("step " .. full .. " done", { step = full,
       duration_ms = math.floor(entry.duration * 1000 + 0.5) })
     return table.unpack(res, 2, res.n)
   end
   local err = res[2]
   entry.error = require("myrmex.errors").message(err):match("^[^\n]*")
   entry.code = type(err) == "table" and err.code or nil
-  log.error("step " .. name .. " failed", { step = name, error = entry.error })
+  log.error("step " .. full .. " failed", { step = full, error = entry.error })
   if type(err) == "table" then
-    err.step = err.step or name
+    err.step = err.step or full
     error(err, 0)
   end
-  error(string.format("step '%s' failed: %s", name, err:match("^[^\n]*")), 0)
+  if err:match("^step '") then error(err, 0) end
+  error(string.format("step '%s' failed: %s", full, err:match("^[^\n]*")), 0)
 end
 
 --- Call another recipe by name or path with Lua values for its params; returns what its run
