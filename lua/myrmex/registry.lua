@@ -219,7 +219,10 @@ end
 function Client:ref(s)
   if getmetatable(s) == reference.Reference then return s end
   if type(s) ~= "string" then misuse("ref", "reference string expected, got " .. type(s)) end
-  local r = reference.parse(s, { registry = self.host })
+  -- Docker Hub names keep their defaults ("busybox" is library/busybox there).
+  local hub = self.host == "registry-1.docker.io"
+  local r = reference.parse(s, { registry = not hub and self.host or nil })
+  if hub and r.registry == reference.default_registry then return r end
   if r.registry ~= self.host then
     errors.raise({ code = "Invalid", engine = "registry",
       message = ("reference %s names registry %s, client is connected to %s"):format(s, r.registry, self.host) }, 2)

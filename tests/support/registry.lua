@@ -244,7 +244,7 @@ function M.make_layout(dir, opts)
     end)
   end
   for i, n in ipairs(opts.random or {}) do
-    run(("head -c %d /dev/urandom > %s"):format(n, q(dir .. "/random.tmp")))
+    run("sh -c " .. q(("head -c %d /dev/urandom > %s"):format(n, q(dir .. "/random.tmp"))))
     layer(function(w)
       w:add({ path = "data", type = "dir", mode = 493 })
       w:add({ path = "data/" .. i, data = { file = dir .. "/random.tmp" }, mode = 420 })

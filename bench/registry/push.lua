@@ -1,0 +1,5 @@
+-- usage: myrmex push.lua HOST SOURCE REPO:TAG   (SOURCE: OCI layout dir or docker-archive tar)
+local registry = require("myrmex.registry")
+local c = registry.connect(arg[1], { config = false })
+local res = c:push_image(arg[2], arg[3])
+io.stderr:write(("pushed %s: %d blobs, %d bytes in %.2f s\n"):format(res.digest, res.layers, res.bytes, res.seconds))
