@@ -109,7 +109,9 @@ local function is_blank(line) return line:match("^%s*$") ~= nil end
 --- without it; nil when the line does not continue.
 local function continued(line, escape)
   local stripped = line:gsub("[ \t]+$", "")
-  if stripped:sub(-1) == escape then return stripped:sub(1, -2) end
+  local n = #stripped - #stripped:gsub("%" .. escape .. "+$", "")
+  -- An escaped escape (`x\\`) ends the line: only an odd count continues it.
+  if n % 2 == 1 then return stripped:sub(1, -2) end
   return nil
 end
 
@@ -312,15 +314,15 @@ end
 local function apply(state, ins)
   local cmd, esc = ins.cmd, state.escape
   if cmd == "FROM" then
-    local w = words(ins.args, esc)
-    local image = expand(w[1] or "", state.global_args, esc)
+    local w = lex(ins.args, esc, state.global_args)
+    local image = w[1] or ""
     local name = (w[2] and w[2]:upper() == "AS") and w[3] or nil
     local base
     for _, st in ipairs(state.stages) do
       if st.name and st.name:lower() == image:lower() then base = st end
     end
     local stage = { index = #state.stages + 1, name = name and name:lower(), image = image,
-      raw_image = w[1], line = ins.line, instructions = {}, base_stage = base and base.index,
+      raw_image = words(ins.args, esc)[1], line = ins.line, instructions = {}, base_stage = base and base.index,
       env = copy_table(base and base.env), args = {} }
     for _, f in ipairs(ins.flags) do
       if f.name == "platform" then stage.platform = expand(f.value, state.global_args, esc) end
@@ -343,7 +345,9 @@ local function apply(state, ins)
       if stage then stage.args[name] = value or "" else state.global_args[name] = value end
     end
   elseif EXPANDS[cmd] then
-    ins.expanded = expand(ins.args, scope, esc)
+    -- As BuildKit: one processed word for WORKDIR, USER, STOPSIGNAL...; words for the rest.
+    ins.expanded = lex(ins.args, esc, scope, true)[1] or ""
+    ins.words = ins.json or lex(ins.args, esc, scope)
   end
   if cmd == "ENV" or cmd == "LABEL" then
     ins.pairs = key_values(ins.args, scope, esc)
@@ -393,7 +397,9 @@ end
 ---@field heredocs {name:string, content:string, strip_tabs:boolean, expand:boolean,
 ---  line:integer}[]
 ---@field mounts table[]|nil RUN --mount flags parsed (type, target, ...)
----@field expanded string|nil args after ARG/ENV substitution (instructions that expand)
+---@field expanded string|nil args as one word after quote removal and ARG/ENV substitution
+---  (instructions that expand: ADD COPY ENV EXPOSE FROM LABEL STOPSIGNAL USER VOLUME WORKDIR)
+---@field words string[]|nil the same arguments split into words (exec form: the JSON list)
 ---@field pairs string[][]|nil ENV and LABEL: {{key, value}, ...} unquoted and substituted
 ---@field comments string[] comment lines right above the instruction
 ---@field stage integer|nil index of the stage it belongs to
@@ -635,7 +641,7 @@ local function is_remote_or_archive(src)
 end
 
 local function copy_sources(ins)
-  local list = ins.json or words(ins.args)
+  local list = ins.words or ins.json or words(ins.args)
   local srcs = {}
   for k = 1, #list - 1 do srcs[#srcs + 1] = list[k] end
   return srcs
@@ -881,27 +887,40 @@ rule("DL3042", "warning", "Avoid use of cache directory with pip. Use `pip insta
     end
   end)
 
+local function whole_context_copy(ins)
+  if ins.cmd ~= "COPY" then return false end
+  for _, f in ipairs(ins.flags) do if f.name == "from" then return false end end
+  for _, src in ipairs(copy_sources(ins)) do
+    if src == "." or src == "./" or src == "*" then return true end
+  end
+  return false
+end
+
+local function first_install(ins)
+  if ins.cmd ~= "RUN" then return nil end
+  for _, cmd in ipairs(commands_of(ins)) do
+    if installs_dependencies(cmd) then return cmd end
+  end
+  return nil
+end
+
+--- Dependencies installed before the whole context is copied are cached; the usual second
+--- install after it (the project itself: `uv sync`, `pip install .`) is then fine.
 rule("MX002", "warning", "COPY of the whole context before installing dependencies",
   function(df, ctx, report)
     for _, st in ipairs(df.stages) do
-      local whole
+      local whole, installed = nil, false
       for _, ins in ipairs(st.instructions) do
-        if ins.cmd == "COPY" and not whole then
-          local from = false
-          for _, f in ipairs(ins.flags) do if f.name == "from" then from = true end end
-          for _, src in ipairs(copy_sources(ins)) do
-            if not from and (src == "." or src == "./" or src == "*") then whole = ins end
-          end
-        elseif ins.cmd == "RUN" and whole then
-          for _, cmd in ipairs(commands_of(ins)) do
-            if installs_dependencies(cmd) then
-              report(whole, "the whole context is copied before '" .. table.concat(cmd.words, " ", 1,
-                math.min(#cmd.words, 3)) .. "' (line " .. cmd.line .. "): any source change "
-                .. "re-installs dependencies; copy the dependency manifests first")
-              whole = false
-              break
-            end
-          end
+        local cmd = first_install(ins)
+        if whole_context_copy(ins) and not whole and not installed then
+          whole = ins
+        elseif cmd and whole then
+          report(whole, "the whole context is copied before '" .. table.concat(cmd.words, " ", 1,
+            math.min(#cmd.words, 3)) .. "' (line " .. cmd.line .. "): any source change "
+            .. "re-installs dependencies; copy the dependency manifests first")
+          break
+        elseif cmd then
+          installed = true
         end
       end
     end

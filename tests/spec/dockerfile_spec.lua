@@ -23,6 +23,12 @@ describe("dockerfile.parse", function()
     assert.are.equal("apt-get update     && apt-get install -y curl", run.args)
     assert.are.same({ "# a comment" }, run.comments)
     assert.are.equal(8, df.instructions[3].line)
+    -- An escaped escape ends the line; a split keyword is joined with nothing between.
+    df = dockerfile.parse("FROM a:1\nLABEL a=x\\\\\nUS\\\nER \"ro\"ot\n")
+    assert.are.equal("LABEL", df.instructions[2].cmd)
+    assert.are.same({ { "a", "x\\" } }, df.instructions[2].pairs)
+    assert.are.equal("USER", df.instructions[3].cmd)
+    assert.are.equal("root", df.instructions[3].expanded)
     -- Windows line ends and a byte order mark change nothing.
     df = dockerfile.parse("\xEF\xBB\xBF# syntax=docker/dockerfile:1\r\nFROM alpine:3.20\r\nRUN a \\\r\n  b\r\n")
     assert.are.equal("docker/dockerfile:1", df.directives.syntax)
@@ -112,7 +118,7 @@ describe("dockerfile.parse", function()
     assert.are.equal("v3.19", df.stages[1].env.TAGGED)
     assert.are.equal("value with spaces", df.stages[1].env.LEGACY)
     assert.are.equal("/opt/app/bin", df.instructions[8].expanded)
-    assert.are.equal("a='$APP_HOME' b=\\$APP_HOME", df.instructions[9].expanded)
+    assert.are.equal("a=$APP_HOME b=$APP_HOME", df.instructions[9].expanded)
     assert.are.same({ { "a", "$APP_HOME" }, { "b", "$APP_HOME" } }, df.instructions[9].pairs)
     assert.is_nil(df.instructions[10].expanded) -- RUN is the shell's business
     assert.are.equal("/opt/app/child", df.instructions[12].expanded) -- ENV inherited from base
@@ -263,6 +269,9 @@ local CASES = {
   { "manifests first", "FROM node:22\nWORKDIR /app\nCOPY package.json package-lock.json ./\nRUN npm ci\nCOPY . .\nUSER node\n", "MX002", false },
   { "whole context before pip install -r",
     "FROM python:3.12\nCOPY . /app\nRUN pip install --no-cache-dir -r /app/requirements.txt\nUSER app\n", "MX002", true, 2 },
+  { "dependencies first, the whole context, then the project itself",
+    "FROM python:3.12\nCOPY uv.lock pyproject.toml ./\nRUN uv sync --locked --no-install-project\nCOPY . .\n"
+      .. "RUN uv sync --locked\nUSER app\n", "MX002", false },
   { "whole context, then a build that installs nothing", "FROM golang:1.23\nCOPY . .\nRUN go build ./...\nUSER app\n", "MX002", false },
   -- syntax errors
   { "unknown instruction", "FROM alpine:3.20\nRUNN make\n", "DL1000", true, 2 },
