@@ -2,6 +2,7 @@
 local docker = require("myrmex.docker")
 local dockerfile = require("myrmex.dockerfile")
 local log = require("myrmex.log")
+local plan = require("myrmex.plan")
 local common = require("_common")
 
 local SEVERITY = { info = 1, warning = 2, error = 3, none = 99 }
@@ -33,6 +34,10 @@ return {
         error("no " .. path .. " and no language to generate one for (--set language=c|go|...)", 0)
       end
       local out = dockerfile.generate({ language = p.language, entrypoint = p.entrypoint, binary = p.binary })
+      if ctx.dry_run then
+        plan.record({ engine = "file", op = "write", target = path })
+        return out.dockerfile
+      end
       common.write(path, out.dockerfile)
       if not common.read(p.context .. "/.dockerignore") then
         common.write(p.context .. "/.dockerignore", out.dockerignore)
@@ -59,7 +64,7 @@ return {
         buildargs = common.pairs_to_table(p.buildargs, "buildargs"),
         labels = common.pairs_to_table(p.labels, "labels") })
     end)
-    log.info("built", { image = p.tag, id = image.id })
-    return { id = image.id, tag = p.tag, dockerfile = path, lint = findings }
+    log.info(image.planned and "build planned" or "built", { image = p.tag, id = image.id })
+    return { id = image.id, tag = p.tag, dockerfile = path, lint = findings, planned = image.planned }
   end,
 }

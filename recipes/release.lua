@@ -25,15 +25,19 @@ return {
       return recipe.call("build", { tag = p.image, context = p.context, language = p.language,
         entrypoint = p.entrypoint, binary = p.binary })
     end)
-    ctx.step("analyze", function() return recipe.call("analyze", { image = p.image }) end)
-    local scanned = ctx.step("scan", function()
+    -- In plan mode nothing was built, so what reads the image is planned too.
+    local planned = built.planned or ctx.dry_run
+    if not planned then
+      ctx.step("analyze", function() return recipe.call("analyze", { image = p.image }) end)
+    end
+    local scanned = planned and { skipped = true } or ctx.step("scan", function()
       return recipe.call("scan", { image = p.image, fail_on = p.fail_on, sarif = p.sarif })
     end)
     if scanned.skipped then
       report.add_note("Scan", "No scanner (trivy, grype, docker scout) is installed: the image was not scanned.")
     end
     local pushed = ctx.step("push", function() return recipe.call("push", { image = p.image, to = p.image }) end)
-    local verified = ctx.step("verify", function()
+    local verified = planned and { stdout = "(planned)" } or ctx.step("verify", function()
       local d = docker.connect()
       -- Pull back what the registry holds (not the local build) and run it.
       pcall(d.remove_image, d, p.image, { force = true })
