@@ -781,8 +781,9 @@ end)
 rule("DL3002", "warning", "Last USER should not be root", function(df, ctx, report)
   if ctx.last_user then
     local u = trim(ctx.last_user.expanded or ctx.last_user.args)
-    local name = u:match("^([^:]+)")
-    if name == "root" or name == "0" then
+    local name = u:match("^([^:]+)") or ""
+    -- Docker takes a decimal user id as a number: 00 and +0 are uid 0 too.
+    if name == "root" or (name:match("^%+?%d+$") and tonumber(name) == 0) then
       report(ctx.last_user, "the final image runs as root: switch to an unprivileged USER")
     end
   end

@@ -223,6 +223,11 @@ local CASES = {
   { "last USER is root", "FROM alpine:3.20\nUSER app\nRUN id\nUSER root\n", "DL3002", true, 4 },
   { "root then an unprivileged user", "FROM alpine:3.20\nUSER root\nRUN id\nUSER app\n", "DL3002", false },
   { "USER 0:0", "FROM alpine:3.20\nUSER 0:0\n", "DL3002", true, 2 },
+  { "USER 00 is uid 0", "FROM alpine:3.20\nUSER 00\n", "DL3002", true, 2 },
+  { "USER +0 is uid 0", "FROM alpine:3.20\nUSER +0\n", "DL3002", true, 2 },
+  { "quoted root", "FROM alpine:3.20\nUSER \"root\"\n", "DL3002", true, 2 },
+  { "escaped root", "FROM alpine:3.20\nUSER r\\oot\n", "DL3002", true, 2 },
+  { "USER 1000", "FROM alpine:3.20\nUSER 1000\n", "DL3002", false },
   -- CMD and ENTRYPOINT
   { "two CMDs", "FROM alpine:3.20\nUSER app\nCMD [\"a\"]\nCMD [\"b\"]\n", "DL4003", true, 4 },
   { "CMDs in different stages", "FROM alpine:3.20 AS a\nCMD [\"a\"]\nFROM alpine:3.20\nUSER app\nCMD [\"b\"]\n", "DL4003", false },
