@@ -234,10 +234,14 @@ end
 
 --- One reference at s[i] == "$": its value and the index after it, or nil.
 function var_ref(s, i, vars, escape)
-  local name, op, word, stop = s:match("^%${([%a_][%w_]*)(:?[%-+]?)([^}]*)}()", i)
+  -- Names as BuildKit reads them: letters and digits in the Unicode sense (approximated by
+  -- any non-ASCII byte) and _, or digits alone ($1), or one special parameter ($$, $@...).
+  local name, op, word, stop = s:match("^%${([%a_\128-\255][%w_\128-\255]*)(:?[%-+]?)([^}]*)}()", i)
   if not name then
-    name, stop = s:match("^%$([%a_][%w_]*)()", i)
     op, word = "", ""
+    name, stop = s:match("^%$([%a_\128-\255][%w_\128-\255]*)()", i)
+    if not name then name, stop = s:match("^%$(%d+)()", i) end
+    if not name then name, stop = s:match("^%$([@*#?!$%-])()", i) end
   end
   if not name then return nil end
   local v = vars[name]

@@ -118,5 +118,57 @@ int main(int argc, char **argv) {
     for p in pairs(config.ExposedPorts) do want[p] = true end
     assert.are.same(want, ports)
   end)
+
+  -- Random LABEL values from quoting segments Docker's lexer treats differently: double and
+  -- single quotes, escapes inside and outside quotes, $V, ${V}, ${U:-d}, ${V:+a}.
+  local SEGMENTS = {
+    function() return "plain" end,
+    function() return "a\\ b" end,
+    function() return "\\$V" end,
+    function() return "\\\\" end,
+    function() return "$V" end,
+    function() return "${V}x" end,
+    function() return "${U:-dflt}" end,
+    function() return "${V:+alt}" end,
+    function() return "${U:+alt}" end,
+    function() return '"in dq $V \\" \\$ \\\\ \\n"' end,
+    function() return "'in sq $V \\ \"'" end,
+    function() return '"sp  aces"' end,
+    function() return "$S" end,
+    function() return '"$S"' end,
+    function() return "x=y" end,
+    function() return "#not-a-comment" end,
+    function() return "caf\xC3\xA9" end,
+    function() return "$$" end,
+    function() return "$1x" end,
+    function() return "a$" end,
+  }
+
+  it("lexes random ENV/LABEL quoting exactly as Docker does", function()
+    math.randomseed(2024)
+    local lines = { "FROM scratch", "ENV V=vee S=\"s  p\"" }
+    -- Eight labels per instruction: the classic builder commits once per instruction.
+    for i = 1, 12 do
+      local pairs_ = {}
+      for j = 1, 8 do
+        local parts = {}
+        for k = 1, math.random(1, 4) do parts[k] = SEGMENTS[math.random(#SEGMENTS)]() end
+        pairs_[j] = ("l%02d_%d=%s"):format(i, j, table.concat(parts))
+      end
+      lines[#lines + 1] = "LABEL " .. table.concat(pairs_, " ")
+    end
+    local text = table.concat(lines, "\n") .. "\n"
+    write(dir .. "/Dockerfile", text)
+    ok({ "docker", "build", "-q", "-t", tag, dir })
+    local labels = json.decode(ok({ "docker", "image", "inspect", "-f", "{{json .Config.Labels}}", tag }))
+    local ours = {}
+    for _, ins in ipairs(dockerfile.parse(text).instructions) do
+      for _, kv in ipairs(ins.cmd == "LABEL" and ins.pairs or {}) do ours[kv[1]] = kv[2] end
+    end
+    for k, v in pairs(labels) do
+      assert(ours[k] == v, k .. ": docker " .. ("%q"):format(v) .. ", parse " .. ("%q"):format(tostring(ours[k])))
+    end
+    assert.are.same(labels, ours)
+  end)
 end)
 
