@@ -207,18 +207,24 @@ static void resolve_k8s(const char *s, size_t n, rval *v) {
   }
   if (!(isdigit(c) || c == '+' || c == '-'))
     return;
+  /* go-yaml drops every underscore first. Long texts without one are read in place; a
+   * long one with underscores stays a string (no number needs that many characters). */
   char buf[128];
-  if (n >= sizeof buf)
-    return; /* longer than any number go-yaml would accept */
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++)
-    if (s[i] != '_')
-      buf[k++] = s[i];
-  buf[k] = '\0';
-  if (go_int(buf, v))
+  const char *plain = s;
+  if (memchr(s, '_', n)) {
+    if (n >= sizeof buf)
+      return;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+      if (s[i] != '_')
+        buf[k++] = s[i];
+    buf[k] = '\0';
+    plain = buf;
+  }
+  if (go_int(plain, v))
     return;
-  if (float_syntax(buf))
-    go_float(buf, v);
+  if (float_syntax(plain))
+    go_float(plain, v);
 }
 
 /* YAML 1.2 core schema; integers too large for 64 bits become floats. */
