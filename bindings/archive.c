@@ -649,6 +649,7 @@ typedef struct {
   char *inbuf;               /* raw bytes pulled from src: libarchive reads from it while
                                 copying entry data into buf, so the two must not be one */
   int eof;
+  unsigned long gen; /* bumped at every entry, so an entry source knows its entry is gone */
 } reader;
 
 static la_ssize_t reader_pull(struct archive *a, void *ud, const void **out) {
@@ -780,6 +781,7 @@ static int reader_next(lua_State *L) {
     return 0;
   if (mx_interrupt_take())
     return mx_raise_interrupted(L);
+  r->gen++;
   int rc = archive_read_next_header(r->a, &r->cur);
   if (rc == ARCHIVE_EOF) {
     r->eof = 1;
@@ -945,6 +947,73 @@ static int reader_copy_to(lua_State *L) {
   }
   lua_pushstring(L, got);
   lua_pushinteger(L, size);
+  return 2;
+}
+
+/* An entry's data as a source, so a tar inside a tar (layers in a saved image) is read in the
+ * same pass. The prefix lets a caller that already looked at the first chunk put it back. */
+typedef struct {
+  reader *r;
+  unsigned long gen;
+  char *pre;
+  size_t prelen, prepos;
+} entry_src;
+
+static ssize_t entry_src_read(void *ud, char *buf, size_t n, char *err, size_t errlen) {
+  entry_src *es = ud;
+  if (es->prepos < es->prelen) {
+    size_t k = es->prelen - es->prepos < n ? es->prelen - es->prepos : n;
+    memcpy(buf, es->pre + es->prepos, k);
+    es->prepos += k;
+    return (ssize_t)k;
+  }
+  if (!es->r->a || es->r->gen != es->gen || !es->r->cur) {
+    snprintf(err, errlen, "the archive entry behind this source is gone");
+    return -1;
+  }
+  la_ssize_t got = archive_read_data(es->r->a, buf, n);
+  if (got < 0) {
+    const char *m = archive_error_string(es->r->a);
+    snprintf(err, errlen, "%s", m ? m : "unreadable entry data");
+    return -1;
+  }
+  return (ssize_t)got;
+}
+
+static void entry_src_close(void *ud) {
+  entry_src *es = ud;
+  free(es->pre);
+  free(es);
+}
+
+/* r:source([prefix]) -> source of prefix .. the rest of the current entry's data; valid while
+ * the reader stays on that entry (it keeps the reader alive). */
+static int reader_source(lua_State *L) {
+  reader *r = reader_current(L, "reader:source");
+  size_t plen = 0;
+  const char *pre = luaL_optlstring(L, 2, "", &plen);
+  mx_source *s = mx_source_new(L); /* closed until filled in, so errors below leak nothing */
+  entry_src *es = calloc(1, sizeof *es);
+  if (!es || (plen && !(es->pre = malloc(plen)))) {
+    free(es);
+    return luaL_error(L, "reader:source: out of memory");
+  }
+  if (plen)
+    memcpy(es->pre, pre, plen);
+  es->prelen = plen, es->r = r, es->gen = r->gen;
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  s->ud = es, s->read = entry_src_read, s->close = entry_src_close;
+  s->size = -1;
+  s->closed = 0;
+  return 1;
+}
+
+/* r:bytes() -> bytes read so far after decompression, and before it. */
+static int reader_bytes(lua_State *L) {
+  reader *r = reader_check(L);
+  lua_pushinteger(L, (lua_Integer)archive_filter_bytes(r->a, 0));
+  lua_pushinteger(L, (lua_Integer)archive_filter_bytes(r->a, -1));
   return 2;
 }
 
@@ -1500,7 +1569,7 @@ int luaopen_myrmex_core_archive(lua_State *L) {
   static const luaL_Reg reader_methods[] = {
       {"entries", reader_entries}, {"read", reader_read},       {"read_all", reader_read_all},
       {"digest", reader_digest},   {"copy_to", reader_copy_to}, {"close", reader_close},
-      {0, 0}};
+      {"source", reader_source},   {"bytes", reader_bytes},     {0, 0}};
   static const luaL_Reg writer_meta[] = {
       {"__gc", writer_gc}, {"__close", writer_close_meta}, {0, 0}};
   static const luaL_Reg writer_methods[] = {
