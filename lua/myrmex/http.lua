@@ -219,11 +219,20 @@ local function run_once(t, o)
   return res
 end
 
+---@class myrmex.http.response
+---@field status integer
+---@field headers table<string,string> lower-case names, last value wins
+---@field header_list table[] every header in order, as {name=, value=}
+---@field body string|nil nil when the body was streamed
+---@field digest string|nil "sha256:..." when hashed or checked
+---@field size integer body bytes received
+---@field url string effective URL
+
 --- Make a request and wait for it. HTTP error statuses are returned; transport failures
 --- raise error objects (Unreachable, Timeout, DigestMismatch, Invalid). See docs/http.md for
 --- every option.
 ---@param t table
----@return {status:integer, headers:table<string,string>, header_list:table[], body:string|nil, digest:string|nil, size:integer, url:string}
+---@return myrmex.http.response
 function M.request(t)
   local o = prepare(t, "http.request")
   local retries = t.retries or 0
