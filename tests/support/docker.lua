@@ -105,10 +105,23 @@ end
 --- Remove every container, network, volume and image labelled with this run's label.
 function M.cleanup()
   local f = M.label_filter
-  M.cli(("ps -aq --filter label=%s | xargs -r docker rm -f -v >/dev/null"):format(f))
-  M.cli(("network ls -q --filter label=%s | xargs -r docker network rm >/dev/null"):format(f))
-  M.cli(("volume ls -q --filter label=%s | xargs -r docker volume rm -f >/dev/null"):format(f))
-  M.cli(("images -q --filter label=%s | sort -u | xargs -r docker rmi -f >/dev/null"):format(f))
+  local function ids(list_cmd)
+    local seen, out = {}, {}
+    for id in M.cli(list_cmd).stdout:gmatch("%S+") do
+      if not seen[id] then seen[id], out[#out + 1] = true, id end
+    end
+    return table.concat(out, " ")
+  end
+  local kinds = {
+    { "ps -aq --filter label=" .. f, "rm -f -v" },
+    { "network ls -q --filter label=" .. f, "network rm" },
+    { "volume ls -q --filter label=" .. f, "volume rm -f" },
+    { "images -q --filter label=" .. f, "rmi -f" },
+  }
+  for _, k in ipairs(kinds) do
+    local list = ids(k[1])
+    if list ~= "" then M.cli(k[2] .. " " .. list) end
+  end
 end
 
 --- Names of containers (all states) that carry this run's label.
@@ -118,6 +131,36 @@ function M.containers()
   local r = M.cli(("ps -a --filter label=%s --format '{{.Names}}'"):format(M.label_filter))
   for name in r.stdout:gmatch("[^\n]+") do out[#out + 1] = name end
   return out
+end
+
+--- Start tests/support/docker_proxy.py in the background. opts: {die_after=seconds,
+--- mute=true, tcp=PORT}. Returns {host = "unix://..." or "tcp://127.0.0.1:PORT", pid, stop()}.
+---@param opts? {die_after?:number, mute?:boolean, tcp?:integer}
+---@return {host:string, pid:integer, stop:fun()}
+function M.proxy(opts)
+  opts = opts or {}
+  local listen = opts.tcp and ("127.0.0.1:" .. opts.tcp) or ("/tmp/" .. M.name("proxy") .. ".sock")
+  local out = os.tmpname()
+  local cmd = ("python3 %s/tests/support/docker_proxy.py %s%s%s >%s 2>&1 &"):format(
+    sh.src, sh.q(listen), opts.die_after and (" --die-after " .. opts.die_after) or "",
+    opts.mute and " --mute" or "", out)
+  os.execute(cmd)
+  local pid
+  for _ = 1, 200 do
+    local f = io.open(out)
+    local text = f and f:read("a") or ""
+    if f then f:close() end
+    pid = tonumber(text:match("^(%d+)\n"))
+    if pid then break end
+    os.execute("sleep 0.02")
+  end
+  os.remove(out)
+  assert(pid, "docker_proxy.py did not start")
+  return {
+    host = opts.tcp and ("tcp://" .. listen) or ("unix://" .. listen),
+    pid = pid,
+    stop = function() os.execute("kill " .. pid .. " 2>/dev/null") end,
+  }
 end
 
 --- The peak resident memory of this process so far, in KiB.

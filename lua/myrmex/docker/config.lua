@@ -1,0 +1,301 @@
+--- Container configuration tables: checked key by key (a typo is an error naming the key),
+--- then translated into the Engine API's create body. See docs/docker.md ("Container config").
+local json = require("myrmex.json")
+
+local M = {}
+
+-- A misuse error: a plain string naming the function and the key, raised at the caller.
+local function fail(fname, key, msg)
+  error(("%s: config.%s: %s"):format(fname, key, msg), 0)
+end
+
+local function typename(v)
+  return math.type(v) or type(v)
+end
+
+local function check_string(fname, key, v)
+  if type(v) ~= "string" then fail(fname, key, "expected string, got " .. typename(v)) end
+  return v
+end
+
+local function check_boolean(fname, key, v)
+  if type(v) ~= "boolean" then fail(fname, key, "expected boolean, got " .. typename(v)) end
+  return v
+end
+
+local function check_number(fname, key, v)
+  if type(v) ~= "number" or v < 0 then
+    fail(fname, key, "expected a non-negative number, got " .. typename(v))
+  end
+  return v
+end
+
+local function check_integer(fname, key, v)
+  if math.type(v) ~= "integer" then fail(fname, key, "expected integer, got " .. typename(v)) end
+  return v
+end
+
+local function check_list(fname, key, v)
+  if type(v) ~= "table" then fail(fname, key, "expected list of strings, got " .. typename(v)) end
+  local out = {}
+  for i = 1, #v do
+    if type(v[i]) ~= "string" then
+      fail(fname, key .. "[" .. i .. "]", "expected string, got " .. typename(v[i]))
+    end
+    out[i] = v[i]
+  end
+  for k in pairs(v) do
+    if math.type(k) ~= "integer" or k < 1 or k > #v then
+      fail(fname, key, "expected list of strings, found key " .. tostring(k))
+    end
+  end
+  return json.array(out)
+end
+
+-- A command: a list of arguments, or one string (run as given, Docker splits nothing).
+local function check_argv(fname, key, v)
+  if type(v) == "string" then return json.array { v } end
+  return check_list(fname, key, v)
+end
+
+local function check_string_map(fname, key, v)
+  if type(v) ~= "table" then fail(fname, key, "expected table of strings, got " .. typename(v)) end
+  local out = json.object()
+  for k, val in pairs(v) do
+    if type(k) ~= "string" then fail(fname, key, "keys must be strings") end
+    if type(val) ~= "string" and type(val) ~= "number" and type(val) ~= "boolean" then
+      fail(fname, key .. "." .. k, "expected string, got " .. typename(val))
+    end
+    out[k] = tostring(val)
+  end
+  return out
+end
+
+-- env: {"K=V", ...} or {K = "V"}; sorted so that the same config gives the same request.
+local function check_env(fname, key, v)
+  if type(v) ~= "table" then fail(fname, key, "expected table, got " .. typename(v)) end
+  if #v > 0 then return check_list(fname, key, v) end
+  local out = {}
+  for k, val in pairs(check_string_map(fname, key, v)) do out[#out + 1] = k .. "=" .. val end
+  table.sort(out)
+  return json.array(out)
+end
+
+local UNITS = { b = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3, t = 1024 ^ 4 }
+
+--- Bytes from a number or a Docker-style size ("256m", "1g", "512k", "100b").
+---@param v number|string
+---@return integer|nil
+function M.bytes(v)
+  if math.type(v) == "integer" then return v end
+  if type(v) == "number" then return math.floor(v) end
+  if type(v) ~= "string" then return nil end
+  local n, unit = v:lower():match("^%s*([%d%.]+)%s*([bkmgt]?)i?b?%s*$")
+  if not n or not tonumber(n) then return nil end
+  return math.floor(tonumber(n) * (UNITS[unit] or 1))
+end
+
+local function check_bytes(fname, key, v)
+  local n = M.bytes(v)
+  if not n or n < 0 then fail(fname, key, "expected bytes (number or \"256m\"), got " .. tostring(v)) end
+  return n
+end
+
+-- ports: list of "[ip:]host:container[/proto]" or "container[/proto]" (expose only), or a
+-- map {["80/tcp"] = 8080 | "127.0.0.1:8080"}.
+local function parse_port(fname, key, spec)
+  local parts = {}
+  for p in (spec .. ":"):gmatch("([^:]*):") do parts[#parts + 1] = p end
+  local cport = parts[#parts]
+  if not cport:find("/", 1, true) then cport = cport .. "/tcp" end
+  if not cport:match("^%d+/%a+$") then fail(fname, key, "bad port " .. spec) end
+  local ip, host = "", nil
+  if #parts == 2 then host = parts[1] elseif #parts == 3 then ip, host = parts[1], parts[2] end
+  if #parts > 3 or (host and not host:match("^%d*$")) then fail(fname, key, "bad port " .. spec) end
+  return cport, host and { HostIp = ip, HostPort = host } or nil
+end
+
+local function check_ports(fname, key, v)
+  if type(v) ~= "table" then fail(fname, key, "expected table, got " .. typename(v)) end
+  local exposed, bindings = json.object(), json.object()
+  local function add(cport, binding)
+    exposed[cport] = json.object()
+    bindings[cport] = bindings[cport] or json.array()
+    if binding then table.insert(bindings[cport], binding) end
+  end
+  for k, val in pairs(v) do
+    if math.type(k) == "integer" then
+      add(parse_port(fname, key, check_string(fname, key .. "[" .. k .. "]", val)))
+    elseif type(k) == "string" then
+      local host = type(val) == "number" and tostring(math.floor(val)) or val
+      add(parse_port(fname, key, check_string(fname, key .. "." .. k, host) .. ":" .. k))
+    else
+      fail(fname, key, "bad key " .. tostring(k))
+    end
+  end
+  return { exposed = exposed, bindings = bindings }
+end
+
+local MOUNT_KEYS = { type = true, source = true, target = true, read_only = true }
+
+local function check_mounts(fname, key, v)
+  if type(v) ~= "table" then fail(fname, key, "expected list of mounts, got " .. typename(v)) end
+  local out = json.array()
+  for i, m in ipairs(v) do
+    local k = key .. "[" .. i .. "]"
+    if type(m) ~= "table" then fail(fname, k, "expected table, got " .. typename(m)) end
+    for mk in pairs(m) do
+      if not MOUNT_KEYS[mk] then fail(fname, k .. "." .. tostring(mk), "unknown key") end
+    end
+    local t = m.type or "bind"
+    if t ~= "bind" and t ~= "volume" and t ~= "tmpfs" then
+      fail(fname, k .. ".type", "expected bind, volume or tmpfs, got " .. tostring(t))
+    end
+    out[i] = {
+      Type = t,
+      Source = m.source and check_string(fname, k .. ".source", m.source) or nil,
+      Target = check_string(fname, k .. ".target", m.target),
+      ReadOnly = m.read_only ~= nil and check_boolean(fname, k .. ".read_only", m.read_only) or nil,
+    }
+  end
+  return out
+end
+
+local function check_restart(fname, key, v)
+  if type(v) == "string" then
+    local name, n = v:match("^([%a-]+):?(%d*)$")
+    if not name then fail(fname, key, "bad restart policy " .. v) end
+    v = { name = name, max_retries = tonumber(n) }
+  end
+  if type(v) ~= "table" then fail(fname, key, "expected string or table, got " .. typename(v)) end
+  local ok = { no = true, always = true, ["unless-stopped"] = true, ["on-failure"] = true }
+  if not ok[v.name] then fail(fname, key .. ".name", "unknown policy " .. tostring(v.name)) end
+  for k in pairs(v) do
+    if k ~= "name" and k ~= "max_retries" then fail(fname, key .. "." .. tostring(k), "unknown key") end
+  end
+  return { Name = v.name, MaximumRetryCount = v.max_retries or 0 }
+end
+
+local HEALTH_KEYS = { test = true, interval = true, timeout = true, retries = true,
+  start_period = true }
+
+local function seconds_ns(fname, key, v)
+  return v and math.floor(check_number(fname, key, v) * 1e9) or nil
+end
+
+local function check_healthcheck(fname, key, v)
+  if type(v) ~= "table" then fail(fname, key, "expected table, got " .. typename(v)) end
+  for k in pairs(v) do
+    if not HEALTH_KEYS[k] then fail(fname, key .. "." .. tostring(k), "unknown key") end
+  end
+  local test = v.test
+  if type(test) == "string" then
+    test = json.array { "CMD-SHELL", test }
+  else
+    test = check_list(fname, key .. ".test", test)
+    if test[1] ~= "CMD" and test[1] ~= "CMD-SHELL" and test[1] ~= "NONE" then
+      table.insert(test, 1, "CMD")
+    end
+  end
+  return {
+    Test = test,
+    Interval = seconds_ns(fname, key .. ".interval", v.interval),
+    Timeout = seconds_ns(fname, key .. ".timeout", v.timeout),
+    StartPeriod = seconds_ns(fname, key .. ".start_period", v.start_period),
+    Retries = v.retries and check_integer(fname, key .. ".retries", v.retries) or nil,
+  }
+end
+
+local function check_user(fname, key, v)
+  if math.type(v) == "integer" then return tostring(v) end
+  return check_string(fname, key, v)
+end
+
+-- key -> checker. `run` keys steer run_container rather than the container itself.
+local FIELDS = {
+  image = check_string, name = check_string, cmd = check_argv, entrypoint = check_argv,
+  env = check_env, workdir = check_string, user = check_user, labels = check_string_map,
+  ports = check_ports, mounts = check_mounts, volumes = check_list, network = check_string,
+  restart = check_restart, memory = check_bytes, cpus = check_number, pids = check_integer,
+  healthcheck = check_healthcheck, auto_remove = check_boolean, read_only = check_boolean,
+  cap_add = check_list, cap_drop = check_list, privileged = check_boolean, init = check_boolean,
+  tty = check_boolean, hostname = check_string, extra_hosts = check_list,
+  stop_signal = check_string, stop_timeout = check_integer, platform = check_string,
+  tmpfs = check_string_map, shm_size = check_bytes, security_opt = check_list,
+  group_add = check_list, dns = check_list, sysctls = check_string_map,
+}
+
+local RUN_FIELDS = { wait = check_boolean, timeout = check_number, remove = check_boolean,
+  stdout = check_boolean, stderr = check_boolean }
+
+--- Check a config table; returns a normalized copy. Raises "<fname>: config.<key>: ..." for an
+--- unknown key or a wrong type. `run` allows the run_container keys (wait, timeout, remove).
+---@param fname string the public function name for messages
+---@param cfg table
+---@param run? boolean
+---@return table
+function M.check(fname, cfg, run)
+  if type(cfg) ~= "table" then
+    error(("%s: config table expected, got %s"):format(fname, typename(cfg)), 0)
+  end
+  local out = {}
+  for k, v in pairs(cfg) do
+    local checker = FIELDS[k] or (run and RUN_FIELDS[k])
+    if type(k) ~= "string" or not checker then fail(fname, tostring(k), "unknown key") end
+    out[k] = checker(fname, k, v)
+  end
+  if out.image == nil then fail(fname, "image", "required") end
+  return out
+end
+
+local function host_config(c)
+  return {
+    Binds = c.volumes,
+    Mounts = c.mounts,
+    PortBindings = c.ports and c.ports.bindings or nil,
+    NetworkMode = c.network,
+    RestartPolicy = c.restart,
+    Memory = c.memory,
+    NanoCpus = c.cpus and math.floor(c.cpus * 1e9) or nil,
+    PidsLimit = c.pids,
+    AutoRemove = c.auto_remove,
+    ReadonlyRootfs = c.read_only,
+    CapAdd = c.cap_add,
+    CapDrop = c.cap_drop,
+    Privileged = c.privileged,
+    Init = c.init,
+    ExtraHosts = c.extra_hosts,
+    Tmpfs = c.tmpfs,
+    ShmSize = c.shm_size,
+    SecurityOpt = c.security_opt,
+    GroupAdd = c.group_add,
+    Dns = c.dns,
+    Sysctls = c.sysctls,
+  }
+end
+
+--- The create-container request body for a checked config.
+---@param c table a table returned by M.check
+---@return table body
+function M.to_api(c)
+  return {
+    Image = c.image,
+    Cmd = c.cmd,
+    Entrypoint = c.entrypoint,
+    Env = c.env,
+    WorkingDir = c.workdir,
+    User = c.user,
+    Labels = c.labels,
+    ExposedPorts = c.ports and c.ports.exposed or nil,
+    Healthcheck = c.healthcheck,
+    Tty = c.tty,
+    Hostname = c.hostname,
+    StopSignal = c.stop_signal,
+    StopTimeout = c.stop_timeout,
+    AttachStdout = true,
+    AttachStderr = true,
+    HostConfig = host_config(c),
+  }
+end
+
+return M

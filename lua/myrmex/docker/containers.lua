@@ -1,0 +1,502 @@
+--- Containers: create/run from a checked config, lifecycle calls, logs, exec, stats, copy,
+--- handles that clean up with <close>, and batch operations through myrmex.parallel.
+--- Methods of the docker client; see docs/docker.md ("Containers").
+local archive = require("myrmex.core.archive")
+local rt = require("myrmex.core.runtime")
+local errors = require("myrmex.errors")
+local log = require("myrmex.log")
+local plan = require("myrmex.plan")
+local config = require("myrmex.docker.config")
+local stream = require("myrmex.docker.stream")
+
+---@class myrmex.docker.Container
+---@field id string
+---@field name string|nil
+---@field planned boolean|nil true for a container that plan mode only recorded
+---@field exit_code integer|nil set by run_container{wait=true}
+---@field stdout string|nil set by run_container{wait=true}
+---@field stderr string|nil set by run_container{wait=true}
+local Container = {}
+Container.__index = Container
+Container.__name = "myrmex.docker.Container"
+
+function Container:__tostring()
+  return "docker container " .. (self.name or tostring(self.id):sub(1, 12))
+end
+
+-- <close>: remove the container (force, with its anonymous volumes) whether the scope ended
+-- normally or by an error; a failure here is logged, never raised over the original error.
+function Container:__close()
+  if self.planned or self.removed or self.keep then return end
+  local ok, err = pcall(self.client.remove_container, self.client, self, { force = true, volumes = true })
+  if not ok and not errors.is(err, "NotFound") then
+    log.warn("docker: could not remove container on close", { id = self.id, error = errors.message(err) })
+  end
+end
+
+local function handle(client, id, name, extra)
+  local c = setmetatable({ client = client, id = id, name = name }, Container)
+  for k, v in pairs(extra or {}) do c[k] = v end
+  return c
+end
+
+local function ref_id(fname, ref)
+  if type(ref) == "table" and ref.id then return ref.id end
+  if type(ref) == "string" and ref ~= "" then return ref end
+  error(("docker.%s: container id, name or handle expected, got %s"):format(fname, type(ref)), 3)
+end
+
+local function cpath(ref, tail) return "/containers/" .. ref .. (tail or "") end
+
+-- Collect or forward demultiplexed output.
+local function output_sink(o)
+  local out = { stdout = {}, stderr = {} }
+  local cb = { stdout = o.on_stdout, stderr = o.on_stderr }
+  local sink = function(kind, data)
+    if cb[kind] then cb[kind](data) else table.insert(out[kind], data) end
+  end
+  local function result()
+    return table.concat(out.stdout), table.concat(out.stderr)
+  end
+  return sink, result
+end
+
+local function derive_stats(s)
+  local cpu, pre = s.cpu_stats or {}, s.precpu_stats or {}
+  local cu, pu = cpu.cpu_usage or {}, pre.cpu_usage or {}
+  local cpu_delta = (cu.total_usage or 0) - (pu.total_usage or 0)
+  local sys_delta = (cpu.system_cpu_usage or 0) - (pre.system_cpu_usage or 0)
+  local ncpu = cpu.online_cpus or (type(cu.percpu_usage) == "table" and #cu.percpu_usage) or 1
+  local mem = s.memory_stats or {}
+  local ms = type(mem.stats) == "table" and mem.stats or {}
+  local cache = ms.total_inactive_file or ms.inactive_file or 0
+  local used = math.max((mem.usage or 0) - cache, 0)
+  local limit = mem.limit or 0
+  local rx, tx = 0, 0
+  for _, n in pairs(type(s.networks) == "table" and s.networks or {}) do
+    rx, tx = rx + (n.rx_bytes or 0), tx + (n.tx_bytes or 0)
+  end
+  local rd, wr = 0, 0
+  local io = s.blkio_stats and s.blkio_stats.io_service_bytes_recursive
+  for _, e in ipairs(type(io) == "table" and io or {}) do
+    local op = tostring(e.op):lower()
+    if op == "read" then rd = rd + (e.value or 0) elseif op == "write" then wr = wr + (e.value or 0) end
+  end
+  return {
+    read = s.read,
+    cpu_percent = (sys_delta > 0 and cpu_delta > 0) and (cpu_delta / sys_delta * ncpu * 100) or 0.0,
+    online_cpus = ncpu,
+    memory = { used = used, limit = limit, percent = limit > 0 and used / limit * 100 or 0.0 },
+    network = { rx_bytes = rx, tx_bytes = tx },
+    block = { read_bytes = rd, write_bytes = wr },
+    pids = s.pids_stats and s.pids_stats.current or nil,
+    raw = s,
+  }
+end
+
+-- Run fns concurrently (at most `max` at a time) through myrmex.parallel; every function
+-- runs to the end, then the first error (if any) is raised. Returns the results in order.
+local function run_all(fns, max)
+  local results, errs = {}, {}
+  local wrapped = {}
+  for i, fn in ipairs(fns) do
+    wrapped[i] = function()
+      local ok, v = pcall(fn)
+      if ok then results[i] = v else errs[#errs + 1] = v end
+    end
+  end
+  local ok, parallel = pcall(require, "myrmex.parallel")
+  if ok and type(parallel) == "table" and parallel.run then parallel = parallel.run end
+  if ok and (type(parallel) == "function" or getmetatable(parallel)) then
+    parallel(wrapped, { max = max or 8 })
+  else
+    for _, fn in ipairs(wrapped) do fn() end
+  end
+  return results, errs[1]
+end
+
+---@class myrmex.docker.LogsOptions
+---@field follow? boolean stream until the container stops
+---@field since? number|string Unix time or Docker time string
+---@field until? number|string
+---@field tail? integer|string number of last lines, or "all"
+---@field timestamps? boolean prefix lines with RFC 3339 times
+---@field stdout? boolean default true
+---@field stderr? boolean default true
+---@field on_stdout? fun(chunk:string) stream instead of collecting
+---@field on_stderr? fun(chunk:string)
+---@field tty? boolean override the TTY detection
+
+---@class myrmex.docker.ExecOptions
+---@field cmd string[]|string
+---@field env? table<string,string>|string[]
+---@field workdir? string
+---@field user? string
+---@field privileged? boolean
+---@field tty? boolean
+---@field on_stdout? fun(chunk:string)
+---@field on_stderr? fun(chunk:string)
+
+local LOGS_OPTS = { follow = true, since = true, ["until"] = true, tail = true, timestamps = true,
+  stdout = true, stderr = true, on_stdout = true, on_stderr = true, tty = true }
+local EXEC_OPTS = { cmd = true, env = true, workdir = true, user = true, privileged = true,
+  tty = true, on_stdout = true, on_stderr = true }
+local STATS_OPTS = { stream = true, on_stats = true }
+
+return function(Client, H)
+  -- Lifecycle calls that take a container and a few query options; 304 (already in that
+  -- state) is success, as the CLI treats it.
+  local function simple(name, method, tail, query_of)
+    return function(self, ref, o)
+      local id = ref_id(name, ref)
+      return self:_mutate(name, id, o, function()
+        self:_call(name, id, { method = method, path = cpath(H.path(id), tail),
+          query = query_of and query_of(o or {}) or nil, ok = { [304] = true }, timeout = false })
+        if name == "remove_container" and type(ref) == "table" then ref.removed = true end
+        return true
+      end)
+    end
+  end
+
+  --- Create a container from a config table (see docs: "Container config"). Returns a handle.
+  ---@param cfg table
+  ---@return myrmex.docker.Container
+  function Client:create_container(cfg)
+    local c = config.check("docker.create_container", cfg)
+    return self:_create(c, "create_container")
+  end
+
+  function Client:_create(c, op)
+    local body = config.to_api(c)
+    if plan.active() then
+      local p = plan.record { engine = "docker", op = op, target = c.name or c.image, args = body }
+      return handle(self, p.id, c.name, { planned = true, tty = c.tty })
+    end
+    local r = self:_call(op, c.name or c.image, { method = "POST", path = "/containers/create",
+      query = { name = c.name, platform = c.platform }, json = body })
+    for _, w in ipairs(type(r.Warnings) == "table" and r.Warnings or {}) do
+      log.warn("docker: " .. tostring(w), { container = c.name or r.Id })
+    end
+    return handle(self, r.Id, c.name, { tty = c.tty or false })
+  end
+
+  Client.start_container = simple("start_container", "POST", "/start")
+  Client.stop_container = simple("stop_container", "POST", "/stop",
+    function(o) return { t = o.timeout } end)
+  Client.restart_container = simple("restart_container", "POST", "/restart",
+    function(o) return { t = o.timeout } end)
+  Client.kill_container = simple("kill_container", "POST", "/kill",
+    function(o) return { signal = o.signal } end)
+  Client.pause_container = simple("pause_container", "POST", "/pause")
+  Client.unpause_container = simple("unpause_container", "POST", "/unpause")
+  Client.remove_container = simple("remove_container", "DELETE", nil,
+    function(o) return { force = o.force or nil, v = o.volumes or nil } end)
+
+  --- Rename a container.
+  ---@param ref string|myrmex.docker.Container
+  ---@param name string
+  function Client:rename_container(ref, name)
+    local id = ref_id("rename_container", ref)
+    if type(name) ~= "string" then H.misuse("rename_container", "name must be a string") end
+    return self:_mutate("rename_container", id, { name = name }, function()
+      self:_call("rename_container", id, { method = "POST", path = cpath(H.path(id), "/rename"),
+        query = { name = name } })
+      if type(ref) == "table" then ref.name = name end
+      return true
+    end)
+  end
+
+  --- Wait until the container stops; returns its exit code. `timeout` seconds (default: no
+  --- limit) raises Timeout; `condition` is not-running (default), next-exit or removed.
+  ---@param ref string|myrmex.docker.Container
+  ---@param o? {timeout?:number, condition?:string}
+  ---@return integer
+  function Client:wait_container(ref, o)
+    local id = ref_id("wait_container", ref)
+    o = H.options("wait_container", o, H.set { "timeout", "condition" })
+    if type(ref) == "table" and ref.planned then return 0 end
+    local ok, r = pcall(self._call, self, "wait_container", id, { method = "POST",
+      path = cpath(H.path(id), "/wait"), query = { condition = o.condition or "not-running" },
+      timeout = o.timeout or false })
+    if not ok then
+      if errors.is(r, "Timeout") then
+        errors.raise({ code = "Timeout", engine = "docker",
+          message = ("container %s did not stop within %ss"):format(id, o.timeout) }, 2)
+      end
+      error(r, 0)
+    end
+    if type(r.Error) == "table" and type(r.Error.Message) == "string" and r.Error.Message ~= "" then
+      errors.raise({ code = "Engine", engine = "docker", message = r.Error.Message }, 2)
+    end
+    return r.StatusCode
+  end
+
+  --- The inspect document of a container; NotFound when it does not exist.
+  ---@param ref string|myrmex.docker.Container
+  ---@return table
+  function Client:inspect_container(ref)
+    local id = ref_id("inspect_container", ref)
+    if type(ref) == "table" and ref.planned then return { Id = id, planned = true } end
+    return (self:_call("inspect_container", id, { path = cpath(H.path(id), "/json") }))
+  end
+
+  --- Containers on the engine (running ones unless all = true).
+  ---@param o? {all?:boolean, filters?:table, limit?:integer, size?:boolean}
+  ---@return table[]
+  function Client:list_containers(o)
+    o = H.options("list_containers", o, H.set { "all", "filters", "limit", "size" })
+    return (self:_call("list_containers", nil, { path = "/containers/json", query = {
+      all = o.all or nil, filters = H.filters(o.filters), limit = o.limit, size = o.size or nil } }))
+  end
+
+  --- The processes running in a container: {Titles = {...}, Processes = {{...}...}}.
+  ---@param ref string|myrmex.docker.Container
+  ---@param ps_args? string
+  ---@return table
+  function Client:top_container(ref, ps_args)
+    local id = ref_id("top_container", ref)
+    return (self:_call("top_container", id, { path = cpath(H.path(id), "/top"),
+      query = { ps_args = ps_args } }))
+  end
+
+  --- Create and start a container. With wait = true also wait for it to stop and collect its
+  --- logs: the handle then has exit_code, stdout and stderr (and remove = true removes it).
+  --- A failure after the create removes the container before the error propagates.
+  ---@param cfg table a container config plus wait?, timeout?, remove?
+  ---@return myrmex.docker.Container
+  function Client:run_container(cfg)
+    local c = config.check("docker.run_container", cfg, true)
+    local wait, remove = c.wait, c.remove or (c.wait and c.auto_remove)
+    -- The engine would remove an auto_remove container before its logs can be read.
+    if wait then c.auto_remove = nil end
+    local ct = self:_create(c, "run_container")
+    if ct.planned then
+      ct.exit_code, ct.stdout, ct.stderr = 0, "", ""
+      return ct
+    end
+    local ok, err = pcall(function()
+      self:start_container(ct)
+      if not wait then return end
+      ct.exit_code = self:wait_container(ct, { timeout = c.timeout })
+      local logs = self:container_logs(ct, { stdout = c.stdout, stderr = c.stderr })
+      ct.stdout, ct.stderr = logs.stdout, logs.stderr
+    end)
+    if not ok or remove then
+      if not ok and errors.is(err, "Timeout") then pcall(self.kill_container, self, ct) end
+      local rok, rerr = pcall(self.remove_container, self, ct, { force = true, volumes = true })
+      if not ok then error(err, 0) end
+      if not rok then error(rerr, 0) end
+    end
+    return ct
+  end
+
+  --- A handle for an existing container (id or name), checked with an inspect.
+  ---@param ref string
+  ---@return myrmex.docker.Container
+  function Client:container(ref)
+    local info = self:inspect_container(ref)
+    return handle(self, info.Id, (info.Name or ""):gsub("^/", ""),
+      { tty = info.Config and info.Config.Tty or false })
+  end
+
+  local function is_tty(self, ref, o)
+    if o.tty ~= nil then return o.tty end
+    if type(ref) == "table" and ref.tty ~= nil then return ref.tty end
+    local info = self:inspect_container(ref)
+    return info.Config and info.Config.Tty or false
+  end
+
+  --- A container's output, demultiplexed: returns {stdout=, stderr=}, or streams to
+  --- on_stdout/on_stderr(chunk) (then the strings are empty). With follow = true the call
+  --- returns when the container stops.
+  ---@param ref string|myrmex.docker.Container
+  ---@param o? myrmex.docker.LogsOptions
+  ---@return {stdout:string, stderr:string}
+  function Client:container_logs(ref, o)
+    local id = ref_id("container_logs", ref)
+    o = H.options("container_logs", o, LOGS_OPTS)
+    if type(ref) == "table" and ref.planned then return { stdout = "", stderr = "" } end
+    local sink, result = output_sink(o)
+    local dm = stream.demux(sink, is_tty(self, ref, o))
+    self:_stream("container_logs", id, { path = cpath(H.path(id), "/logs"), timeout = false,
+      query = { stdout = o.stdout ~= false, stderr = o.stderr ~= false, follow = o.follow or nil,
+        since = o.since, ["until"] = o["until"], tail = o.tail, timestamps = o.timestamps or nil } },
+      function(chunk) dm:feed(chunk) end)
+    local out, err = result()
+    return { stdout = out, stderr = err }
+  end
+
+  local function exec_exit_code(self, exec_id)
+    for _ = 1, 500 do
+      local info = self:_call("exec_inspect", exec_id, { path = "/exec/" .. exec_id .. "/json" })
+      if not info.Running then return info.ExitCode end
+      require("myrmex.http").sleep(0.01) -- lets other parallel branches run
+    end
+    errors.raise({ code = "Timeout", engine = "docker", message = "exec " .. exec_id .. " still running" }, 0)
+  end
+
+  --- Run a command in a running container. Returns {exit_code, stdout, stderr}; with
+  --- on_stdout/on_stderr the output streams to them and the exit code is still returned.
+  ---@param ref string|myrmex.docker.Container
+  ---@param o myrmex.docker.ExecOptions
+  ---@return {exit_code:integer, stdout:string, stderr:string}
+  function Client:exec(ref, o)
+    local id = ref_id("exec", ref)
+    o = H.options("exec", o, EXEC_OPTS)
+    local cfg = config.check("docker.exec", { image = "-", cmd = o.cmd, env = o.env,
+      workdir = o.workdir, user = o.user })
+    if not cfg.cmd then H.misuse("exec", "cmd required") end
+    return self:_mutate("exec", id, { cmd = cfg.cmd }, function()
+      local r = self:_call("exec_create", id, { method = "POST", path = cpath(H.path(id), "/exec"),
+        json = { Cmd = cfg.cmd, Env = cfg.env, WorkingDir = cfg.workdir, User = cfg.user,
+          Privileged = o.privileged or false, Tty = o.tty or false,
+          AttachStdout = true, AttachStderr = true } })
+      local sink, result = output_sink(o)
+      local dm = stream.demux(sink, o.tty)
+      self:_stream("exec_start", r.Id, { method = "POST", path = "/exec/" .. r.Id .. "/start",
+        json = { Detach = false, Tty = o.tty or false }, timeout = false },
+        function(chunk) dm:feed(chunk) end)
+      local out, err = result()
+      return { exit_code = exec_exit_code(self, r.Id), stdout = out, stderr = err }
+    end, { exit_code = 0, stdout = "", stderr = "" })
+  end
+
+  --- Resource usage. One-shot (default) returns the derived figures: cpu_percent,
+  --- memory {used, limit, percent}, network {rx_bytes, tx_bytes}, block {read_bytes,
+  --- write_bytes}, pids, raw. With on_stats(s) the engine's stream (about one sample a
+  --- second) is delivered until on_stats returns false or the container stops.
+  ---@param ref string|myrmex.docker.Container
+  ---@param o? {on_stats?:fun(s:table):boolean?}
+  ---@return table|nil
+  function Client:container_stats(ref, o)
+    local id = ref_id("container_stats", ref)
+    o = H.options("container_stats", o, STATS_OPTS)
+    if not o.on_stats then
+      local s = self:_call("container_stats", id, { path = cpath(H.path(id), "/stats"),
+        query = { stream = false }, timeout = false })
+      return derive_stats(s)
+    end
+    self:_stream_json("container_stats", id, { path = cpath(H.path(id), "/stats"),
+      query = { stream = true }, timeout = false }, function(s) return o.on_stats(derive_stats(s)) end)
+  end
+
+  -- A tar source for copy_to: a directory's contents, one file, or a tar source as is.
+  local function tar_source(what)
+    if type(what) ~= "string" then return what end
+    local st = rt.stat(what)
+    if not st then
+      errors.raise({ code = "NotFound", engine = "docker", message = "no such file: " .. what }, 0)
+    end
+    if st.type == "directory" then return (archive.pack { dir = what }) end
+    local w = archive.writer(nil)
+    w:add { path = what:match("([^/]+)$"), data = { file = what }, mode = st.mode, mtime = st.mtime }
+    return w:source()
+  end
+
+  --- Copy into a container: `src` is a local directory (its contents land in `dest`), a local
+  --- file (lands as dest/<name>), or a tar source. `dest` must be a directory in the container.
+  ---@param ref string|myrmex.docker.Container
+  ---@param dest string
+  ---@param src string|userdata
+  function Client:copy_to_container(ref, dest, src)
+    local id = ref_id("copy_to_container", ref)
+    if type(dest) ~= "string" then H.misuse("copy_to_container", "dest must be a path") end
+    return self:_mutate("copy_to_container", id, { dest = dest, src = type(src) == "string" and src or "tar" },
+      function()
+        self:_call("copy_to_container", id, { method = "PUT", path = cpath(H.path(id), "/archive"),
+          query = { path = dest }, body = tar_source(src), timeout = false,
+          headers = { ["Content-Type"] = "application/x-tar" } })
+        return true
+      end)
+  end
+
+  --- Copy out of a container: with `to`, extracts `path` (a file or a directory, as its last
+  --- component) into the local directory `to` and returns the entry count; without, returns
+  --- an archive reader over the tar the engine sent.
+  ---@param ref string|myrmex.docker.Container
+  ---@param path string
+  ---@param o? {to?:string}
+  ---@return integer|userdata
+  function Client:copy_from_container(ref, path, o)
+    local id = ref_id("copy_from_container", ref)
+    o = H.options("copy_from_container", o, H.set { "to" })
+    local tmp = os.tmpname()
+    local ok, err = pcall(self._call, self, "copy_from_container", id, { path = cpath(H.path(id), "/archive"),
+      query = { path = path }, to_file = tmp, timeout = false })
+    if not ok then
+      os.remove(tmp)
+      error(err, 0)
+    end
+    local result
+    ok, err = pcall(function()
+      if o.to then result = archive.extract(tmp, o.to) else result = archive.open(tmp) end
+    end)
+    os.remove(tmp) -- the reader keeps its open descriptor
+    if not ok then error(err, 0) end
+    return result
+  end
+
+  --- Create and start many containers concurrently (at most `max` at a time, default 8).
+  --- Returns the handles in order; on any failure the ones that started are removed and the
+  --- first error is raised.
+  ---@param configs table[]
+  ---@param o? {max?:integer}
+  ---@return myrmex.docker.Container[]
+  function Client:run_containers(configs, o)
+    o = H.options("run_containers", o, H.set { "max" })
+    local fns = {}
+    for i, cfg in ipairs(configs) do
+      config.check("docker.run_containers[" .. i .. "]", cfg, true)
+      fns[i] = function() return self:run_container(cfg) end
+    end
+    local results, err = run_all(fns, o.max)
+    if err then
+      local cleanup = {}
+      for _, ct in pairs(results) do
+        cleanup[#cleanup + 1] = function() Container.__close(ct) end
+      end
+      run_all(cleanup, o.max)
+      error(err, 0)
+    end
+    return results
+  end
+
+  local ACTIONS = H.set { "start", "stop", "restart", "kill", "remove", "pause", "unpause" }
+
+  --- Apply one action (start, stop, restart, kill, remove, pause, unpause) to many containers
+  --- concurrently. `opts` is passed to each call ({timeout=}, {signal=}, {force=}). Raises the
+  --- first error after every call has finished.
+  ---@param refs (string|myrmex.docker.Container)[]
+  ---@param action string
+  ---@param o? {max?:integer, timeout?:integer, signal?:string, force?:boolean, volumes?:boolean}
+  function Client:manage_containers(refs, action, o)
+    if not ACTIONS[action] then H.misuse("manage_containers", "unknown action " .. tostring(action)) end
+    o = H.options("manage_containers", o, H.set { "max", "timeout", "signal", "force", "volumes" })
+    local call_opts = { timeout = o.timeout, signal = o.signal, force = o.force, volumes = o.volumes }
+    local method = self[action .. "_container"]
+    local fns = {}
+    for i, ref in ipairs(refs) do
+      fns[i] = function() return method(self, ref, next(call_opts) and call_opts or nil) end
+    end
+    local _, err = run_all(fns, o.max)
+    if err then error(err, 0) end
+    return #refs
+  end
+
+  -- Handle methods: the same calls with the handle as the container.
+  local METHODS = {
+    start = "start_container", stop = "stop_container", restart = "restart_container",
+    kill = "kill_container", pause = "pause_container", unpause = "unpause_container",
+    remove = "remove_container", wait = "wait_container", inspect = "inspect_container",
+    top = "top_container", rename = "rename_container", logs = "container_logs",
+    exec = "exec", stats = "container_stats", copy_to = "copy_to_container",
+    copy_from = "copy_from_container",
+  }
+  for short, long in pairs(METHODS) do
+    Container[short] = function(self, ...)
+      return self.client[long](self.client, self, ...)
+    end
+  end
+
+  Client.Container = Container
+end
