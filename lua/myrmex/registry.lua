@@ -95,9 +95,24 @@ local function api_error(res, what)
 end
 M._api_error = api_error
 
---- Connect to a registry. Nothing is sent until the first call.
+---@class myrmex.registry.ConnectOptions
+---@field username? string
+---@field password? string
+---@field token? string
+---@field ca? string
+---@field ca_data? string
+---@field cert? string
+---@field key? string
+---@field insecure? boolean
+---@field plain_http? boolean
+---@field config? string|table|false
+---@field timeout? number
+---@field parallel? integer
+---@field chunk_size? integer
+
+--- Connect to a registry (see docs/registry.md for the options). Nothing is sent yet.
 ---@param host string "host[:port]", optionally with "https://" or "http://"
----@param opts? {username?:string, password?:string, token?:string, ca?:string, ca_data?:string, cert?:string, key?:string, insecure?:boolean, plain_http?:boolean, config?:string|table|false, timeout?:number, parallel?:integer, chunk_size?:integer}
+---@param opts? myrmex.registry.ConnectOptions
 ---@return myrmex.registry.Client
 function M.connect(host, opts)
   if type(host) ~= "string" or host == "" then misuse("connect", "host must be a non-empty string") end
@@ -346,11 +361,14 @@ function Client:manifest(ref)
       headers = { Accept = ACCEPT } }, { pull_scope(r.repository) })
     check(res, "manifest " .. tostring(r), 200)
     local body = res.body or ""
-    if #body > M.max_manifest_size then fail({ code = "Invalid", message = "manifest " .. tostring(r) .. " too large" }) end
+    if #body > M.max_manifest_size then
+      fail({ code = "Invalid", message = "manifest " .. tostring(r) .. " too large" })
+    end
     local d = digest.string(body)
     local header = res.headers["docker-content-digest"]
     if header and header:match("^sha256:") and header ~= d then
-      fail({ code = "DigestMismatch", message = ("manifest %s: body is %s, registry says %s"):format(tostring(r), d, header) })
+      fail({ code = "DigestMismatch",
+        message = ("manifest %s: body is %s, registry says %s"):format(tostring(r), d, header) })
     end
     if r.digest and r.digest:match("^sha256:") and r.digest ~= d then
       fail({ code = "DigestMismatch", message = ("manifest %s: body is %s"):format(tostring(r), d) })
@@ -410,7 +428,8 @@ function Client:put_manifest(ref, body, media_type)
     check(res, "put manifest " .. tostring(r), 201, 200)
     local got = res.headers["docker-content-digest"]
     if got and got ~= d then
-      fail({ code = "DigestMismatch", message = ("put manifest %s: registry stored %s, sent %s"):format(tostring(r), got, d) })
+      fail({ code = "DigestMismatch",
+        message = ("put manifest %s: registry stored %s, sent %s"):format(tostring(r), got, d) })
     end
     return d
   end)
@@ -625,11 +644,12 @@ function Client:upload_chunked(repo, read, expect)
 end
 
 -- Run fn, retrying Unreachable/Timeout failures with a backoff (a restarting registry).
-function Client:_retrying(fn)
+function Client:_retrying(fn) -- luacheck: ignore self
   local wait = 0.25
   for attempt = 1, M.upload_retries do
-    local ok, res = pcall(fn)
-    if ok then return res end
+    local res = table.pack(pcall(fn))
+    if res[1] then return table.unpack(res, 2, res.n) end
+    res = res[2]
     if attempt == M.upload_retries or not (errors.is(res, "Unreachable") or errors.is(res, "Timeout")) then
       error(res, 0)
     end

@@ -100,7 +100,10 @@ local function pick_platform(index, wanted, what)
   for _, m in ipairs(index.manifests or {}) do
     local ps = platform_string(m.platform)
     if ps == wanted then return m end
-    if ps and wanted:match("^[^/]+/[^/]+$") and ps:sub(1, #wanted + 1) == wanted .. "/" then fallback = fallback or m end
+    -- "linux/arm" matches "linux/arm/v7" when nothing matches exactly.
+    if ps and wanted:match("^[^/]+/[^/]+$") and ps:sub(1, #wanted + 1) == wanted .. "/" then
+      fallback = fallback or m
+    end
   end
   if fallback then return fallback end
   fail("NotFound", ("%s: no manifest for platform %s"):format(what, wanted))
@@ -249,7 +252,9 @@ end
 --- connect options for each side (shared ones may be given at the top level);
 --- opts.platform, opts.all_platforms choose what of an index is copied.
 function M.copy(reg, src, dst, opts)
-  if type(src) ~= "string" or type(dst) ~= "string" then misuse("copy", "source and destination references expected") end
+  if type(src) ~= "string" or type(dst) ~= "string" then
+    misuse("copy", "source and destination references expected")
+  end
   opts = options("copy", opts, set { "src", "dst", "platform", "all_platforms", "username", "password",
     "token", "ca", "insecure", "plain_http", "config", "parallel" })
   local sr, dr = reference.parse(src), reference.parse(dst)
@@ -358,7 +363,8 @@ local function pull_image(client, ref, opts)
   if format ~= "oci" and opts.all_platforms then misuse("pull_image", "all_platforms needs format \"oci\"") end
   local r = client:ref(ref)
   if plan.active() then
-    return plan.record({ engine = "registry", op = "pull_image", target = tostring(r), args = { to = opts.to, format = format } })
+    return plan.record({ engine = "registry", op = "pull_image", target = tostring(r),
+      args = { to = opts.to, format = format } })
   end
   return log.span("registry", "pull_image", tostring(r), function()
     local stats = { bytes = 0, layers = 0 }
@@ -406,7 +412,9 @@ local function push_layout_manifest(client, repo, dir, mbody, stats)
       local path = dir .. "/blobs/sha256/" .. hex(desc.digest)
       if not rt.stat(path) then fail("NotFound", "layout " .. dir .. " lacks blob " .. desc.digest) end
       local t0 = rt.monotonic()
-      local _, uploaded = client:upload(repo, desc.digest, { file = path }, tonumber(desc.size))
+      local _, uploaded = client:_retrying(function()
+        return client:upload(repo, desc.digest, { file = path }, tonumber(desc.size))
+      end)
       if uploaded then
         stats.layers, stats.bytes = stats.layers + 1, stats.bytes + (tonumber(desc.size) or 0)
         log.info("registry: layer pushed", { digest = desc.digest, size = desc.size,
@@ -457,30 +465,6 @@ local function push_layout(client, dir, r, opts, stats)
   end
   push_layout_manifest(client, r.repository, dir, body, stats)
   return client:put_manifest(r, body, entry.mediaType)
-end
-
--- Reader over the data of one tar entry, gathering chunks to `n` bytes per call.
-local function entry_reader(reader)
-  local pending
-  return function(n)
-    local parts, have = {}, 0
-    if pending then
-      parts[1], have, pending = pending, #pending, nil
-    end
-    while have < n do
-      local c = reader:read()
-      if not c then break end
-      parts[#parts + 1] = c
-      have = have + #c
-    end
-    if have == 0 then return nil end
-    local s = table.concat(parts)
-    if #s > n then
-      pending = s:sub(n + 1)
-      s = s:sub(1, n)
-    end
-    return s
-  end
 end
 
 -- Walk a tar once: fn(entry, reader) for each regular file whose path is in `want`.
@@ -550,8 +534,12 @@ local function push_archive(client, path, r, opts, stats)
         return
       end
       local t0 = rt.monotonic()
-      scan_tar(path, { [l] = true }, function(_, _, rd)
-        client:upload_chunked(r.repository, entry_reader(rd), li.digest)
+      -- The entry's data goes to the request as a source: no copy through Lua, flat memory.
+      -- A dropped upload is started again from a fresh reader of the tar.
+      client:_retrying(function()
+        scan_tar(path, { [l] = true }, function(_, _, rd)
+          client:upload(r.repository, li.digest, rd:source(), li.size)
+        end)
       end)
       stats.layers, stats.bytes = stats.layers + 1, stats.bytes + li.size
       log.info("registry: layer pushed", { digest = li.digest, size = li.size,
@@ -578,7 +566,8 @@ local function push_image(client, src, ref, opts)
     else from = "engine" end
   end
   if plan.active() then
-    return plan.record({ engine = "registry", op = "push_image", target = tostring(r), args = { source = src, from = from } })
+    return plan.record({ engine = "registry", op = "push_image", target = tostring(r),
+      args = { source = src, from = from } })
   end
   return log.span("registry", "push_image", tostring(r), function()
     local stats = { layers = 0, skipped = 0, bytes = 0 }
