@@ -154,7 +154,9 @@ describe("docker build_image", function()
     local img = d:build_image { context = ctx, tags = { dt.name("big") .. ":1" }, labels = labels() }
     local grown = dt.peak_rss_kib() - before
     assert.matches("^sha256:", img.id)
-    assert.is_true(grown < 16 * 1024, ("peak RSS grew by %d KiB"):format(grown))
+    if not dt.sanitized() then
+      assert.is_true(grown < 16 * 1024, ("peak RSS grew by %d KiB"):format(grown))
+    end
     sh.run({ "rm", "-rf", ctx })
   end)
 end)

@@ -163,6 +163,16 @@ function M.proxy(opts)
   }
 end
 
+--- True in an AddressSanitizer build: its quarantine keeps freed memory resident, so peak-RSS
+--- bounds are only asserted in normal builds.
+---@return boolean
+function M.sanitized()
+  for line in io.lines("/proc/self/maps") do
+    if line:find("libasan", 1, true) then return true end
+  end
+  return false
+end
+
 --- The peak resident memory of this process so far, in KiB.
 ---@return integer
 function M.peak_rss_kib()
