@@ -1,0 +1,128 @@
+--- Streaming collection for myrmex.image: one pass over a saved image (docker-archive or OCI
+--- layout tar), each layer read in place through reader:source(), keeping per-path metadata
+--- only. Internal; see myrmex.image.
+local archive = require("myrmex.core.archive")
+local errors = require("myrmex.errors")
+
+local M = {}
+
+local KIND = { file = "f", dir = "d", symlink = "l", hardlink = "h" }
+local MAX_JSON = 16 * 1024 * 1024
+local OS_RELEASE = { ["etc/os-release"] = true, ["usr/lib/os-release"] = true }
+
+--- A tar path as a key: no leading "./" or "/", no trailing "/"; "" is the root.
+---@param p string
+---@return string
+function M.norm(p)
+  p = p:gsub("^%./", ""):gsub("^/+", ""):gsub("/+$", "")
+  if p == "." then return "" end
+  return p
+end
+
+--- Collect one layer tar from an open reader: parallel arrays path/size/kind/mode (kind "w"
+--- is a whiteout of path, "q" an opaque marker of directory path), the uncompressed and
+--- compressed stream sizes, and the content of a small os-release file if there is one.
+---@param r userdata archive reader
+---@return table record
+function M.layer(r)
+  local path, size, kind, mode = {}, {}, {}, {}
+  local rec = { path = path, size = size, kind = kind, mode = mode, n = 0 }
+  local n = 0
+  for e in r:entries() do
+    local p = M.norm(e.path)
+    local dir, base = p:match("^(.*)/([^/]*)$")
+    if not dir then dir, base = "", p end
+    local k = KIND[e.type] or "o"
+    if base:sub(1, 4) == ".wh." then
+      if base == ".wh..wh..opq" then
+        k, p = "q", dir
+      elseif base:sub(1, 8) == ".wh..wh." then
+        k = nil -- other AUFS bookkeeping (.wh..wh.plnk): not part of the file system
+      else
+        k, p = "w", (dir == "" and "" or dir .. "/") .. base:sub(5)
+      end
+    end
+    if k then
+      n = n + 1
+      path[n], size[n], kind[n], mode[n] = p, k == "f" and e.size or 0, k, e.mode
+      if k == "f" and OS_RELEASE[p] and e.size < 65536 then rec.os_release = r:read_all(65536) end
+    end
+  end
+  rec.n = n
+  rec.tar_size, rec.read_size = r:bytes()
+  return rec
+end
+
+local function looks_json(chunk)
+  return chunk:match("^%s*[%[{]") ~= nil
+end
+
+-- Resolve a link inside the outer tar (Docker links identical layers to one copy).
+local function link_target(p, linkname)
+  if linkname:sub(1, 1) == "/" then return M.norm(linkname) end
+  local parts = {}
+  for seg in ((p:match("^(.*)/") or "") .. "/" .. linkname):gmatch("[^/]+") do
+    if seg == ".." then parts[#parts] = nil elseif seg ~= "." then parts[#parts + 1] = seg end
+  end
+  return table.concat(parts, "/")
+end
+
+--- One pass over a saved image. `known` optionally names the paths known to be layers.
+--- Returns {blobs = {[path]=record}, json = {[path]=text}, links = {[path]=target},
+--- bad = {[path]=error}, sizes = {[path]=bytes}}: layers are keyed by their path in the tar,
+--- whatever the order of manifest.json and the layers.
+---@param r userdata archive reader over the saved tar
+---@return table
+function M.saved(r)
+  local out = { blobs = {}, json = {}, links = {}, bad = {}, sizes = {} }
+  for e in r:entries() do
+    local p = M.norm(e.path)
+    if e.type == "symlink" or e.type == "hardlink" then
+      out.links[p] = e.type == "hardlink" and M.norm(e.linkname or "") or link_target(p, e.linkname or "")
+    elseif e.type == "file" then
+      out.sizes[p] = e.size
+      if p:match("%.json$") or p == "repositories" or p == "oci-layout" then
+        if p:match("%.json$") then out.json[p] = r:read_all(MAX_JSON) end
+      elseif p:match("^blobs/") or p:match("layer%.tar$") or p:match("%.tar%.?%a*$") then
+        local first = r:read()
+        if first and looks_json(first) and e.size <= MAX_JSON then
+          out.json[p] = first .. r:read_all(MAX_JSON)
+        elseif first then
+          local ok, rec = pcall(function()
+            local inner <close> = archive.open(r:source(first))
+            return M.layer(inner)
+          end)
+          if ok then out.blobs[p] = rec else out.bad[p] = rec end
+        else
+          out.blobs[p] = { path = {}, size = {}, kind = {}, mode = {}, n = 0, tar_size = 0,
+            read_size = 0 }
+        end
+      end
+    end
+  end
+  return out
+end
+
+--- Follow links to the stored path.
+---@param col table result of M.saved
+---@param p string
+---@return string
+function M.resolve(col, p)
+  local seen = 0
+  while col.links[p] and seen < 16 do
+    p, seen = col.links[p], seen + 1
+  end
+  return p
+end
+
+--- The layer record stored at p, or raise Invalid naming the layer.
+function M.blob(col, p)
+  local q = M.resolve(col, p)
+  local rec = col.blobs[q]
+  if rec then return rec end
+  local why = col.bad[q]
+  local what = why and (" is not a readable tar: " .. tostring(why)) or " is missing from the archive"
+  errors.raise({ code = "Invalid", engine = "image", message = "layer " .. p .. what }, 0)
+end
+
+return M

@@ -1,0 +1,213 @@
+--- The layer arithmetic of myrmex.image: stacks the per-layer entry lists collected while
+--- streaming (see myrmex.image.scan) into the image's file system, with dive's efficiency and
+--- wasted bytes, per-layer added/changed/removed figures and the largest files and directories.
+--- Internal: myrmex.image.analyze is the public face. Memory is a few tables keyed by path.
+local M = {}
+
+local function parent(p)
+  return p:match("^(.*)/[^/]*$") or ""
+end
+
+-- The merged file system as the layers are applied, one map per attribute (fewer tables
+-- than one table per path). kids[dir] is a set of child paths so that deleting a directory
+-- and sizing one never scans every path.
+local function new_fs()
+  return { size = {}, kind = {}, layer = {}, mode = {}, kids = { [""] = {} } }
+end
+
+local function fs_link(fs, p)
+  local par = parent(p)
+  local k = fs.kids[par]
+  if not k then
+    k = {}
+    fs.kids[par] = k
+  end
+  k[p] = true
+end
+
+-- Create missing parent directories of p (implicit in tars that list only files).
+local function fs_parents(fs, p, layer)
+  local par = parent(p)
+  while par ~= "" and not fs.kind[par] do
+    fs.kind[par], fs.size[par], fs.layer[par], fs.mode[par] = "d", 0, layer, 493
+    fs_link(fs, par)
+    par = parent(par)
+  end
+end
+
+-- Total size of p and everything below it.
+local function fs_subtree(fs, p)
+  local total = fs.size[p] or 0
+  local k = fs.kids[p]
+  if k then
+    for c in pairs(k) do total = total + fs_subtree(fs, c) end
+  end
+  return total
+end
+
+-- Remove p and what is below it; each removed non-directory goes to on_gone(path, size, layer).
+local function fs_remove(fs, p, on_gone)
+  local k = fs.kids[p]
+  if k then
+    for c in pairs(k) do fs_remove(fs, c, on_gone) end
+    fs.kids[p] = nil
+  end
+  if fs.kind[p] and fs.kind[p] ~= "d" then on_gone(p, fs.size[p], fs.layer[p]) end
+  fs.size[p], fs.kind[p], fs.layer[p], fs.mode[p] = nil, nil, nil, nil
+  local pk = fs.kids[parent(p)]
+  if pk then pk[p] = nil end
+end
+
+-- Keep the n largest items of list (by field) — a small insertion sort is enough for n ~ 10.
+local function keep_top(list, item, field, n)
+  if #list >= n and list[#list][field] >= item[field] then return end
+  local i = #list + 1
+  while i > 1 and list[i - 1][field] < item[field] do i = i - 1 end
+  table.insert(list, i, item)
+  if #list > n then list[#list] = nil end
+end
+
+-- The leaves of one layer's own tree (dive visits only those): every node no other node of
+-- the layer sits under. Opaque markers are not nodes (dive skips them), but their directory
+-- is one, created implicitly when the layer does not list it.
+local function layer_nodes(rec)
+  local size, white, has_kid, order = {}, {}, {}, {}
+  local function mark_parents(p)
+    local par = parent(p)
+    while par ~= "" and not has_kid[par] do
+      has_kid[par] = true
+      par = parent(par)
+    end
+  end
+  for i = 1, rec.n do
+    local p, k = rec.path[i], rec.kind[i]
+    if k == "q" then
+      if size[p] == nil then
+        size[p] = 0
+        order[#order + 1] = p
+      end
+      mark_parents(p)
+    elseif p ~= "" then
+      if size[p] == nil then order[#order + 1] = p end
+      size[p] = rec.size[i]
+      white[p] = k == "w" or nil
+      mark_parents(p)
+    end
+  end
+  return order, size, white, has_kid
+end
+
+--- Stack the layers. `recs` are scan records in layer order (bottom first); `opts.top` is
+--- the length of the largest-files, largest-dirs and inefficiency lists (default 10).
+---@param recs table[]
+---@param opts? {top?:integer}
+---@return table analysis without the source-specific fields
+function M.stack(recs, opts)
+  local top = opts and opts.top or 10
+  local fs = new_fs()
+  local ecum, emin, ecnt = {}, {}, {}
+  local hidden, hidden_bytes = {}, 0 -- bytes of lower layers no longer visible
+  local layers = {}
+  for li, rec in ipairs(recs) do
+    -- dive's efficiency: every leaf of this layer's tree, against the stack below it.
+    local order, nsize, nwhite, has_kid = layer_nodes(rec)
+    for _, p in ipairs(order) do
+      if not has_kid[p] then
+        local s = nsize[p]
+        if nwhite[p] then s = fs.kind[p] == "d" and fs_subtree(fs, p) or 0 end
+        ecum[p] = (ecum[p] or 0) + s
+        if emin[p] == nil or s < emin[p] then emin[p] = s end
+        ecnt[p] = (ecnt[p] or 0) + 1
+      end
+    end
+    -- Apply: whiteouts and opaque markers act on the layers below, then the entries land.
+    local L = { index = li, size = 0, files = 0, added = 0, changed = 0, removed = 0,
+      added_bytes = 0, changed_bytes = 0, removed_bytes = 0 }
+    local function gone(p, size, from)
+      L.removed, L.removed_bytes = L.removed + 1, L.removed_bytes + size
+      hidden_bytes = hidden_bytes + size
+      hidden[#hidden + 1] = { path = p, size = size, from = from, to = li, how = "removed" }
+    end
+    for i = 1, rec.n do
+      local k, p = rec.kind[i], rec.path[i]
+      if k == "w" then
+        if fs.kind[p] then fs_remove(fs, p, gone) end
+      elseif k == "q" then
+        local kids = fs.kids[p]
+        if kids then
+          for c in pairs(kids) do fs_remove(fs, c, gone) end
+        end
+      end
+    end
+    for i = 1, rec.n do
+      local k, p, s, mode = rec.kind[i], rec.path[i], rec.size[i], rec.mode[i]
+      if k ~= "w" and k ~= "q" and p ~= "" then
+        L.size = L.size + s
+        if k ~= "d" then L.files = L.files + 1 end
+        local old = fs.kind[p]
+        if old then
+          if old == "d" and k ~= "d" then
+            local kids = fs.kids[p]
+            if kids then
+              for c in pairs(kids) do fs_remove(fs, c, gone) end
+            end
+          end
+          if k ~= "d" then L.changed, L.changed_bytes = L.changed + 1, L.changed_bytes + s end
+          if old ~= "d" then
+            hidden_bytes = hidden_bytes + fs.size[p]
+            hidden[#hidden + 1] = { path = p, size = fs.size[p], from = fs.layer[p], to = li,
+              how = "overwritten" }
+          end
+        else
+          if k ~= "d" then L.added, L.added_bytes = L.added + 1, L.added_bytes + s end
+          fs_parents(fs, p, li)
+          fs_link(fs, p)
+        end
+        fs.kind[p], fs.size[p], fs.layer[p], fs.mode[p] = k, s, li, mode
+      end
+    end
+    layers[li] = L
+  end
+
+  local total, min_total, wasted, ineff = 0, 0, 0, {}
+  for p, c in pairs(ecum) do
+    total, min_total = total + c, min_total + emin[p]
+    if ecnt[p] > 1 then
+      wasted = wasted + c
+      keep_top(ineff, { path = p, count = ecnt[p], bytes = c }, "bytes", top)
+    end
+  end
+
+  local size = 0
+  for _, L in ipairs(layers) do size = size + L.size end
+  for _, L in ipairs(layers) do L.share = size > 0 and L.size / size or 0 end
+  local user = size - (layers[1] and layers[1].size or 0)
+
+  -- The final file system: largest files, and directory sizes summed up the tree.
+  local largest_files, dir_size, files = {}, {}, 0
+  for p, k in pairs(fs.kind) do
+    if k ~= "d" then
+      files = files + 1
+      local s = fs.size[p]
+      keep_top(largest_files, { path = p, size = s, layer = fs.layer[p] }, "size", top)
+      local par = parent(p)
+      while par ~= "" do
+        dir_size[par] = (dir_size[par] or 0) + s
+        par = parent(par)
+      end
+    end
+  end
+  local largest_dirs = {}
+  for p, s in pairs(dir_size) do keep_top(largest_dirs, { path = p, size = s }, "size", top) end
+
+  return {
+    layers = layers, size = size, user_size = user,
+    wasted_bytes = wasted, efficiency = total == 0 and 1.0 or min_total / total,
+    wasted_share = user > 0 and wasted / user or 0.0,
+    inefficiencies = ineff, hidden_bytes = hidden_bytes, hidden = hidden,
+    files = files, largest_files = largest_files, largest_dirs = largest_dirs,
+    fs = fs,
+  }
+end
+
+return M
