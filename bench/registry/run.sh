@@ -18,9 +18,13 @@ export MYRMEX_LUA_PATH="$PWD/lua"
 W=$(mktemp -d /tmp/myrmex-bench-registry.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 HOST=127.0.0.1:$PORT
+PORT2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+HOST2=127.0.0.1:$PORT2
 REG_PID=
+REG2_PID=
 cleanup() {
   [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null || true
+  [ -n "$REG2_PID" ] && kill "$REG2_PID" 2>/dev/null || true
   docker rmi -f "$HOST/docker/bench:1" >/dev/null 2>&1 || true
   rm -rf "$W"
 }
@@ -32,6 +36,18 @@ log: {level: error, accesslog: {disabled: true}}
 storage: {filesystem: {rootdirectory: $W/storage}, delete: {enabled: true}}
 http: {addr: "$HOST", secret: bench}
 CFG
+
+sed -e "s#$W/storage#$W/storage2#" -e "s#$HOST#$HOST2#" "$W/config.yml" >"$W/config2.yml"
+
+# A second, empty registry: the destination of registry-to-registry copies.
+start_registry2() {
+  [ -n "$REG2_PID" ] && { kill "$REG2_PID"; wait "$REG2_PID" 2>/dev/null || true; }
+  rm -rf "$W/storage2"
+  docker-registry serve "$W/config2.yml" >>"$W/registry.log" 2>&1 &
+  REG2_PID=$!
+  for _ in $(seq 1 100); do curl -fs "http://$HOST2/v2/" >/dev/null && return; sleep 0.05; done
+  echo "second registry did not start" >&2; exit 1
+}
 
 start_registry() {
   [ -n "$REG_PID" ] && { kill "$REG_PID"; wait "$REG_PID" 2>/dev/null || true; }
@@ -67,6 +83,7 @@ fresh() { start_registry; }
 fresh_pull() { rm -rf "$W/pull"; }
 seeded() { start_registry; "$MX" bench/registry/push.lua "$HOST" "$W/img" bench/mx:1 2>/dev/null; rm -rf "$W/pull"; }
 docker_fresh() { start_registry; }
+fresh2() { start_registry2; }
 docker_gone() { docker rmi -f "$HOST/docker/bench:1" >/dev/null 2>&1 || true; }
 
 for MIB in "${SIZES[@]}"; do
@@ -80,6 +97,13 @@ for MIB in "${SIZES[@]}"; do
   echo "|---|---|---|---|"
   timed "myrmex push (OCI layout)" fresh "$MX" bench/registry/push.lua "$HOST" "$W/img" bench/mx:1
   timed "myrmex pull (OCI layout)" fresh_pull "$MX" bench/registry/pull.lua "$HOST" bench/mx:1 "$W/pull"
+  timed "myrmex copy registry -> registry" fresh2 "$MX" bench/registry/copy.lua \
+    "$HOST/bench/mx:1" "$HOST2/bench/copy:1"
+  if [ "$MIB" -le 512 ]; then
+    "$MX" bench/registry/pull.lua "$HOST" bench/mx:1 "$W/img.tar" docker-archive 2>/dev/null
+    timed "myrmex push (docker-archive tar)" fresh "$MX" bench/registry/push.lua "$HOST" "$W/img.tar" bench/mx:1
+    rm -f "$W/img.tar"
+  fi
 
   # floor: hash the bytes at OpenSSL speed + one loopback GET of each blob, no hashing;
   # and what the registry itself needs to ingest the bytes (curl PUT of each blob).
@@ -102,6 +126,8 @@ for MIB in "${SIZES[@]}"; do
       "oci:$W/img:bench" "docker://$HOST/bench/sk:1"
     timed "skopeo copy docker:// -> oci: (as is)" seeded skopeo copy -q --src-tls-verify=false \
       --dest-oci-accept-uncompressed-layers "docker://$HOST/bench/mx:1" "oci:$W/pull:bench"
+    timed "skopeo copy docker:// -> docker://" fresh2 skopeo copy -q --src-tls-verify=false \
+      --dest-tls-verify=false "docker://$HOST/bench/mx:1" "docker://$HOST2/bench/copy:1"
     timed "skopeo copy docker:// -> oci: (gzip)" seeded skopeo copy -q --src-tls-verify=false \
       "docker://$HOST/bench/mx:1" "oci:$W/pull:bench"
 

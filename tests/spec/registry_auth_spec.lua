@@ -188,7 +188,7 @@ c:tags("secure/app")
     setup(function() reg = R.start({ mode = "token", users = { [USER] = PASS }, token_expires = 13 }) end)
     teardown(function() if reg then reg:stop() end end)
 
-    it("gets Bearer tokens per scope from the realm, sending Basic only there", function()
+    it("gets Bearer tokens per scope from the realm with the Basic credentials, cached", function()
       local c = registry.connect(reg.host, { username = USER, password = PASS })
       local res = c:push_image(work .. "/img", "tok/app:v1")
       assert.are.equal(layout.digest, res.digest)

@@ -161,6 +161,14 @@ describe("registry (plain HTTP registry)", function()
     raises("DigestMismatch", function() c:pull_image("app/tamper:t", { to = dir }) end)
     assert.is_nil(io.open(dir .. "/blobs/sha256/" .. victim:sub(8), "rb"))
     assert.is_nil(io.open(dir .. "/index.json", "rb"))
+    -- A manifest tampered on disk no longer matches Docker-Content-Digest (from the tag link).
+    local mpath = reg:blob_path(tag_img.digest)
+    local mbytes = read(mpath)
+    f = assert(io.open(mpath, "wb"))
+    f:write((mbytes:gsub('"schemaVersion":2', '"schemaVersion": 2', 1)))
+    f:close()
+    err = raises("DigestMismatch", function() c:manifest("app/tamper:t") end)
+    assert.truthy(tostring(err):find(tag_img.digest, 1, true))
   end)
 
   it("rejects a manifest that references a missing blob, creating no tag", function()
@@ -275,6 +283,15 @@ describe("registry (plain HTTP registry)", function()
     local out = json.decode(skopeo({ "inspect", "docker-archive:" .. tar }))
     assert.are.equal(#img.layers, #out.Layers)
     assert.are.equal("yes", out.Labels["org.example.test"])
+    -- An index pulled with all_platforms keeps the index and every child manifest.
+    local all = work .. "/pulled-all"
+    local multi = c:manifest("app/one:multi")
+    assert.are.equal(multi.digest, c:pull_image("app/one:multi", { to = all, all_platforms = true }).digest)
+    local index = json.decode(read(all .. "/index.json"))
+    assert.are.equal(multi.digest, index.manifests[1].digest)
+    for _, child in ipairs(multi.manifest.manifests) do
+      assert.are.equal(child.digest, digest.string(read(all .. "/blobs/sha256/" .. child.digest:sub(8))))
+    end
     -- ... and pushes back from that tar, giving the same layers.
     local pushed = c:push_image(tar, "app/from-tar:1")
     local info = c:inspect("app/from-tar:1")
