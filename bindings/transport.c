@@ -79,6 +79,8 @@ struct xfer {
 
 static CURLM *multi;
 static xfer *active_list;
+/* Count of events Lua may be waiting for: headers, queued bytes, a finished transfer. */
+static unsigned long news;
 
 /* ---- buffers ---- */
 
@@ -140,8 +142,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   if (len <= 2 && (p[0] == '\r' || p[0] == '\n')) {
     long code = 0;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
-    if (code >= 200 && !(x->follow && code >= 300 && code < 400))
+    if (code >= 200 && !(x->follow && code >= 300 && code < 400)) {
       x->headers_ready = 1;
+      news++;
+    }
   }
   return len;
 }
@@ -149,7 +153,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
 static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   xfer *x = ud;
   size_t len = size * n;
-  x->headers_ready = 1;
+  if (!x->headers_ready) {
+    x->headers_ready = 1;
+    news++;
+  }
   switch (x->sink) {
   case SINK_PULL:
     if (x->body.len - x->pull_off >= PULL_CAP) {
@@ -158,6 +165,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
     }
     if (buf_append(&x->body, p, len) != 0)
       return 0;
+    news++;
     if (x->feeds && x->feeds->send_paused)
       x->feeds->send_paused = 2; /* wake the consumer after perform returns */
     break;
@@ -375,15 +383,7 @@ static void wake_paused(void) {
   }
 }
 
-static void drive(int timeout_ms) {
-  int running = 0;
-  wake_paused();
-  curl_multi_perform(multi, &running);
-  if (timeout_ms > 0) {
-    int n = 0;
-    curl_multi_poll(multi, NULL, 0, timeout_ms, &n);
-    curl_multi_perform(multi, &running);
-  }
+static void collect_done(void) {
   CURLMsg *m;
   int left;
   while ((m = curl_multi_info_read(multi, &left)) != NULL) {
@@ -393,6 +393,23 @@ static void drive(int timeout_ms) {
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
     if (x)
       xfer_complete(x, m->data.result);
+    news++;
+  }
+}
+
+static void drive(int timeout_ms) {
+  int running = 0;
+  unsigned long before = news;
+  wake_paused();
+  curl_multi_perform(multi, &running);
+  collect_done();
+  /* Waiting when the first pass already produced something would add the whole timeout to
+   * that request's latency: the data that finished it is no longer on the socket. */
+  if (timeout_ms > 0 && news == before) {
+    int n = 0;
+    curl_multi_poll(multi, NULL, 0, timeout_ms, &n);
+    curl_multi_perform(multi, &running);
+    collect_done();
   }
   wake_paused();
 }

@@ -9,6 +9,7 @@ local rt = require("myrmex.core.runtime")
 local M = {}
 
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true }
+local DEFAULT_MAX_BODY = 64 << 20
 local RETRY_STATUS = { [429] = true, [502] = true, [503] = true, [504] = true }
 local KNOWN = { method = true, url = true, unix_socket = true, query = true, headers = true,
   body = true, body_size = true, timeout = true, connect_timeout = true, low_speed_time = true,
@@ -170,11 +171,14 @@ local function run_once(t, o)
       end
       if t.on_line or t.on_json then
         pending = pending .. chunk
+        -- Walk the lines by position: cutting `pending` after each line would copy the rest
+        -- of the chunk once per line.
+        local pos = 1
         while true do
-          local nl = pending:find("\n", 1, true)
+          local nl = pending:find("\n", pos, true)
           if not nl then break end
-          local line = pending:sub(1, nl - 1):gsub("\r$", "")
-          pending = pending:sub(nl + 1)
+          local line = pending:sub(pos, nl - 1):gsub("\r$", "")
+          pos = nl + 1
           if line ~= "" then
             if t.on_line and t.on_line(line) == false then return false end
             if t.on_json then
@@ -186,6 +190,12 @@ local function run_once(t, o)
               if t.on_json(obj) == false then return false end
             end
           end
+        end
+        pending = pending:sub(pos)
+        if #pending > (t.max_body or DEFAULT_MAX_BODY) then
+          errors.raise({ code = "Invalid", engine = t.engine or "http",
+            message = ("a line in the stream from %s is longer than max_body (%d bytes)"):format(
+              t.url, t.max_body or DEFAULT_MAX_BODY) }, 0)
         end
       end
       return true

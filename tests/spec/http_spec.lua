@@ -112,6 +112,18 @@ describe("http over TCP", function()
     assert.are.same({ 1, 2, 3 }, seen)
   end)
 
+  it("splits many lines per chunk in order, and bounds a line that never ends", function()
+    local n, i = 20000, 0
+    http.request({ url = base .. "/ndjson", query = { n = n }, on_line = function(line)
+      i = i + 1
+      assert.are.equal(('{"i": %d}'):format(i), line)
+    end })
+    assert.are.equal(n, i)
+    raises("Invalid", function()
+      http.request({ url = base .. "/bytes", query = { n = 200000 }, max_body = 100000, on_line = function() end })
+    end, "longer than max_body")
+  end)
+
   it("streams 1 GiB to a file and a digest with flat memory", function()
     local n = 1024 * 1048576
     local path = os.tmpname()
