@@ -50,12 +50,34 @@ describe("docker.connect", function()
     local p = dt.proxy()
     assert.are.equal(p.host .. " true", connect_in_child { DOCKER_HOST = p.host })
     p.stop()
-    local port = 23000 + math.random(0, 999)
+    local port = dt.free_port()
     local tcp = dt.proxy { tcp = port }
     local c = docker.connect { host = tcp.host }
     assert.is_true(c:ping())
     assert.are.equal(d:info().ID, c:info().ID)
     tcp.stop()
+  end)
+
+  it("speaks TLS with a client certificate, from options or DOCKER_TLS_VERIFY/DOCKER_CERT_PATH", function()
+    local pki = dt.pki()
+    local port = dt.free_port()
+    local p = dt.proxy { tcp = port, tls = { cert = pki .. "/server.pem", key = pki .. "/server.key",
+      client_ca = pki .. "/ca.pem" } }
+    local host = "tcp://127.0.0.1:" .. port
+    local c = docker.connect { host = host,
+      tls = { ca = pki .. "/ca.pem", cert = pki .. "/cert.pem", key = pki .. "/key.pem" } }
+    assert.is_true(c:ping())
+    assert.are.equal(d:info().ID, c:info().ID)
+    assert.are.equal(host .. " true",
+      connect_in_child { DOCKER_HOST = host, DOCKER_TLS_VERIFY = "1", DOCKER_CERT_PATH = pki })
+    -- an engine whose certificate another CA signed is refused, as is a missing client cert
+    local err = raised(docker.connect, { host = host, tls = { ca = pki .. "/other-ca.pem",
+      cert = pki .. "/cert.pem", key = pki .. "/key.pem" } })
+    assert.is_true(errors.is(err, "Unreachable"), tostring(err))
+    err = raised(docker.connect, { host = host, tls = { ca = pki .. "/ca.pem" } })
+    assert.is_true(errors.is(err, "Unreachable"), tostring(err))
+    p.stop()
+    sh.run({ "rm", "-rf", pki })
   end)
 
   it("follows the current Docker context", function()

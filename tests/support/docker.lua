@@ -134,16 +134,21 @@ function M.containers()
 end
 
 --- Start tests/support/docker_proxy.py in the background. opts: {die_after=seconds,
---- mute=true, tcp=PORT}. Returns {host = "unix://..." or "tcp://127.0.0.1:PORT", pid, stop()}.
----@param opts? {die_after?:number, mute?:boolean, tcp?:integer}
+--- mute=true, tcp=PORT, tls={cert=, key=, client_ca=?}}. Returns {host = "unix://..." or
+--- "tcp://127.0.0.1:PORT", pid, stop()}.
+---@param opts? {die_after?:number, mute?:boolean, tcp?:integer, tls?:table}
 ---@return {host:string, pid:integer, stop:fun()}
 function M.proxy(opts)
   opts = opts or {}
   local listen = opts.tcp and ("127.0.0.1:" .. opts.tcp) or ("/tmp/" .. M.name("proxy") .. ".sock")
   local out = os.tmpname()
-  local cmd = ("python3 %s/tests/support/docker_proxy.py %s%s%s >%s 2>&1 &"):format(
-    sh.src, sh.q(listen), opts.die_after and (" --die-after " .. opts.die_after) or "",
-    opts.mute and " --mute" or "", out)
+  local flags = { opts.die_after and ("--die-after " .. opts.die_after) or "", opts.mute and "--mute" or "" }
+  if opts.tls then
+    flags[#flags + 1] = "--tls-cert " .. sh.q(opts.tls.cert) .. " --tls-key " .. sh.q(opts.tls.key)
+    if opts.tls.client_ca then flags[#flags + 1] = "--tls-client-ca " .. sh.q(opts.tls.client_ca) end
+  end
+  local cmd = ("python3 %s/tests/support/docker_proxy.py %s %s >%s 2>&1 &"):format(
+    sh.src, sh.q(listen), table.concat(flags, " "), out)
   os.execute(cmd)
   local pid
   for _ = 1, 200 do
@@ -171,6 +176,24 @@ function M.sanitized()
     if line:find("libasan", 1, true) then return true end
   end
   return false
+end
+
+--- A free TCP port on 127.0.0.1 (the kernel picks it; the race is harmless in tests).
+---@return integer
+function M.free_port()
+  local r = sh.run([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])']])
+  return assert(tonumber(r.stdout))
+end
+
+--- A throw-away PKI (tests/support/tlsgen.sh) in a new directory, plus the DOCKER_CERT_PATH
+--- names: ca.pem, cert.pem/key.pem (the client), server.pem/server.key, other-ca.pem.
+---@return string dir
+function M.pki()
+  local dir = M.tmpdir {}
+  local r = sh.run({ "bash", sh.src .. "/tests/support/tlsgen.sh", dir })
+  assert(r.code == 0, "tlsgen.sh failed: " .. r.stderr)
+  sh.run(("cp %s/client.pem %s/cert.pem && cp %s/client.key %s/key.pem"):format(dir, dir, dir, dir))
+  return dir
 end
 
 --- The peak resident memory of this process so far, in KiB.

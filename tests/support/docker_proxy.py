@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
-"""A relay in front of the real Docker socket, for tests of an engine that goes away.
+"""A relay in front of the real Docker socket, for tests of addresses, TLS and an engine that
+goes away.
 
     docker_proxy.py LISTEN [--upstream /var/run/docker.sock] [--die-after SECONDS] [--mute]
+                    [--tls-cert PEM --tls-key KEY [--tls-client-ca PEM]]
 
 LISTEN is a unix socket path, or 127.0.0.1:PORT. Every connection is relayed byte for byte
-to the upstream engine. --die-after exits after that many seconds, dropping every
-connection mid-stream (the engine "going away"); --mute accepts connections and never
-answers (an engine that hangs). The pid is printed on stdout once listening.
+to the upstream engine, two threads per connection. --die-after exits after that many
+seconds, dropping every connection mid-stream (the engine "going away"); --mute accepts
+connections and never answers (an engine that hangs); --tls-* serve TLS on a TCP port,
+requiring a client certificate signed by --tls-client-ca when given (as dockerd --tlsverify).
+The pid is printed on stdout once listening.
 """
 import argparse
 import os
-import selectors
 import socket
+import ssl
 import sys
+import threading
 import time
 
 
@@ -28,8 +33,39 @@ def listener(spec):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(spec)
     s.listen(64)
-    s.setblocking(False)
     return s
+
+
+def pump(src, dst):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    for s in (src, dst):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def serve(conn, args, ctx, held):
+    if ctx is not None:
+        try:
+            conn = ctx.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            conn.close()
+            return
+    if args.mute:
+        held.append(conn)
+        return
+    up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    up.connect(args.upstream)
+    threading.Thread(target=pump, args=(conn, up), daemon=True).start()
+    threading.Thread(target=pump, args=(up, conn), daemon=True).start()
 
 
 def main():
@@ -38,59 +74,40 @@ def main():
     ap.add_argument("--upstream", default="/var/run/docker.sock")
     ap.add_argument("--die-after", type=float, default=None)
     ap.add_argument("--mute", action="store_true")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--tls-client-ca")
     args = ap.parse_args()
 
+    ctx = None
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(args.tls_client_ca)
+
     srv = listener(args.listen)
-    sel = selectors.DefaultSelector()
-    sel.register(srv, selectors.EVENT_READ, None)
-    peers = {}
     held = []
     print(os.getpid(), flush=True)
-    deadline = time.monotonic() + args.die_after if args.die_after else None
 
-    while True:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if deadline is not None and timeout == 0.0:
-            break
-        for key, _ in sel.select(timeout):
-            if key.data is None:
-                conn, _ = srv.accept()
-                if args.mute:
-                    held.append(conn)
-                    continue
-                up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                up.connect(args.upstream)
-                peers[conn], peers[up] = up, conn
-                sel.register(conn, selectors.EVENT_READ, "c")
-                sel.register(up, selectors.EVENT_READ, "u")
-                continue
-            sock = key.fileobj
-            try:
-                data = sock.recv(65536)
-            except OSError:
-                data = b""
-            other = peers.get(sock)
-            if not data or other is None:
-                for s in (sock, other):
-                    if s is not None and s in peers:
-                        sel.unregister(s)
-                        peers.pop(s, None)
-                        s.close()
-                continue
-            other.sendall(data)
-    # Going away: drop everything without a goodbye.
-    for s in list(peers) + held:
-        try:
-            s.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        s.close()
-    if not (":" in args.listen and not args.listen.startswith("/")):
+    def accept_loop():
+        while True:
+            conn, _ = srv.accept()
+            threading.Thread(target=serve, args=(conn, args, ctx, held), daemon=True).start()
+
+    threading.Thread(target=accept_loop, daemon=True).start()
+    if args.die_after is None:
+        while True:
+            time.sleep(3600)
+    time.sleep(args.die_after)
+    # Going away: the process ends and the kernel drops every connection without a goodbye.
+    if args.listen.startswith("/"):
         try:
             os.unlink(args.listen)
         except OSError:
             pass
-    sys.exit(0)
+    os._exit(0)
 
 
 if __name__ == "__main__":
