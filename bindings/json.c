@@ -19,6 +19,20 @@
 #define ARRAY_MT "myrmex.json.array"
 #define OBJECT_MT "myrmex.json.object"
 #define TREE_MT "myrmex.json.tree"
+
+/* C memory held while Lua code may raise: freed by the box's __gc if it does. */
+typedef struct {
+  cJSON *tree;
+  char *text;
+} json_box;
+
+static json_box *new_box(lua_State *L) {
+  json_box *box = lua_newuserdatauv(L, sizeof(json_box), 0);
+  box->tree = NULL;
+  box->text = NULL;
+  luaL_setmetatable(L, TREE_MT);
+  return box;
+}
 #define MAX_DEPTH 1000
 
 /* The null sentinel: a light userdata to a private address, one for the whole process. */
@@ -144,31 +158,56 @@ static int json_decode(lua_State *L) {
   }
   /* A boxed pointer whose __gc frees the tree, so a Lua error while converting (out of
    * memory) cannot leak it. */
-  cJSON **box = lua_newuserdatauv(L, sizeof(cJSON *), 0);
-  *box = root;
-  luaL_setmetatable(L, TREE_MT);
+  json_box *box = new_box(L);
+  box->tree = root;
   push_value(L, root, 0);
   cJSON_Delete(root);
-  *box = NULL;
+  box->tree = NULL;
   return 1;
 }
 
-static int tree_gc(lua_State *L) {
-  cJSON **box = luaL_checkudata(L, 1, TREE_MT);
-  cJSON_Delete(*box);
-  *box = NULL;
+static int box_gc(lua_State *L) {
+  json_box *box = luaL_checkudata(L, 1, TREE_MT);
+  cJSON_Delete(box->tree);
+  cJSON_free(box->text);
+  box->tree = NULL;
+  box->text = NULL;
   return 0;
 }
 
 /* ---- encode ---- */
 
+/*
+ * The tree is built top-down: each container is attached to its parent (the root to a box
+ * whose __gc frees it) before its members are converted. A Lua error half-way (out of
+ * memory, a failing __index) then leaves nothing unreachable: the whole partial tree hangs
+ * from the box.
+ */
 typedef struct {
   int sort_keys;
   int indent;
+  const char *err;
   char msg[64];
+  json_box *box;
 } encode_opts;
 
-static cJSON *to_json(lua_State *L, int idx, int depth, encode_opts *o, const char **err);
+static int to_json(lua_State *L, int idx, int depth, encode_opts *o, cJSON *parent,
+                   const char *key);
+
+/* Attach v to parent (under key for an object) or make it the root; NULL when v is NULL (a
+ * failed cJSON allocation) or cannot be attached, v then being freed. */
+static cJSON *place(encode_opts *o, cJSON *parent, const char *key, cJSON *v) {
+  if (v && !parent) {
+    o->box->tree = v;
+    return v;
+  }
+  if (v && (key ? cJSON_AddItemToObject(parent, key, v) : cJSON_AddItemToArray(parent, v)))
+    return v;
+  cJSON_Delete(v);
+  if (!o->err)
+    o->err = "not enough memory";
+  return NULL;
+}
 
 static int array_length(lua_State *L, int idx) {
   /* A table is an array when its metatable says so, or when its keys are exactly 1..n. */
@@ -204,22 +243,26 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static cJSON *object_to_json(lua_State *L, int idx, int depth, encode_opts *o, const char **err) {
-  cJSON *obj = cJSON_CreateObject();
+static int object_to_json(lua_State *L, int idx, int depth, encode_opts *o, cJSON *parent,
+                          const char *key) {
   int n = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     lua_pop(L, 1);
     if (lua_type(L, -1) != LUA_TSTRING) {
       lua_pop(L, 1);
-      *err = "table key is not a string (mixed or sparse table?)";
-      cJSON_Delete(obj);
-      return NULL;
+      o->err = "table key is not a string (mixed or sparse table?)";
+      return 0;
     }
     n++;
   }
-  /* Keys are collected so that sort_keys gives byte-for-byte reproducible output. */
-  const char **keys = malloc(sizeof(char *) * (size_t)(n ? n : 1));
+  cJSON *obj = place(o, parent, key, cJSON_CreateObject());
+  if (!obj)
+    return 0;
+  /* Keys are collected so that sort_keys gives byte-for-byte reproducible output; the array
+   * is a userdata so that it is collected whatever happens next. The strings are anchored by
+   * the table being encoded. */
+  const char **keys = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n ? n : 1), 0);
   int k = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
@@ -230,99 +273,112 @@ static cJSON *object_to_json(lua_State *L, int idx, int depth, encode_opts *o, c
     qsort(keys, (size_t)n, sizeof(char *), cmp_str);
   for (int i = 0; i < n; i++) {
     lua_getfield(L, idx, keys[i]);
-    cJSON *v = to_json(L, lua_gettop(L), depth + 1, o, err);
+    int ok = to_json(L, lua_gettop(L), depth + 1, o, obj, keys[i]);
     lua_pop(L, 1);
-    if (!v) {
-      free(keys);
-      cJSON_Delete(obj);
-      return NULL;
-    }
-    cJSON_AddItemToObject(obj, keys[i], v);
+    if (!ok)
+      return 0;
   }
-  free(keys);
-  return obj;
+  lua_pop(L, 1);
+  return 1;
 }
 
-static cJSON *table_to_json(lua_State *L, int idx, int depth, encode_opts *o, const char **err) {
+static int table_to_json(lua_State *L, int idx, int depth, encode_opts *o, cJSON *parent,
+                         const char *key) {
   if (depth > MAX_DEPTH) {
-    *err = "nesting deeper than 1000 levels (a cycle?)";
-    return NULL;
+    o->err = "nesting deeper than 1000 levels (a cycle?)";
+    return 0;
   }
   if (!lua_checkstack(L, 6)) {
-    *err = "nesting too deep";
-    return NULL;
+    o->err = "nesting too deep";
+    return 0;
   }
   int n = array_length(L, idx);
   if (n < 0)
-    return object_to_json(L, idx, depth, o, err);
-  cJSON *arr = cJSON_CreateArray();
+    return object_to_json(L, idx, depth, o, parent, key);
+  cJSON *arr = place(o, parent, key, cJSON_CreateArray());
+  if (!arr)
+    return 0;
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, idx, i);
-    cJSON *v = to_json(L, lua_gettop(L), depth + 1, o, err);
+    int ok = to_json(L, lua_gettop(L), depth + 1, o, arr, NULL);
     lua_pop(L, 1);
-    if (!v) {
-      cJSON_Delete(arr);
-      return NULL;
-    }
-    cJSON_AddItemToArray(arr, v);
+    if (!ok)
+      return 0;
   }
-  return arr;
+  return 1;
 }
 
-static cJSON *to_json(lua_State *L, int idx, int depth, encode_opts *o, const char **err) {
+/* The text of a number that reads back as the same number: integers as such, doubles in the
+ * shortest of %.15g..%.17g that round-trips. NULL (and o->err) for NaN and infinities. */
+static const char *number_text(lua_State *L, int idx, encode_opts *o, char *buf, size_t size) {
+  if (lua_isinteger(L, idx)) {
+    snprintf(buf, size, "%lld", (long long)lua_tointeger(L, idx));
+    return buf;
+  }
+  double d = lua_tonumber(L, idx);
+  if (isnan(d) || isinf(d)) {
+    o->err = "cannot encode NaN or infinity";
+    return NULL;
+  }
+  snprintf(buf, size, "%.17g", d);
+  for (int p = 15; p < 17; p++) {
+    char t[32];
+    snprintf(t, sizeof t, "%.*g", p, d);
+    if (strtod(t, NULL) == d) {
+      snprintf(buf, size, "%s", t);
+      break;
+    }
+  }
+  return buf;
+}
+
+static int to_json(lua_State *L, int idx, int depth, encode_opts *o, cJSON *parent,
+                   const char *key) {
   char buf[32];
+  cJSON *v;
   switch (lua_type(L, idx)) {
   case LUA_TNIL:
-    return cJSON_CreateNull();
+    v = cJSON_CreateNull();
+    break;
   case LUA_TBOOLEAN:
-    return cJSON_CreateBool(lua_toboolean(L, idx));
-  case LUA_TNUMBER:
-    if (lua_isinteger(L, idx)) {
-      snprintf(buf, sizeof buf, "%lld", (long long)lua_tointeger(L, idx));
-      return cJSON_CreateRaw(buf);
-    } else {
-      double d = lua_tonumber(L, idx);
-      if (isnan(d) || isinf(d)) {
-        *err = "cannot encode NaN or infinity";
-        return NULL;
-      }
-      snprintf(buf, sizeof buf, "%.17g", d);
-      /* Shortest text that reads back as the same double. */
-      for (int p = 15; p < 17; p++) {
-        char t[32];
-        snprintf(t, sizeof t, "%.*g", p, d);
-        if (strtod(t, NULL) == d) {
-          memcpy(buf, t, sizeof t);
-          break;
-        }
-      }
-      return cJSON_CreateRaw(buf);
-    }
+    v = cJSON_CreateBool(lua_toboolean(L, idx));
+    break;
+  case LUA_TNUMBER: {
+    const char *text = number_text(L, idx, o, buf, sizeof buf);
+    if (!text)
+      return 0;
+    v = cJSON_CreateRaw(text);
+    break;
+  }
   case LUA_TSTRING: {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
     if (invalid_utf8_at((const unsigned char *)s, len) != (size_t)-1 || strlen(s) != len) {
-      *err = "string is not valid UTF-8 (or has a NUL byte)";
-      return NULL;
+      o->err = "string is not valid UTF-8 (or has a NUL byte)";
+      return 0;
     }
-    return cJSON_CreateString(s);
+    v = cJSON_CreateString(s);
+    break;
   }
   case LUA_TTABLE:
-    return table_to_json(L, idx, depth, o, err);
+    return table_to_json(L, idx, depth, o, parent, key);
   case LUA_TLIGHTUSERDATA:
-    if (is_null(L, idx))
-      return cJSON_CreateNull();
+    if (is_null(L, idx)) {
+      v = cJSON_CreateNull();
+      break;
+    }
     /* fallthrough */
   default:
     snprintf(o->msg, sizeof o->msg, "cannot encode a %s", luaL_typename(L, idx));
-    *err = o->msg;
-    return NULL;
+    o->err = o->msg;
+    return 0;
   }
+  return place(o, parent, key, v) != NULL;
 }
 
 static int json_encode(lua_State *L) {
   luaL_checkany(L, 1);
-  encode_opts o = {0, 0, ""};
+  encode_opts o = {0, 0, NULL, "", NULL};
   if (lua_istable(L, 2)) {
     lua_getfield(L, 2, "sort_keys");
     o.sort_keys = lua_toboolean(L, -1);
@@ -331,16 +387,17 @@ static int json_encode(lua_State *L) {
     lua_pop(L, 2);
   }
   lua_settop(L, 1);
-  const char *err = NULL;
-  cJSON *root = to_json(L, 1, 0, &o, &err);
-  if (!root)
-    return luaL_error(L, "json.encode: %s", err);
-  char *text = o.indent ? cJSON_Print(root) : cJSON_PrintUnformatted(root);
-  cJSON_Delete(root);
-  if (!text)
+  o.box = new_box(L);
+  if (!to_json(L, 1, 0, &o, NULL, NULL))
+    return luaL_error(L, "json.encode: %s", o.err);
+  o.box->text = o.indent ? cJSON_Print(o.box->tree) : cJSON_PrintUnformatted(o.box->tree);
+  cJSON_Delete(o.box->tree);
+  o.box->tree = NULL;
+  if (!o.box->text)
     return luaL_error(L, "json.encode: not enough memory");
-  lua_pushstring(L, text);
-  cJSON_free(text);
+  lua_pushstring(L, o.box->text);
+  cJSON_free(o.box->text);
+  o.box->text = NULL;
   return 1;
 }
 
@@ -375,7 +432,7 @@ static const luaL_Reg json_funcs[] = {{"decode", json_decode}, {"encode", json_e
 
 int luaopen_myrmex_core_json(lua_State *L) {
   luaL_newmetatable(L, TREE_MT);
-  lua_pushcfunction(L, tree_gc);
+  lua_pushcfunction(L, box_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   luaL_newmetatable(L, ARRAY_MT);
