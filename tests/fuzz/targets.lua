@@ -74,4 +74,104 @@ function T.scan_report(data)
   expect_clean("scan", ok, err)
 end
 
+-- Each normalizer on its own, past format detection. Text not starting like JSON would be
+-- taken as a file path, so only JSON-looking inputs reach the normalizer.
+local function scan_format(format)
+  return function(data)
+    if not data:find("^%s*[{%[]") then return end
+    local ok, err = pcall(require("myrmex.scan").load_report, data, { format = format })
+    expect_clean("scan", ok, err)
+  end
+end
+T.scan_trivy = scan_format("trivy")
+T.scan_grype = scan_format("grype")
+T.scan_sarif = scan_format("sarif")
+T.scan_scout = scan_format("scout")
+
+-- Image references: a parsed reference prints as a string that parses to the same thing.
+function T.reference(data)
+  local reference = require("myrmex.registry.reference")
+  local ok, ref = pcall(reference.parse, data)
+  expect_clean("registry.reference", ok, ref)
+  if not ok then return end
+  local again = reference.parse(tostring(ref))
+  assert(tostring(again) == tostring(ref), "reference round trip changed: " .. tostring(ref))
+end
+
+-- WWW-Authenticate never raises: every challenge has a lowercase scheme and string params.
+function T.challenges(data)
+  local auth = require("myrmex.registry.auth")
+  local ok, list = pcall(auth.parse_challenges, data)
+  expect_clean("parse_challenges", ok, list)
+  if not ok then return end
+  for _, ch in ipairs(list) do
+    assert(type(ch.scheme) == "string" and ch.scheme == ch.scheme:lower(), "bad scheme")
+    for k, v in pairs(ch.params) do
+      assert(type(k) == "string" and type(v) == "string", "bad param")
+    end
+  end
+end
+
+-- Link headers of paged listings, through the real Client:tags with its request function
+-- replaced (no network): the first page carries the fuzzed Link, the next page none.
+function T.link(data)
+  local registry = require("myrmex.registry")
+  local c = registry.connect("127.0.0.1:5000", { plain_http = true, config = false })
+  local calls = {}
+  c._call = function(_, t)
+    calls[#calls + 1] = t.url or t.path
+    local headers = #calls == 1 and { link = data } or {}
+    return { status = 200, body = '{"name":"a","tags":["t' .. #calls .. '"]}', headers = headers }
+  end
+  local ok, tags = pcall(c.tags, c, "a")
+  expect_clean("registry", ok, tags)
+  if ok then
+    assert(#calls <= 2 and #tags == #calls, "pages followed: " .. #calls)
+    if calls[2] then assert(calls[2]:find("^https?://"), "relative next page: " .. calls[2]) end
+  end
+end
+
+-- The Docker stream demultiplexer: fed the same bytes in one piece or in pieces cut where the
+-- first bytes say, it delivers the same stdout and stderr and agrees on where it ended.
+local function demux_run(data, cuts)
+  local stream = require("myrmex.docker.stream")
+  local out = { stdout = {}, stderr = {} }
+  local d = stream.demux(function(kind, bytes) table.insert(out[kind], bytes) end)
+  local pos = 1
+  for _, n in ipairs(cuts) do
+    d:feed(data:sub(pos, pos + n - 1))
+    pos = pos + n
+  end
+  d:feed(data:sub(pos))
+  return table.concat(out.stdout), table.concat(out.stderr), d:finish()
+end
+
+function T.demux(data)
+  local cuts = {}
+  for i = 1, math.min(#data, 4) do cuts[i] = data:byte(i) % 17 end
+  local ok, o1, e1, f1 = pcall(demux_run, data, {})
+  expect_clean("docker.stream", ok, o1)
+  local o2, e2, f2 = demux_run(data, cuts)
+  assert(o1 == o2 and e1 == e2 and f1 == f2, "demux depends on how the stream was cut")
+  assert(#o1 + #e1 <= #data, "demux delivered more than it was given")
+end
+
+-- JSON-lines progress streams (docker pull/build/push): split by the line splitter, each line
+-- decoded; the splitter loses no byte.
+function T.jsonl(data)
+  local stream = require("myrmex.docker.stream")
+  local json = require("myrmex.json")
+  local lines = {}
+  local s = stream.lines(function(line) lines[#lines + 1] = line end)
+  local cut = math.max(1, (data:byte(1) or 1) % 64)
+  for i = 1, #data, cut do s:feed(data:sub(i, i + cut - 1)) end
+  s:finish()
+  local joined = table.concat(lines, "\n")
+  assert(joined == data or joined .. "\n" == data, "line splitter lost bytes")
+  for _, line in ipairs(lines) do
+    local ok, err = pcall(json.decode, line)
+    expect_clean("json.decode", ok, err)
+  end
+end
+
 return T
