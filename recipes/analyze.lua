@@ -22,10 +22,9 @@ return {
     report.add_layers(p.image, layers, { wasted_bytes = a.wasted_bytes, efficiency = a.efficiency })
     log.info("image analysed", { image = p.image, size = a.size or a.total_size, layers = #layers,
       wasted_bytes = a.wasted_bytes, efficiency = a.efficiency })
-    if image and image.optimize then
-      local ok, advice = pcall(image.optimize, p.image)
-      for _, s in ipairs(ok and (advice.suggestions or advice) or {}) do
-        log.info("advice: " .. tostring(s.message or s.text or s.kind), { saves = s.bytes or s.saves })
+    if image then
+      for _, s in ipairs(image.optimize(a)) do
+        log.info("advice: " .. s.message, { kind = s.kind, saves = image.bytes(s.bytes) })
       end
     end
     if a.efficiency and a.efficiency < p.min_efficiency then
