@@ -133,7 +133,7 @@ return function(Client, H)
         end
         if not r.id:find(":", 1, true) then r.id = "sha256:" .. r.id end
         return { id = r.id, tags = tags }
-      end, { id = "planned-image", tags = tags })
+      end, { tags = tags })
   end
 
   --- Images on the engine (GET /images/json).
