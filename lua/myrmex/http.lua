@@ -10,6 +10,8 @@ local M = {}
 
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true }
 local DEFAULT_MAX_BODY = 64 << 20
+local SECRET_HEADERS = { authorization = true, ["proxy-authorization"] = true, ["x-registry-auth"] = true,
+  ["x-registry-config"] = true }
 local RETRY_STATUS = { [429] = true, [502] = true, [503] = true, [504] = true }
 local KNOWN = { method = true, url = true, unix_socket = true, query = true, headers = true,
   body = true, body_size = true, timeout = true, connect_timeout = true, low_speed_time = true,
@@ -125,7 +127,17 @@ local function prepare(t, fname)
   local names = {}
   for k in pairs(t.headers or {}) do names[#names + 1] = k end
   table.sort(names)
-  for _, k in ipairs(names) do headers[#headers + 1] = k .. ": " .. tostring(t.headers[k]) end
+  for _, k in ipairs(names) do
+    local v = tostring(t.headers[k])
+    if SECRET_HEADERS[k:lower()] then
+      -- Redact the credential however a log or error quotes it: whole, or after its scheme.
+      log.secret(v)
+      log.secret(v:match("^%a+%s+(.+)$"))
+    end
+    headers[#headers + 1] = k .. ": " .. v
+  end
+  local userinfo = url:match("^%a+://([^/@]+)@")
+  if userinfo then log.secret(userinfo:match(":(.*)$")) end
   local o = {
     url = url, method = (t.method or "GET"):upper(), unix_socket = t.unix_socket,
     headers = headers, body = t.body, body_size = t.body_size, proxy = t.proxy,

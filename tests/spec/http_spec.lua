@@ -6,6 +6,7 @@ local http = require("myrmex.http")
 local json = require("myrmex.json")
 local digest = require("myrmex.digest")
 local errors = require("myrmex.errors")
+local log = require("myrmex.log")
 
 local HTTPD = "python3 " .. sh.src .. "/tests/support/httpd.py"
 
@@ -110,6 +111,17 @@ describe("http over TCP", function()
       on_json = function(o) seen[#seen + 1] = o.i; return o.i < 3 end })
     assert.is_true(res.stopped)
     assert.are.same({ 1, 2, 3 }, seen)
+  end)
+
+  it("registers credentials it sends as secrets, so logs never quote them bare", function()
+    local token, auth = "tok-" .. os.time() .. "-q9Zx", "cmVnaXN0cnktYXV0aC0" .. os.time()
+    local res = http.request({ url = base .. "/echo", headers = { Authorization = "Bearer " .. token,
+      ["X-Registry-Auth"] = auth } })
+    local seen = json.decode(res.body).headers
+    assert.are.equal("Bearer " .. token, seen.authorization)
+    local line = log.redact(("token %s, auth %s"):format(token, auth))
+    assert.is_nil(line:find(token, 1, true), line)
+    assert.is_nil(line:find(auth, 1, true), line)
   end)
 
   it("splits many lines per chunk in order, and bounds a line that never ends", function()
