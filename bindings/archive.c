@@ -650,7 +650,62 @@ typedef struct {
                                 copying entry data into buf, so the two must not be one */
   int eof;
   unsigned long gen; /* bumped at every entry, so an entry source knows its entry is gone */
+  /* A data block of the current entry fetched by sniff() and not consumed yet: it points into
+   * libarchive's buffer, valid until the next call on a. */
+  const char *pend;
+  size_t pend_len;
+  int64_t next_off; /* offset the next archive_read_data_block should return */
+  int used_data;    /* archive_read_data was called on this entry: it may hold a partial
+                       block, so data_block (the zero-copy path) must not be mixed in */
+  int block_mode;   /* data_block was called on this entry: archive_read_data would now pad
+                       the blocks already taken with zeros, so everything goes by blocks */
 } reader;
+
+static int reader_block(reader *r, const void **p, size_t *n);
+
+/* Up to n bytes of the current entry, by blocks once a block was taken, else through
+ * archive_read_data. */
+static la_ssize_t reader_take(reader *r, char *buf, size_t n) {
+  if (r->block_mode && r->pend_len == 0) {
+    const void *p;
+    size_t k;
+    int rc = reader_block(r, &p, &k);
+    if (rc <= 0)
+      return rc;
+    r->pend = p, r->pend_len = k;
+  }
+  if (r->pend_len > 0) {
+    size_t k = r->pend_len < n ? r->pend_len : n;
+    memcpy(buf, r->pend, k);
+    r->pend += k, r->pend_len -= k;
+    return (la_ssize_t)k;
+  }
+  r->used_data = 1;
+  return archive_read_data(r->a, buf, n);
+}
+
+/* The next data block of the current entry without a copy: 1 with p and n set, 0 at its end,
+ * -1 on error (a sparse entry's hole included: the zero-copy path does not fill holes). */
+static int reader_block(reader *r, const void **p, size_t *n) {
+  if (r->pend_len > 0) {
+    *p = r->pend, *n = r->pend_len;
+    r->pend_len = 0;
+    return 1;
+  }
+  la_int64_t off;
+  r->block_mode = 1;
+  int rc = archive_read_data_block(r->a, p, n, &off);
+  if (rc == ARCHIVE_EOF)
+    return 0;
+  if (rc < ARCHIVE_WARN)
+    return -1;
+  if (off != r->next_off) {
+    archive_set_error(r->a, EINVAL, "sparse entries cannot be read as a source");
+    return -1;
+  }
+  r->next_off += (int64_t)*n;
+  return 1;
+}
 
 static la_ssize_t reader_pull(struct archive *a, void *ud, const void **out) {
   reader *r = ud;
@@ -662,6 +717,42 @@ static la_ssize_t reader_pull(struct archive *a, void *ud, const void **out) {
   }
   *out = r->inbuf;
   return n;
+}
+
+static ssize_t entry_src_read(void *ud, char *buf, size_t n, char *err, size_t errlen);
+
+typedef struct {
+  reader *r;
+  unsigned long gen;
+  char *pre;
+  size_t prelen, prepos;
+  int fast; /* the outer entry was only sniffed: its blocks can be handed over uncopied */
+} entry_src;
+
+/* An inner reader over an entry source takes the outer reader's data blocks as they are, so
+ * a layer inside a saved image is not copied on its way through. */
+static la_ssize_t reader_pull_entry(struct archive *a, void *ud, const void **out) {
+  reader *inner = ud;
+  entry_src *es = inner->src->ud;
+  if (es->prepos < es->prelen) {
+    *out = es->pre + es->prepos;
+    size_t k = es->prelen - es->prepos;
+    es->prepos = es->prelen;
+    return (la_ssize_t)k;
+  }
+  reader *r = es->r;
+  if (!r->a || r->gen != es->gen || !r->cur) {
+    archive_set_error(a, EIO, "the archive entry behind this source is gone");
+    return -1;
+  }
+  size_t n = 0;
+  int rc = reader_block(r, out, &n);
+  if (rc < 0) {
+    const char *m = archive_error_string(r->a);
+    archive_set_error(a, EIO, "%s", m ? m : "unreadable entry data");
+    return -1;
+  }
+  return rc == 0 ? 0 : (la_ssize_t)n;
 }
 
 static reader *reader_check(lua_State *L) {
@@ -717,7 +808,8 @@ static reader *reader_new(lua_State *L, int idx, const char *fname) {
       luaL_error(L, "%s: source is closed", fname);
     lua_pushvalue(L, idx);
     lua_setiuservalue(L, -2, 1);
-    rc = archive_read_open(r->a, r, NULL, reader_pull, NULL);
+    int fast = r->src->read == entry_src_read && ((entry_src *)r->src->ud)->fast;
+    rc = archive_read_open(r->a, r, NULL, fast ? reader_pull_entry : reader_pull, NULL);
   } else {
     const char *path = lua_tostring(L, idx);
     if (!path)
@@ -782,6 +874,7 @@ static int reader_next(lua_State *L) {
   if (mx_interrupt_take())
     return mx_raise_interrupted(L);
   r->gen++;
+  r->pend = NULL, r->pend_len = 0, r->next_off = 0, r->used_data = 0, r->block_mode = 0;
   int rc = archive_read_next_header(r->a, &r->cur);
   if (rc == ARCHIVE_EOF) {
     r->eof = 1;
@@ -811,7 +904,7 @@ static reader *reader_current(lua_State *L, const char *fname) {
 
 /* Next data chunk of the current entry: >0 bytes, 0 at its end; raises on a broken archive. */
 static la_ssize_t reader_chunk(lua_State *L, reader *r) {
-  la_ssize_t n = archive_read_data(r->a, r->buf, CHUNK);
+  la_ssize_t n = reader_take(r, r->buf, CHUNK);
   if (n < 0)
     reader_raise(L, r, archive_entry_pathname(r->cur));
   return n;
@@ -859,7 +952,7 @@ static int reader_digest(lua_State *L) {
   }
   lua_Integer size = 0;
   la_ssize_t n;
-  while ((n = archive_read_data(r->a, r->buf, CHUNK)) > 0) {
+  while ((n = reader_take(r, r->buf, CHUNK)) > 0) {
     EVP_DigestUpdate(d.ctx, r->buf, (size_t)n);
     size += n;
   }
@@ -875,7 +968,7 @@ static int reader_digest(lua_State *L) {
 /* Copy the current entry's data to fd, hashing it when d is set; -1 with a message pushed. */
 static int reader_pump(lua_State *L, reader *r, int fd, mx_digest *d, lua_Integer *size) {
   la_ssize_t n;
-  while ((n = archive_read_data(r->a, r->buf, CHUNK)) > 0) {
+  while ((n = reader_take(r, r->buf, CHUNK)) > 0) {
     if (d->ctx)
       EVP_DigestUpdate(d->ctx, r->buf, (size_t)n);
     for (la_ssize_t off = 0; off < n;) {
@@ -952,12 +1045,6 @@ static int reader_copy_to(lua_State *L) {
 
 /* An entry's data as a source, so a tar inside a tar (layers in a saved image) is read in the
  * same pass. The prefix lets a caller that already looked at the first chunk put it back. */
-typedef struct {
-  reader *r;
-  unsigned long gen;
-  char *pre;
-  size_t prelen, prepos;
-} entry_src;
 
 static ssize_t entry_src_read(void *ud, char *buf, size_t n, char *err, size_t errlen) {
   entry_src *es = ud;
@@ -971,7 +1058,7 @@ static ssize_t entry_src_read(void *ud, char *buf, size_t n, char *err, size_t e
     snprintf(err, errlen, "the archive entry behind this source is gone");
     return -1;
   }
-  la_ssize_t got = archive_read_data(es->r->a, buf, n);
+  la_ssize_t got = reader_take(es->r, buf, n);
   if (got < 0) {
     const char *m = archive_error_string(es->r->a);
     snprintf(err, errlen, "%s", m ? m : "unreadable entry data");
@@ -1000,12 +1087,31 @@ static int reader_source(lua_State *L) {
   }
   if (plen)
     memcpy(es->pre, pre, plen);
-  es->prelen = plen, es->r = r, es->gen = r->gen;
+  es->prelen = plen, es->r = r, es->gen = r->gen, es->fast = !r->used_data;
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
   s->ud = es, s->read = entry_src_read, s->close = entry_src_close;
   s->size = -1;
   s->closed = 0;
+  return 1;
+}
+
+/* r:sniff([n]) -> the first n (default 512) bytes of the current entry's data, which stay
+ * unread: read(), read_all(), source() and the rest still see them. */
+static int reader_sniff(lua_State *L) {
+  reader *r = reader_current(L, "reader:sniff");
+  lua_Integer want = luaL_optinteger(L, 2, 512);
+  if (r->used_data || (r->block_mode && r->pend_len == 0))
+    return luaL_error(L, "reader:sniff: the entry's data is already being read");
+  if (!r->block_mode) {
+    const void *p;
+    size_t n;
+    int rc = reader_block(r, &p, &n);
+    if (rc < 0)
+      return reader_raise(L, r, archive_entry_pathname(r->cur));
+    r->pend = rc ? p : NULL, r->pend_len = rc ? n : 0;
+  }
+  lua_pushlstring(L, r->pend ? r->pend : "", r->pend_len < (size_t)want ? r->pend_len : (size_t)want);
   return 1;
 }
 
@@ -1411,9 +1517,33 @@ static int ar_writer(lua_State *L) {
 /* ------------------------------------------------------------------------------------------ */
 /* extract                                                                                    */
 
+/*
+ * True when a ".." in p comes after a name ("a/../b"). Lexical cleaning folds such a pair, but
+ * the kernel does not when the name is a symlink (or becomes one later in the archive): with
+ * u -> ".", "u/.." is the parent of the destination, not the destination. Leading ".." only
+ * climb real directories (entries are never written through symlinks), so they are checked
+ * lexically; a ".." after a name is refused.
+ */
+static int dotdot_after_name(const char *p) {
+  int seen_name = 0;
+  while (*p) {
+    while (*p == '/')
+      p++;
+    size_t n = strcspn(p, "/");
+    if (n == 2 && p[0] == '.' && p[1] == '.') {
+      if (seen_name)
+        return 1;
+    } else if (n > 0 && !(n == 1 && p[0] == '.')) {
+      seen_name = 1;
+    }
+    p += n;
+  }
+  return 0;
+}
+
 /* True when rel (relative, already checked) joined with a link target stays inside. */
 static int link_stays_inside(const char *rel, const char *target) {
-  if (target[0] == '/')
+  if (target[0] == '/' || dotdot_after_name(target))
     return 0;
   char buf[PATH_MAX * 2];
   const char *slash = strrchr(rel, '/');
@@ -1461,11 +1591,14 @@ static int extract_place(lua_State *L, extract_ctx *x, struct archive_entry *e) 
   const char *hard = archive_entry_hardlink(e);
   const char *hrel = hard ? strip_components(hard, x->strip) : NULL;
   const char *sym = archive_entry_symlink(e);
-  if (!path_is_safe(rel) || (hard && (!hrel || !path_is_safe(hrel))) ||
+  if (!path_is_safe(rel) || (hard && (!hrel || !path_is_safe(hrel) || dotdot_after_name(hrel))) ||
       (sym && !link_stays_inside(rel, sym))) {
     lua_pushfstring(L, "archive.extract: refusing %s: it would land outside %s", orig, x->dest);
     return -1;
   }
+  /* Owners are not restored, so a set-id bit would make the file set-id to whoever extracts
+   * (root, for a daemon-side copy): an image layer must not be able to plant that. */
+  archive_entry_set_perm(e, archive_entry_perm(e) & ~(mode_t)(S_ISUID | S_ISGID));
   char full[PATH_MAX * 2];
   snprintf(full, sizeof full, "%s/%s", x->dest, rel);
   if (hrel) {
@@ -1569,7 +1702,8 @@ int luaopen_myrmex_core_archive(lua_State *L) {
   static const luaL_Reg reader_methods[] = {
       {"entries", reader_entries}, {"read", reader_read},       {"read_all", reader_read_all},
       {"digest", reader_digest},   {"copy_to", reader_copy_to}, {"close", reader_close},
-      {"source", reader_source},   {"bytes", reader_bytes},     {0, 0}};
+      {"source", reader_source},   {"bytes", reader_bytes},     {"sniff", reader_sniff},
+      {0, 0}};
   static const luaL_Reg writer_meta[] = {
       {"__gc", writer_gc}, {"__close", writer_close_meta}, {0, 0}};
   static const luaL_Reg writer_methods[] = {
