@@ -61,7 +61,7 @@ describe("myrmex.log", function()
   it("draws a bar in place on a terminal", function()
     local r = sh.run("script -qec " .. sh.q(sh.bin .. " -e " .. sh.q(
       "local p = require('myrmex.log').progress('build app', {total=10}); p:update(5); p:finish()"))
-      .. " /dev/null")
+      .. " /dev/null", { env = { CI = "", GITHUB_ACTIONS = "" } })
     assert.are.equal(0, r.code, r.stderr)
     assert.truthy(r.stdout:find("\r\27[K[============            ]  50% 5/10 build app", 1, true)
       or r.stdout:find("[========================] 100% 10/10 build app", 1, true), r.stdout)
