@@ -1,0 +1,208 @@
+"""The fake controllers of the test API server (called under the state lock every 50 ms).
+
+Deployments: after `delay` seconds the new generation is observed with replicas updated but
+not ready; after another `delay` they are ready and available. Marked "fail": Progressing
+turns False with ProgressDeadlineExceeded. Marked "stall": nothing is ever observed.
+Jobs: pods appear after `delay`, finish after another `delay` (Complete, or Failed when
+marked "fail"); each pod's log is what an `echo` command would print. Namespaces being
+deleted lose their contents, then go; Foreground deletions wait for their dependents;
+dependents of deleted owners are collected.
+"""
+import copy
+import time
+import uuid
+
+
+def now():
+    import datetime
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def step(state):
+    t = time.monotonic()
+    for key, obj in list(state.objects.items()):
+        plural = key[0]
+        if obj["metadata"].get("deletionTimestamp"):
+            finish_deletion(state, key, obj)
+        elif plural == "deployments":
+            deployment(state, key, obj, t)
+        elif plural == "jobs":
+            job(state, key, obj, t)
+    collect_garbage(state)
+
+
+def write_status(state, key, obj, status):
+    if obj.get("status") == status:
+        return
+    new = copy.deepcopy(obj)
+    new["status"] = status
+    mf = [e for e in new["metadata"].get("managedFields") or []
+          if not (e["manager"] == "kube-controller-manager" and e.get("subresource") == "status")]
+    mf.append({"manager": "kube-controller-manager", "operation": "Update", "apiVersion": new["apiVersion"],
+               "time": now(), "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {".": {}}},
+               "subresource": "status"})
+    new["metadata"]["managedFields"] = mf
+    state.put(key[0], key[1], new)
+
+
+def condition(ctype, status, reason, message):
+    ts = now()
+    return {"type": ctype, "status": status, "lastUpdateTime": ts, "lastTransitionTime": ts,
+            "reason": reason, "message": message}
+
+
+def deployment(state, key, d, t):
+    mark = state.marks.get(key)
+    if mark == "stall":
+        return
+    gen = d["metadata"].get("generation", 1)
+    st = d.get("status") or {}
+    since = t - state.changed_at.get(key, 0)
+    want = d["spec"].get("replicas", 1)
+    name = d["metadata"]["name"]
+    rs = "%s-%s" % (name, d["metadata"]["uid"][:10].replace("-", ""))
+    if st.get("observedGeneration") != gen or st.get("replicas") != want:
+        if since < state.delay:
+            return
+        status = {"observedGeneration": gen, "replicas": want, "updatedReplicas": want,
+                  "unavailableReplicas": want, "readyReplicas": 0, "availableReplicas": 0,
+                  "conditions": [condition("Available", "False", "MinimumReplicasUnavailable",
+                                           "Deployment does not have minimum availability."),
+                                 condition("Progressing", "True", "ReplicaSetUpdated",
+                                           'ReplicaSet "%s" is progressing.' % rs)]}
+        if want == 0:
+            status = ready_status(gen, want, rs)
+        for k in ("readyReplicas", "availableReplicas", "unavailableReplicas"):
+            if status.get(k) == 0:
+                status.pop(k)
+        write_status(state, key, d, status)
+        return
+    if since < 2 * state.delay:
+        return
+    if mark == "fail":
+        conds = [c for c in st.get("conditions", []) if c["type"] != "Progressing"]
+        conds.append(condition("Progressing", "False", "ProgressDeadlineExceeded",
+                               'ReplicaSet "%s" has timed out progressing.' % rs))
+        write_status(state, key, d, dict(st, conditions=conds))
+        return
+    if st.get("availableReplicas", 0) != want or any(c["reason"] == "ReplicaSetUpdated" for c in st.get("conditions", [])):
+        write_status(state, key, d, ready_status(gen, want, rs))
+
+
+def ready_status(gen, want, rs):
+    s = {"observedGeneration": gen, "replicas": want, "updatedReplicas": want, "readyReplicas": want,
+         "availableReplicas": want,
+         "conditions": [condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."),
+                        condition("Progressing", "True", "NewReplicaSetAvailable",
+                                  'ReplicaSet "%s" has successfully progressed.' % rs)]}
+    if want == 0:
+        for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas"):
+            s.pop(k)
+    return s
+
+
+def echo_output(container):
+    argv = list(container.get("command") or []) + list(container.get("args") or [])
+    if argv and argv[0].rsplit("/", 1)[-1] == "echo":
+        return " ".join(argv[1:]) + "\n"
+    if len(argv) == 3 and argv[0].rsplit("/", 1)[-1] == "sh" and argv[1] == "-c" and argv[2].startswith("echo "):
+        return argv[2][5:] + "\n"
+    return ""
+
+
+def job(state, key, j, t):
+    mark = state.marks.get(key)
+    st = j.get("status") or {}
+    if mark == "stall" or any(c["type"] in ("Complete", "Failed") for c in st.get("conditions", [])):
+        return
+    since = t - state.changed_at.get(key, 0)
+    ns, name = key[1], j["metadata"]["name"]
+    n = j["spec"].get("completions") or 1
+    if "startTime" not in st:
+        if since < state.delay:
+            return
+        for i in range(n):
+            make_pod(state, ns, j, i)
+        write_status(state, key, j, {"startTime": now(), "active": min(n, j["spec"].get("parallelism", 1) or 1),
+                                     "ready": 0, "terminating": 0, "uncountedTerminatedPods": {}})
+        return
+    if since < 2 * state.delay:
+        return
+    failed = mark == "fail"
+    for pk, pod in list(state.objects.items()):
+        if pk[0] == "pods" and pk[1] == ns and (pod["metadata"].get("labels") or {}).get("job-name") == name:
+            finish_pod(state, pk, pod, 1 if failed else 0)
+    ts = now()
+    if failed:
+        conds = [condition("FailureTarget", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit"),
+                 condition("Failed", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]
+        status = {"conditions": conds, "startTime": st["startTime"], "failed": n, "ready": 0, "terminating": 0,
+                  "uncountedTerminatedPods": {}}
+    else:
+        conds = [condition("SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods"),
+                 condition("Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods")]
+        status = {"conditions": conds, "startTime": st["startTime"], "completionTime": ts, "succeeded": n,
+                  "ready": 0, "terminating": 0, "uncountedTerminatedPods": {}}
+    for c in conds:
+        c["lastProbeTime"] = c.pop("lastUpdateTime")
+    write_status(state, key, j, status)
+
+
+def make_pod(state, ns, j, index):
+    name = "%s-%s" % (j["metadata"]["name"], uuid.uuid4().hex[:5])
+    tmpl = copy.deepcopy(j["spec"]["template"])
+    meta = tmpl.get("metadata") or {}
+    meta.update({"name": name, "namespace": ns, "uid": str(uuid.uuid4()), "creationTimestamp": now(),
+                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": j["metadata"]["name"],
+                                      "uid": j["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]})
+    if j["spec"].get("completionMode") == "Indexed":
+        meta.setdefault("annotations", {})["batch.kubernetes.io/job-completion-index"] = str(index)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": tmpl.get("spec", {}),
+           "status": {"phase": "Running", "startTime": now()}}
+    pod["spec"]["nodeName"] = "test-node"
+    state.logs[(ns, name)] = "".join(echo_output(c) for c in pod["spec"].get("containers", []))
+    state.put("pods", ns, pod, "ADDED")
+
+
+def finish_pod(state, key, pod, code):
+    if pod["status"].get("phase") in ("Succeeded", "Failed"):
+        return
+    new = copy.deepcopy(pod)
+    ts = now()
+    new["status"] = {"phase": "Failed" if code else "Succeeded", "startTime": pod["status"].get("startTime"),
+                     "containerStatuses": [{"name": c["name"], "image": c.get("image"), "ready": False, "imageID": "",
+                                            "containerID": "containerd://" + uuid.uuid4().hex,
+                                            "restartCount": 0, "started": False,
+                                            "state": {"terminated": {"exitCode": code,
+                                                                     "reason": "Error" if code else "Completed",
+                                                                     "startedAt": pod["status"].get("startTime"),
+                                                                     "finishedAt": ts}}}
+                                           for c in pod["spec"].get("containers", [])]}
+    state.put(key[0], key[1], new)
+
+
+def finish_deletion(state, key, obj):
+    plural, ns, name = key
+    if plural == "namespaces":
+        inside = [k for k in state.objects if k[0] != "namespaces" and k[1] == name]
+        for k in inside:
+            state.remove(*k)
+        state.remove(plural, ns, name)
+        return
+    fins = obj["metadata"].get("finalizers") or []
+    if fins == ["foregroundDeletion"]:
+        uid = obj["metadata"]["uid"]
+        if not any(uid == r.get("uid") for o in state.objects.values() for r in o["metadata"].get("ownerReferences") or []):
+            state.remove(plural, ns, name)
+        else:
+            for k, o in list(state.objects.items()):
+                if any(uid == r.get("uid") for r in o["metadata"].get("ownerReferences") or []):
+                    state.remove(*k)
+
+
+def collect_garbage(state):
+    uids = {o["metadata"]["uid"] for o in state.objects.values()}
+    for k, o in list(state.objects.items()):
+        refs = o["metadata"].get("ownerReferences") or []
+        if refs and all(r.get("uid") not in uids for r in refs):
+            state.remove(*k)
