@@ -32,7 +32,7 @@
 extern char **environ;
 
 #define RUN_MT "myrmex.process.run"
-#define CHUNK (64 * 1024)
+#define CHUNK ((size_t)64 * 1024)
 #define DEFAULT_MAX_OUTPUT ((size_t)64 * 1024 * 1024)
 /* How long to keep reading after a kill, for a descendant that escaped the group. */
 #define DRAIN_SECONDS 2.0
