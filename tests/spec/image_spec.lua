@@ -352,6 +352,50 @@ describe("image errors", function()
   end)
 end)
 
+describe("reader:sniff and reader:source", function()
+  it("leave sniffed bytes in place for read_all, digest and an inner reader", function()
+    local p = work .. "/sniff.tar"
+    local inner = work .. "/inner.tar"
+    local big = rand(300000)
+    do
+      local w <close> = archive.writer(inner)
+      w:add({ path = "a.bin", data = big })
+    end
+    do
+      local w <close> = archive.writer(p)
+      w:add({ path = "one.txt", data = big })
+      w:add({ path = "two.txt", data = big })
+      w:add({ path = "in.tar", data = { file = inner } })
+      w:add({ path = "empty", data = "" })
+      w:add({ path = "three.txt", data = "abc" })
+    end
+    local r <close> = archive.open(p)
+    local seen = {}
+    for e in r:entries() do
+      if e.path == "one.txt" then
+        assert.are.equal(big:sub(1, 64), r:sniff(64))
+        assert.are.equal(big:sub(1, 10), r:sniff(10)) -- sniffing twice sees the same bytes
+        seen[1] = r:read_all(1 << 20) == big
+      elseif e.path == "two.txt" then
+        r:sniff()
+        local d = r:digest()
+        seen[2] = d == require("myrmex.digest").string(big)
+      elseif e.path == "in.tar" then
+        assert.are.equal("a.bin", r:sniff(5))
+        local ir <close> = archive.open(r:source())
+        for ie in ir:entries() do seen[3] = ie.path == "a.bin" and ir:read_all(1 << 20) == big end
+      elseif e.path == "empty" then
+        seen[4] = r:sniff() == "" and r:read() == nil
+      else
+        assert.are.equal("abc", r:read())
+        assert.has_error(function() r:sniff() end, "reader:sniff: the entry's data is already being read")
+        seen[5] = true
+      end
+    end
+    assert.are.same({ true, true, true, true, true }, seen)
+  end)
+end)
+
 describe("image memory", function()
   it("stays flat on a 128 MiB layer: only metadata is kept", function()
     local p = work .. "/huge.tar"

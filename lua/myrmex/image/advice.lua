@@ -65,9 +65,23 @@ local function any(p, patterns)
   return false
 end
 
+-- Cheap first looks, so the pattern lists only run on paths that may match.
+local function maybe_cache(p)
+  return p:find("cache", 1, true) or p:find("apt/lists", 1, true) or p:find(".npm", 1, true)
+end
+
+local function maybe_tool(p)
+  local top = p:sub(1, 4)
+  return top == "usr/" or top == "opt/" or p:find("/.rustup/", 1, true) or p:find("/bin/rustc", 1, true)
+end
+
 local function secret_like(p)
   local base = p:match("[^/]*$")
   local ext = base:match("%.([%w]+)$")
+  if not (SECRET_NAMES[base] or (ext and SECRET_EXT[ext:lower()]) or base:sub(1, 5) == ".env."
+      or base:sub(1, 3) == "id_" or base == "credentials" or base == "config.json") then
+    return false
+  end
   local hit = SECRET_NAMES[base] or (base:match("^%.env%.") and not base:match("example") and not base:match("sample"))
     or (ext and SECRET_EXT[ext:lower()]) or p:find("%.aws/credentials$") or p:find("%.docker/config%.json$")
     or p:find("%.ssh/id_[%w]+$") and not base:match("%.pub$")
@@ -110,14 +124,18 @@ function M.facts(a, recs)
   for p, k in pairs(fs.kind) do
     local mode, size, li = fs.mode[p] or 0, fs.size[p] or 0, fs.layer[p]
     if k ~= "d" then
-      for _, c in ipairs(CACHES) do
-        if any(p, c.patterns) then
-          add_to(caches, c.name, size, li, p, 5)
-          break
+      if maybe_cache(p) then
+        for _, c in ipairs(CACHES) do
+          if any(p, c.patterns) then
+            add_to(caches, c.name, size, li, p, 5)
+            break
+          end
         end
       end
-      for _, t in ipairs(TOOLCHAINS) do
-        if not present[t.name] and any(p, t.probe) then present[t.name] = true end
+      if maybe_tool(p) then
+        for _, t in ipairs(TOOLCHAINS) do
+          if not present[t.name] and any(p, t.probe) then present[t.name] = true end
+        end
       end
     end
     if k ~= "l" then
@@ -128,8 +146,8 @@ function M.facts(a, recs)
       end
     end
   end
-  for p, k in pairs(fs.kind) do
-    if k ~= "d" then
+  for p, k in pairs(next(present) and fs.kind or {}) do
+    if k ~= "d" and maybe_tool(p) then
       for _, t in ipairs(TOOLCHAINS) do
         if present[t.name] and any(p, t.patterns) then
           add_to(tools, t.name, fs.size[p] or 0, fs.layer[p], p, 5)

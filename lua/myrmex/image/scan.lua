@@ -14,6 +14,8 @@ local OS_RELEASE = { ["etc/os-release"] = true, ["usr/lib/os-release"] = true }
 ---@param p string
 ---@return string
 function M.norm(p)
+  local c, z = p:byte(1), p:byte(-1)
+  if c ~= 46 and c ~= 47 and z ~= 47 then return p end -- no ".", "/" to strip: the usual case
   p = p:gsub("^%./", ""):gsub("^/+", ""):gsub("/+$", "")
   if p == "." then return "" end
   return p
@@ -30,15 +32,15 @@ function M.layer(r)
   local n = 0
   for e in r:entries() do
     local p = M.norm(e.path)
-    local dir, base = p:match("^(.*)/([^/]*)$")
-    if not dir then dir, base = "", p end
     local k = KIND[e.type] or "o"
-    if base:sub(1, 4) == ".wh." then
+    if p:find(".wh.", 1, true) then
+      local dir, base = p:match("^(.*)/([^/]*)$")
+      if not dir then dir, base = "", p end
       if base == ".wh..wh..opq" then
         k, p = "q", dir
       elseif base:sub(1, 8) == ".wh..wh." then
         k = nil -- other AUFS bookkeeping (.wh..wh.plnk): not part of the file system
-      else
+      elseif base:sub(1, 4) == ".wh." then
         k, p = "w", (dir == "" and "" or dir .. "/") .. base:sub(5)
       end
     end
@@ -84,12 +86,13 @@ function M.saved(r)
       if p:match("%.json$") or p == "repositories" or p == "oci-layout" then
         if p:match("%.json$") then out.json[p] = r:read_all(MAX_JSON) end
       elseif p:match("^blobs/") or p:match("layer%.tar$") or p:match("%.tar%.?%a*$") then
-        local first = r:read()
-        if first and looks_json(first) and e.size <= MAX_JSON then
-          out.json[p] = first .. r:read_all(MAX_JSON)
-        elseif first then
+        -- sniff leaves the bytes in place, so the layer is handed over uncopied.
+        local head = r:sniff(64)
+        if head ~= "" and looks_json(head) and e.size <= MAX_JSON then
+          out.json[p] = r:read_all(MAX_JSON)
+        elseif head ~= "" then
           local ok, rec = pcall(function()
-            local inner <close> = archive.open(r:source(first))
+            local inner <close> = archive.open(r:source())
             return M.layer(inner)
           end)
           if ok then out.blobs[p] = rec else out.bad[p] = rec end

@@ -4,8 +4,16 @@
 --- Internal: myrmex.image.analyze is the public face. Memory is a few tables keyed by path.
 local M = {}
 
+-- Parent paths are asked for again and again (every file of a directory): memoized, in a
+-- table that lives as long as one stack() call.
+local pcache = {}
 local function parent(p)
-  return p:match("^(.*)/[^/]*$") or ""
+  local par = pcache[p]
+  if par then return par end
+  local i = p:find("/[^/]*$")
+  par = i and p:sub(1, i - 1) or ""
+  pcache[p] = par
+  return par
 end
 
 -- The merged file system as the layers are applied, one map per attribute (fewer tables
@@ -67,34 +75,18 @@ local function keep_top(list, item, field, n)
   if #list > n then list[#list] = nil end
 end
 
--- The leaves of one layer's own tree (dive visits only those): every node no other node of
--- the layer sits under. Opaque markers are not nodes (dive skips them), but their directory
--- is one, created implicitly when the layer does not list it.
-local function layer_nodes(rec)
-  local size, white, has_kid, order = {}, {}, {}, {}
-  local function mark_parents(p)
-    local par = parent(p)
+-- Which paths of one layer have something under them in that layer: the others are the
+-- leaves dive visits. An opaque marker makes its directory a node (not a leaf of its parent).
+local function layer_parents(rec)
+  local has_kid, path = {}, rec.path
+  for i = 1, rec.n do
+    local par = parent(path[i])
     while par ~= "" and not has_kid[par] do
       has_kid[par] = true
       par = parent(par)
     end
   end
-  for i = 1, rec.n do
-    local p, k = rec.path[i], rec.kind[i]
-    if k == "q" then
-      if size[p] == nil then
-        size[p] = 0
-        order[#order + 1] = p
-      end
-      mark_parents(p)
-    elseif p ~= "" then
-      if size[p] == nil then order[#order + 1] = p end
-      size[p] = rec.size[i]
-      white[p] = k == "w" or nil
-      mark_parents(p)
-    end
-  end
-  return order, size, white, has_kid
+  return has_kid
 end
 
 --- Stack the layers. `recs` are scan records in layer order (bottom first); `opts.top` is
@@ -103,6 +95,7 @@ end
 ---@param opts? {top?:integer}
 ---@return table analysis without the source-specific fields
 function M.stack(recs, opts)
+  pcache = {}
   local top = opts and opts.top or 10
   local fs = new_fs()
   local ecum, emin, ecnt = {}, {}, {}
@@ -110,14 +103,22 @@ function M.stack(recs, opts)
   local layers = {}
   for li, rec in ipairs(recs) do
     -- dive's efficiency: every leaf of this layer's tree, against the stack below it.
-    local order, nsize, nwhite, has_kid = layer_nodes(rec)
-    for _, p in ipairs(order) do
-      if not has_kid[p] then
-        local s = nsize[p]
-        if nwhite[p] then s = fs.kind[p] == "d" and fs_subtree(fs, p) or 0 end
-        ecum[p] = (ecum[p] or 0) + s
-        if emin[p] == nil or s < emin[p] then emin[p] = s end
-        ecnt[p] = (ecnt[p] or 0) + 1
+    -- (An opaque directory the layer does not list is a leaf of size 0 for dive: it adds
+    -- nothing to either sum, so it is not visited.)
+    local has_kid = layer_parents(rec)
+    local rpath, rkind, rsize = rec.path, rec.kind, rec.size
+    for i = 1, rec.n do
+      local p, k = rpath[i], rkind[i]
+      if k ~= "q" and p ~= "" and not has_kid[p] then
+        local s = rsize[i]
+        if k == "w" then s = fs.kind[p] == "d" and fs_subtree(fs, p) or 0 end
+        local c = ecnt[p]
+        if c then
+          ecum[p], ecnt[p] = ecum[p] + s, c + 1
+          if s < emin[p] then emin[p] = s end
+        else
+          ecum[p], emin[p], ecnt[p] = s, s, 1
+        end
       end
     end
     -- Apply: whiteouts and opaque markers act on the layers below, then the entries land.
@@ -174,7 +175,9 @@ function M.stack(recs, opts)
     total, min_total = total + c, min_total + emin[p]
     if ecnt[p] > 1 then
       wasted = wasted + c
-      keep_top(ineff, { path = p, count = ecnt[p], bytes = c }, "bytes", top)
+      if #ineff < top or ineff[#ineff].bytes < c then
+        keep_top(ineff, { path = p, count = ecnt[p], bytes = c }, "bytes", top)
+      end
     end
   end
 
@@ -189,7 +192,9 @@ function M.stack(recs, opts)
     if k ~= "d" then
       files = files + 1
       local s = fs.size[p]
-      keep_top(largest_files, { path = p, size = s, layer = fs.layer[p] }, "size", top)
+      if #largest_files < top or largest_files[#largest_files].size < s then
+        keep_top(largest_files, { path = p, size = s, layer = fs.layer[p] }, "size", top)
+      end
       local par = parent(p)
       while par ~= "" do
         dir_size[par] = (dir_size[par] or 0) + s
@@ -198,8 +203,13 @@ function M.stack(recs, opts)
     end
   end
   local largest_dirs = {}
-  for p, s in pairs(dir_size) do keep_top(largest_dirs, { path = p, size = s }, "size", top) end
+  for p, s in pairs(dir_size) do
+    if #largest_dirs < top or largest_dirs[#largest_dirs].size < s then
+      keep_top(largest_dirs, { path = p, size = s }, "size", top)
+    end
+  end
 
+  pcache = {}
   return {
     layers = layers, size = size, user_size = user,
     wasted_bytes = wasted, efficiency = total == 0 and 1.0 or min_total / total,
