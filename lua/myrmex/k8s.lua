@@ -1,0 +1,540 @@
+--- Kubernetes through its REST API: kubeconfig, generic CRUD/patch/watch for any resource found
+--- by discovery, deployments, services, scale, server-side apply, rollouts, Jobs.
+--- See docs/k8s.md.
+local errors = require("myrmex.errors")
+local http = require("myrmex.http")
+local json = require("myrmex.json")
+local kubeconfig = require("myrmex.k8s.kubeconfig")
+local log = require("myrmex.log")
+local plan = require("myrmex.plan")
+
+local M = {}
+M.kubeconfig = kubeconfig
+
+local Client = {}
+Client.__index = Client
+Client.__name = "myrmex.k8s.client"
+
+local function check_opts(fname, opts, known)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then error(fname .. ": options table expected, got " .. type(opts), 3) end
+  for k in pairs(opts) do
+    if not known[k] then error(fname .. ": unknown option '" .. tostring(k) .. "'", 3) end
+  end
+  return opts
+end
+
+local function set(list)
+  local t = {}
+  for _, k in ipairs(list) do t[k] = true end
+  return t
+end
+
+--- Connect to a cluster. Reads KUBECONFIG (merged as kubectl merges it), ~/.kube/config, or
+--- the pod's service account. Nothing is sent until the first request.
+---@param opts? {kubeconfig?:string|string[], context?:string, namespace?:string, timeout?:number, field_manager?:string, serviceaccount_dir?:string, exec_timeout?:number}
+---@return table client
+function M.connect(opts)
+  opts = check_opts("k8s.connect", opts, set { "kubeconfig", "context", "namespace", "timeout",
+    "field_manager", "serviceaccount_dir", "exec_timeout" })
+  local settings
+  local files = kubeconfig.files(opts.kubeconfig)
+  local any = false
+  for _, f in ipairs(files) do
+    local h = f and io.open(f)
+    if h then h:close(); any = true end
+  end
+  if not any and not opts.kubeconfig then settings = kubeconfig.in_cluster(opts.serviceaccount_dir) end
+  if not settings then
+    settings = kubeconfig.resolve(kubeconfig.load(opts.kubeconfig), { context = opts.context, namespace = opts.namespace })
+  elseif opts.namespace then
+    settings.namespace = opts.namespace
+  end
+  return setmetatable({
+    server = settings.server, namespace = settings.namespace, context = settings.context,
+    settings = settings, timeout = opts.timeout or 30, exec_timeout = opts.exec_timeout, field_manager = opts.field_manager or "myrmex",
+    _resources = nil,
+  }, Client)
+end
+
+-- ---- requests -------------------------------------------------------------------------------
+
+function Client:_auth(refresh)
+  local a = self.settings.auth
+  local headers, tls = {}, self.settings.tls
+  if a.kind == "token" then
+    headers.Authorization = "Bearer " .. a.token
+  elseif a.kind == "token_file" then
+    local f = io.open(a.path)
+    if not f then
+      errors.raise({ code = "Unauthorized", engine = "k8s", message = "token file " .. a.path .. " cannot be read" }, 0)
+    end
+    local tok = f:read("a"):gsub("%s+$", "")
+    f:close()
+    log.secret(tok)
+    headers.Authorization = "Bearer " .. tok
+  elseif a.kind == "exec" then
+    local cred = kubeconfig.exec_credential(a.exec, self.settings.cluster_info, { refresh = refresh, timeout = self.exec_timeout })
+    if cred.token then headers.Authorization = "Bearer " .. cred.token end
+    if cred.cert_data then
+      tls = { ca = self.settings.tls.ca, ca_data = self.settings.tls.ca_data, insecure = self.settings.tls.insecure,
+        server_name = self.settings.tls.server_name, cert_data = cred.cert_data, key_data = cred.key_data }
+    end
+  end
+  return headers, tls
+end
+
+local function status_error(res, what)
+  local ok, body = pcall(json.decode, res.body or "")
+  local msg, details = nil, nil
+  if ok and type(body) == "table" and body.kind == "Status" then
+    msg = body.message
+    details = { reason = body.reason, causes = body.details and body.details.causes, status = body }
+    if body.reason == "Expired" or body.reason == "Gone" then details.gone = true end
+  end
+  msg = msg or ((res.body or ""):sub(1, 300))
+  if details and details.causes and #details.causes > 0 then
+    local parts = {}
+    for _, c in ipairs(details.causes) do parts[#parts + 1] = (c.field or "") .. ": " .. (c.message or c.reason or "") end
+    if not msg:find(parts[1], 1, true) then msg = msg .. " (" .. table.concat(parts, "; ") .. ")" end
+  end
+  return errors.new({ code = errors.from_status(res.status) or "Engine", engine = "k8s", status = res.status,
+    message = (what and (what .. ": ") or "") .. msg, details = details })
+end
+M._status_error = status_error
+
+--- Send one request to the API server. Returns the decoded body (or the raw text when it is
+--- not JSON) and the response; raises a myrmex error for a non-2xx status, with the server's
+--- Status reason and causes in `details`.
+---@param method string
+---@param path string absolute API path, e.g. "/api/v1/namespaces"
+---@param opts? {query?:table, body?:any, content_type?:string, timeout?:number, raw?:boolean, on_json?:function}
+---@return any body, table response
+function Client:request(method, path, opts)
+  opts = opts or {}
+  local body = opts.body
+  if type(body) == "table" then body = json.encode(body) end
+  local function once(refresh)
+    local headers, tls = self:_auth(refresh)
+    headers.Accept = "application/json"
+    if body then headers["Content-Type"] = opts.content_type or "application/json" end
+    headers["User-Agent"] = "myrmex"
+    return http.request({ method = method, url = self.server .. path, query = opts.query, headers = headers,
+      body = body, timeout = opts.timeout or self.timeout, tls = tls, engine = "k8s",
+      proxy = self.settings.proxy, on_json = opts.on_json })
+  end
+  local res = once(false)
+  if res.status == 401 and self.settings.auth.kind == "exec" then res = once(true) end
+  if res.status >= 400 then error(status_error(res, opts.what), 0) end
+  if opts.on_json or opts.raw then return res.body, res end
+  local ok, decoded = pcall(json.decode, res.body or "")
+  if not ok then return res.body, res end
+  return decoded, res
+end
+
+-- ---- discovery ------------------------------------------------------------------------------
+
+function Client:_discover()
+  if self._resources then return self._resources end
+  local list = {}
+  local function add(gv, doc)
+    local group, version = gv:match("^(.-)/?([^/]+)$")
+    if not gv:find("/", 1, true) then group, version = "", gv end
+    for _, r in ipairs(doc.resources or {}) do
+      if not r.name:find("/", 1, true) then
+        list[#list + 1] = { group = group, version = version, api_version = gv, name = r.name, kind = r.kind,
+          namespaced = r.namespaced, short = r.shortNames or {}, singular = r.singularName,
+          base = (group == "" and "/api/" or "/apis/") .. gv, verbs = r.verbs or {} }
+      end
+    end
+  end
+  local api = self:request("GET", "/api")
+  for _, v in ipairs(api.versions or {}) do add(v, self:request("GET", "/api/" .. v)) end
+  local groups = self:request("GET", "/apis")
+  for _, g in ipairs(groups.groups or {}) do
+    for _, v in ipairs(g.versions or {}) do
+      local ok, doc = pcall(self.request, self, "GET", "/apis/" .. v.groupVersion)
+      if ok then
+        add(v.groupVersion, doc)
+        list[#list].preferred = (g.preferredVersion or {}).groupVersion == v.groupVersion
+      end
+    end
+  end
+  self._resources = list
+  return list
+end
+
+--- Find the resource for a kind ("Deployment"), plural ("deployments"), short name ("deploy")
+--- or "plural.group", optionally pinned to an apiVersion. Uses discovery, so custom resources
+--- work as well as built-in ones.
+---@param kind string
+---@param api_version? string
+---@return {group:string, version:string, api_version:string, name:string, kind:string, namespaced:boolean, base:string}
+function Client:resource(kind, api_version)
+  if type(kind) ~= "string" then error("k8s.resource: kind must be a string, got " .. type(kind), 2) end
+  local lower = kind:lower()
+  local plural, group = lower:match("^([^.]+)%.(.+)$")
+  local best
+  for _, r in ipairs(self:_discover()) do
+    local hit = (r.kind == kind or r.name == lower or r.singular == lower or r.kind:lower() == lower)
+    for _, s in ipairs(r.short) do if s == lower then hit = true end end
+    if plural then hit = r.name == plural and r.group == group end
+    if hit and (not api_version or r.api_version == api_version) then
+      if not best or (r.group == "" and best.group ~= "") then best = r end
+    end
+  end
+  if not best then
+    errors.raise({ code = "NotFound", engine = "k8s", message = 'the server doesn\'t have a resource type "'
+      .. kind .. '"' .. (api_version and (" in " .. api_version) or "") }, 2)
+  end
+  return best
+end
+
+function Client:_path(r, name, namespace, sub)
+  local p = r.base
+  if r.namespaced then p = p .. "/namespaces/" .. http.escape(namespace or self.namespace) end
+  p = p .. "/" .. r.name
+  if name then p = p .. "/" .. http.escape(name) end
+  if sub then p = p .. "/" .. sub end
+  return p
+end
+
+local function target(r, name, ns)
+  return r.name .. "/" .. tostring(name) .. (r.namespaced and (" in " .. ns) or "")
+end
+
+-- ---- generic operations ---------------------------------------------------------------------
+
+local GET_OPTS = set { "namespace", "api_version" }
+
+--- Read one object.
+---@param kind string
+---@param name string
+---@param opts? {namespace?:string, api_version?:string}
+---@return table object
+function Client:get(kind, name, opts)
+  opts = check_opts("k8s.get", opts, GET_OPTS)
+  if type(name) ~= "string" then error("k8s.get: name must be a string", 2) end
+  local r = self:resource(kind, opts.api_version)
+  return (self:request("GET", self:_path(r, name, opts.namespace)))
+end
+
+--- List objects, following `continue` tokens until every page is read.
+---@param kind string
+---@param opts? {namespace?:string, all_namespaces?:boolean, label_selector?:string, field_selector?:string, limit?:integer, api_version?:string}
+---@return table[] items, string resource_version
+function Client:list(kind, opts)
+  opts = check_opts("k8s.list", opts, set { "namespace", "all_namespaces", "label_selector", "field_selector",
+    "limit", "api_version" })
+  local r = self:resource(kind, opts.api_version)
+  local path = opts.all_namespaces and (r.base .. "/" .. r.name) or self:_path(r, nil, opts.namespace)
+  local items, token, rv = {}, nil, nil
+  repeat
+    local page = self:request("GET", path, { query = { labelSelector = opts.label_selector,
+      fieldSelector = opts.field_selector, limit = opts.limit or 500, continue = token } })
+    for _, it in ipairs(page.items or {}) do
+      it.kind = it.kind or r.kind
+      it.apiVersion = it.apiVersion or r.api_version
+      items[#items + 1] = it
+    end
+    rv = page.metadata and page.metadata.resourceVersion
+    token = page.metadata and page.metadata.continue
+    if token == "" then token = nil end
+  until not token
+  return items, rv
+end
+
+local function object_parts(fname, obj)
+  if type(obj) ~= "table" then error(fname .. ": object table expected, got " .. type(obj), 3) end
+  if type(obj.kind) ~= "string" or type(obj.apiVersion) ~= "string" then
+    error(fname .. ": object needs apiVersion and kind", 3)
+  end
+  if type(obj.metadata) ~= "table" or (type(obj.metadata.name) ~= "string" and type(obj.metadata.generateName) ~= "string") then
+    error(fname .. ": object needs metadata.name", 3)
+  end
+end
+
+local function write_query(self, opts, extra)
+  local q = { fieldManager = opts.field_manager or self.field_manager, dryRun = opts.dry_run and "All" or nil,
+    fieldValidation = opts.field_validation or "Strict" }
+  for k, v in pairs(extra or {}) do q[k] = v end
+  return q
+end
+
+local WRITE_OPTS = set { "namespace", "dry_run", "field_manager", "field_validation" }
+
+--- Create an object (POST). `AlreadyExists` surfaces as a Conflict error.
+---@param obj table
+---@param opts? {namespace?:string, dry_run?:boolean, field_manager?:string, field_validation?:string}
+---@return table created
+function Client:create(obj, opts)
+  object_parts("k8s.create", obj)
+  opts = check_opts("k8s.create", opts, WRITE_OPTS)
+  local r = self:resource(obj.kind, obj.apiVersion)
+  local ns = opts.namespace or obj.metadata.namespace or self.namespace
+  local name = obj.metadata.name or obj.metadata.generateName
+  if plan.active() and not opts.dry_run then
+    return plan.record({ engine = "k8s", op = "create", target = target(r, name, ns), args = { object = obj } })
+  end
+  return log.span("k8s", "create", target(r, name, ns), function()
+    return (self:request("POST", self:_path(r, nil, ns), { body = obj, query = write_query(self, opts) }))
+  end)
+end
+
+--- Replace an object (PUT). With metadata.resourceVersion set, a stale version raises Conflict.
+---@param obj table
+---@param opts? {namespace?:string, dry_run?:boolean, field_manager?:string, subresource?:string}
+---@return table replaced
+function Client:replace(obj, opts)
+  object_parts("k8s.replace", obj)
+  opts = check_opts("k8s.replace", opts, set { "namespace", "dry_run", "field_manager", "field_validation", "subresource" })
+  local r = self:resource(obj.kind, obj.apiVersion)
+  local ns = opts.namespace or obj.metadata.namespace or self.namespace
+  if plan.active() and not opts.dry_run then
+    return plan.record({ engine = "k8s", op = "replace", target = target(r, obj.metadata.name, ns), args = { object = obj } })
+  end
+  return log.span("k8s", "replace", target(r, obj.metadata.name, ns), function()
+    return (self:request("PUT", self:_path(r, obj.metadata.name, ns, opts.subresource),
+      { body = obj, query = write_query(self, opts) }))
+  end)
+end
+
+local PATCH_TYPES = {
+  merge = "application/merge-patch+json",
+  strategic = "application/strategic-merge-patch+json",
+  json = "application/json-patch+json",
+  apply = "application/apply-patch+yaml",
+}
+
+--- Patch an object. `type` is "strategic" (default), "merge", "json" (RFC 6902 list) or
+--- "apply" (server-side apply; `force` takes fields owned by other managers).
+---@param kind string
+---@param name string
+---@param patch table|string
+---@param opts? {type?:string, namespace?:string, dry_run?:boolean, field_manager?:string, force?:boolean, subresource?:string, api_version?:string}
+---@return table patched
+function Client:patch(kind, name, patch, opts)
+  opts = check_opts("k8s.patch", opts, set { "type", "namespace", "dry_run", "field_manager", "force",
+    "subresource", "api_version", "field_validation" })
+  local ctype = PATCH_TYPES[opts.type or "strategic"]
+  if not ctype then error("k8s.patch: type must be strategic, merge, json or apply, got " .. tostring(opts.type), 2) end
+  if type(patch) ~= "table" and type(patch) ~= "string" then error("k8s.patch: patch must be a table or a string", 2) end
+  local r = self:resource(kind, opts.api_version)
+  local ns = opts.namespace or self.namespace
+  if plan.active() and not opts.dry_run then
+    return plan.record({ engine = "k8s", op = "patch", target = target(r, name, ns), args = { patch = patch, type = opts.type } })
+  end
+  local q = write_query(self, opts, { force = opts.type == "apply" and (opts.force and "true" or "false") or nil })
+  if opts.type ~= "apply" and not opts.field_manager then q.fieldManager = self.field_manager end
+  return log.span("k8s", "patch", target(r, name, ns), function()
+    return (self:request("PATCH", self:_path(r, name, ns, opts.subresource), { body = patch, content_type = ctype, query = q }))
+  end)
+end
+
+--- Delete an object. `propagation` is "Background" (default), "Foreground" or "Orphan";
+--- `wait` blocks until the object is gone (watching it), up to `timeout` seconds.
+---@param kind string
+---@param name string
+---@param opts? {namespace?:string, propagation?:string, wait?:boolean, timeout?:number, dry_run?:boolean, api_version?:string, grace_period?:integer}
+---@return table response the Status or the object being deleted
+function Client:delete(kind, name, opts)
+  opts = check_opts("k8s.delete", opts, set { "namespace", "propagation", "wait", "timeout", "dry_run",
+    "api_version", "grace_period" })
+  local r = self:resource(kind, opts.api_version)
+  local ns = opts.namespace or self.namespace
+  if plan.active() and not opts.dry_run then
+    return plan.record({ engine = "k8s", op = "delete", target = target(r, name, ns), args = { propagation = opts.propagation } })
+  end
+  local body = { kind = "DeleteOptions", apiVersion = "v1", propagationPolicy = opts.propagation or "Background",
+    dryRun = opts.dry_run and json.array({ "All" }) or nil, gracePeriodSeconds = opts.grace_period }
+  local res = log.span("k8s", "delete", target(r, name, ns), function()
+    return (self:request("DELETE", self:_path(r, name, ns), { body = body }))
+  end)
+  if opts.wait and not opts.dry_run then self:_wait_gone(r, name, ns, opts.timeout or 60) end
+  return res
+end
+
+function Client:_wait_gone(r, name, ns, timeout)
+  local rt = require("myrmex.core.runtime")
+  local deadline = rt.monotonic() + timeout
+  while true do
+    local ok, err = pcall(self.request, self, "GET", self:_path(r, name, ns))
+    if not ok then
+      if errors.is(err, "NotFound") then return end
+      error(err, 0)
+    end
+    if rt.monotonic() > deadline then
+      errors.raise({ code = "Timeout", engine = "k8s", message = target(r, name, ns) .. " still exists after " .. timeout .. "s" }, 0)
+    end
+    http.sleep(0.1)
+  end
+end
+
+-- ---- watch ----------------------------------------------------------------------------------
+
+--- Watch a collection. `fn(event)` gets `{type=ADDED|MODIFIED|DELETED|BOOKMARK, object=}` and
+--- returns false to stop. A dropped stream is resumed from the last resourceVersion seen; a
+--- 410 Gone (version too old) re-lists and delivers the current objects as ADDED. Stops at
+--- `timeout` seconds (raising Timeout) when given.
+---@param kind string
+---@param opts? {namespace?:string, all_namespaces?:boolean, resource_version?:string, label_selector?:string, field_selector?:string, timeout?:number, api_version?:string}
+---@param fn fun(event:table):boolean|nil
+---@return string resource_version the last resourceVersion seen
+function Client:watch(kind, opts, fn)
+  opts = check_opts("k8s.watch", opts, set { "namespace", "all_namespaces", "resource_version", "label_selector",
+    "field_selector", "timeout", "api_version", "name" })
+  if type(fn) ~= "function" then error("k8s.watch: callback function expected", 2) end
+  local r = self:resource(kind, opts.api_version)
+  local path = opts.all_namespaces and (r.base .. "/" .. r.name) or self:_path(r, nil, opts.namespace)
+  local rt = require("myrmex.core.runtime")
+  local deadline = opts.timeout and (rt.monotonic() + opts.timeout)
+  local fsel = opts.field_selector
+  if opts.name then fsel = "metadata.name=" .. opts.name .. (fsel and ("," .. fsel) or "") end
+  local rv = opts.resource_version
+  local stopped, gone = false, false
+  local function relist()
+    local items, lrv = self:list(kind, { namespace = opts.namespace, all_namespaces = opts.all_namespaces,
+      label_selector = opts.label_selector, field_selector = fsel, api_version = opts.api_version })
+    for _, it in ipairs(items) do
+      if fn({ type = "ADDED", object = it }) == false then stopped = true; break end
+    end
+    return lrv
+  end
+  if rv == nil then rv = relist() end
+  while not stopped do
+    local left = deadline and (deadline - rt.monotonic())
+    if left and left <= 0 then
+      errors.raise({ code = "Timeout", engine = "k8s", message = "watch on " .. r.name .. " ended after " .. opts.timeout .. "s" }, 2)
+    end
+    gone = false
+    local ok, err = pcall(self.request, self, "GET", path, {
+      query = { watch = "true", resourceVersion = rv, allowWatchBookmarks = "true", labelSelector = opts.label_selector,
+        fieldSelector = fsel, timeoutSeconds = left and math.max(1, math.ceil(left)) or 300 },
+      timeout = left and (left + 5) or 330,
+      on_json = function(ev)
+        local obj = ev.object or {}
+        if ev.type == "ERROR" then
+          if obj.code == 410 then gone = true return false end
+          error(status_error({ status = obj.code or 500, body = json.encode(obj) }, "watch " .. r.name), 0)
+        end
+        if obj.metadata and obj.metadata.resourceVersion then rv = obj.metadata.resourceVersion end
+        if ev.type ~= "BOOKMARK" and fn(ev) == false then stopped = true return false end
+      end,
+    })
+    if not ok then
+      if errors.is(err, "Timeout") or errors.is(err, "Unreachable") then
+        log.debug("k8s watch interrupted, resuming", { resource = r.name, resource_version = rv, error = errors.message(err) })
+        http.sleep(0.05)
+      elseif errors.is(err) and err.details and err.details.gone then
+        gone = true
+      else
+        error(err, 0)
+      end
+    end
+    if gone then rv = relist() end
+  end
+  return rv
+end
+
+-- ---- deployments, services, scale -----------------------------------------------------------
+
+local builders = require("myrmex.k8s.builders")
+M.deployment = builders.deployment
+M.service = builders.service
+M.job = builders.job
+
+--- Build a Deployment (see k8s.deployment) and create it.
+---@param spec table {name, image, replicas?, labels?, ports?, env?, resources?, namespace?, command?, args?}
+---@param opts? {dry_run?:boolean}
+---@return table created
+function Client:create_deployment(spec, opts)
+  local obj = builders.deployment(spec)
+  return self:create(obj, { namespace = spec.namespace, dry_run = opts and opts.dry_run })
+end
+
+--- Build a Service (see k8s.service) and create it.
+---@param spec table {name, selector, ports, type?, namespace?}
+---@param opts? {dry_run?:boolean}
+---@return table created
+function Client:create_service(spec, opts)
+  local obj = builders.service(spec)
+  return self:create(obj, { namespace = spec.namespace, dry_run = opts and opts.dry_run })
+end
+
+--- Set a Deployment's replicas through its `scale` subresource.
+---@param name string
+---@param replicas integer
+---@param opts? {namespace?:string, dry_run?:boolean}
+---@return table scale the autoscaling/v1 Scale
+function Client:scale_deployment(name, replicas, opts)
+  opts = check_opts("k8s.scale_deployment", opts, set { "namespace", "dry_run" })
+  if math.type(replicas) ~= "integer" or replicas < 0 then
+    error("k8s.scale_deployment: replicas must be a non-negative integer", 2)
+  end
+  return self:patch("deployments", name, { spec = { replicas = replicas } },
+    { type = "merge", subresource = "scale", namespace = opts.namespace, dry_run = opts.dry_run })
+end
+
+-- ---- apply ----------------------------------------------------------------------------------
+
+local apply = require("myrmex.k8s.apply")
+
+--- Server-side apply of a manifest: multi-document YAML or JSON text, or a path to one.
+--- Namespaces and CRDs go first. Returns the applied objects in the order applied.
+---@param source string text or path
+---@param opts? {field_manager?:string, force?:boolean, dry_run?:boolean, namespace?:string, parallel?:integer}
+---@return table[] objects
+function Client:apply_manifest(source, opts)
+  opts = check_opts("k8s.apply_manifest", opts, set { "field_manager", "force", "dry_run", "namespace", "parallel" })
+  return apply.apply_manifest(self, source, opts)
+end
+
+--- Apply one object (server-side apply).
+---@param obj table
+---@param opts? {field_manager?:string, force?:boolean, dry_run?:boolean, namespace?:string}
+---@return table applied
+function Client:apply(obj, opts)
+  opts = check_opts("k8s.apply", opts, set { "field_manager", "force", "dry_run", "namespace" })
+  return apply.apply_object(self, obj, opts)
+end
+
+-- ---- rollouts, jobs, logs -------------------------------------------------------------------
+
+local rollout = require("myrmex.k8s.rollout")
+
+--- Wait until a Deployment has rolled out or a Job has finished, watching it (kubectl's rules).
+--- Raises Timeout naming the last condition seen, or Engine for ProgressDeadlineExceeded / a
+--- Failed Job.
+---@param kind string "deployment" or "job"
+---@param name string
+---@param opts? {namespace?:string, timeout?:number}
+---@return table object the final object
+function Client:rollout_wait(kind, name, opts)
+  opts = check_opts("k8s.rollout_wait", opts, set { "namespace", "timeout" })
+  return rollout.wait(self, kind, name, opts)
+end
+
+--- A pod's log text.
+---@param pod string
+---@param opts? {namespace?:string, container?:string, since?:integer, follow?:boolean, on_line?:fun(line:string)}
+---@return string text
+function Client:logs(pod, opts)
+  opts = check_opts("k8s.logs", opts, set { "namespace", "container", "since", "follow", "on_line" })
+  local path = "/api/v1/namespaces/" .. http.escape(opts.namespace or self.namespace) .. "/pods/" .. http.escape(pod) .. "/log"
+  local query = { container = opts.container, sinceSeconds = opts.since, follow = opts.follow and "true" or nil }
+  local body = self:request("GET", path, { query = query, raw = true, timeout = opts.follow and 0 or nil })
+  if opts.on_line then
+    for line in body:gmatch("[^\n]+") do opts.on_line(line) end
+  end
+  return body
+end
+
+--- Run a batch/v1 Job, wait for it and collect each pod's exit code and log.
+---@param spec table {image, command?, args?, env?, parallelism?, completions?, namespace?, name?, timeout?, backoff_limit?}
+---@return {name:string, succeeded:boolean, job:table, pods:{name:string, exit_code:integer|nil, log:string}[]}
+function Client:run_job(spec)
+  return rollout.run_job(self, spec)
+end
+
+M.Client = Client
+return M

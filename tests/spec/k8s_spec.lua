@@ -1,0 +1,341 @@
+-- needs: k8s
+-- myrmex.k8s against tests/k8s/apiserver.py (kept honest by tests/k8s/*_test.py with kubectl
+-- and the official Python client): CRUD, errors with the server's causes, builders validated
+-- by the official OpenAPI schemas, scale, server-side apply, watches that survive drops and
+-- 410s, rollouts, Jobs, plan mode.
+local k8s = require("myrmex.k8s")
+local errors = require("myrmex.errors")
+local json = require("myrmex.json")
+local plan = require("myrmex.plan")
+local K = require("tests.k8s.support")
+
+local function raises(code, fn)
+  local ok, err = pcall(fn)
+  assert.is_false(ok, "expected a " .. code .. " error")
+  assert.is_true(errors.is(err, code), "expected " .. code .. ", got " .. errors.message(err))
+  return err
+end
+
+local function requests_since(srv, n)
+  local all = srv:control("requests")
+  local out = {}
+  for i = n + 1, #all do
+    if not all[i].path:match("^/_test/") then out[#out + 1] = all[i] end
+  end
+  return out, #all
+end
+
+describe("myrmex.k8s", function()
+  local srv, c
+
+  setup(function()
+    srv = K.start({ delay = 0.1 })
+    c = k8s.connect({ kubeconfig = srv:kubeconfig() })
+  end)
+  teardown(function() srv.stop() end)
+
+  it("finds resources through discovery by kind, plural and short name", function()
+    assert.are.equal("deployments", c:resource("Deployment").name)
+    assert.are.equal("apps/v1", c:resource("deploy").api_version)
+    assert.are.equal("services", c:resource("svc").name)
+    assert.is_false(c:resource("namespaces").namespaced)
+    local err = raises("NotFound", function() c:resource("Frobnicator") end)
+    assert.matches('resource type "Frobnicator"', err.message)
+    assert.are.equal("Active", c:get("namespace", "default").status.phase)
+  end)
+
+  it("builds Deployments and Services the official schema accepts, and rejects bad fields before sending", function()
+    local d = k8s.deployment({ name = "web", image = "nginx:1.25", replicas = 2, ports = { 80, { containerPort = 443, name = "https" } },
+      env = { B = "2", A = 1 }, resources = { requests = { cpu = "250m", memory = "64Mi" } } })
+    assert.are.equal("", K.schema_errors(d))
+    assert.are.same({ { name = "A", value = "1" }, { name = "B", value = "2" } }, d.spec.template.spec.containers[1].env)
+    local s = k8s.service({ name = "web", selector = { app = "web" }, ports = { { port = 80, target_port = 8080, name = "http" },
+      { port = 443, name = "https" } }, type = "NodePort" })
+    assert.are.equal("", K.schema_errors(s))
+    assert.are.equal("", K.schema_errors(k8s.job({ name = "j", image = "busybox", command = { "echo", "hi" }, completions = 2 })))
+    local _, n = requests_since(srv, 0)
+    assert.has_error(function() c:create_deployment({ name = "web", image = "x", replicas = "two" }) end,
+      "k8s.deployment: replicas must be an integer >= 0, got two")
+    assert.has_error(function() c:create_deployment({ name = "Web", image = "x" }) end)
+    assert.has_error(function() c:create_deployment({ name = "web", image = "x", replica = 1 }) end,
+      "k8s.deployment: unknown field 'replica'")
+    assert.has_error(function() c:create_service({ name = "s", selector = {}, ports = { { port = 70000 } } }) end,
+      "k8s.service: ports[1].port must be an integer between 1 and 65535, got 70000")
+    assert.are.same({}, (requests_since(srv, n)))
+  end)
+
+  it("creates, reads, lists with selectors and pages, replaces, and reports the server's errors", function()
+    local d = c:create_deployment({ name = "crud", image = "nginx:1.25", labels = { app = "crud", tier = "web" } })
+    assert.are.equal(1, d.metadata.generation)
+    assert.are.equal("IfNotPresent", d.spec.template.spec.containers[1].imagePullPolicy)
+    local err = raises("Conflict", function() c:create_deployment({ name = "crud", image = "nginx:1.25" }) end)
+    assert.are.equal(409, err.status)
+    assert.are.equal("AlreadyExists", err.details.reason)
+    assert.are.equal('deployments.apps "crud" already exists', err.message)
+    err = raises("NotFound", function() c:get("deployments", "nope") end)
+    assert.are.equal('deployments.apps "nope" not found', err.message)
+    raises("NotFound", function() c:get("configmaps", "x", { namespace = "missing" }) end)
+
+    for i = 1, 5 do
+      c:create({ apiVersion = "v1", kind = "ConfigMap", metadata = { name = "cm-" .. i, labels = { set = "a", n = tostring(i % 2) } },
+        data = { i = tostring(i) } })
+    end
+    local items = c:list("configmaps", { label_selector = "set=a", limit = 2 })
+    assert.are.equal(5, #items)
+    assert.are.equal("ConfigMap", items[1].kind)
+    assert.are.equal(2, #c:list("configmaps", { label_selector = "set=a,n=0" }))
+    assert.are.equal(1, #c:list("cm", { field_selector = "metadata.name=cm-3" }))
+
+    local live = c:get("deployments", "crud")
+    local stale = live.metadata.resourceVersion
+    live.metadata.annotations = { note = "one" }
+    live.metadata.resourceVersion = nil
+    local replaced = c:replace(live)
+    assert.are.equal(2, replaced.metadata.generation)
+    live.metadata.resourceVersion = stale
+    err = raises("Conflict", function() c:replace(live) end)
+    assert.matches("the object has been modified", err.message)
+
+    err = raises("Invalid", function()
+      c:create({ apiVersion = "v1", kind = "Service", metadata = { name = "svc2" },
+        spec = { clusterIP = "10.0.0.182.1", ports = { { port = 80, protocol = "VHF" } } } })
+    end)
+    assert.are.equal(422, err.status)
+    assert.are.equal("spec.ports[0].protocol", err.details.causes[1].field)
+    assert.are.equal("FieldValueNotSupported", err.details.causes[1].reason)
+    assert.are.equal("spec.clusterIP", err.details.causes[2].field)
+    assert.matches('Service "svc2" is invalid', tostring(err))
+  end)
+
+  it("patches with strategic, merge and JSON patches", function()
+    c:create_deployment({ name = "pt", image = "nginx:1.25" })
+    local d = c:patch("deployments", "pt", { spec = { template = { spec = { containers = {
+      { name = "side", image = "busybox" } } } } } })
+    assert.are.equal(2, #d.spec.template.spec.containers)
+    d = c:patch("deployments", "pt", { metadata = { labels = { extra = "yes" } } }, { type = "merge" })
+    assert.are.equal("yes", d.metadata.labels.extra)
+    d = c:patch("deployments", "pt", { { op = "remove", path = "/spec/template/spec/containers/1" } }, { type = "json" })
+    assert.are.equal("pt", d.spec.template.spec.containers[1].name)
+    assert.are.equal(1, #d.spec.template.spec.containers)
+  end)
+
+  it("scales through the scale subresource and waits for the rollout", function()
+    c:create_deployment({ name = "sc", image = "nginx:1.25", replicas = 1 })
+    local s = c:scale_deployment("sc", 3)
+    assert.are.equal("Scale", s.kind)
+    assert.are.equal(3, s.spec.replicas)
+    local d = c:rollout_wait("deployment", "sc", { timeout = 20 })
+    assert.are.equal(3, d.status.availableReplicas)
+    assert.are.equal(d.metadata.generation, d.status.observedGeneration)
+    assert.has_error(function() c:scale_deployment("sc", -1) end, "k8s.scale_deployment: replicas must be a non-negative integer")
+  end)
+
+  it("reports a rollout that fails and one that never completes", function()
+    srv:control("fail", { resource = "deployments", namespace = "default", name = "bad" })
+    c:create_deployment({ name = "bad", image = "nginx:1.25" })
+    local err = raises("Engine", function() c:rollout_wait("deployment", "bad", { timeout = 20 }) end)
+    assert.matches('deployment "bad" exceeded its progress deadline', err.message)
+    srv:control("fail", { resource = "deployments", namespace = "default", name = "stuck", mode = "stall" })
+    c:create_deployment({ name = "stuck", image = "nginx:1.25" })
+    err = raises("Timeout", function() c:rollout_wait("deployment", "stuck", { timeout = 1 }) end)
+    assert.matches('deployment "stuck" not ready after 1s: waiting for deployment spec update to be observed', err.message)
+  end)
+
+  it("applies multi-document manifests server-side: order, no-op, conflicts with causes, force, dry run", function()
+    local manifest = [[
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app, namespace: shop, labels: {app: app}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata: {labels: {app: app}}
+    spec:
+      containers: [{name: app, image: "nginx:1.25", ports: [{containerPort: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: app, namespace: shop}
+spec:
+  selector: {app: app}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+]]
+    local out = c:apply_manifest(manifest)
+    assert.are.same({ "Namespace", "Deployment", "Service" }, { out[1].kind, out[2].kind, out[3].kind })
+    local mf = out[2].metadata.managedFields[1]
+    assert.are.same({ "myrmex", "Apply" }, { mf.manager, mf.operation })
+    -- Re-applying changes nothing (the controller writes the Deployment's status meanwhile).
+    local again = c:apply_manifest(manifest)
+    assert.are.equal(out[3].metadata.resourceVersion, again[3].metadata.resourceVersion)
+    assert.are.equal(1, again[2].metadata.generation)
+    c:patch("deployments", "app", { spec = { replicas = 5 } }, { type = "merge", subresource = "scale", namespace = "shop" })
+    local err = raises("Conflict", function() c:apply_manifest(manifest) end)
+    assert.are.equal("FieldManagerConflict", err.details.causes[1].reason)
+    assert.are.equal(".spec.replicas", err.details.causes[1].field)
+    assert.matches('conflict with "myrmex" with subresource "scale"', err.message)
+    local dry = c:apply_manifest(manifest:gsub("replicas: 2", "replicas: 7"), { force = true, dry_run = true })
+    assert.are.equal(7, dry[2].spec.replicas)
+    assert.are.equal(5, c:get("deployments", "app", { namespace = "shop" }).spec.replicas)
+    c:apply_manifest(manifest, { force = true, field_manager = "release" })
+    assert.are.equal(2, c:get("deployments", "app", { namespace = "shop" }).spec.replicas)
+    for _, o in ipairs(require("myrmex.k8s.apply").parse(manifest)) do assert.are.equal("", K.schema_errors(o)) end
+  end)
+
+  it("watches, resumes a dropped stream and re-lists after 410 Gone", function()
+    local parallel = require("myrmex.parallel")
+    local _, rv = c:list("configmaps", { label_selector = "w=1" })
+    local seen = {}
+    parallel({
+      function()
+        c:watch("configmaps", { resource_version = rv, label_selector = "w=1", timeout = 20 }, function(ev)
+          seen[#seen + 1] = ev.type .. " " .. ev.object.metadata.name
+          return ev.object.metadata.name ~= "w3"
+        end)
+      end,
+      function()
+        local http = require("myrmex.http")
+        c:create({ apiVersion = "v1", kind = "ConfigMap", metadata = { name = "w1", labels = { w = "1" } } })
+        http.sleep(0.3)
+        srv:control("drop-watches")
+        c:create({ apiVersion = "v1", kind = "ConfigMap", metadata = { name = "w2", labels = { w = "1" } } })
+        http.sleep(0.3)
+        c:create({ apiVersion = "v1", kind = "ConfigMap", metadata = { name = "w3", labels = { w = "1" } } })
+      end,
+    })
+    assert.are.same({ "ADDED w1", "ADDED w2", "ADDED w3" }, seen)
+    srv:control("compact")
+    local relisted = {}
+    c:watch("configmaps", { resource_version = rv, label_selector = "w=1", timeout = 10 }, function(ev)
+      relisted[#relisted + 1] = ev.object.metadata.name
+      return #relisted < 3
+    end)
+    table.sort(relisted)
+    assert.are.same({ "w1", "w2", "w3" }, relisted)
+  end)
+
+  it("deletes and waits until the object is gone", function()
+    c:create({ apiVersion = "v1", kind = "ConfigMap", metadata = { name = "del" } })
+    local st = c:delete("configmaps", "del", { dry_run = true })
+    assert.are.equal("Success", st.status)
+    assert.are.equal("del", c:get("configmaps", "del").metadata.name)
+    c:delete("configmaps", "del", { wait = true, timeout = 5 })
+    raises("NotFound", function() c:get("configmaps", "del") end)
+    c:create({ apiVersion = "v1", kind = "Namespace", metadata = { name = "tmp" } })
+    c:create({ apiVersion = "v1", kind = "ConfigMap", metadata = { name = "inside", namespace = "tmp" } })
+    c:delete("namespaces", "tmp", { wait = true, timeout = 10 })
+    raises("NotFound", function() c:get("configmaps", "inside", { namespace = "tmp" }) end)
+  end)
+
+  it("runs a Job and collects each pod's exit code and log", function()
+    local r = c:run_job({ image = "busybox", command = { "echo", "shard" }, completions = 3, parallelism = 3, timeout = 30 })
+    assert.is_true(r.succeeded)
+    assert.are.equal(3, #r.pods)
+    for _, p in ipairs(r.pods) do
+      assert.are.equal(0, p.exit_code)
+      assert.are.equal("shard\n", p.log)
+    end
+    srv:control("fail", { resource = "jobs", namespace = "default", name = "doomed" })
+    r = c:run_job({ name = "doomed", image = "busybox", command = { "false" }, timeout = 30 })
+    assert.is_false(r.succeeded)
+    assert.matches("BackoffLimitExceeded", r.reason)
+    assert.are.equal(1, r.pods[1].exit_code)
+  end)
+
+  it("records instead of changing anything in plan mode", function()
+    plan.set_active(true)
+    local ok, res = pcall(function()
+      return c:create_deployment({ name = "planned", image = "nginx:1.25" })
+    end)
+    plan.set_active(false)
+    assert.is_true(ok, tostring(res))
+    assert.is_true(res.planned)
+    raises("NotFound", function() c:get("deployments", "planned") end)
+  end)
+end)
+
+describe("myrmex.k8s TLS and credentials", function()
+  local srv
+
+  setup(function() srv = K.start({ tls = true, tokens = { "good-token" } }) end)
+  teardown(function() srv.stop() end)
+
+  it("uses bearer tokens, token files and client certificates (files and -data)", function()
+    assert.are.equal("default", k8s.connect({ kubeconfig = srv:kubeconfig({ token = "good-token" }) })
+      :get("namespaces", "default").metadata.name)
+    K.write(srv.dir .. "/tok", "good-token\n")
+    k8s.connect({ kubeconfig = srv:kubeconfig({ tokenFile = "tok" }, "tf") }):get("namespaces", "default")
+    k8s.connect({ kubeconfig = srv:kubeconfig({ ["client-certificate"] = srv.dir .. "/client.pem",
+      ["client-key"] = srv.dir .. "/client.key" }, "cert") }):get("namespaces", "default")
+    local sh = require("tests.support.sh")
+    local function b64(path) return sh.run("base64 -w0 " .. path).stdout end
+    local kc = srv:kubeconfig({ ["client-certificate-data"] = b64(srv.dir .. "/client.pem"),
+      ["client-key-data"] = b64(srv.dir .. "/client.key") }, "data",
+      { ["certificate-authority"] = json.null, ["certificate-authority-data"] = b64(srv.dir .. "/ca.pem") })
+    k8s.connect({ kubeconfig = kc }):get("namespaces", "default")
+  end)
+
+  it("fails with Unauthorized for a wrong or revoked token and refuses a wrong CA", function()
+    local err = raises("Unauthorized", function()
+      k8s.connect({ kubeconfig = srv:kubeconfig({ token = "wrong" }, "w") }):get("namespaces", "default")
+    end)
+    assert.are.equal(401, err.status)
+    local c = k8s.connect({ kubeconfig = srv:kubeconfig({ token = "good-token" }, "g") })
+    c:get("namespaces", "default")
+    srv:control("tokens", { revoke = "good-token" })
+    raises("Unauthorized", function() c:get("namespaces", "default") end)
+    srv:control("tokens", { add = "good-token" })
+    raises("Unreachable", function()
+      k8s.connect({ kubeconfig = srv:kubeconfig({ token = "good-token" }, "ca", { ["certificate-authority"] = srv.dir .. "/other-ca.pem" }) })
+        :get("namespaces", "default")
+    end)
+  end)
+
+  it("runs exec credential plugins, caches their output until it expires, and reports failures", function()
+    local plugin = K.write(srv.dir .. "/plugin.sh", [[#!/bin/sh
+echo run >> "$COUNT_FILE"
+case "$KUBERNETES_EXEC_INFO" in *'"interactive":false'*) ;; *) echo "no exec info" >&2; exit 3;; esac
+printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"%s","expirationTimestamp":"%s"}}' "$TOKEN" "$EXPIRES"
+]])
+    os.execute("chmod +x " .. plugin)
+    local count = srv.dir .. "/count"
+    local function exec(env)
+      local list = { { name = "COUNT_FILE", value = count } }
+      for k, v in pairs(env) do list[#list + 1] = { name = k, value = v } end
+      return { exec = { apiVersion = "client.authentication.k8s.io/v1", command = "./plugin.sh", env = list } }
+    end
+    local function runs()
+      local f = io.open(count)
+      if not f then return 0 end
+      local n = select(2, f:read("a"):gsub("run", ""))
+      f:close()
+      return n
+    end
+    k8s.kubeconfig.reset_cache()
+    local c = k8s.connect({ kubeconfig = srv:kubeconfig(exec({ TOKEN = "good-token", EXPIRES = "2999-01-01T00:00:00Z" }), "e1") })
+    c:get("namespaces", "default")
+    c:get("namespaces", "kube-system")
+    assert.are.equal(1, runs())
+    k8s.kubeconfig.reset_cache()
+    c = k8s.connect({ kubeconfig = srv:kubeconfig(exec({ TOKEN = "good-token", EXPIRES = "2000-01-01T00:00:00Z" }), "e2") })
+    c:get("namespaces", "default")
+    local before = runs()
+    c:get("namespaces", "default")
+    assert.are.equal(before + 1, runs(), "an expired credential is fetched again")
+    local err = raises("Unauthorized", function()
+      k8s.connect({ kubeconfig = srv:kubeconfig({ exec = { command = "false" } }, "e3") }):get("namespaces", "default")
+    end)
+    assert.matches("exec plugin false failed %(exit 1%)", err.message)
+    local hang = K.write(srv.dir .. "/hang.sh", "#!/bin/sh\nsleep 30\n")
+    os.execute("chmod +x " .. hang)
+    err = raises("Unauthorized", function()
+      k8s.connect({ kubeconfig = srv:kubeconfig({ exec = { command = hang } }, "e4"), exec_timeout = 0.5 })
+        :get("namespaces", "default")
+    end)
+    assert.matches("after timeout", err.message)
+  end)
+end)
