@@ -241,6 +241,9 @@ describe("docker images", function()
     assert.matches("COPY", a.layers[1].created_by)   -- oldest first: busybox
     assert.is_true(a.layers[#a.layers].empty)         -- a LABEL
     assert.is_false(a.layers[1].empty)
+    local diff_ids = {}
+    for _, l in ipairs(a.layers) do if l.diff_id then diff_ids[#diff_ids + 1] = l.diff_id end end
+    assert.are.same(d:inspect_image(tag).RootFS.Layers, diff_ids)
     assert.is_true(a.largest.size >= 1900000) -- busybox itself
   end)
 

@@ -281,6 +281,12 @@ return function(Client, H)
       if not largest or layer.size > largest.size then largest = layer end
     end
     local rootfs = info.RootFS and info.RootFS.Layers or {}
+    -- The steps that made a filesystem layer line up with RootFS.Layers, oldest first.
+    local real = {}
+    for _, l in ipairs(layers) do if not l.empty then real[#real + 1] = l end end
+    if #real == #rootfs then
+      for i, l in ipairs(real) do l.diff_id = rootfs[i] end
+    end
     return { id = info.Id, size = info.Size, layers = layers, layer_count = #rootfs,
       largest = largest }
   end
