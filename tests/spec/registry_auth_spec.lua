@@ -202,6 +202,17 @@ c:tags("secure/app")
       assert.are.equal(2, c.auth.fetched)
     end)
 
+    it("uses an identity token from config.json through the OAuth2 refresh-token grant", function()
+      local cfg = { auths = { [reg.host] = { identitytoken = "refresh-" .. USER } } }
+      local c = registry.connect(reg.host, { config = cfg })
+      c:push_image(work .. "/img", "tok/oauth:v1")
+      assert.are.same({ "v1" }, c:tags("tok/oauth"))
+      raises("Unauthorized", function()
+        registry.connect(reg.host, { config = { auths = { [reg.host] = { identitytoken = "refresh-nobody" } } } })
+          :push_image(work .. "/img", "tok/oauth:v2")
+      end)
+    end)
+
     it("refreshes a token when it is about to expire", function()
       local c = registry.connect(reg.host, { username = USER, password = PASS })
       c:tags("tok/app")

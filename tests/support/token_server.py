@@ -7,6 +7,8 @@ Listens on a free 127.0.0.1 port (written to PORT_FILE once it is listening). GE
 Basic credentials from USERS_JSON ({"user": "password"}) grants the requested scopes; no
 credentials grants only pull. A wrong password is 401, as real token servers answer.
 GET /stats returns how many tokens were issued per scope, so specs can check caching.
+POST /token is the OAuth2 refresh-token grant (form body): refresh token "refresh-<user>"
+stands for that user, as an identity token stored by `docker login` would.
 """
 import base64
 import http.server
@@ -77,6 +79,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         name, _, password = base64.b64decode(auth[6:]).decode().partition(":")
         return name, users.get(name) == password
 
+    def do_POST(self):
+        from urllib.parse import urlparse, parse_qs
+        if urlparse(self.path).path != "/token":
+            return self.reply(404, {"error": "not found"})
+        length = int(self.headers.get("Content-Length", "0"))
+        form = parse_qs(self.rfile.read(length).decode())
+        refresh = form.get("refresh_token", [""])[0]
+        name = refresh[len("refresh-"):] if refresh.startswith("refresh-") else None
+        if form.get("grant_type", [""])[0] != "refresh_token" or name not in users:
+            return self.reply(400, {"error": "invalid_grant"})
+        self.grant(name, form, oauth=True)
+
     def do_GET(self):
         from urllib.parse import urlparse, parse_qs
         url = urlparse(self.path)
@@ -90,6 +104,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not ok:
             return self.reply(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]},
                               [("WWW-Authenticate", 'Basic realm="token"')])
+        self.grant(name, q)
+
+    def grant(self, name, q, oauth=False):
         access = []
         for scope in q.get("scope", []):
             for one in scope.split(" "):
@@ -105,8 +122,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                   "exp": now + EXPIRES_IN, "nbf": now - 10, "iat": now,
                   "jti": uuid.uuid4().hex, "access": access}
         token = sign(claims)
-        self.reply(200, {"token": token, "access_token": token, "expires_in": EXPIRES_IN,
-                         "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))})
+        reply = {"access_token": token, "expires_in": EXPIRES_IN,
+                 "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+        if not oauth:
+            reply["token"] = token
+        self.reply(200, reply)
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -155,7 +155,8 @@ function Auth:fetch(scope)
   end
   local res = self.request(t)
   self.fetched = self.fetched + 1
-  if res.status == 401 or res.status == 403 then
+  -- OAuth2 servers answer a bad refresh token with 400 invalid_grant.
+  if res.status == 401 or res.status == 403 or (res.status == 400 and c.identity_token) then
     fail("Unauthorized", ("token server %s refused the credentials for %s"):format(b.realm,
       scope ~= "" and scope or "the registry"), res.status)
   elseif res.status ~= 200 then
