@@ -1,0 +1,83 @@
+-- needs: registry
+-- myrmex.image on a registry reference: a docker-archive written here (whiteouts, an
+-- overwrite, a gzip layer) is pushed to Debian's docker-registry on loopback, then analyzed
+-- through its manifest, config and blobs; the figures must equal the hand computation and
+-- the analysis of the tar itself.
+local image = require("myrmex.image")
+local registry = require("myrmex.registry")
+local errors = require("myrmex.errors")
+local archive = require("myrmex.core.archive")
+local json = require("myrmex.json")
+local R = require("tests.support.registry")
+local sh = require("tests.support.sh")
+
+local reg, c, work
+
+setup(function()
+  reg = R.start({ mode = "plain" })
+  c = registry.connect(reg.host, { config = false })
+  work = sh.run("mktemp -d /tmp/mx-image-reg-XXXXXX").stdout:gsub("%s+$", "")
+end)
+
+teardown(function()
+  if reg then reg:stop() end
+  if work then sh.run({ "rm", "-rf", work }) end
+end)
+
+-- L1: etc/app.conf 1000, bin/tool 5000, var/tmp/junk 20000
+-- L2 (gzip): var/tmp/.wh.junk, bin/tool 6000 (overwrite)
+-- dive: app.conf 1000/1000/1, bin/tool 11000/5000/2, var/tmp/junk 20000/0/2
+--   efficiency = 6000 / 32000, wasted = 31000; hidden = 20000 + 5000
+local function write_image(path)
+  local function layer(name, entries, compression)
+    local w <close> = archive.writer(work .. "/" .. name, { compression = compression })
+    for _, e in ipairs(entries) do w:add(e) end
+  end
+  local function f(p, n) return { path = p, data = ("z"):rep(n) } end
+  layer("l1.tar", { f("etc/app.conf", 1000), f("bin/tool", 5000), f("var/tmp/junk", 20000) })
+  layer("l2.tar.gz", { f("var/tmp/.wh.junk", 0), f("bin/tool", 6000) }, "gzip")
+  local config = json.encode({ architecture = "amd64", os = "linux",
+    config = { Cmd = { "/bin/tool" } },
+    rootfs = { type = "layers", diff_ids = { "sha256:" .. ("a"):rep(64), "sha256:" .. ("b"):rep(64) } },
+    history = { { created_by = "COPY . / # buildkit" }, { created_by = "RUN rm /var/tmp/junk # buildkit" } } })
+  local w <close> = archive.writer(path)
+  w:add({ path = "l1/layer.tar", data = { file = work .. "/l1.tar" } })
+  w:add({ path = "l2/layer.tar.gz", data = { file = work .. "/l2.tar.gz" } })
+  w:add({ path = "cfg.json", data = config })
+  w:add({ path = "manifest.json", data = json.encode({ { Config = "cfg.json", RepoTags = { "reg:1" },
+    Layers = { "l1/layer.tar", "l2/layer.tar.gz" } } }) })
+end
+
+describe("image.analyze on a registry", function()
+  it("reads manifest, config and blobs and agrees with the tar", function()
+    local tar = work .. "/img.tar"
+    write_image(tar)
+    local ok, err = pcall(function() return c:push_image(tar, "mx/analyzed:1") end)
+    assert(ok, tostring(err))
+    local a = image.analyze("mx/analyzed:1", { registry = c })
+    assert.are.equal(6000 / 32000, a.efficiency)
+    assert.are.equal(31000, a.wasted_bytes)
+    assert.are.equal(25000, a.hidden_bytes)
+    assert.are.equal(32000, a.size)
+    assert.are.same({ "COPY . /", "RUN rm /var/tmp/junk" }, { a.layers[1].created_by, a.layers[2].created_by })
+    local info = c:inspect("mx/analyzed:1")
+    for i, L in ipairs(a.layers) do
+      assert.are.equal(info.layers[i].digest, L.digest)
+      assert.are.equal(info.layers[i].size, L.compressed_size)
+    end
+    local t = image.analyze(tar)
+    assert.are.equal(t.efficiency, a.efficiency)
+    assert.are.equal(t.wasted_bytes, a.wasted_bytes)
+    for i = 1, 2 do
+      assert.are.same({ t.layers[i].size, t.layers[i].added, t.layers[i].changed, t.layers[i].removed },
+        { a.layers[i].size, a.layers[i].added, a.layers[i].changed, a.layers[i].removed })
+    end
+    assert.are.equal("", sh.run("ls /tmp | grep '^myrmex-blob-' || true").stdout) -- temp blobs removed
+  end)
+
+  it("raises NotFound for a tag the registry does not have", function()
+    local ok, err = pcall(image.analyze, "mx/analyzed:nope", { registry = c })
+    assert.is_false(ok)
+    assert.is_true(errors.is(err, "NotFound"), tostring(err))
+  end)
+end)
