@@ -32,7 +32,16 @@ end
 
 --- Connect to a cluster. Reads KUBECONFIG (merged as kubectl merges it), ~/.kube/config, or
 --- the pod's service account. Nothing is sent until the first request.
----@param opts? {kubeconfig?:string|string[], context?:string, namespace?:string, timeout?:number, field_manager?:string, serviceaccount_dir?:string, exec_timeout?:number}
+---@class myrmex.k8s.ConnectOptions
+---@field kubeconfig? string|string[] files to merge instead of $KUBECONFIG / ~/.kube/config
+---@field context? string
+---@field namespace? string
+---@field timeout? number seconds per request (default 30)
+---@field field_manager? string default "myrmex"
+---@field serviceaccount_dir? string
+---@field exec_timeout? number seconds an exec credential plugin may take (default 30)
+
+---@param opts? myrmex.k8s.ConnectOptions
 ---@return table client
 function M.connect(opts)
   opts = check_opts("k8s.connect", opts, set { "kubeconfig", "context", "namespace", "timeout",
@@ -46,13 +55,15 @@ function M.connect(opts)
   end
   if not any and not opts.kubeconfig then settings = kubeconfig.in_cluster(opts.serviceaccount_dir) end
   if not settings then
-    settings = kubeconfig.resolve(kubeconfig.load(opts.kubeconfig), { context = opts.context, namespace = opts.namespace })
+    settings = kubeconfig.resolve(kubeconfig.load(opts.kubeconfig), { context = opts.context,
+      namespace = opts.namespace })
   elseif opts.namespace then
     settings.namespace = opts.namespace
   end
   return setmetatable({
     server = settings.server, namespace = settings.namespace, context = settings.context,
-    settings = settings, timeout = opts.timeout or 30, exec_timeout = opts.exec_timeout, field_manager = opts.field_manager or "myrmex",
+    settings = settings, timeout = opts.timeout or 30, exec_timeout = opts.exec_timeout,
+      field_manager = opts.field_manager or "myrmex",
     _resources = nil,
   }, Client)
 end
@@ -74,7 +85,8 @@ function Client:_auth(refresh)
     log.secret(tok)
     headers.Authorization = "Bearer " .. tok
   elseif a.kind == "exec" then
-    local cred = kubeconfig.exec_credential(a.exec, self.settings.cluster_info, { refresh = refresh, timeout = self.exec_timeout })
+    local cred = kubeconfig.exec_credential(a.exec, self.settings.cluster_info, { refresh = refresh,
+      timeout = self.exec_timeout })
     if cred.token then headers.Authorization = "Bearer " .. cred.token end
     if cred.cert_data then
       tls = { ca = self.settings.tls.ca, ca_data = self.settings.tls.ca_data, insecure = self.settings.tls.insecure,
@@ -95,7 +107,8 @@ local function status_error(res, what)
   msg = msg or ((res.body or ""):sub(1, 300))
   if details and details.causes and #details.causes > 0 then
     local parts = {}
-    for _, c in ipairs(details.causes) do parts[#parts + 1] = (c.field or "") .. ": " .. (c.message or c.reason or "") end
+    for _, c in ipairs(details.causes) do parts[#parts + 1] = (c.field or "") .. ": "
+      .. (c.message or c.reason or "") end
     if not msg:find(parts[1], 1, true) then msg = msg .. " (" .. table.concat(parts, "; ") .. ")" end
   end
   return errors.new({ code = errors.from_status(res.status) or "Engine", engine = "k8s", status = res.status,
@@ -221,14 +234,23 @@ end
 
 --- List objects, following `continue` tokens until every page is read.
 ---@param kind string
----@param opts? {namespace?:string, all_namespaces?:boolean, label_selector?:string, field_selector?:string, limit?:integer, api_version?:string}
+---@class myrmex.k8s.ListOptions
+---@field namespace? string
+---@field all_namespaces? boolean
+---@field label_selector? string
+---@field field_selector? string
+---@field limit? integer page size (default 500)
+---@field api_version? string
+
+---@param opts? myrmex.k8s.ListOptions
 ---@return table[] items, string resource_version
 function Client:list(kind, opts)
   opts = check_opts("k8s.list", opts, set { "namespace", "all_namespaces", "label_selector", "field_selector",
     "limit", "api_version" })
   local r = self:resource(kind, opts.api_version)
   local path = opts.all_namespaces and (r.base .. "/" .. r.name) or self:_path(r, nil, opts.namespace)
-  local items, token, rv = {}, nil, nil
+  local items, token = {}, nil
+  local rv
   repeat
     local page = self:request("GET", path, { query = { labelSelector = opts.label_selector,
       fieldSelector = opts.field_selector, limit = opts.limit or 500, continue = token } })
@@ -249,7 +271,8 @@ local function object_parts(fname, obj)
   if type(obj.kind) ~= "string" or type(obj.apiVersion) ~= "string" then
     error(fname .. ": object needs apiVersion and kind", 3)
   end
-  if type(obj.metadata) ~= "table" or (type(obj.metadata.name) ~= "string" and type(obj.metadata.generateName) ~= "string") then
+  local meta = obj.metadata
+  if type(meta) ~= "table" or (type(meta.name) ~= "string" and type(meta.generateName) ~= "string") then
     error(fname .. ": object needs metadata.name", 3)
   end
 end
@@ -287,11 +310,13 @@ end
 ---@return table replaced
 function Client:replace(obj, opts)
   object_parts("k8s.replace", obj)
-  opts = check_opts("k8s.replace", opts, set { "namespace", "dry_run", "field_manager", "field_validation", "subresource" })
+  opts = check_opts("k8s.replace", opts, set { "namespace", "dry_run", "field_manager", "field_validation",
+    "subresource" })
   local r = self:resource(obj.kind, obj.apiVersion)
   local ns = opts.namespace or obj.metadata.namespace or self.namespace
   if plan.active() and not opts.dry_run then
-    return plan.record({ engine = "k8s", op = "replace", target = target(r, obj.metadata.name, ns), args = { object = obj } })
+    return plan.record({ engine = "k8s", op = "replace", target = target(r, obj.metadata.name, ns),
+      args = { object = obj } })
   end
   return log.span("k8s", "replace", target(r, obj.metadata.name, ns), function()
     return (self:request("PUT", self:_path(r, obj.metadata.name, ns, opts.subresource),
@@ -306,36 +331,57 @@ local PATCH_TYPES = {
   apply = "application/apply-patch+yaml",
 }
 
+---@class myrmex.k8s.PatchOptions
+---@field type? string
+---@field namespace? string
+---@field dry_run? boolean
+---@field field_manager? string
+---@field force? boolean
+---@field subresource? string
+---@field api_version? string
+
 --- Patch an object. `type` is "strategic" (default), "merge", "json" (RFC 6902 list) or
 --- "apply" (server-side apply; `force` takes fields owned by other managers).
 ---@param kind string
 ---@param name string
 ---@param patch table|string
----@param opts? {type?:string, namespace?:string, dry_run?:boolean, field_manager?:string, force?:boolean, subresource?:string, api_version?:string}
+---@param opts? myrmex.k8s.PatchOptions
 ---@return table patched
 function Client:patch(kind, name, patch, opts)
   opts = check_opts("k8s.patch", opts, set { "type", "namespace", "dry_run", "field_manager", "force",
     "subresource", "api_version", "field_validation" })
   local ctype = PATCH_TYPES[opts.type or "strategic"]
   if not ctype then error("k8s.patch: type must be strategic, merge, json or apply, got " .. tostring(opts.type), 2) end
-  if type(patch) ~= "table" and type(patch) ~= "string" then error("k8s.patch: patch must be a table or a string", 2) end
+  if type(patch) ~= "table" and type(patch) ~= "string" then error("k8s.patch: patch must be a table or a string",
+    2) end
   local r = self:resource(kind, opts.api_version)
   local ns = opts.namespace or self.namespace
   if plan.active() and not opts.dry_run then
-    return plan.record({ engine = "k8s", op = "patch", target = target(r, name, ns), args = { patch = patch, type = opts.type } })
+    return plan.record({ engine = "k8s", op = "patch", target = target(r, name, ns), args = { patch = patch,
+      type = opts.type } })
   end
   local q = write_query(self, opts, { force = opts.type == "apply" and (opts.force and "true" or "false") or nil })
   if opts.type ~= "apply" and not opts.field_manager then q.fieldManager = self.field_manager end
   return log.span("k8s", "patch", target(r, name, ns), function()
-    return (self:request("PATCH", self:_path(r, name, ns, opts.subresource), { body = patch, content_type = ctype, query = q }))
+    return (self:request("PATCH", self:_path(r, name, ns, opts.subresource), { body = patch, content_type = ctype,
+      query = q }))
   end)
 end
+
+---@class myrmex.k8s.DeleteOptions
+---@field namespace? string
+---@field propagation? string
+---@field wait? boolean
+---@field timeout? number
+---@field dry_run? boolean
+---@field api_version? string
+---@field grace_period? integer
 
 --- Delete an object. `propagation` is "Background" (default), "Foreground" or "Orphan";
 --- `wait` blocks until the object is gone (watching it), up to `timeout` seconds.
 ---@param kind string
 ---@param name string
----@param opts? {namespace?:string, propagation?:string, wait?:boolean, timeout?:number, dry_run?:boolean, api_version?:string, grace_period?:integer}
+---@param opts? myrmex.k8s.DeleteOptions
 ---@return table response the Status or the object being deleted
 function Client:delete(kind, name, opts)
   opts = check_opts("k8s.delete", opts, set { "namespace", "propagation", "wait", "timeout", "dry_run",
@@ -343,7 +389,8 @@ function Client:delete(kind, name, opts)
   local r = self:resource(kind, opts.api_version)
   local ns = opts.namespace or self.namespace
   if plan.active() and not opts.dry_run then
-    return plan.record({ engine = "k8s", op = "delete", target = target(r, name, ns), args = { propagation = opts.propagation } })
+    return plan.record({ engine = "k8s", op = "delete", target = target(r, name, ns),
+      args = { propagation = opts.propagation } })
   end
   local body = { kind = "DeleteOptions", apiVersion = "v1", propagationPolicy = opts.propagation or "Background",
     dryRun = opts.dry_run and json.array({ "All" }) or nil, gracePeriodSeconds = opts.grace_period }
@@ -364,7 +411,8 @@ function Client:_wait_gone(r, name, ns, timeout)
       error(err, 0)
     end
     if rt.monotonic() > deadline then
-      errors.raise({ code = "Timeout", engine = "k8s", message = target(r, name, ns) .. " still exists after " .. timeout .. "s" }, 0)
+      errors.raise({ code = "Timeout", engine = "k8s", message = target(r, name, ns) .. " still exists after "
+        .. timeout .. "s" }, 0)
     end
     http.sleep(0.1)
   end
@@ -372,12 +420,22 @@ end
 
 -- ---- watch ----------------------------------------------------------------------------------
 
+---@class myrmex.k8s.WatchOptions
+---@field namespace? string
+---@field all_namespaces? boolean
+---@field resource_version? string
+---@field name? string
+---@field label_selector? string
+---@field field_selector? string
+---@field timeout? number
+---@field api_version? string
+
 --- Watch a collection. `fn(event)` gets `{type=ADDED|MODIFIED|DELETED|BOOKMARK, object=}` and
 --- returns false to stop. A dropped stream is resumed from the last resourceVersion seen; a
 --- 410 Gone (version too old) re-lists and delivers the current objects as ADDED. Stops at
 --- `timeout` seconds (raising Timeout) when given.
 ---@param kind string
----@param opts? {namespace?:string, all_namespaces?:boolean, resource_version?:string, label_selector?:string, field_selector?:string, timeout?:number, api_version?:string}
+---@param opts? myrmex.k8s.WatchOptions
 ---@param fn fun(event:table):boolean|nil
 ---@return string resource_version the last resourceVersion seen
 function Client:watch(kind, opts, fn)
@@ -391,7 +449,8 @@ function Client:watch(kind, opts, fn)
   local fsel = opts.field_selector
   if opts.name then fsel = "metadata.name=" .. opts.name .. (fsel and ("," .. fsel) or "") end
   local rv = opts.resource_version
-  local stopped, gone = false, false
+  local stopped = false
+  local gone
   local function relist()
     local items, lrv = self:list(kind, { namespace = opts.namespace, all_namespaces = opts.all_namespaces,
       label_selector = opts.label_selector, field_selector = fsel, api_version = opts.api_version })
@@ -404,7 +463,8 @@ function Client:watch(kind, opts, fn)
   while not stopped do
     local left = deadline and (deadline - rt.monotonic())
     if left and left <= 0 then
-      errors.raise({ code = "Timeout", engine = "k8s", message = "watch on " .. r.name .. " ended after " .. opts.timeout .. "s" }, 2)
+      errors.raise({ code = "Timeout", engine = "k8s", message = "watch on " .. r.name .. " ended after "
+        .. opts.timeout .. "s" }, 2)
     end
     gone = false
     local ok, err = pcall(self.request, self, "GET", path, {
@@ -423,7 +483,8 @@ function Client:watch(kind, opts, fn)
     })
     if not ok then
       if errors.is(err, "Timeout") or errors.is(err, "Unreachable") then
-        log.debug("k8s watch interrupted, resuming", { resource = r.name, resource_version = rv, error = errors.message(err) })
+        log.debug("k8s watch interrupted, resuming", { resource = r.name, resource_version = rv,
+          error = errors.message(err) })
         http.sleep(0.05)
       elseif errors.is(err) and err.details and err.details.gone then
         gone = true
@@ -520,7 +581,8 @@ end
 ---@return string text
 function Client:logs(pod, opts)
   opts = check_opts("k8s.logs", opts, set { "namespace", "container", "since", "follow", "on_line" })
-  local path = "/api/v1/namespaces/" .. http.escape(opts.namespace or self.namespace) .. "/pods/" .. http.escape(pod) .. "/log"
+  local path = "/api/v1/namespaces/" .. http.escape(opts.namespace or self.namespace) .. "/pods/"
+    .. http.escape(pod) .. "/log"
   local query = { container = opts.container, sinceSeconds = opts.since, follow = opts.follow and "true" or nil }
   local body = self:request("GET", path, { query = query, raw = true, timeout = opts.follow and 0 or nil })
   if opts.on_line then
@@ -529,8 +591,20 @@ function Client:logs(pod, opts)
   return body
 end
 
+---@class myrmex.k8s.RunJobSpec
+---@field image any
+---@field command? any
+---@field args? any
+---@field env? any
+---@field parallelism? any
+---@field completions? any
+---@field namespace? any
+---@field name? any
+---@field timeout? any
+---@field backoff_limit? any
+
 --- Run a batch/v1 Job, wait for it and collect each pod's exit code and log.
----@param spec table {image, command?, args?, env?, parallelism?, completions?, namespace?, name?, timeout?, backoff_limit?}
+---@param spec myrmex.k8s.RunJobSpec
 ---@return {name:string, succeeded:boolean, job:table, pods:{name:string, exit_code:integer|nil, log:string}[]}
 function Client:run_job(spec)
   return rollout.run_job(self, spec)

@@ -32,13 +32,15 @@ function M.parse(text, origin)
   local function add(doc, where)
     if doc == nil or json.isnull(doc) then return end
     if type(doc) ~= "table" or type(doc.kind) ~= "string" or type(doc.apiVersion) ~= "string" then
-      errors.raise({ code = "Invalid", engine = "k8s", message = where .. ": not a Kubernetes object (apiVersion and kind required)" }, 0)
+      errors.raise({ code = "Invalid", engine = "k8s", message = where
+        .. ": not a Kubernetes object (apiVersion and kind required)" }, 0)
     end
     if doc.kind:match("List$") and type(doc.items) == "table" then
       for i, it in ipairs(doc.items) do add(it, where .. ".items[" .. i .. "]") end
     else
       if type(doc.metadata) ~= "table" or type(doc.metadata.name) ~= "string" then
-        errors.raise({ code = "Invalid", engine = "k8s", message = where .. ": metadata.name is required for apply" }, 0)
+        errors.raise({ code = "Invalid", engine = "k8s", message = where
+          .. ": metadata.name is required for apply" }, 0)
       end
       out[#out + 1] = doc
     end
@@ -102,7 +104,8 @@ function M.apply_manifest(client, source, opts)
   end
   if #rest > 0 then
     local parallel = require("myrmex.parallel")
-    local out = parallel.map(rest, function(i) return M.apply_object(client, objs[i], opts) end, { max = opts.parallel })
+    local out = parallel.map(rest, function(i) return M.apply_object(client, objs[i], opts) end,
+      { max = opts.parallel })
     for n, i in ipairs(rest) do results[i] = out[n] end
   end
   return results

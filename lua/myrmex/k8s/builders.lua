@@ -26,7 +26,8 @@ local function dns_name(fname, field, v, label)
   local ok = v:match("^[a-z0-9]") and v:match("[a-z0-9]$") and #v <= (label and 63 or 253)
     and not v:find(label and "[^a-z0-9-]" or "[^a-z0-9.-]")
   if not ok then
-    bad(fname, field, "must be a lowercase RFC 1123 " .. (label and "label" or "subdomain") .. ", got " .. string.format("%q", v))
+    bad(fname, field, "must be a lowercase RFC 1123 " .. (label and "label" or "subdomain") .. ", got "
+      .. string.format("%q", v))
   end
 end
 
@@ -45,7 +46,8 @@ end
 
 local function int_in(fname, field, v, lo, hi)
   if math.type(v) ~= "integer" or v < lo or (hi and v > hi) then
-    bad(fname, field, "must be an integer" .. (hi and (" between " .. lo .. " and " .. hi) or (" >= " .. lo)) .. ", got " .. tostring(v))
+    bad(fname, field, "must be an integer" .. (hi and (" between " .. lo .. " and " .. hi) or (" >= " .. lo))
+      .. ", got " .. tostring(v))
   end
   return v
 end
@@ -143,10 +145,26 @@ end
 local DEPLOYMENT_KEYS = set { "name", "image", "replicas", "labels", "annotations", "ports", "env", "resources",
   "namespace", "command", "args", "container_name", "image_pull_policy", "selector" }
 
+---@class myrmex.k8s.DeploymentSpec
+---@field name string
+---@field image string
+---@field replicas? integer
+---@field labels? table
+---@field annotations? table
+---@field ports? table
+---@field env? table
+---@field resources? table
+---@field namespace? string
+---@field command? string[]
+---@field args? string[]
+---@field container_name? string
+---@field image_pull_policy? string
+---@field selector? table
+
 --- A Deployment object. `labels` default to {app=name} and are the selector unless
 --- `selector` is given; `ports` are numbers or {containerPort, name, protocol}; `env` is a
 --- name->value table or a list of {name, value|valueFrom}; `resources` is {requests, limits}.
----@param spec {name:string, image:string, replicas?:integer, labels?:table, annotations?:table, ports?:table, env?:table, resources?:table, namespace?:string, command?:string[], args?:string[], container_name?:string, image_pull_policy?:string, selector?:table}
+---@param spec myrmex.k8s.DeploymentSpec
 ---@return table deployment
 function M.deployment(spec)
   local fname = "k8s.deployment"
@@ -212,11 +230,25 @@ function M.service(spec)
     annotations = string_map(fname, "annotations", spec.annotations) }
   if spec.namespace then dns_name(fname, "namespace", spec.namespace, true); meta.namespace = spec.namespace end
   return { apiVersion = "v1", kind = "Service", metadata = meta,
-    spec = { type = spec.type, selector = string_map(fname, "selector", spec.selector), ports = service_ports(fname, spec.ports) } }
+    spec = { type = spec.type, selector = string_map(fname, "selector", spec.selector), ports = service_ports(fname,
+      spec.ports) } }
 end
 
+---@class myrmex.k8s.JobSpec
+---@field name? string
+---@field image string
+---@field command? string[]
+---@field args? string[]
+---@field env? table
+---@field parallelism? integer
+---@field completions? integer
+---@field backoff_limit? integer
+---@field namespace? string
+---@field labels? table
+---@field resources? table
+
 --- A batch/v1 Job object (restartPolicy Never).
----@param spec {name:string, image:string, command?:string[], args?:string[], env?:table, parallelism?:integer, completions?:integer, backoff_limit?:integer, namespace?:string, labels?:table, resources?:table}
+---@param spec myrmex.k8s.JobSpec
 ---@return table job
 function M.job(spec)
   local fname = "k8s.job"

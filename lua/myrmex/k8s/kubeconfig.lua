@@ -167,15 +167,19 @@ end
 --- myrmex.http, auth and proxy.
 ---@param cfg table from M.load
 ---@param opts? {context?:string, namespace?:string}
----@return {server:string, namespace:string, context:string, cluster:string, user:string, tls:table, auth:table, proxy:string|nil}
+---@return {server:string, namespace:string, context:string, cluster:string, user:string,
+---  tls:table, auth:table, proxy:string|nil}
 function M.resolve(cfg, opts)
   opts = opts or {}
   local ctx_name = opts.context or cfg.current_context
-  if not ctx_name then fail("kubeconfig: no current-context and no context given (files: " .. table.concat(cfg.files, ", ") .. ")") end
+  if not ctx_name then fail("kubeconfig: no current-context and no context given (files: "
+    .. table.concat(cfg.files, ", ") .. ")") end
   local ctx = cfg.contexts[ctx_name]
-  if not ctx then errors.raise({ code = "NotFound", engine = "k8s", message = 'context "' .. ctx_name .. '" does not exist in the kubeconfig' }, 0) end
+  if not ctx then errors.raise({ code = "NotFound", engine = "k8s", message = 'context "' .. ctx_name
+    .. '" does not exist in the kubeconfig' }, 0) end
   local cluster = cfg.clusters[ctx.cluster or ""]
-  if not cluster then fail('kubeconfig context "' .. ctx_name .. '": cluster "' .. tostring(ctx.cluster) .. '" not found') end
+  if not cluster then fail('kubeconfig context "' .. ctx_name .. '": cluster "' .. tostring(ctx.cluster)
+    .. '" not found') end
   if type(cluster.server) ~= "string" or cluster.server == "" then
     fail('kubeconfig cluster "' .. ctx.cluster .. '": server is required')
   end
@@ -230,8 +234,10 @@ local function run_plugin(e, cluster, timeout)
   local info = { apiVersion = e.apiVersion or "client.authentication.k8s.io/v1", kind = "ExecCredential",
     spec = { interactive = false } }
   if e.provideClusterInfo and cluster then
-    info.spec.cluster = { server = cluster.server, ["certificate-authority-data"] = cluster["certificate-authority-data"],
-      ["insecure-skip-tls-verify"] = cluster["insecure-skip-tls-verify"], ["tls-server-name"] = cluster["tls-server-name"] }
+    info.spec.cluster = { server = cluster.server,
+      ["certificate-authority-data"] = cluster["certificate-authority-data"],
+      ["insecure-skip-tls-verify"] = cluster["insecure-skip-tls-verify"],
+        ["tls-server-name"] = cluster["tls-server-name"] }
   end
   overrides.KUBERNETES_EXEC_INFO = json.encode(info)
   local argv = { e.command }

@@ -18,7 +18,8 @@ function M.deployment_status(d)
   end
   local p = cond(d, "Progressing")
   if p and p.reason == "ProgressDeadlineExceeded" then
-    errors.raise({ code = "Engine", engine = "k8s", message = 'deployment "' .. name .. '" exceeded its progress deadline ('
+    errors.raise({ code = "Engine", engine = "k8s", message = 'deployment "' .. name
+      .. '" exceeded its progress deadline ('
       .. tostring(p.message) .. ")", details = { condition = p } }, 0)
   end
   local want, updated = spec.replicas or 1, st.updatedReplicas or 0
@@ -62,7 +63,8 @@ function M.wait(client, kind, name, opts)
   local ok, err = pcall(client.watch, client, plural, { namespace = opts.namespace, name = name, timeout = timeout },
     function(ev)
       if ev.type == "DELETED" then
-        errors.raise({ code = "NotFound", engine = "k8s", message = which .. ' "' .. name .. '" was deleted while waiting' }, 0)
+        errors.raise({ code = "NotFound", engine = "k8s", message = which .. ' "' .. name
+          .. '" was deleted while waiting' }, 0)
       end
       local done, msg = check(ev.object)
       last = msg
@@ -87,7 +89,8 @@ function M.run_job(client, spec)
   local name = job.metadata.name
   local ok, err = pcall(M.wait, client, "job", name, { namespace = spec.namespace, timeout = spec.timeout or 600 })
   if not ok and not (errors.is(err, "Engine") and err.details and err.details.condition) then error(err, 0) end
-  local result = { name = name, succeeded = ok, job = client:get("jobs", name, { namespace = spec.namespace }), pods = {} }
+  local result = { name = name, succeeded = ok, job = client:get("jobs", name, { namespace = spec.namespace }),
+    pods = {} }
   if not ok then result.reason = err.message end
   local pods = client:list("pods", { namespace = spec.namespace,
     label_selector = "batch.kubernetes.io/controller-uid=" .. job.metadata.uid })
