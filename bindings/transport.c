@@ -223,7 +223,8 @@ static size_t on_send(char *p, size_t size, size_t n, void *ud) {
   case BODY_SOURCE: {
     ssize_t got = x->src->read(x->src->ud, p, want, err, sizeof err);
     if (got < 0) {
-      snprintf(x->why, sizeof x->why, "request body: %s", err[0] ? err : "source failed");
+      /* why is shorter than err: keep the head of the producer's message */
+      snprintf(x->why, sizeof x->why, "request body: %.140s", err[0] ? err : "source failed");
       return CURL_READFUNC_ABORT;
     }
     return (size_t)got;

@@ -42,4 +42,14 @@ function M.peak_rss_kib()
   return tonumber(read("/proc/self/status"):match("VmHWM:%s*(%d+)"))
 end
 
+--- True in an AddressSanitizer build: its shadow memory and quarantine keep hundreds of MiB
+--- resident, so a flat-memory bound there can only show that a body was not held whole.
+---@return boolean
+function M.sanitized()
+  for line in io.lines("/proc/self/maps") do
+    if line:find("libasan", 1, true) then return true end
+  end
+  return false
+end
+
 return M
