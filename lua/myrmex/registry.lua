@@ -423,8 +423,11 @@ function Client:put_manifest(ref, body, media_type)
     return d
   end
   return log.span("registry", "manifest_put", tostring(r), function()
-    local res = self:_call({ method = "PUT", path = repo_path(r.repository, "manifests", r:reference()),
-      headers = { ["Content-Type"] = media_type }, body = body }, { push_scope(r.repository) })
+    -- A manifest PUT is idempotent: a registry restarting under us is simply asked again.
+    local res = self:_retrying(function()
+      return self:_call({ method = "PUT", path = repo_path(r.repository, "manifests", r:reference()),
+        headers = { ["Content-Type"] = media_type }, body = body }, { push_scope(r.repository) })
+    end)
     check(res, "put manifest " .. tostring(r), 201, 200)
     local got = res.headers["docker-content-digest"]
     if got and got ~= d then

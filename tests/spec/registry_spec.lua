@@ -231,6 +231,30 @@ describe("registry (plain HTTP registry)", function()
     cc:blob("app/crash", d, { to = out })
   end)
 
+  it("finishes a push when the registry is killed between layers and comes back", function()
+    local big = R.make_layout(work .. "/restart", { tag = "r", random = { 8 * 1024 * 1024 } })
+    local cc = registry.connect(reg.host, { config = false, parallel = 1 })
+    local retried = 0
+    local remove = require("myrmex.log").add_hook(function(rec)
+      if rec.msg == "registry: layer pushed" and reg.pid and retried == 0 then
+        reg:kill()
+        reg:restart_later(1)
+      elseif rec.msg:find("retrying", 1, true) then
+        retried = retried + 1
+      end
+    end)
+    local ok, res = pcall(cc.push_image, cc, work .. "/restart", "app/restart:r")
+    remove()
+    assert(ok, ok or errors.message(res))
+    assert.is_true(retried > 0)
+    assert.are.equal(big.digest, cc:digest("app/restart:r"))
+    local dir = work .. "/restart-pull"
+    cc:pull_image("app/restart:r", { to = dir })
+    for _, d in ipairs(big.layers) do
+      assert.are.equal(read(work .. "/restart/blobs/sha256/" .. d:sub(8)), read(dir .. "/blobs/sha256/" .. d:sub(8)))
+    end
+  end)
+
   it("fails cleanly when the registry stays down, and no tag points at the image", function()
     local big = R.make_layout(work .. "/down", { tag = "d", random = { 3 * 1024 * 1024 } })
     local cc = registry.connect(reg.host, { config = false })
