@@ -16,8 +16,9 @@ local function branch_error(name, err)
 end
 
 --- Run `fns` (a list, or a table name -> function) concurrently, at most `opts.max` at once
---- (default 8). Returns the results in the same shape: for a list, results[i] is the first
---- value branch i returned (use opts.pack = true to get every value as a packed table).
+--- (default 8). Returns the results in the same shape: results[k] is the value branch k
+--- returned when it returned one (nil for none), or a packed table {v1, v2, n = 2} when it
+--- returned several; opts.pack = true packs every branch's values.
 --- The first error cancels the other branches (their <close> variables run, their transfers
 --- are aborted) and is raised again naming the branch.
 ---@param fns table<any, function>
@@ -71,7 +72,8 @@ function M.run(fns, opts)
           coroutine.close(b.co)
         elseif coroutine.status(b.co) == "dead" then
           http._branches[b.co] = nil
-          results[b.key] = opts.pack and res or res[1]
+          -- One value stays itself; several come back packed (res.n), so none is lost.
+          if opts.pack or res.n > 1 then results[b.key] = res else results[b.key] = res[1] end
         else
           still[#still + 1] = b
         end

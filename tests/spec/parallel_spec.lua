@@ -37,6 +37,13 @@ describe("myrmex.parallel", function()
     assert.are.equal(3, json.decode(http.request({ url = base .. "/maxseen" }).body).max)
   end)
 
+  it("gives one value as itself and several as a packed table", function()
+    local res = parallel({ function() return "a" end, function() return 1, nil, "z" end, function() end })
+    assert.are.equal("a", res[1])
+    assert.are.same({ 1, nil, "z", n = 3 }, res[2])
+    assert.is_nil(res[3])
+  end)
+
   it("supports named branches and packed results", function()
     local res = parallel({ one = function() return 1, "x" end, two = function() return 2 end }, { pack = true })
     assert.are.same({ 1, "x", n = 2 }, res.one)
