@@ -32,6 +32,8 @@ Options for run and plan:
   --log-format text|json    default: json when CI is set, text otherwise
   --log-level debug|info|warn|error
   --quiet                only warnings and errors
+  --on kubernetes        run the recipe as a Job in the current cluster (with --image IMAGE
+                         holding myrmex and the recipe, and --namespace NS)
   --junit FILE           write a JUnit XML report: one test case per step
   --report FILE.html     write a self-contained HTML report of the run
   --sandbox              run an untrusted recipe: no processes, no writes outside --workdir,
@@ -95,6 +97,13 @@ local function parse_run_args(args, first)
       if o.plan_format ~= "text" and o.plan_format ~= "json" then
         usage("--plan-format must be text or json, got '%s'", o.plan_format)
       end
+    elseif flag == "--on" then
+      o.on = val()
+      if o.on ~= "kubernetes" then usage("--on takes 'kubernetes', got '%s'", o.on) end
+    elseif flag == "--image" then
+      o.image = val()
+    elseif flag == "--namespace" then
+      o.namespace = val()
     elseif flag == "--junit" then
       o.junit = val()
     elseif flag == "--report" then
@@ -253,9 +262,60 @@ local function finish_reports(o, path, duration, failure)
   if ci.github() then ci.write_summary(run) end
 end
 
+--- `run --on kubernetes`: the same command line, run as a Job in the cluster by an image that
+--- holds myrmex and the recipe; its pods' logs are printed and its outcome is the exit status.
+local function run_on_kubernetes(o)
+  local image = o.image or rt.environ().MYRMEX_RUNNER_IMAGE
+  if not image or image == "" then
+    usage("--on kubernetes needs --image IMAGE (an image holding myrmex and the recipe) or MYRMEX_RUNNER_IMAGE")
+  end
+  -- Check the parameters here when the recipe is also on this machine: a typo fails in a second
+  -- instead of after a pod was scheduled.
+  local local_path = recipe.find(o.recipe)
+  if local_path and recipe.looks_declared(local_path) then
+    local decl = recipe.declaration(local_path, recipe.load(local_path))
+    if decl then recipe.resolve_params(decl, o.sets, o.sources) end
+  end
+  local command = { "myrmex", "run", o.recipe, "--log-format", "json" }
+  local names = {}
+  for k in pairs(o.sets) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do
+    command[#command + 1] = "--set"
+    command[#command + 1] = k .. "=" .. o.sets[k]
+  end
+  local k8s = require("myrmex.k8s")
+  local c = k8s.connect({ namespace = o.namespace })
+  local name = (o.recipe:match("([^/]+)$"):gsub("%.lua$", ""):lower():gsub("[^a-z0-9-]", "-"))
+  log.info("running on kubernetes", { recipe = o.recipe, image = image, namespace = o.namespace })
+  local res = c:run_job({ generate_name = "myrmex-" .. name:sub(1, 40) .. "-", image = image, command = command,
+    namespace = o.namespace, labels = { ["app.kubernetes.io/managed-by"] = "myrmex",
+      ["myrmex.dev/recipe"] = name:sub(1, 63) } })
+  if res.planned then
+    io.stdout:write(plan.render_text())
+    return EXIT_OK
+  end
+  local code = EXIT_OK
+  for _, pod in ipairs(res.pods or {}) do
+    io.stdout:write(pod.log or "")
+    if pod.exit_code and pod.exit_code ~= 0 then code = pod.exit_code end
+  end
+  if not res.succeeded then
+    log.error("job " .. tostring(res.name) .. " failed: " .. tostring(res.reason))
+    if code == EXIT_OK then code = EXIT_FAIL end
+  end
+  return code
+end
+
 local function cmd_run(args, first, force_plan)
   local o = parse_run_args(args, first)
   log.configure(o.log)
+  if o.on then
+    if not o.recipe then usage("run --on kubernetes needs a RECIPE") end
+    plan.set_active(force_plan or o.dry_run)
+    return run_on_kubernetes(o)
+  end
+  if o.image or o.namespace then usage("--image and --namespace go with --on kubernetes") end
   if not o.recipe then usage("%s needs a RECIPE (see myrmex list)", force_plan and "plan" or "run") end
   local path = resolve(o.recipe)
   if next(o.sets) and not recipe.looks_declared(path) then
