@@ -5,6 +5,7 @@
 #include "host.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -51,6 +52,27 @@ static void prepend_lua_path(lua_State *L, const char *dir) {
   lua_pop(L, 1);
 }
 
+/* <prefix>/share/myrmex next to <prefix>/bin/myrmex, so an installed tree can be moved (or
+ * installed with --prefix); the configured prefix otherwise. */
+static void push_datadir(lua_State *L) {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) {
+      *slash = '\0';
+      char dir[4200];
+      snprintf(dir, sizeof dir, "%s/../share/myrmex", exe);
+      if (access(dir, R_OK) == 0) {
+        lua_pushstring(L, dir);
+        return;
+      }
+    }
+  }
+  lua_pushstring(L, MYRMEX_DATADIR);
+}
+
 void mx_open(lua_State *L) {
   luaL_openlibs(L);
   preload(L);
@@ -59,7 +81,7 @@ void mx_open(lua_State *L) {
     prepend_lua_path(L, dev);
   lua_pushstring(L, mx_version);
   lua_setglobal(L, "_MYRMEX_VERSION");
-  lua_pushstring(L, MYRMEX_DATADIR);
+  push_datadir(L);
   lua_setglobal(L, "_MYRMEX_DATADIR");
 }
 

@@ -203,6 +203,21 @@ describe("myrmex command line", function()
   end)
 end)
 
+describe("cmake --install", function()
+  it("installs the binary with the recipe library it finds next to itself", function()
+    local build = os.getenv("MYRMEX_BUILD_DIR")
+    if not build then pending("MYRMEX_BUILD_DIR not set (run through ctest)") return end
+    local prefix = os.tmpname()
+    os.remove(prefix)
+    local r = sh.run({ "cmake", "--install", build, "--prefix", prefix })
+    assert.are.equal(0, r.code, r.stderr)
+    r = sh.run({ prefix .. "/bin/myrmex", "list" }, { cwd = "/", env = { MYRMEX_PATH = "" } })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find("release%s+Build, analyze, scan, push, verify and deploy"), r.stdout)
+    os.execute("rm -rf " .. prefix)
+  end)
+end)
+
 describe("log redaction", function()
   it("never prints a secret, in text or JSON, in logs or errors", function()
     local secret = "s3cr3t-Pa55word"
