@@ -34,6 +34,8 @@ local ACCEPT = table.concat({ MEDIA.oci_manifest, MEDIA.oci_index, MEDIA.docker_
 
 --- Manifests larger than this are refused (the distribution spec's suggested cap).
 M.max_manifest_size = 4 * 1024 * 1024
+--- Cap on one page of a catalog or tag listing.
+M.max_listing_size = 16 * 1024 * 1024
 --- Size of each PATCH of a chunked upload.
 M.chunk_size = 8 * 1024 * 1024
 --- Attempts per chunk before an upload gives up (the registry may be restarting).
@@ -273,10 +275,10 @@ end
 
 -- Follow `Link: <...>; rel="next"` pages, collecting `field` of each JSON page.
 function Client:_paged(path, query, field, scopes, what, limit)
-  local out, url = {}, nil
+  local out, url, seen = {}, nil, {}
   repeat
     local res = self:_call({ method = "GET", path = url and nil or path, url = url,
-      query = not url and query or nil }, scopes)
+      query = not url and query or nil, max_body = M.max_listing_size }, scopes)
     check(res, what, 200)
     local ok, doc = pcall(json.decode, res.body or "")
     if not ok or type(doc) ~= "table" then fail({ code = "Engine", message = what .. ": unreadable reply" }) end
@@ -284,6 +286,9 @@ function Client:_paged(path, query, field, scopes, what, limit)
     local link = res.headers["link"]
     local next_url = link and link:match("<([^>]+)>%s*;%s*rel=\"?next\"?")
     url = next_url and self:_absolute(next_url) or nil
+    -- A registry sending the same page again would otherwise keep us here forever.
+    if url and seen[url] then fail({ code = "Engine", message = what .. ": Link header loops to " .. url }) end
+    if url then seen[url] = true end
   until not url or (limit and #out >= limit)
   return out
 end
@@ -358,7 +363,7 @@ function Client:manifest(ref)
   local r = self:ref(ref)
   return log.span("registry", "manifest_get", tostring(r), function()
     local res = self:_call({ method = "GET", path = repo_path(r.repository, "manifests", r:reference()),
-      headers = { Accept = ACCEPT } }, { pull_scope(r.repository) })
+      headers = { Accept = ACCEPT }, max_body = M.max_manifest_size }, { pull_scope(r.repository) })
     check(res, "manifest " .. tostring(r), 200)
     local body = res.body or ""
     if #body > M.max_manifest_size then
@@ -499,8 +504,8 @@ function Client:blob(repo, d, opts)
   if not reference.is_digest(d) then misuse("blob", "digest expected, got " .. tostring(d)) end
   return log.span("registry", "blob_get", repo .. "@" .. d, function()
     local res = self:_call({ method = "GET", path = repo_path(repo, "blobs", d), follow = true,
-      to_file = opts.to, on_data = opts.on_data, digest = d, timeout = self.timeout or 0 },
-      { pull_scope(repo) })
+      to_file = opts.to, on_data = opts.on_data, digest = d, timeout = self.timeout or 0,
+      max_body = not (opts.to or opts.on_data) and opts.max or nil }, { pull_scope(repo) })
     check(res, "blob " .. repo .. "@" .. d, 200)
     if opts.to or opts.on_data then return res.size end
     if opts.max and #(res.body or "") > opts.max then

@@ -142,13 +142,13 @@ function Auth:fetch(scope)
   local b, c = self.bearer, self.creds
   local query = { service = b.service }
   if scope ~= "" then query.scope = scope end
-  local t = { method = "GET", url = b.realm, query = query, timeout = 60 }
+  local t = { method = "GET", url = b.realm, query = query, timeout = 60, max_body = 1024 * 1024 }
   if c.identity_token then
     -- OAuth2 refresh-token grant, as docker login stores for some registries.
     local form = { "grant_type=refresh_token", "client_id=myrmex",
       "refresh_token=" .. escape(c.identity_token), "service=" .. escape(b.service or "") }
     if scope ~= "" then form[#form + 1] = "scope=" .. escape(scope) end
-    t = { method = "POST", url = b.realm, timeout = 60, body = table.concat(form, "&"),
+    t = { method = "POST", url = b.realm, timeout = 60, body = table.concat(form, "&"), max_body = 1024 * 1024,
       headers = { ["Content-Type"] = "application/x-www-form-urlencoded" } }
   elseif c.username and c.password then
     t.basic_auth = { c.username, c.password }
