@@ -90,7 +90,10 @@ end
 function Auth:headers(scopes)
   local c = self.creds
   if c.token and self.kind ~= "basic" then return { Authorization = "Bearer " .. c.token } end
-  if self.kind == "basic" then return {}, { c.username or "", c.password or "" } end
+  if self.kind == "basic" then
+    if not c.username then return {} end
+    return {}, { c.username, c.password or "" }
+  end
   if self.kind == "bearer" then
     return { Authorization = "Bearer " .. self:token(scopes) }
   end
