@@ -62,13 +62,22 @@ static const luaL_Reg source_meta[] = {
 static const luaL_Reg source_methods[] = {
     {"read", source_read}, {"size", source_size}, {"close", source_gc}, {NULL, NULL}};
 
+/* Other bindings make sources without requiring this module, so the metatable is made on
+ * first use. It is registered only once whole: running out of memory half-way must not leave
+ * a registered metatable without __gc or methods for every later source. */
 static void ensure_metatable(lua_State *L) {
-  if (luaL_newmetatable(L, MX_SOURCE_MT)) {
-    luaL_setfuncs(L, source_meta, 0);
-    luaL_newlib(L, source_methods);
-    lua_setfield(L, -2, "__index");
+  if (luaL_getmetatable(L, MX_SOURCE_MT) != LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
   }
   lua_pop(L, 1);
+  lua_createtable(L, 0, 5);
+  luaL_setfuncs(L, source_meta, 0);
+  luaL_newlib(L, source_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, MX_SOURCE_MT);
+  lua_setfield(L, -2, "__name");
+  lua_setfield(L, LUA_REGISTRYINDEX, MX_SOURCE_MT);
 }
 
 mx_source *mx_source_new(lua_State *L) {
@@ -97,7 +106,7 @@ void mx_source_close(mx_source *s) {
 /* ---- a file ---- */
 
 static ssize_t file_read(void *ud, char *buf, size_t n, char *err, size_t errlen) {
-  int fd = (int)(intptr_t)ud;
+  int fd = *(int *)ud;
   for (;;) {
     ssize_t got = read(fd, buf, n);
     if (got >= 0)
@@ -110,19 +119,27 @@ static ssize_t file_read(void *ud, char *buf, size_t n, char *err, size_t errlen
 }
 
 static void file_close(void *ud) {
-  close((int)(intptr_t)ud);
+  int *fdp = ud;
+  close(*fdp);
+  free(fdp);
 }
 
 static int source_from_file(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
+  mx_source *s = mx_source_new(L); /* closed until filled in; made first, as it can raise */
+  int *fdp = malloc(sizeof *fdp);
+  if (!fdp)
+    return luaL_error(L, "source.from_file: not enough memory");
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
+  if (fd < 0) {
+    free(fdp);
     return luaL_error(L, "source.from_file: %s: %s", path, strerror(errno));
+  }
   struct stat st;
-  mx_source *s = mx_source_new(L);
+  *fdp = fd;
   s->read = file_read;
   s->close = file_close;
-  s->ud = (void *)(intptr_t)fd;
+  s->ud = fdp;
   s->size = (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) ? (int64_t)st.st_size : -1;
   s->closed = 0;
   return 1;
