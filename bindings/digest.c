@@ -31,15 +31,18 @@ static digest *digest_check(lua_State *L) {
   return d;
 }
 
-/* Push "alg:hex" for the finished context. */
+/* Push "alg:hex" for the context, freeing it first: pushing can raise (out of memory), and
+ * the context must not be held then. */
 static void push_hex(lua_State *L, EVP_MD_CTX *ctx, const char *name) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  char hex[2 * EVP_MAX_MD_SIZE + 1];
+  char out[16 + 2 * EVP_MAX_MD_SIZE + 1];
   EVP_DigestFinal_ex(ctx, md, &len);
+  EVP_MD_CTX_free(ctx);
+  int at = snprintf(out, sizeof out, "%s:", name);
   for (unsigned int i = 0; i < len; i++)
-    snprintf(hex + 2 * i, 3, "%02x", md[i]);
-  lua_pushfstring(L, "%s:%s", name, hex);
+    snprintf(out + at + 2 * i, 3, "%02x", md[i]);
+  lua_pushstring(L, out);
 }
 
 static int digest_new(lua_State *L) {
@@ -66,9 +69,9 @@ static int digest_update(lua_State *L) {
 
 static int digest_final(lua_State *L) {
   digest *d = digest_check(L);
-  push_hex(L, d->ctx, d->name);
-  EVP_MD_CTX_free(d->ctx);
+  EVP_MD_CTX *ctx = d->ctx;
   d->ctx = NULL;
+  push_hex(L, ctx, d->name);
   return 1;
 }
 
@@ -92,7 +95,6 @@ static int digest_string(lua_State *L) {
   }
   EVP_DigestUpdate(ctx, s, n);
   push_hex(L, ctx, name);
-  EVP_MD_CTX_free(ctx);
   return 1;
 }
 
@@ -129,7 +131,6 @@ static int digest_file(lua_State *L) {
     return 2;
   }
   push_hex(L, ctx, name);
-  EVP_MD_CTX_free(ctx);
   lua_pushinteger(L, total);
   return 2;
 }
