@@ -136,8 +136,11 @@ static int json_decode(lua_State *L) {
   if (bad != (size_t)-1)
     return luaL_error(L, "json.decode: nesting deeper than %d levels at byte %d", MAX_DEPTH,
                       (int)bad + 1);
+  /* A box whose __gc frees the tree, made before the tree: once cJSON holds memory, a Lua
+   * error (out of memory while converting) cannot leak it. */
+  json_box *box = new_box(L);
   const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(s, n, &end, 0);
+  cJSON *root = box->tree = cJSON_ParseWithLengthOpts(s, n, &end, 0);
   if (root == NULL) {
     size_t at = end ? (size_t)(end - s) : 0;
     if (at >= n)
@@ -154,12 +157,9 @@ static int json_decode(lua_State *L) {
     end++;
   if (end < s + n) {
     cJSON_Delete(root);
+    box->tree = NULL;
     return luaL_error(L, "json.decode: trailing data at byte %d", (int)(end - s) + 1);
   }
-  /* A boxed pointer whose __gc frees the tree, so a Lua error while converting (out of
-   * memory) cannot leak it. */
-  json_box *box = new_box(L);
-  box->tree = root;
   push_value(L, root, 0);
   cJSON_Delete(root);
   box->tree = NULL;
