@@ -36,6 +36,8 @@
 #include "source.h"
 
 #define READER_MT "myrmex.archive.reader"
+#define ADD_MT "myrmex.archive.add"
+#define MATCHER_MT "myrmex.archive.matcher"
 #define WRITER_MT "myrmex.archive.writer"
 #define CHUNK (64 * 1024)
 #define DEFAULT_READ_ALL_MAX ((lua_Integer)16 * 1024 * 1024)
@@ -267,17 +269,25 @@ static void matcher_from_lua(lua_State *L, int idx, mx_matcher *m, const char *f
   }
 }
 
-/* match(patterns, path) -> true when path is excluded. */
+static int matcher_gc(lua_State *L) {
+  matcher_free(lua_touserdata(L, 1));
+  return 0;
+}
+
+/* match(patterns, path) -> true when path is excluded. The matcher lives in a userdata whose
+ * __gc frees its patterns: reading the Lua list can raise (out of memory) half-way. */
 static int ar_match(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   const char *path = luaL_checkstring(L, 2);
-  mx_matcher m = {0};
-  matcher_from_lua(L, 1, &m, "archive.match");
+  mx_matcher *m = lua_newuserdatauv(L, sizeof *m, 0);
+  memset(m, 0, sizeof *m);
+  luaL_setmetatable(L, MATCHER_MT);
+  matcher_from_lua(L, 1, m, "archive.match");
   char buf[PATH_MAX];
   snprintf(buf, sizeof buf, "%s", path);
   clean_path(buf);
-  int hit = matcher_excluded(&m, buf[0] == '/' && buf[1] ? buf + 1 : buf);
-  matcher_free(&m);
+  int hit = matcher_excluded(m, buf[0] == '/' && buf[1] ? buf + 1 : buf);
+  matcher_free(m);
   lua_pushboolean(L, hit);
   return 1;
 }
@@ -1272,9 +1282,7 @@ static int add_box_gc(lua_State *L) {
 static add_box *add_box_new(lua_State *L) {
   add_box *ab = lua_newuserdatauv(L, sizeof *ab, 0);
   ab->e = NULL, ab->str = NULL, ab->src = NULL, ab->fd = -1, ab->size = 0, ab->len = 0;
-  if (luaL_newmetatable(L, "myrmex.archive.add"))
-    lua_pushcfunction(L, add_box_gc), lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
+  luaL_setmetatable(L, ADD_MT);
   return ab;
 }
 
@@ -1327,6 +1335,8 @@ static struct archive_entry *writer_entry(lua_State *L, int t, int64_t size) {
   lua_Integer uid = opt_int_field(L, t, "uid", 0), gid = opt_int_field(L, t, "gid", 0);
   lua_Integer mtime = opt_int_field(L, t, "mtime", 0);
   struct archive_entry *e = archive_entry_new();
+  if (!e)
+    luaL_error(L, "writer:add: out of memory");
   archive_entry_set_pathname(e, path);
   archive_entry_set_filetype(e, (unsigned)ft);
   archive_entry_set_perm(e, (mode_t)mode);
@@ -1366,6 +1376,10 @@ static int writer_add(lua_State *L) {
   }
   if (!ok)
     return err[0] ? mx_raise_error(L, "Engine", NULL, err) : writer_raise(L, w, "add");
+  /* Freed now rather than by __gc: a finalizer called while memory is exhausted can fail
+   * and is then skipped, so __gc is kept for the error path only. */
+  archive_entry_free(ab->e);
+  ab->e = NULL;
   return 0;
 }
 
@@ -1713,6 +1727,15 @@ int luaopen_myrmex_core_archive(lua_State *L) {
                                    {"extract", ar_extract}, {0, 0}};
   new_class(L, READER_MT, reader_meta, reader_methods);
   new_class(L, WRITER_MT, writer_meta, writer_methods);
+  /* Made here, not on first use: a metatable registered half-made when memory ran out (no
+   * __gc yet) would leak every later box. */
+  static const luaL_Reg add_meta[] = {{"__gc", add_box_gc}, {0, 0}};
+  static const luaL_Reg matcher_meta[] = {{"__gc", matcher_gc}, {0, 0}};
+  luaL_newmetatable(L, ADD_MT);
+  luaL_setfuncs(L, add_meta, 0);
+  luaL_newmetatable(L, MATCHER_MT);
+  luaL_setfuncs(L, matcher_meta, 0);
+  lua_pop(L, 2);
   luaL_newlib(L, funcs);
   return 1;
 }
