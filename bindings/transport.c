@@ -519,6 +519,15 @@ static int setup_sink(lua_State *L, int t, xfer *x) {
   return 0;
 }
 
+/* Append to a header list, raising when curl cannot: curl_slist_append then returns NULL
+ * (the old list would leak) and the request would go out without the header. */
+static void append_header(lua_State *L, struct curl_slist **list, const char *h) {
+  struct curl_slist *l = curl_slist_append(*list, h);
+  if (!l)
+    luaL_error(L, "http: not enough memory");
+  *list = l;
+}
+
 static int setup_body(lua_State *L, int t, xfer *x, const char *method) {
   CURL *e = x->easy;
   lua_getfield(L, t, "body");
@@ -589,7 +598,7 @@ static int setup_body(lua_State *L, int t, xfer *x, const char *method) {
   curl_easy_setopt(e, CURLOPT_READDATA, x);
   curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, size); /* -1: chunked */
   /* No "Expect: 100-continue" round trip: engines answer at once or not at all. */
-  x->headers = curl_slist_append(x->headers, "Expect:");
+  append_header(L, &x->headers, "Expect:");
   return 0;
 }
 
@@ -601,7 +610,7 @@ static int setup_headers(lua_State *L, int t, xfer *x) {
       lua_rawgeti(L, -1, i);
       const char *h = lua_tostring(L, -1);
       if (h)
-        x->headers = curl_slist_append(x->headers, h);
+        append_header(L, &x->headers, h);
       lua_pop(L, 1);
     }
   }
@@ -655,7 +664,7 @@ static int tr_start(lua_State *L) {
     curl_easy_setopt(e, CURLOPT_PROXY, ""); /* proxies only when a caller says so */
   if ((s = opt_string(L, 1, "connect_to"))) {
     /* host:port:connect-host:connect-port, for a TLS server name other than the address */
-    x->connect_to = curl_slist_append(NULL, s);
+    append_header(L, &x->connect_to, s);
     curl_easy_setopt(e, CURLOPT_CONNECT_TO, x->connect_to);
   }
   if ((s = opt_string(L, 1, "username"))) {
@@ -844,11 +853,17 @@ static int tr_active(lua_State *L) {
 static int tr_escape(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
+  /* The Lua buffer (3 bytes per input byte at most) is made before curl allocates, so that
+   * nothing that can raise runs while curl's string is held. */
+  luaL_Buffer b;
+  char *dst = luaL_buffinitsize(L, &b, 3 * len + 1);
   char *out = curl_easy_escape(NULL, s, (int)len);
   if (!out)
     return luaL_error(L, "http.escape: not enough memory");
-  lua_pushstring(L, out);
+  size_t n = strlen(out);
+  memcpy(dst, out, n);
   curl_free(out);
+  luaL_pushresultsize(&b, n);
   return 1;
 }
 
