@@ -43,6 +43,22 @@ local function parallel(fns, max)
 end
 M._parallel = parallel
 
+-- Run fn(desc) for each layer descriptor, `max` at once, with one progress indicator for the
+-- image that advances as each layer finishes.
+local function each_layer(what, descs, max, fn)
+  local total = 0
+  for _, d in ipairs(descs) do total = total + (tonumber(d.size) or 0) end
+  local progress <close> = log.progress(what, { total = total, unit = "bytes" })
+  local fns = {}
+  for i, desc in ipairs(descs) do
+    fns[i] = function()
+      fn(desc)
+      progress:add(tonumber(desc.size) or 0)
+    end
+  end
+  parallel(fns, max)
+end
+
 local function is_index(mt)
   return mt == MEDIA.oci_index or mt == MEDIA.docker_list
 end
@@ -202,11 +218,9 @@ local function copy_blob(src, srepo, dst, drepo, desc, stats)
 end
 
 local function copy_manifest_blobs(src, sr, dst, dr, m, stats)
-  local fns = {}
-  for _, desc in ipairs(layer_list(m.manifest)) do
-    fns[#fns + 1] = function() return copy_blob(src, sr.repository, dst, dr.repository, desc, stats) end
-  end
-  parallel(fns, dst.parallel)
+  each_layer("copy " .. tostring(dr), layer_list(m.manifest), dst.parallel, function(desc)
+    copy_blob(src, sr.repository, dst, dr.repository, desc, stats)
+  end)
 end
 
 --- Copy the image `sr` on `src` to `dr` on `dst` (clients). Returns the pushed digest.
@@ -270,21 +284,17 @@ end
 
 -- Download the config and layers of one manifest into blobs/sha256 of a layout directory.
 local function fetch_blobs(client, repo, manifest, dir, stats)
-  local fns = {}
-  for _, desc in ipairs(layer_list(manifest)) do
-    fns[#fns + 1] = function()
-      local path = dir .. "/blobs/sha256/" .. hex(desc.digest)
-      local st = rt.stat(path)
-      if st and st.size == tonumber(desc.size) then return end
-      local t0 = rt.monotonic()
-      client:blob(repo, desc.digest, { to = path })
-      stats.bytes = stats.bytes + (tonumber(desc.size) or 0)
-      stats.layers = stats.layers + 1
-      log.info("registry: layer pulled", { digest = desc.digest, size = desc.size,
-        duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
-    end
-  end
-  parallel(fns, client.parallel)
+  each_layer("pull " .. repo, layer_list(manifest), client.parallel, function(desc)
+    local path = dir .. "/blobs/sha256/" .. hex(desc.digest)
+    local st = rt.stat(path)
+    if st and st.size == tonumber(desc.size) then return end
+    local t0 = rt.monotonic()
+    client:blob(repo, desc.digest, { to = path })
+    stats.bytes = stats.bytes + (tonumber(desc.size) or 0)
+    stats.layers = stats.layers + 1
+    log.info("registry: layer pulled", { digest = desc.digest, size = desc.size,
+      duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
+  end)
 end
 
 -- Pull into an OCI image layout directory; returns {digest=, manifest=, config_digest=}.
@@ -406,25 +416,21 @@ end
 local function push_layout_manifest(client, repo, dir, mbody, stats)
   local ok, m = pcall(json.decode, mbody)
   if not ok or type(m) ~= "table" then fail("Invalid", "layout manifest is not JSON") end
-  local fns = {}
-  for _, desc in ipairs(layer_list(m)) do
-    fns[#fns + 1] = function()
-      local path = dir .. "/blobs/sha256/" .. hex(desc.digest)
-      if not rt.stat(path) then fail("NotFound", "layout " .. dir .. " lacks blob " .. desc.digest) end
-      local t0 = rt.monotonic()
-      local _, uploaded = client:_retrying(function()
-        return client:upload(repo, desc.digest, { file = path }, tonumber(desc.size))
-      end)
-      if uploaded then
-        stats.layers, stats.bytes = stats.layers + 1, stats.bytes + (tonumber(desc.size) or 0)
-        log.info("registry: layer pushed", { digest = desc.digest, size = desc.size,
-          duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
-      else
-        stats.skipped = stats.skipped + 1
-      end
+  each_layer("push " .. repo, layer_list(m), client.parallel, function(desc)
+    local path = dir .. "/blobs/sha256/" .. hex(desc.digest)
+    if not rt.stat(path) then fail("NotFound", "layout " .. dir .. " lacks blob " .. desc.digest) end
+    local t0 = rt.monotonic()
+    local _, uploaded = client:_retrying(function()
+      return client:upload(repo, desc.digest, { file = path }, tonumber(desc.size))
+    end)
+    if uploaded then
+      stats.layers, stats.bytes = stats.layers + 1, stats.bytes + (tonumber(desc.size) or 0)
+      log.info("registry: layer pushed", { digest = desc.digest, size = desc.size,
+        duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
+    else
+      stats.skipped = stats.skipped + 1
     end
-  end
-  parallel(fns, client.parallel)
+  end)
   return m
 end
 
@@ -524,29 +530,29 @@ local function push_archive(client, path, r, opts, stats)
   local cfg_digest = digest.string(config)
   local manifest = { schemaVersion = 2, mediaType = MEDIA.oci_manifest,
     config = { mediaType = MEDIA.oci_config, digest = cfg_digest, size = #config }, layers = {} }
-  local fns = {}
+  local descs = {}
   for i, l in ipairs(item.Layers or {}) do
     local li = info[l] or fail("Invalid", path .. ": layer " .. l .. " missing")
     manifest.layers[i] = { mediaType = li.media, digest = li.digest, size = li.size }
-    fns[#fns + 1] = function()
-      if client:blob_exists(r.repository, li.digest) then
-        stats.skipped = stats.skipped + 1
-        return
-      end
-      local t0 = rt.monotonic()
-      -- The entry's data goes to the request as a source: no copy through Lua, flat memory.
-      -- A dropped upload is started again from a fresh reader of the tar.
-      client:_retrying(function()
-        scan_tar(path, { [l] = true }, function(_, _, rd)
-          client:upload(r.repository, li.digest, rd:source(), li.size)
-        end)
-      end)
-      stats.layers, stats.bytes = stats.layers + 1, stats.bytes + li.size
-      log.info("registry: layer pushed", { digest = li.digest, size = li.size,
-        duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
-    end
+    descs[i] = { digest = li.digest, size = li.size, entry = l }
   end
-  parallel(fns, client.parallel)
+  each_layer("push " .. r.repository, descs, client.parallel, function(desc)
+    if client:blob_exists(r.repository, desc.digest) then
+      stats.skipped = stats.skipped + 1
+      return
+    end
+    local t0 = rt.monotonic()
+    -- The entry's data goes to the request as a source: no copy through Lua, flat memory.
+    -- A dropped upload is started again from a fresh reader of the tar.
+    client:_retrying(function()
+      scan_tar(path, { [desc.entry] = true }, function(_, _, rd)
+        client:upload(r.repository, desc.digest, rd:source(), desc.size)
+      end)
+    end)
+    stats.layers, stats.bytes = stats.layers + 1, stats.bytes + desc.size
+    log.info("registry: layer pushed", { digest = desc.digest, size = desc.size,
+      duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
+  end)
   client:upload(r.repository, cfg_digest, config, #config)
   manifest.layers = json.array(manifest.layers)
   return client:put_manifest(r, json.encode(manifest), MEDIA.oci_manifest)
