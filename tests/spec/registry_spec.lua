@@ -324,6 +324,29 @@ describe("registry (plain HTTP registry)", function()
     assert.truthy(pushed.digest)
   end)
 
+  it("pushes a classic docker-archive (<id>/layer.tar, <id>.json config) with digests computed", function()
+    local archive = require("myrmex.core.archive")
+    local tar = work .. "/classic.tar"
+    local layer_path = work .. "/img/blobs/sha256/" .. img.layers[1]:sub(8)
+    local w = archive.writer(tar, { format = "pax" })
+    w:add({ path = "0123abcd/", type = "dir", mode = 493 })
+    w:add({ path = "0123abcd/layer.tar", data = { file = layer_path }, mode = 420 })
+    w:add({ path = "0123abcd/VERSION", data = "1.0", mode = 420 })
+    w:add({ path = img.config_digest:sub(8) .. ".json", data = img.config, mode = 420 })
+    w:add({ path = "manifest.json", mode = 420, data = json.encode(json.array({ {
+      Config = img.config_digest:sub(8) .. ".json", RepoTags = json.array({ "classic/app:1" }),
+      Layers = json.array({ "0123abcd/layer.tar" }) } })) })
+    w:close()
+    local res = c:push_image(tar, "classic/app:1", { name = "classic/app:1" })
+    local info = c:inspect("classic/app:1")
+    assert.are.equal(img.layers[1], info.layers[1].digest)
+    assert.are.equal(registry.media.oci_layer, info.layers[1].media_type)
+    assert.are.equal(img.config_digest, info.config_digest)
+    assert.are.equal(res.digest, info.digest)
+    local sk = json.decode(skopeo({ "inspect", "--tls-verify=false", "docker://" .. reg.host .. "/classic/app:1" }))
+    assert.are.same({ img.layers[1] }, sk.Layers)
+  end)
+
   it("is copied by skopeo with identical digests, and pulls what skopeo pushed bit for bit", function()
     local src = "docker://" .. reg.host .. "/app/one:v1"
     skopeo({ "copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--preserve-digests",
