@@ -1,14 +1,16 @@
 /*
  * Allocation-failure torture, as Lua's ltests.c and curl's torture mode do it: each operation
- * over the C bindings is run again and again with the Nth allocation failing, N = 1, 2, ...
- * until it succeeds. Every failing run must end in a clean Lua error (never a crash, never an
- * error other than running out of memory), and the state must stay usable. Leaks of C memory
- * held across a failing allocation (a cJSON tree, a libyaml parser, a curl handle) are what
- * this hunts: the test puts itself under valgrind --leak-check=full when valgrind is
- * installed, and the ASan pass of CI runs it with LeakSanitizer.
+ * over the C bindings is run again and again with allocations failing from the Nth on,
+ * N = 1, 2, ... until it succeeds. Every failing run must end in a clean Lua error (never a
+ * crash, never a Lua runtime error in our code), and the state must stay usable.
  *
- * Both the Lua allocator and cJSON's hooks count allocations, so a failure can land in either.
- * libyaml, libarchive, curl and OpenSSL call malloc themselves and are not failed here.
+ * The Lua allocator and the C heap both count: malloc, calloc and realloc are replaced in this
+ * executable (calling glibc's __libc_* underneath), so the failure also lands inside cJSON,
+ * libyaml, curl and OpenSSL. Leaks are checked three ways:
+ * - here, by counting live C heap blocks across a second torture pass;
+ * - by valgrind --leak-check=full, under which the test puts itself when valgrind is
+ *   installed (valgrind replaces malloc, so there only Lua's allocations fail);
+ * - by LeakSanitizer in CI's ASan pass (ASan owns malloc; cJSON's hooks stand in for it).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,14 @@
 #include <lua.h>
 #include <lualib.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define MX_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MX_ASAN 1
+#endif
+#endif
+
 int luaopen_myrmex_core_json(lua_State *L);
 int luaopen_myrmex_core_yaml(lua_State *L);
 int luaopen_myrmex_core_digest(lua_State *L);
@@ -30,33 +40,85 @@ int luaopen_myrmex_core_runtime(lua_State *L);
 
 static long alloc_count; /* allocations since the operation was armed */
 static long fail_at;     /* 0 = never fail */
-static int failed;       /* the armed failure happened: FAILED_LUA or FAILED_CJSON */
-enum { FAILED_LUA = 1, FAILED_CJSON = 2 };
+static int failed;       /* the armed failure happened: FAILED_LUA or FAILED_C */
+enum { FAILED_LUA = 1, FAILED_C = 2 };
+
+static int c_heap_too; /* the case lets C heap allocations fail too */
 
 static int should_fail(int who) {
-  if (fail_at == 0)
+  if (fail_at == 0 || (who == FAILED_C && !c_heap_too))
     return 0;
-  if (++alloc_count == fail_at) {
-    failed = who;
+  /* From the Nth on, every allocation fails, as when memory has really run out: a single
+   * failure would mostly be absorbed by Lua's emergency collection and retry. */
+  if (++alloc_count >= fail_at) {
+    if (!failed)
+      failed = who;
     return 1;
   }
   return 0;
 }
 
+#ifndef MX_ASAN
+void *__libc_malloc(size_t n);
+void *__libc_calloc(size_t n, size_t size);
+void *__libc_realloc(void *p, size_t n);
+void __libc_free(void *p);
+#define heap_realloc __libc_realloc
+#define heap_free __libc_free
+
+/* Blocks of the C heap in use: valgrind replaces these functions with its own, so for the
+ * runs where C allocations fail, this count is the leak check. */
+static long c_live;
+
+void *malloc(size_t n) {
+  void *p = should_fail(FAILED_C) ? NULL : __libc_malloc(n);
+  c_live += p != NULL;
+  return p;
+}
+void *calloc(size_t n, size_t size) {
+  void *p = should_fail(FAILED_C) ? NULL : __libc_calloc(n, size);
+  c_live += p != NULL;
+  return p;
+}
+void *realloc(void *p, size_t n) {
+  if (n == 0) {
+    c_live -= p != NULL;
+    return __libc_realloc(p, n);
+  }
+  if (should_fail(FAILED_C))
+    return NULL;
+  void *q = __libc_realloc(p, n);
+  c_live += p == NULL && q != NULL;
+  return q;
+}
+void free(void *p) {
+  c_live -= p != NULL;
+  __libc_free(p);
+}
+static long heap_live(void) {
+  return c_live;
+}
+#else
+#define heap_realloc realloc
+#define heap_free free
+static long heap_live(void) {
+  return 0; /* LeakSanitizer checks at exit */
+}
+static void *cjson_malloc(size_t n) {
+  return should_fail(FAILED_C) ? NULL : malloc(n);
+}
+#endif
+
 /* Only growth can fail: Lua assumes a shrinking or freeing call always succeeds. */
 static void *torture_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   (void)ud;
   if (nsize == 0) {
-    free(ptr);
+    heap_free(ptr);
     return NULL;
   }
   if ((ptr == NULL || nsize > osize) && should_fail(FAILED_LUA))
     return NULL;
-  return realloc(ptr, nsize);
-}
-
-static void *cjson_malloc(size_t n) {
-  return should_fail(FAILED_CJSON) ? NULL : malloc(n);
+  return heap_realloc(ptr, nsize);
 }
 
 static const struct {
@@ -91,10 +153,11 @@ static void set_lua_path(lua_State *L) {
   lua_pop(L, 2);
 }
 
-/* A failed run's error must be about memory: Lua's own message, or a binding's own report of
- * an allocation it could not make. cJSON_Parse returns NULL for a syntax error and for a
- * failed allocation alike, so when cJSON's allocation failed json.decode's own error is
- * accepted too. */
+/* A failed run's error must be about memory when Lua's allocation failed: Lua's own message,
+ * or a binding's own report. When a library's malloc failed, the library's own error is
+ * accepted (cJSON_Parse returns NULL for a syntax error and a failed allocation alike, libyaml
+ * says "memory error", curl "Out of memory"), as long as it is an error value and not a Lua
+ * runtime error in our code. */
 static int clean_error(lua_State *L, int status) {
   if (status == LUA_ERRMEM)
     return 1;
@@ -105,7 +168,9 @@ static int clean_error(lua_State *L, int status) {
     msg = lua_tostring(L, -1);
   if (!msg)
     return 0;
-  if (failed == FAILED_CJSON && strstr(msg, "json.decode: "))
+  if (strstr(msg, "attempt to "))
+    return 0;
+  if (failed == FAILED_C)
     return 1;
   return strstr(msg, "not enough memory") || strstr(msg, "out of memory");
 }
@@ -113,12 +178,50 @@ static int clean_error(lua_State *L, int status) {
 typedef struct {
   const char *name;
   const char *setup; /* run once, unarmed: returns the operation as a function */
+  int c_heap;        /* fail C heap allocations too (see LIBARCHIVE below) */
 } torture_case;
+
+/* libarchive treats some failed mallocs as fatal (__archive_errx: "Fatal Internal Error in
+ * libarchive: Out of memory", then exit), so for its cases only Lua's allocations fail. */
+#define LIBARCHIVE 0
 
 /*
  * Runs one case with N = 1, 2, ... until a run succeeds. Returns the number of failing runs,
  * or -1 after printing what went wrong.
  */
+/* Runs the operation with allocations failing from N = 1, 2, ... on until a run succeeds;
+ * returns the number of failing runs, or -1 after printing what went wrong. */
+static long torture_pass(lua_State *L, int op, const torture_case *tc) {
+  long n;
+  for (n = 1; n < 200000; n++) {
+    lua_gc(L, LUA_GCCOLLECT);
+    lua_pushvalue(L, op);
+    alloc_count = 0;
+    failed = 0;
+    fail_at = n;
+    c_heap_too = tc->c_heap;
+    int status = lua_pcall(L, 0, 0, 0);
+    fail_at = 0;
+    if (status == LUA_OK && !failed)
+      return n - 1;
+    if (status == LUA_OK)
+      continue; /* the failure was absorbed (e.g. an emergency collection made room) */
+    if (!clean_error(L, status)) {
+      lua_settop(L, op + 1);
+      fprintf(stderr, "%s: allocation %ld failed with an unclean error: %s\n", tc->name, n,
+              luaL_tolstring(L, -1, NULL));
+      return -1;
+    }
+    lua_settop(L, op);
+  }
+  fprintf(stderr, "%s: still failing after %ld allocations\n", tc->name, n);
+  return -1;
+}
+
+/* Runs one case: an unarmed run (lazy one-time set-up, such as OpenSSL's tables, happens
+ * there), two torture passes, then an unarmed run again (the state is still whole). A library
+ * may keep a cache filled on a failing path (curl's DNS cache), so the C heap may grow in the
+ * first pass; growth in the second pass is a leak. */
 static long run_case(const torture_case *tc) {
   lua_State *L = lua_newstate(torture_alloc, NULL);
   luaL_openlibs(L);
@@ -129,39 +232,36 @@ static long run_case(const torture_case *tc) {
     return -1;
   }
   int op = lua_gettop(L);
-  long n;
-  for (n = 1; n < 200000; n++) {
-    lua_gc(L, LUA_GCCOLLECT);
-    lua_pushvalue(L, op);
-    alloc_count = 0;
-    failed = 0;
-    fail_at = n;
-    int status = lua_pcall(L, 0, 0, 0);
-    fail_at = 0;
-    if (status == LUA_OK && !failed)
-      break;
-    if (status == LUA_OK)
-      continue; /* the failure was absorbed (e.g. an emergency collection made room) */
-    if (!clean_error(L, status)) {
-      lua_settop(L, op + 1);
-      fprintf(stderr, "%s: allocation %ld failed with an unclean error: %s\n", tc->name, n,
-              luaL_tolstring(L, -1, NULL));
-      lua_close(L);
-      return -1;
-    }
-    lua_settop(L, op);
+  long runs = -1, grew = 0;
+  lua_pushvalue(L, op);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    fprintf(stderr, "%s: unarmed run failed: %s\n", tc->name, lua_tostring(L, -1));
+    goto done;
   }
-  /* The state is still whole: the operation runs once more, unarmed, and everything the failed
-   * runs left behind is collectable. */
+  if (torture_pass(L, op, tc) < 0)
+    goto done;
+  lua_settop(L, op);
+  lua_gc(L, LUA_GCCOLLECT);
+  long base = heap_live();
+  if ((runs = torture_pass(L, op, tc)) < 0)
+    goto done;
   lua_pushvalue(L, op);
   if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
     fprintf(stderr, "%s: unarmed run after the torture failed: %s\n", tc->name,
             lua_tostring(L, -1));
-    lua_close(L);
-    return -1;
+    runs = -1;
+    goto done;
   }
+  lua_settop(L, op);
+  lua_gc(L, LUA_GCCOLLECT);
+  grew = heap_live() - base;
+  if (grew > 0) {
+    fprintf(stderr, "%s: %ld C heap blocks leaked over the failing runs\n", tc->name, grew);
+    runs = -1;
+  }
+done:
   lua_close(L);
-  return n - 1;
+  return runs;
 }
 
 static const torture_case cases[] = {
@@ -173,9 +273,12 @@ static const torture_case cases[] = {
      "  local v = j.decode(text)\n"
      "  assert(j.decode(j.encode(v)).c == 'x\\u{e9}')\n"
      "  j.encode({1, 'two', {three = j.null}, j.array(), j.object()})\n"
-     "end"},
-    {"json decode error", "local j = require('myrmex.core.json')\n"
-                          "return function() assert(not pcall(j.decode, '{\"a\": [1, 2')) end"},
+     "end",
+     1},
+    {"json decode error",
+     "local j = require('myrmex.core.json')\n"
+     "return function() assert(not pcall(j.decode, '{\"a\": [1, 2')) end",
+     1},
     {"yaml load/dump",
      "local y = require('myrmex.core.yaml')\n"
      "local text = 'a: [1, 2.5, null]\\nb: {c: d, e: \"f\"}\\nanchor: &x {k: v}\\nref: *x\\n"
@@ -185,30 +288,37 @@ static const torture_case cases[] = {
      "  assert(#docs == 2)\n"
      "  y.dump_all(docs)\n"
      "  y.resolve('0777')\n"
-     "end"},
-    {"yaml load error", "local y = require('myrmex.core.yaml')\n"
-                        "return function() assert(not pcall(y.load_all, 'a: [1, 2\\n  b: }')) end"},
-    {"digest", "local d = require('myrmex.core.digest')\n"
-               "local path = os.tmpname()\n"
-               "local f = assert(io.open(path, 'wb')) f:write(('x'):rep(70000)) f:close()\n"
-               "return function()\n"
-               "  local h = d.new('sha256')\n"
-               "  h:update('abc'):update(('y'):rep(1000))\n"
-               "  h:final()\n"
-               "  d.string('abc', 'sha512')\n"
-               "  assert(d.file(path, 'sha256'))\n"
-               "end"},
-    {"source", "local s = require('myrmex.core.source')\n"
-               "local path = os.tmpname()\n"
-               "local f = assert(io.open(path, 'wb')) f:write(('z'):rep(100000)) f:close()\n"
-               "return function()\n"
-               "  local a = s.from_string('hello world')\n"
-               "  assert(a:read(5) == 'hello') a:close()\n"
-               "  local b = s.from_file(path)\n"
-               "  local n = 0\n"
-               "  for chunk in function() return b:read() end do n = n + #chunk end\n"
-               "  assert(n == 100000 and b:size() == 100000) b:close()\n"
-               "end"},
+     "end",
+     1},
+    {"yaml load error",
+     "local y = require('myrmex.core.yaml')\n"
+     "return function() assert(not pcall(y.load_all, 'a: [1, 2\\n  b: }')) end",
+     1},
+    {"digest",
+     "local d = require('myrmex.core.digest')\n"
+     "local path = os.tmpname()\n"
+     "local f = assert(io.open(path, 'wb')) f:write(('x'):rep(70000)) f:close()\n"
+     "return function()\n"
+     "  local h = d.new('sha256')\n"
+     "  h:update('abc'):update(('y'):rep(1000))\n"
+     "  h:final()\n"
+     "  d.string('abc', 'sha512')\n"
+     "  assert(d.file(path, 'sha256'))\n"
+     "end",
+     1},
+    {"source",
+     "local s = require('myrmex.core.source')\n"
+     "local path = os.tmpname()\n"
+     "local f = assert(io.open(path, 'wb')) f:write(('z'):rep(100000)) f:close()\n"
+     "return function()\n"
+     "  local a = s.from_string('hello world')\n"
+     "  assert(a:read(5) == 'hello') a:close()\n"
+     "  local b = s.from_file(path)\n"
+     "  local n = 0\n"
+     "  for chunk in function() return b:read() end do n = n + #chunk end\n"
+     "  assert(n == 100000 and b:size() == 100000) b:close()\n"
+     "end",
+     1},
     {"archive writer and reader",
      "local ar = require('myrmex.core.archive')\n"
      "return function()\n"
@@ -225,24 +335,29 @@ static const torture_case cases[] = {
      "  end\n"
      "  r:close()\n"
      "  assert(seen == 3)\n"
-     "end"},
-    {"archive match", "local ar = require('myrmex.core.archive')\n"
-                      "return function()\n"
-                      "  assert(ar.match({'**/*.o', '!keep.o', 'build/'}, 'src/x.o'))\n"
-                      "end"},
-    {"archive extract", "local ar = require('myrmex.core.archive')\n"
-                        "local rt = require('myrmex.core.runtime')\n"
-                        "local w = ar.writer(nil)\n"
-                        "w:add{path = 'x/y.txt', data = 'data'}\n"
-                        "w:add{path = 'x/z', type = 'symlink', linkname = 'y.txt'}\n"
-                        "local tar = w:source():read(1 << 20)\n"
-                        "local dest = rt.mkdtemp('/tmp/mx-torture-XXXXXX')\n"
-                        "local s = require('myrmex.core.source')\n"
-                        "local i = 0\n"
-                        "return function()\n"
-                        "  i = i + 1\n"
-                        "  ar.extract(s.from_string(tar), dest .. '/' .. i)\n"
-                        "end"},
+     "end",
+     LIBARCHIVE},
+    {"archive match",
+     "local ar = require('myrmex.core.archive')\n"
+     "return function()\n"
+     "  assert(ar.match({'**/*.o', '!keep.o', 'build/'}, 'src/x.o'))\n"
+     "end",
+     LIBARCHIVE},
+    {"archive extract",
+     "local ar = require('myrmex.core.archive')\n"
+     "local rt = require('myrmex.core.runtime')\n"
+     "local w = ar.writer(nil)\n"
+     "w:add{path = 'x/y.txt', data = 'data'}\n"
+     "w:add{path = 'x/z', type = 'symlink', linkname = 'y.txt'}\n"
+     "local tar = w:source():read(1 << 20)\n"
+     "local dest = rt.mkdtemp('/tmp/mx-torture-XXXXXX')\n"
+     "local s = require('myrmex.core.source')\n"
+     "local i = 0\n"
+     "return function()\n"
+     "  i = i + 1\n"
+     "  ar.extract(s.from_string(tar), dest .. '/' .. i)\n"
+     "end",
+     LIBARCHIVE},
     {"transport start without network",
      "local tr = require('myrmex.core.transport')\n"
      "return function()\n"
@@ -254,16 +369,9 @@ static const torture_case cases[] = {
      "  assert(res == nil and kind ~= nil)\n"
      "  x:close()\n"
      "  tr.escape('a b/c')\n"
-     "end"},
+     "end",
+     1},
 };
-
-#if defined(__SANITIZE_ADDRESS__)
-#define MX_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define MX_ASAN 1
-#endif
-#endif
 
 /*
  * ctest runs this binary directly (tests/c is globbed with no wrapper), so it puts itself under
@@ -292,8 +400,10 @@ static void reexec_under_valgrind(char **argv) {
 int main(int argc, char **argv) {
   (void)argc;
   reexec_under_valgrind(argv);
+#ifdef MX_ASAN
   cJSON_Hooks hooks = {cjson_malloc, free};
   cJSON_InitHooks(&hooks);
+#endif
   int bad = 0;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     long runs = run_case(&cases[i]);
