@@ -129,6 +129,13 @@ local function finish(doc, format, what, opts)
   return result
 end
 
+-- Report text starts with "{" or "[" (after blanks or a byte-order mark); a path is one
+-- line of sane length. Anything else is taken as (bad) text, never as a file name.
+local function looks_like_path(source)
+  if source:find("^[%s\239\187\191\255\254]*[{%[]") or source:find("^\254\255") then return false end
+  return #source > 0 and #source <= 4096 and not source:find("[%z\r\n]")
+end
+
 local LOAD_KEYS = { format = true, policy = true, severity = true, ignore_unfixed = true,
   image = true, now = true }
 
@@ -154,13 +161,15 @@ function M.load_report(source, opts)
     error("scan.load_report: unknown format '" .. tostring(opts.format) .. "'", 2)
   end
   local text, what = source, "report"
-  -- Report text starts with "{" (after blanks or a byte-order mark); anything else is a path.
-  if not source:find("^[%s\239\187\191\255\254]*[{%[]") and not source:find("^\254\255") then
+  if looks_like_path(source) then
     what = source
     local st = rt.stat(source)
     if st and st.type ~= "file" then fail("Invalid", "cannot read report: " .. source .. " is a " .. st.type) end
     local f, err = io.open(source, "rb")
-    if not f then fail("NotFound", "cannot read report: " .. tostring(err)) end
+    -- Invalid rather than NotFound: the argument may as well be text that is no report.
+    if not f then
+      fail("Invalid", "neither report text nor a readable file: " .. tostring(err), { path = source })
+    end
     -- Read at the known size: read("a") grows a buffer by doubling, twice the report at peak.
     local size = f:seek("end")
     f:seek("set")

@@ -227,7 +227,16 @@ describe("scan.load_report", function()
   it("fails clearly on unreadable, malformed and unknown input", function()
     local ok, err = pcall(scan.load_report, "/nonexistent/report.json")
     assert.is_false(ok)
-    assert.is_true(errors.is(err, "NotFound"), tostring(err))
+    assert.is_true(errors.is(err, "Invalid"), tostring(err))
+    assert.matches("neither report text nor a readable file: /nonexistent/report.json: No such file", err.message)
+    assert.are.equal("/nonexistent/report.json", err.details.path)
+    -- empty text and multi-line junk are bad reports, not file names
+    for _, junk in ipairs({ "", "not\na report", "x\0y" }) do
+      ok, err = pcall(scan.load_report, junk)
+      assert.is_false(ok)
+      assert.is_true(errors.is(err, "Invalid"), tostring(err))
+      assert.matches("report: not valid JSON", err.message)
+    end
     ok, err = pcall(scan.load_report, "/tmp")
     assert.is_false(ok)
     assert.is_true(errors.is(err, "Invalid"), tostring(err))
@@ -245,6 +254,41 @@ describe("scan.load_report", function()
     ok, err = pcall(scan.load_report, FIX .. "trivy/alpine-310.json", { formt = "grype" })
     assert.is_false(ok)
     assert.matches("scan.load_report: unknown option 'formt'", err)
+  end)
+
+  it("survives reports with fields of the wrong JSON type", function()
+    -- each: report text, findings expected (nil: must be rejected as Invalid)
+    local cases = {
+      { '{"SchemaVersion":2,"Results":"x"}', 0 },
+      { '{"SchemaVersion":2,"Results":[7,{"Vulnerabilities":[1,null,{"PkgName":"no id"}]}]}', 0 },
+      { '{"SchemaVersion":2,"Results":[{"Vulnerabilities":[{"VulnerabilityID":"CVE-1","CVSS":{"nvd":3,"x":{"V3Score":"9.8"}},'
+        .. '"References":["a",2,{}],"Layer":"l","PkgIdentifier":5,"Severity":7}]}]}', 1 },
+      { '{"matches":[1,{"vulnerability":{"id":"CVE-2","cvss":[{"metrics":{"baseScore":"9"}},5],"fix":{"versions":[1,"2.0"]}},'
+        .. '"artifact":{"locations":"x","purl":7},"relatedVulnerabilities":[{"id":3},"x"]}],"descriptor":[]}', 1 },
+      { '{"matches":{"a":1},"descriptor":{}}', 0 },
+      { '{"version":"2.1.0","runs":[5,{"tool":{"driver":{"rules":[1,{"id":"R"}]}},"results":[{"message":5,"ruleId":"R",'
+        .. '"ruleIndex":"a","locations":[1,{"physicalLocation":{"artifactLocation":{"uri":3}}}]},{"ruleIndex":9}]}]}', 1 },
+      { '{"version":"2.1.0","runs":"x"}', nil },
+      { '[1,2]', nil },
+    }
+    for i, c in ipairs(cases) do
+      local ok, r = pcall(scan.load_report, c[1])
+      if c[2] then
+        assert.is_true(ok, "case " .. i .. ": " .. tostring(r))
+        assert.are.equal(c[2], #r.findings, "case " .. i)
+        -- and what came out exports
+        for _, fmt in ipairs({ "json", "csv", "sarif" }) do assert.is_string(scan.export(r, fmt)) end
+      else
+        assert.is_true(errors.is(r, "Invalid"), "case " .. i .. ": " .. tostring(r))
+      end
+    end
+    local odd = scan.load_report(cases[3][1])
+    assert.are.same({ "a" }, plain(odd.findings[1].references))
+    assert.are.equal("UNKNOWN", odd.findings[1].severity)
+    assert.is_nil(odd.findings[1].cvss_score)
+    local g = scan.load_report(cases[4][1])
+    assert.are.equal("2.0", g.findings[1].fixed_version)
+    assert.are.same({}, plain(g.findings[1].aliases))
   end)
 
   it("filters by severity and fix like the scanners' own flags", function()

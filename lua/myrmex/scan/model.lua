@@ -1,6 +1,5 @@
 --- The one finding/result model every scanner is normalized into (internal to myrmex.scan).
 --- See docs/scan.md for the field list.
-local json = require("myrmex.json")
 
 local M = {}
 
@@ -24,12 +23,48 @@ function M.severity(s)
   return SEVERITY_ALIASES[s:upper()] or "UNKNOWN"
 end
 
---- A value from decoded JSON with null and "" turned into nil.
+-- Reports are input: a field can hold any JSON type. These take a value only when it has
+-- the expected type, so a malformed report gives missing fields, never a Lua error.
+
+--- A non-empty string, or nil.
 ---@param v any
----@return any
-local NULL = json.null
-function M.val(v)
-  if v == nil or v == "" or v == NULL then return nil end
+---@return string|nil
+function M.str(v)
+  if type(v) == "string" and v ~= "" then return v end
+  return nil
+end
+
+--- A number, or nil.
+---@param v any
+---@return number|nil
+function M.num(v)
+  if type(v) == "number" then return v end
+  return nil
+end
+
+--- A table (JSON array or object), or nil.
+---@param v any
+---@return table|nil
+function M.tab(v)
+  if type(v) == "table" then return v end
+  return nil
+end
+
+--- A list of strings: `v` itself when it is one (no copy), the strings in it when it holds
+--- other things too, {} when it is no list.
+---@param v any
+---@return string[]
+function M.strings(v)
+  if type(v) ~= "table" then return {} end
+  for i = 1, #v do
+    if type(v[i]) ~= "string" then
+      local out = {}
+      for j = 1, #v do
+        if type(v[j]) == "string" then out[#out + 1] = v[j] end
+      end
+      return out
+    end
+  end
   return v
 end
 

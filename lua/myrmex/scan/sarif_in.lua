@@ -6,7 +6,8 @@
 --- 1.2"), with the rule's properties as the fallback.
 local model = require("myrmex.scan.model")
 
-local val, severity_of = model.val, model.severity
+local str, tab, strings = model.str, model.tab, model.strings
+local severity_of = model.severity
 
 local M = {}
 
@@ -14,14 +15,14 @@ local M = {}
 ---@param doc table
 ---@return boolean
 function M.detect(doc)
-  return type(doc) == "table" and type(val(doc.runs)) == "table" and
+  return type(doc) == "table" and type(doc.runs) == "table" and
     (doc.version == "2.1.0" or doc["$schema"] ~= nil)
 end
 
 -- "  Fixed version  : 2.0   " and "Fixed Version: 2.0" -> fields["fixed version"] = "2.0"
 local function message_fields(text)
   local fields = {}
-  for line in (text or ""):gmatch("[^\n]+") do
+  for line in (str(text) or ""):gmatch("[^\n]+") do
     local k, v = line:match("^%s*([%a][%w ]-)%s*:%s*(.-)%s*$")
     if k then fields[k:lower()] = v end
   end
@@ -29,23 +30,24 @@ local function message_fields(text)
 end
 
 local function scanner_name(driver)
-  local name = (val(driver.name) or "sarif"):lower()
+  local name = (str(driver.name) or "sarif"):lower()
   if name:find("scout", 1, true) then return "scout" end
   if name:find("trivy", 1, true) then return "trivy" end
   return name
 end
 
+-- Scout writes scores as numbers, security-severity as a string: take either.
 local function number(v)
-  v = val(v)
-  return v and tonumber(v) or nil
+  if type(v) == "number" then return v end
+  return type(v) == "string" and tonumber(v) or nil
 end
 
 local function rule_cvss(props, scanner)
   local c = {
     v3_score = number(props.cvssV3) or number(props.cvssv3_baseScore),
-    v3_vector = val(props.cvssV3_vector) or val(props.cvssv3_vector),
+    v3_vector = str(props.cvssV3_vector) or str(props.cvssv3_vector),
     v2_score = number(props.cvssv2_score),
-    v2_vector = val(props.cvssv2_vector),
+    v2_vector = str(props.cvssv2_vector),
   }
   if not c.v3_score and not c.v2_score then
     -- security-severity is a CVSS-like number even when the scanner gives nothing else
@@ -56,33 +58,40 @@ local function rule_cvss(props, scanner)
 end
 
 local function strip_id_prefix(text, id)
-  text = val(text)
-  if not text then return nil end
+  text = str(text)
+  if not text or not id then return text end
   if text == id then return nil end
   local rest = text:sub(#id + 1):match("^:%s*(.+)$")
   return text:sub(1, #id) == id and rest or text
 end
 
+local function text_of(t)
+  t = tab(t)
+  return t and str(t.text) or nil
+end
+
 local function finding(r, rule, scanner)
-  local id = r.ruleId or (rule and rule.id)
-  local props = rule and val(rule.properties) or {}
-  local f = message_fields(r.message and r.message.text)
+  local id = str(r.ruleId) or (rule and str(rule.id))
+  local props = rule and tab(rule.properties) or {}
+  local f = message_fields(text_of(r.message))
   local pkg_text = f.package
-  local purl = (pkg_text and pkg_text:match("^pkg:") and pkg_text) or val(props.purl)
+  local purl = (pkg_text and pkg_text:match("^pkg:") and pkg_text) or str(props.purl)
   local p = model.parse_purl(purl)
-  local fixed = f["fixed version"] or val(props.fixed_version)
+  local fixed = f["fixed version"] or str(props.fixed_version)
   if fixed == "not fixed" or fixed == "" then fixed = nil end
   local cvss = rule_cvss(props, scanner)
   local score, vector, source = model.best_cvss(cvss)
-  local sev = f.severity or val(props.cvssV3_severity)
-  if not sev and type(val(props.tags)) == "table" then sev = props.tags[#props.tags] end
+  local sev = f.severity or str(props.cvssV3_severity)
+  local tags = strings(props.tags)
+  if not sev and #tags > 0 then sev = tags[#tags] end
   local locations = {}
-  for _, l in ipairs(val(r.locations) or {}) do
-    local pl = l.physicalLocation
-    local uri = pl and pl.artifactLocation and val(pl.artifactLocation.uri)
+  for _, l in ipairs(tab(r.locations) or {}) do
+    local pl = type(l) == "table" and tab(l.physicalLocation)
+    local al = pl and tab(pl.artifactLocation)
+    local uri = al and str(al.uri)
     if uri then locations[#locations + 1] = uri end
   end
-  local help_uri = rule and val(rule.helpUri)
+  local help_uri = rule and str(rule.helpUri)
   return {
     id = id,
     aliases = {},
@@ -93,16 +102,15 @@ local function finding(r, rule, scanner)
     installed_version = f["installed version"] or (p and p.version) or nil,
     fixed_version = fixed,
     fix_state = fixed and "fixed" or "not_fixed",
-    affected_range = f["affected range"] or val(props.affected_version),
+    affected_range = f["affected range"] or str(props.affected_version),
     severity = severity_of(sev),
     scanner_severity = sev,
     cvss_score = number(f["cvss score"]) or score,
-    cvss_vector = val(f["cvss vector"]) or vector,
+    cvss_vector = str(f["cvss vector"]) or vector,
     cvss_source = source,
     cvss = cvss,
-    title = rule and rule.shortDescription and strip_id_prefix(rule.shortDescription.text, id),
-    description = rule and ((rule.fullDescription and val(rule.fullDescription.text)) or
-      (rule.help and val(rule.help.text))),
+    title = rule and strip_id_prefix(text_of(rule.shortDescription), id),
+    description = rule and (text_of(rule.fullDescription) or text_of(rule.help)),
     references = help_uri and { help_uri } or {},
     primary_url = help_uri,
     target = locations[1],
@@ -116,29 +124,41 @@ end
 ---@param doc table
 ---@return table
 function M.normalize(doc)
-  local run = doc.runs[1] or {}
+  local run = {}
   for _, r in ipairs(doc.runs) do
-    if val(r.results) and #r.results > 0 then run = r; break end
+    if type(r) == "table" then
+      if run.tool == nil then run = r end
+      local results = tab(r.results)
+      if results and #results > 0 then run = r; break end
+    end
   end
-  local driver = (run.tool and run.tool.driver) or {}
+  local tool = tab(run.tool) or {}
+  local driver = tab(tool.driver) or {}
   local scanner = scanner_name(driver)
-  local rules, by_id = val(driver.rules) or {}, {}
-  for _, rule in ipairs(rules) do by_id[rule.id] = rule end
-  local findings = {}
-  for _, r in ipairs(val(run.results) or {}) do
-    local rule = (r.ruleIndex and rules[r.ruleIndex + 1]) or by_id[r.ruleId]
-    if rule and r.ruleId and rule.id ~= r.ruleId then rule = by_id[r.ruleId] end
-    findings[#findings + 1] = finding(r, rule, scanner)
+  local rules, by_id = tab(driver.rules) or {}, {}
+  for _, rule in ipairs(rules) do
+    if type(rule) == "table" and str(rule.id) then by_id[rule.id] = rule end
   end
-  local props = val(run.properties) or {}
-  local digests = val(props.repoDigests)
+  local findings = {}
+  for _, r in ipairs(tab(run.results) or {}) do
+    if type(r) == "table" then
+      local index = math.type(r.ruleIndex) == "integer" and r.ruleIndex or nil
+      local rule = index and tab(rules[index + 1])
+      if not rule or (str(r.ruleId) and rule.id ~= r.ruleId) then rule = by_id[r.ruleId] end
+      local f = finding(r, rule, scanner)
+      if f.id then findings[#findings + 1] = f end
+    end
+  end
+  local props = tab(run.properties) or {}
+  local digests = tab(props.repoDigests)
+  local first = digests and str(digests[1])
   return model.result {
-    image = val(props.imageName),
-    digest = digests and digests[1] and digests[1]:match("@(sha256:%x+)$") or nil,
-    image_id = val(props.imageID),
-    repo_tags = val(props.repoTags),
+    image = str(props.imageName),
+    digest = first and first:match("@(sha256:%x+)$") or nil,
+    image_id = str(props.imageID),
+    repo_tags = tab(props.repoTags) and strings(props.repoTags) or nil,
     scanner = scanner,
-    scanner_version = val(driver.version),
+    scanner_version = str(driver.version),
     findings = findings,
   }
 end

@@ -1,7 +1,8 @@
 --- Trivy JSON (SchemaVersion 2) -> the myrmex.scan model. Internal to myrmex.scan.
 local model = require("myrmex.scan.model")
 
-local val, severity_of, ecosystem = model.val, model.severity, model.ecosystem
+local str, num, tab, strings = model.str, model.num, model.tab, model.strings
+local severity_of, ecosystem = model.severity, model.ecosystem
 
 local M = {}
 
@@ -23,65 +24,68 @@ local function cvss_table(raw)
   local out = {}
   if type(raw) ~= "table" then return out end
   for source, c in pairs(raw) do
-    out[source] = {
-      v2_score = val(c.V2Score), v2_vector = val(c.V2Vector),
-      v3_score = val(c.V3Score), v3_vector = val(c.V3Vector),
-      v4_score = val(c.V40Score), v4_vector = val(c.V40Vector),
-    }
+    if type(source) == "string" and type(c) == "table" then
+      out[source] = {
+        v2_score = num(c.V2Score), v2_vector = str(c.V2Vector),
+        v3_score = num(c.V3Score), v3_vector = str(c.V3Vector),
+        v4_score = num(c.V40Score), v4_vector = str(c.V40Vector),
+      }
+    end
   end
   return out
 end
 
-local function finding(v, res, eco, pkg_type)
+local function finding(v, target, eco, pkg_type)
   local cvss = cvss_table(v.CVSS)
-  local sev_source = val(v.SeveritySource)
+  local sev_source = str(v.SeveritySource)
   local score, vector, source = model.best_cvss(cvss, sev_source)
-  local fixed = val(v.FixedVersion)
-  local layer = v.Layer
-  local ident = v.PkgIdentifier
+  local fixed = str(v.FixedVersion)
+  local layer = tab(v.Layer)
+  local ident = tab(v.PkgIdentifier)
+  local cwe = tab(v.CweIDs)
   return {
-    id = v.VulnerabilityID,
-    aliases = val(v.VendorIDs) or {},
-    package = v.PkgName,
-    pkg_id = val(v.PkgID),
+    id = str(v.VulnerabilityID),
+    aliases = strings(v.VendorIDs),
+    package = str(v.PkgName),
+    pkg_id = str(v.PkgID),
     type = eco,
     pkg_type = pkg_type,
-    purl = ident and val(ident.PURL) or nil,
-    installed_version = val(v.InstalledVersion),
+    purl = ident and str(ident.PURL) or nil,
+    installed_version = str(v.InstalledVersion),
     fixed_version = fixed,
-    fix_state = fixed and "fixed" or FIX_STATE[v.Status or "unknown"] or "unknown",
+    fix_state = fixed and "fixed" or FIX_STATE[str(v.Status) or "unknown"] or "unknown",
     severity = severity_of(v.Severity),
-    scanner_severity = val(v.Severity),
+    scanner_severity = str(v.Severity),
     severity_source = sev_source,
     cvss_score = score, cvss_vector = vector, cvss_source = source, cvss = cvss,
-    title = val(v.Title),
-    description = val(v.Description),
-    references = val(v.References) or {},
-    primary_url = val(v.PrimaryURL),
-    cwe = val(v.CweIDs),
-    target = res.Target,
-    path = val(v.PkgPath),
-    layer = layer and (val(layer.DiffID) or val(layer.Digest)) or nil,
-    fingerprint = val(v.Fingerprint),
-    published = val(v.PublishedDate),
-    modified = val(v.LastModifiedDate),
+    title = str(v.Title),
+    description = str(v.Description),
+    references = strings(v.References),
+    primary_url = str(v.PrimaryURL),
+    cwe = cwe and strings(cwe) or nil,
+    target = target,
+    path = str(v.PkgPath),
+    layer = layer and (str(layer.DiffID) or str(layer.Digest)) or nil,
+    fingerprint = str(v.Fingerprint),
+    published = str(v.PublishedDate),
+    modified = str(v.LastModifiedDate),
     scanner = "trivy",
   }
 end
 
 local function misconfiguration(m, res)
   return {
-    id = m.ID or m.AVDID, title = val(m.Title), description = val(m.Description),
-    message = val(m.Message), resolution = val(m.Resolution),
-    severity = severity_of(m.Severity), status = val(m.Status),
-    target = res.Target, type = val(res.Type), references = val(m.References) or {},
-    primary_url = val(m.PrimaryURL), scanner = "trivy",
+    id = str(m.ID) or str(m.AVDID), title = str(m.Title), description = str(m.Description),
+    message = str(m.Message), resolution = str(m.Resolution),
+    severity = severity_of(m.Severity), status = str(m.Status),
+    target = str(res.Target), type = str(res.Type), references = strings(m.References),
+    primary_url = str(m.PrimaryURL), scanner = "trivy",
   }
 end
 
 local function digest_of(meta)
-  local digests = meta and val(meta.RepoDigests)
-  local first = digests and digests[1]
+  local digests = tab(meta.RepoDigests)
+  local first = digests and str(digests[1])
   return first and first:match("@(sha256:%x+)$") or nil
 end
 
@@ -90,31 +94,36 @@ end
 ---@return table result (counts and compliance filled by the caller)
 function M.normalize(doc)
   local findings, misconfs = {}, {}
-  for _, res in ipairs(val(doc.Results) or {}) do
-    local class = res.Class
-    local eco = class == "os-pkgs" and "os" or ecosystem(val(res.Type))
-    local pkg_type = val(res.Type)
-    for _, v in ipairs(val(res.Vulnerabilities) or {}) do
-      findings[#findings + 1] = finding(v, res, eco, pkg_type)
-    end
-    for _, m in ipairs(val(res.Misconfigurations) or {}) do
-      misconfs[#misconfs + 1] = misconfiguration(m, res)
+  for _, res in ipairs(tab(doc.Results) or {}) do
+    if type(res) == "table" then
+      local pkg_type = str(res.Type)
+      local eco = res.Class == "os-pkgs" and "os" or ecosystem(pkg_type)
+      local target = str(res.Target)
+      for _, v in ipairs(tab(res.Vulnerabilities) or {}) do
+        -- an entry without an id is not a finding anyone can act on
+        if type(v) == "table" and str(v.VulnerabilityID) then
+          findings[#findings + 1] = finding(v, target, eco, pkg_type)
+        end
+      end
+      for _, m in ipairs(tab(res.Misconfigurations) or {}) do
+        if type(m) == "table" then misconfs[#misconfs + 1] = misconfiguration(m, res) end
+      end
     end
   end
-  local meta = val(doc.Metadata) or {}
-  local os_info = val(meta.OS)
-  local trivy = val(doc.Trivy)
+  local meta = tab(doc.Metadata) or {}
+  local os_info = tab(meta.OS)
+  local trivy = tab(doc.Trivy)
   return model.result {
-    image = val(doc.ArtifactName),
-    artifact_type = val(doc.ArtifactType),
+    image = str(doc.ArtifactName),
+    artifact_type = str(doc.ArtifactType),
     digest = digest_of(meta),
-    image_id = val(meta.ImageID),
-    repo_tags = val(meta.RepoTags),
-    os = os_info and { family = val(os_info.Family), name = val(os_info.Name),
+    image_id = str(meta.ImageID),
+    repo_tags = tab(meta.RepoTags) and strings(meta.RepoTags) or nil,
+    os = os_info and { family = str(os_info.Family), name = str(os_info.Name),
       eosl = os_info.EOSL == true } or nil,
     scanner = "trivy",
-    scanner_version = trivy and val(trivy.Version) or nil,
-    time = val(doc.CreatedAt),
+    scanner_version = trivy and str(trivy.Version) or nil,
+    time = str(doc.CreatedAt),
     findings = findings,
     misconfigurations = misconfs,
   }
