@@ -955,7 +955,7 @@ static int reader_read_all(lua_State *L) {
 static int reader_digest(lua_State *L) {
   reader *r = reader_current(L, "reader:digest");
   const char *alg = luaL_optstring(L, 2, "sha256");
-  mx_digest d;
+  mx_digest d = {0};
   if (digest_begin(&d, alg) != 0) {
     EVP_MD_CTX_free(d.ctx);
     return luaL_error(L, "reader:digest: unknown algorithm %s", alg);
@@ -1017,7 +1017,7 @@ static int reader_copy_to(lua_State *L) {
   const char *colon = want ? strchr(want, ':') : NULL;
   if (colon && (size_t)(colon - want) < sizeof alg)
     snprintf(alg, sizeof alg, "%.*s", (int)(colon - want), want);
-  mx_digest d;
+  mx_digest d = {0};
   if (digest_begin(&d, alg) != 0) {
     EVP_MD_CTX_free(d.ctx);
     return luaL_error(L, "reader:copy_to: unknown digest algorithm %s", alg);
