@@ -40,7 +40,7 @@ static void push_hex(lua_State *L, EVP_MD_CTX *ctx, const char *name) {
   EVP_DigestFinal_ex(ctx, md, &len);
   EVP_MD_CTX_free(ctx);
   int at = snprintf(out, sizeof out, "%s:", name);
-  for (unsigned int i = 0; i < len; i++)
+  for (size_t i = 0; i < len; i++)
     snprintf(out + at + 2 * i, 3, "%02x", md[i]);
   lua_pushstring(L, out);
 }

@@ -861,7 +861,7 @@ static int tr_escape(lua_State *L) {
   if (!out)
     return luaL_error(L, "http.escape: not enough memory");
   size_t n = strlen(out);
-  memcpy(dst, out, n);
+  memcpy(dst, out, n + 1); /* with its NUL: the buffer has room, and the copy stays a string */
   curl_free(out);
   luaL_pushresultsize(&b, n);
   return 1;
