@@ -192,6 +192,11 @@ end
 function Client:_call(t, scopes)
   t.url = t.url or (self:_base() .. t.path)
   t.path = nil
+  -- A Link or Location header may name another host: credentials and tokens stay with the
+  -- registry they belong to (as the transport does for redirects), and that host's 401 is
+  -- not answered with them either.
+  local host = t.url:match("^https?://([^/?#]+)")
+  if host and host ~= self.host then return self:_raw(t) end
   if self.auth.kind == nil and not replayable(t.body) then self:ping() end
   for attempt = 1, 2 do
     local headers, basic = self.auth:headers(scopes or {})
