@@ -173,3 +173,27 @@ describe("secrets sweep", function()
     sweep(out)
   end)
 end)
+
+describe("credentials stay on the registry host", function()
+  it("a Link to another host is followed without the registry's credentials", function()
+    local registry = require("myrmex.registry")
+    local c = registry.connect("127.0.0.1:5999", { plain_http = true, config = false, username = USER,
+      password = PASSWORD })
+    c.auth.kind = "basic"
+    local sent = {}
+    -- The transport is replaced: what matters is what _call hands it.
+    c._raw = function(_, t)
+      sent[#sent + 1] = t
+      local link = #sent == 1 and '<http://127.0.0.2:5999/v2/a/tags/list?last=t1>; rel="next"' or nil
+      return { status = 200, body = '{"name":"a","tags":["t' .. #sent .. '"]}', headers = { link = link } }
+    end
+    assert.are.same({ "t1", "t2" }, c:tags("a"))
+    assert.are.equal(2, #sent)
+    assert.truthy(sent[1].basic_auth, "the registry itself got no credentials")
+    assert.are.equal("http://127.0.0.2:5999/v2/a/tags/list?last=t1", sent[2].url)
+    assert.is_nil(sent[2].basic_auth)
+    for k, v in pairs(sent[2].headers or {}) do
+      assert.is_nil(k:lower():find("authorization", 1, true), k .. ": " .. tostring(v))
+    end
+  end)
+end)
