@@ -73,10 +73,16 @@ end
 
 local function write_file(path, data)
   local tmp = path .. ".tmp"
-  local f = assert(io.open(tmp, "wb"))
-  f:write(data)
+  local f, err = io.open(tmp, "wb")
+  if not f then fail("Engine", "cannot write " .. tostring(err)) end
+  local ok, werr = f:write(data)
   f:close()
-  assert(os.rename(tmp, path))
+  if not ok then
+    os.remove(tmp)
+    fail("Engine", "cannot write " .. path .. ": " .. tostring(werr))
+  end
+  local moved, merr = os.rename(tmp, path)
+  if not moved then fail("Engine", "cannot rename " .. tmp .. ": " .. tostring(merr)) end
 end
 
 local function mkdir_p(path)
