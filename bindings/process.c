@@ -283,6 +283,8 @@ done:
 static int append(outpipe *p, const char *data, size_t n, size_t max) {
   if (p->len + n > max)
     n = max - p->len;
+  if (n == 0)
+    return 0; /* also keeps max_output = 0 from asking realloc for 0 bytes */
   if (p->len + n > p->cap) {
     size_t cap = p->cap ? p->cap : CHUNK;
     while (cap < p->len + n)

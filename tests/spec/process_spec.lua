@@ -96,6 +96,15 @@ sys.stderr.write("E" * 1000000)
     assert.is_false(res.timed_out)
   end)
 
+  it("treats max_output = 0 as: no output wanted", function()
+    local quiet = process.run { argv = { "true" }, max_output = 0 }
+    assert.are.equal(0, quiet.status)
+    assert.is_nil(quiet.overflow)
+    local loud = process.run { argv = { "echo", "hi" }, max_output = 0 }
+    assert.are.equal("stdout", loud.overflow)
+    assert.are.equal("", loud.stdout)
+  end)
+
   it("streams chunks to callbacks instead of collecting them", function()
     local chunks, total = 0, 0
     local res = process.run {
