@@ -21,8 +21,25 @@ local DEFAULT_SOCKET = "/var/run/docker.sock"
 ---@field api_version string the negotiated API version
 ---@field offline boolean true in plan mode when the engine could not be reached
 local Client = {}
-Client.__index = Client
 Client.__name = "myrmex.docker.Client"
+
+-- The area files (images, containers, networks) add their methods on first use: a recipe that
+-- only pings or inspects does not pay for compiling them at start-up.
+local areas_loaded = false
+local load_areas
+
+-- Client fields that may be nil on an instance; looking them up must not load the areas.
+local FIELDS = { host = true, api_version = true, offline = true, timeout = true, tls = true,
+  socket = true, base = true }
+
+function Client.__index(_, k)
+  local v = rawget(Client, k)
+  if v == nil and not areas_loaded and not FIELDS[k] then
+    load_areas()
+    v = rawget(Client, k)
+  end
+  return v
+end
 
 function Client:__tostring()
   return ("docker client %s (API %s%s)"):format(self.host, self.api_version,
@@ -416,8 +433,11 @@ end
 M.Client = Client
 M._helpers = H
 
-require("myrmex.docker.images")(Client, H)
-require("myrmex.docker.containers")(Client, H)
-require("myrmex.docker.networks")(Client, H)
+function load_areas()
+  areas_loaded = true
+  require("myrmex.docker.images")(Client, H)
+  require("myrmex.docker.containers")(Client, H)
+  require("myrmex.docker.networks")(Client, H)
+end
 
 return M
