@@ -76,11 +76,12 @@ class Kubectl(unittest.TestCase):
         self.assertEqual(d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent")
         apply = [m for m in d["metadata"]["managedFields"] if m["operation"] == "Apply"]
         self.assertEqual(apply[0]["manager"], "kubectl")
-        rv = d["metadata"]["resourceVersion"]
-        # Applying the same thing again changes nothing, not even the resourceVersion.
+        self.kubectl("-n", "k1", "rollout", "status", "deployment/web", "--timeout=20s")
+        # Once the controller is done, applying the same thing again changes nothing, not even
+        # the resourceVersion.
+        rv = self.get("-n", "k1", "deployment", "web")["metadata"]["resourceVersion"]
         self.kubectl("apply", "-n", "k1", "--server-side", "-f", "-", stdin=deploy())
         self.assertEqual(self.get("-n", "k1", "deployment", "web")["metadata"]["resourceVersion"], rv)
-        self.kubectl("-n", "k1", "rollout", "status", "deployment/web", "--timeout=20s")
         self.kubectl("-n", "k1", "scale", "deployment", "web", "--replicas=3")
         d = self.get("-n", "k1", "deployment", "web")
         self.assertEqual((d["spec"]["replicas"], d["metadata"]["generation"]), (3, 2))

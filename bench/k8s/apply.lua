@@ -1,0 +1,26 @@
+-- myrmex: server-side apply every manifest of DIR and wait for all Deployments (one watch).
+-- Usage: myrmex bench/k8s/apply.lua KUBECONFIG DIR NAMESPACE
+local k8s = require("myrmex.k8s")
+local rollout = require("myrmex.k8s.rollout")
+local rt = require("myrmex.core.runtime")
+local kc, dir, ns = arg[1], arg[2], arg[3]
+local c = k8s.connect({ kubeconfig = kc })
+c:apply({ apiVersion = "v1", kind = "Namespace", metadata = { name = ns } })
+local parts = {}
+for _, f in ipairs(rt.listdir(dir)) do
+  local h = assert(io.open(dir .. "/" .. f))
+  parts[#parts + 1] = h:read("a")
+  h:close()
+end
+local applied = c:apply_manifest(table.concat(parts, "\n---\n"))
+local pending = {}
+for _, o in ipairs(applied) do pending[o.metadata.name] = true end
+local left = #applied
+c:watch("deployments", { namespace = ns, timeout = 120 }, function(ev)
+  if pending[ev.object.metadata.name] and rollout.deployment_status(ev.object) then
+    pending[ev.object.metadata.name] = nil
+    left = left - 1
+  end
+  return left > 0
+end)
+print("ready", #applied)

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Apply 200 Deployment manifests server-side and wait until all are available, against
+# tests/k8s/apiserver.py: myrmex vs kubectl vs the Python client. A fresh server per run.
+# Usage: bench/k8s/run.sh [BUILD_DIR] [ROUNDS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${1:-build} ROUNDS=${2:-3} N=200
+work=$(mktemp -d /tmp/myrmex-bench-k8s-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+python3=/usr/bin/python3
+$python3 bench/k8s/make_manifests.py "$work/m" $N bench
+
+one() { # $1 = label, rest = command; prints seconds
+  local label=$1; shift
+  $python3 tests/k8s/apiserver.py --delay 0.05 >"$work/port" 2>"$work/server.log" &
+  local pid=$!
+  for _ in $(seq 50); do grep -q READY "$work/port" && break; sleep 0.1; done
+  local port; port=$(awk '{print $2}' "$work/port")
+  printf 'apiVersion: v1\nkind: Config\ncurrent-context: b\nclusters: [{name: b, cluster: {server: "http://127.0.0.1:%s"}}]\ncontexts: [{name: b, context: {cluster: b, user: u}}]\nusers: [{name: u, user: {}}]\n' "$port" >"$work/kc"
+  rm -rf "$work/home"; mkdir -p "$work/home"
+  local t0 t1
+  t0=$(date +%s.%N)
+  HOME="$work/home" "$@" "$work/kc" "$work/m" bench >/dev/null
+  t1=$(date +%s.%N)
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "$label $(echo "$t1 - $t0" | bc)"
+}
+
+kubectl_apply_only() { # kubectl without the wait, for the apply-only comparison
+  local kc=$1 dir=$2 ns=$3
+  printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n' "$ns" | KUBECONFIG=$kc kubectl apply --server-side -f - >/dev/null
+  KUBECONFIG=$kc kubectl apply --server-side -f "$dir" >/dev/null
+}
+
+for r in $(seq "$ROUNDS"); do
+  one myrmex "$BUILD/myrmex" bench/k8s/apply.lua
+  one kubectl bench/k8s/kubectl.sh
+  one kubectl-apply-only kubectl_apply_only
+  one python $python3 bench/k8s/apply.py
+done | tee "$work/results"
+awk '{s[$1]+=$2; n[$1]++} END {for (k in s) printf "%-8s mean %.2f s over %d runs\n", k, s[k]/n[k], n[k]}' "$work/results"
