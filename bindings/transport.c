@@ -247,8 +247,15 @@ static size_t on_send(char *p, size_t size, size_t n, void *ud) {
       want = avail;
     memcpy(p, f->body.data + f->pull_off, want);
     f->pull_off += want;
-    if (f->pull_off == f->body.len)
+    if (f->pull_off == f->body.len) {
       f->body.len = f->pull_off = 0;
+    } else if (f->pull_off >= PULL_CAP / 2) {
+      /* The download runs ahead of the upload, so the buffer is rarely empty here: move the
+       * unread bytes to the front, or the buffer would grow to the whole blob. */
+      memmove(f->body.data, f->body.data + f->pull_off, f->body.len - f->pull_off);
+      f->body.len -= f->pull_off;
+      f->pull_off = 0;
+    }
     return want;
   }
   case BODY_NONE:
