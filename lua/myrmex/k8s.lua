@@ -503,6 +503,7 @@ local builders = require("myrmex.k8s.builders")
 M.deployment = builders.deployment
 M.service = builders.service
 M.job = builders.job
+M.recipe_job_manifest = builders.recipe_job_manifest
 
 --- Build a Deployment (see k8s.deployment) and create it.
 ---@param spec table {name, image, replicas?, labels?, ports?, env?, resources?, namespace?, command?, args?}

@@ -246,6 +246,21 @@ metadata: {name: shop}
     assert.are.equal(1, r.pods[1].exit_code)
   end)
 
+  it("builds a Job that runs a recipe in the cluster, valid against the schema", function()
+    local job = k8s.recipe_job_manifest({ recipe = "recipes/release.lua", image = "registry.local/myrmex:1",
+      params = { tag = "1.4", env = "prod" }, service_account = "deployer", completions = 2 })
+    assert.are.equal("", K.schema_errors(job))
+    assert.are.equal("myrmex-release-", job.metadata.generateName)
+    local ctr = job.spec.template.spec.containers[1]
+    assert.are.same({ "myrmex", "run", "recipes/release.lua", "--set", "env=prod", "--set", "tag=1.4",
+      "--log-format", "json" }, ctr.command)
+    assert.are.equal("deployer", job.spec.template.spec.serviceAccountName)
+    local created = c:create(job)
+    assert.matches("^myrmex%-release%-", created.metadata.name)
+    assert.are.equal("Complete", c:rollout_wait("job", created.metadata.name, { timeout = 20 }).status.conditions[2].type)
+    assert.has_error(function() k8s.recipe_job_manifest({ image = "x" }) end, "k8s.recipe_job_manifest: recipe is required")
+  end)
+
   it("records instead of changing anything in plan mode", function()
     plan.set_active(true)
     local ok, res = pcall(function()

@@ -266,4 +266,54 @@ function M.job(spec)
       template = { metadata = { labels = meta.labels }, spec = { restartPolicy = "Never", containers = { c } } } } }
 end
 
+---@class myrmex.k8s.RecipeJobSpec
+---@field recipe string the recipe name or its path inside the image
+---@field image string an image holding myrmex and the recipe
+---@field params? table<string,string> recipe parameters, passed as --set KEY=VALUE
+---@field name? string
+---@field namespace? string
+---@field completions? integer
+---@field parallelism? integer
+---@field backoff_limit? integer
+---@field service_account? string
+---@field env? table
+---@field resources? table
+---@field dry_run? boolean run the recipe in plan mode (myrmex plan)
+
+--- A batch/v1 Job that runs `myrmex run RECIPE` (or `myrmex plan`) in `image`, for
+--- `myrmex run --on kubernetes`. Logs are JSON so they can be collected line by line.
+---@param spec myrmex.k8s.RecipeJobSpec
+---@return table job
+function M.recipe_job_manifest(spec)
+  local fname = "k8s.recipe_job_manifest"
+  check_keys(fname, spec, set { "recipe", "image", "params", "name", "namespace", "completions", "parallelism",
+    "backoff_limit", "service_account", "env", "resources", "dry_run" })
+  if type(spec.recipe) ~= "string" or spec.recipe == "" then bad(fname, "recipe", "is required") end
+  local argv = { "myrmex", spec.dry_run and "plan" or "run", spec.recipe }
+  local keys = {}
+  for k in pairs(spec.params or {}) do
+    if type(k) ~= "string" or not k:match("^[%w_]+$") then bad(fname, "params", "keys must be parameter names") end
+    keys[#keys + 1] = k
+  end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    argv[#argv + 1] = "--set"
+    argv[#argv + 1] = k .. "=" .. tostring(spec.params[k])
+  end
+  argv[#argv + 1] = "--log-format"
+  argv[#argv + 1] = "json"
+  local base = spec.recipe:match("([^/]+)$"):gsub("%.lua$", ""):lower():gsub("[^a-z0-9-]", "-")
+  local job = M.job({ name = spec.name, generate_name = spec.name == nil and ("myrmex-" .. base:sub(1, 40)
+    .. "-") or nil,
+    image = spec.image, command = argv, env = spec.env, resources = spec.resources, namespace = spec.namespace,
+    completions = spec.completions, parallelism = spec.parallelism, backoff_limit = spec.backoff_limit,
+    container_name = "myrmex", labels = { ["app.kubernetes.io/name"] = "myrmex",
+      ["myrmex.dev/recipe"] = base:sub(1, 63):gsub("^-+", ""):gsub("-+$", "") } })
+  if spec.service_account then
+    dns_name(fname, "service_account", spec.service_account)
+    job.spec.template.spec.serviceAccountName = spec.service_account
+  end
+  return job
+end
+
 return M
