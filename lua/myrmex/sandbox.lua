@@ -50,6 +50,10 @@ function M.check_write(path, what)
     tostring(path), state.root), 3)
 end
 
+-- Modules that would hand a recipe what the sandbox takes away: starting programs, or turning
+-- the sandbox itself off.
+local DENIED = { ["myrmex.process"] = true, ["myrmex.sandbox"] = true, ["myrmex.cli"] = true }
+
 local function denied(name)
   return function() error("sandbox: " .. name .. " is not allowed", 2) end
 end
@@ -129,7 +133,7 @@ function M.environment(recipe_dir)
   local loaded = {}
   env.require = function(name)
     if type(name) ~= "string" then error("bad argument #1 to 'require' (string expected)", 2) end
-    if name:match("^myrmex%.") and not name:match("^myrmex%.core%.") and name ~= "myrmex.sandbox" then
+    if name:match("^myrmex%.") and not name:match("^myrmex%.core%.") and not DENIED[name] then
       return require(name)
     end
     if loaded[name] ~= nil then return loaded[name] end

@@ -247,6 +247,10 @@ local NEW_KEYS = { backend = true, path = true, timeout = true, args = true, max
 ---@param opts? myrmex.scan.NewOptions
 ---@return myrmex.Scanner
 function M.new(opts)
+  if require("myrmex.sandbox").active() and type(opts) == "table" and (opts.path or opts.args) then
+    -- A sandboxed recipe must not choose which program runs, or with which arguments.
+    error("scan.new: path and args are not allowed under --sandbox", 2)
+  end
   opts = opts or {}
   if type(opts) ~= "table" then error("scan.new: options table expected", 2) end
   check_keys("scan.new", opts, NEW_KEYS)

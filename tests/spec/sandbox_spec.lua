@@ -26,6 +26,8 @@ describe("--sandbox", function()
     { "binary", "attempted to index a nil value" },
     { "debug", "nonexistent global variable 'debug'" },
     { "core", "module 'myrmex.core.process' is not allowed" },
+    { "process", "module 'myrmex.process' is not allowed" },
+    { "scanner", "scan.new: path and args are not allowed under --sandbox" },
     { "link", "opening for write 'link/escape.txt' is outside the work folder" },
     { "memory", "not enough memory" },
     { "time", "Timeout: sandbox: the recipe's time limit was exceeded" },
