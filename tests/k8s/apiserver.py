@@ -463,7 +463,8 @@ class Handler(BaseHTTPRequestHandler):
         with STATE.lock:
             STATE.requests.append({"method": self.command, "path": self.path,
                                    "content_type": self.headers.get("Content-Type"),
-                                   "user_agent": self.headers.get("User-Agent")})
+                                   "user_agent": self.headers.get("User-Agent"),
+                                   "body": self.body.decode(errors="replace") if self.body else None})
         try:
             if u.path.startswith("/_test/"):
                 return self.control(u.path)

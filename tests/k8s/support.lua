@@ -70,4 +70,18 @@ function M.schema_errors(obj)
   return r.stdout .. r.stderr
 end
 
+--- The same for many objects in one validator run: {index -> errors} for the invalid ones.
+function M.schema_errors_all(objs)
+  local paths = {}
+  local argv = { "/usr/bin/python3", FIXTURES .. "/openapi/validate_openapi.py", "--strict" }
+  for i, o in ipairs(objs) do
+    paths[i] = os.tmpname() .. "-" .. i .. ".json"
+    write(paths[i], json.encode(o))
+    argv[#argv + 1] = paths[i]
+  end
+  local r = sh.run(argv)
+  for _, p in ipairs(paths) do os.remove(p) end
+  return r.code == 0 and "" or (r.stdout .. r.stderr)
+end
+
 return M

@@ -124,7 +124,17 @@ describe("myrmex.k8s", function()
     local s = c:scale_deployment("sc", 3)
     assert.are.equal("Scale", s.kind)
     assert.are.equal(3, s.spec.replicas)
-    local d = c:rollout_wait("deployment", "sc", { timeout = 20 })
+    -- The watch under rollout_wait is cut while the rollout is under way, and resumes.
+    srv:control("delay", { seconds = 0.6 })
+    local parallel = require("myrmex.parallel")
+    local d = parallel({
+      function() return c:rollout_wait("deployment", "sc", { timeout = 20 }) end,
+      function()
+        require("myrmex.http").sleep(0.3)
+        srv:control("drop-watches")
+      end,
+    })[1]
+    srv:control("delay", { seconds = 0.1 })
     assert.are.equal(3, d.status.availableReplicas)
     assert.are.equal(d.metadata.generation, d.status.observedGeneration)
     assert.has_error(function() c:scale_deployment("sc", -1) end, "k8s.scale_deployment: replicas must be a non-negative integer")
@@ -259,6 +269,22 @@ metadata: {name: shop}
     assert.matches("^myrmex%-release%-", created.metadata.name)
     assert.are.equal("Complete", c:rollout_wait("job", created.metadata.name, { timeout = 20 }).status.conditions[2].type)
     assert.has_error(function() k8s.recipe_job_manifest({ image = "x" }) end, "k8s.recipe_job_manifest: recipe is required")
+  end)
+
+  it("sent only objects the official schema accepts (every POST, PUT and apply so far)", function()
+    local sent = {}
+    for _, r in ipairs(srv:control("requests")) do
+      local full = r.method == "POST" or r.method == "PUT"
+        or (r.method == "PATCH" and r.content_type == "application/apply-patch+yaml")
+      if full and r.body and not r.path:match("^/_test/") and (r.user_agent or ""):match("^myrmex") then
+        local obj = json.decode(r.body)
+        if obj.kind ~= "DeleteOptions" then
+          sent[#sent + 1] = obj
+        end
+      end
+    end
+    assert.is_true(#sent >= 20, "only " .. #sent .. " objects checked")
+    assert.are.equal("", K.schema_errors_all(sent))
   end)
 
   it("records instead of changing anything in plan mode", function()
