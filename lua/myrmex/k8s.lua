@@ -132,9 +132,11 @@ function Client:request(method, path, opts)
     headers.Accept = "application/json"
     if body then headers["Content-Type"] = opts.content_type or "application/json" end
     headers["User-Agent"] = "myrmex"
+    local a = self.settings.auth
     return http.request({ method = method, url = self.server .. path, query = opts.query, headers = headers,
       body = body, timeout = opts.timeout or self.timeout, tls = tls, engine = "k8s",
-      proxy = self.settings.proxy, on_json = opts.on_json })
+      proxy = self.settings.proxy, on_json = opts.on_json,
+      basic_auth = a.kind == "basic" and { a.username, a.password } or nil })
   end
   local res = once(false)
   if res.status == 401 and self.settings.auth.kind == "exec" then res = once(true) end

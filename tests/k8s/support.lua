@@ -27,6 +27,7 @@ function M.start(opts)
     cmd = cmd .. " --cert " .. dir .. "/server.pem --key " .. dir .. "/server.key --client-ca " .. dir .. "/ca.pem"
   end
   for _, t in ipairs(opts.tokens or {}) do cmd = cmd .. " --token " .. sh.q(t) end
+  if opts.basic then cmd = cmd .. " --basic " .. sh.q(opts.basic) end
   local s = server.start(cmd, 20)
   s.dir = dir
   s.url = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. s.port

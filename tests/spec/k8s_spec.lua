@@ -302,7 +302,7 @@ end)
 describe("myrmex.k8s TLS and credentials", function()
   local srv
 
-  setup(function() srv = K.start({ tls = true, tokens = { "good-token" } }) end)
+  setup(function() srv = K.start({ tls = true, tokens = { "good-token" }, basic = "admin:s3cret" }) end)
   teardown(function() srv.stop() end)
 
   it("uses bearer tokens, token files and client certificates (files and -data)", function()
@@ -318,6 +318,12 @@ describe("myrmex.k8s TLS and credentials", function()
       ["client-key-data"] = b64(srv.dir .. "/client.key") }, "data",
       { ["certificate-authority"] = json.null, ["certificate-authority-data"] = b64(srv.dir .. "/ca.pem") })
     k8s.connect({ kubeconfig = kc }):get("namespaces", "default")
+    k8s.connect({ kubeconfig = srv:kubeconfig({ username = "admin", password = "s3cret" }, "basic") })
+      :get("namespaces", "default")
+    raises("Unauthorized", function()
+      k8s.connect({ kubeconfig = srv:kubeconfig({ username = "admin", password = "nope" }, "basic2") })
+        :get("namespaces", "default")
+    end)
   end)
 
   it("fails with Unauthorized for a wrong or revoked token and refuses a wrong CA", function()
