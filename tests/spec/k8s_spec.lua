@@ -45,14 +45,18 @@ describe("myrmex.k8s", function()
   end)
 
   it("builds Deployments and Services the official schema accepts, and rejects bad fields before sending", function()
-    local d = k8s.deployment({ name = "web", image = "nginx:1.25", replicas = 2, ports = { 80, { containerPort = 443, name = "https" } },
+    local d = k8s.deployment({ name = "web", image = "nginx:1.25", replicas = 2, ports = { 80,
+      { containerPort = 443, name = "https" } },
       env = { B = "2", A = 1 }, resources = { requests = { cpu = "250m", memory = "64Mi" } } })
     assert.are.equal("", K.schema_errors(d))
-    assert.are.same({ { name = "A", value = "1" }, { name = "B", value = "2" } }, d.spec.template.spec.containers[1].env)
-    local s = k8s.service({ name = "web", selector = { app = "web" }, ports = { { port = 80, target_port = 8080, name = "http" },
+    assert.are.same({ { name = "A", value = "1" }, { name = "B", value = "2" } },
+      d.spec.template.spec.containers[1].env)
+    local s = k8s.service({ name = "web", selector = { app = "web" }, ports = { { port = 80, target_port = 8080,
+      name = "http" },
       { port = 443, name = "https" } }, type = "NodePort" })
     assert.are.equal("", K.schema_errors(s))
-    assert.are.equal("", K.schema_errors(k8s.job({ name = "j", image = "busybox", command = { "echo", "hi" }, completions = 2 })))
+    assert.are.equal("", K.schema_errors(k8s.job({ name = "j", image = "busybox", command = { "echo", "hi" },
+      completions = 2 })))
     local _, n = requests_since(srv, 0)
     assert.has_error(function() c:create_deployment({ name = "web", image = "x", replicas = "two" }) end,
       "k8s.deployment: replicas must be an integer >= 0, got two")
@@ -77,7 +81,8 @@ describe("myrmex.k8s", function()
     raises("NotFound", function() c:get("configmaps", "x", { namespace = "missing" }) end)
 
     for i = 1, 5 do
-      c:create({ apiVersion = "v1", kind = "ConfigMap", metadata = { name = "cm-" .. i, labels = { set = "a", n = tostring(i % 2) } },
+      c:create({ apiVersion = "v1", kind = "ConfigMap", metadata = { name = "cm-" .. i, labels = { set = "a",
+        n = tostring(i % 2) } },
         data = { i = tostring(i) } })
     end
     local items = c:list("configmaps", { label_selector = "set=a", limit = 2 })
@@ -114,7 +119,8 @@ describe("myrmex.k8s", function()
     assert.are.equal(2, #d.spec.template.spec.containers)
     d = c:patch("deployments", "pt", { metadata = { labels = { extra = "yes" } } }, { type = "merge" })
     assert.are.equal("yes", d.metadata.labels.extra)
-    d = c:patch("deployments", "pt", { { op = "remove", path = "/spec/template/spec/containers/1" } }, { type = "json" })
+    d = c:patch("deployments", "pt", { { op = "remove", path = "/spec/template/spec/containers/1" } },
+      { type = "json" })
     assert.are.equal("pt", d.spec.template.spec.containers[1].name)
     assert.are.equal(1, #d.spec.template.spec.containers)
   end)
@@ -137,7 +143,8 @@ describe("myrmex.k8s", function()
     srv:control("delay", { seconds = 0.1 })
     assert.are.equal(3, d.status.availableReplicas)
     assert.are.equal(d.metadata.generation, d.status.observedGeneration)
-    assert.has_error(function() c:scale_deployment("sc", -1) end, "k8s.scale_deployment: replicas must be a non-negative integer")
+    assert.has_error(function() c:scale_deployment("sc", -1) end,
+      "k8s.scale_deployment: replicas must be a non-negative integer")
   end)
 
   it("reports a rollout that fails and one that never completes", function()
@@ -148,7 +155,8 @@ describe("myrmex.k8s", function()
     srv:control("fail", { resource = "deployments", namespace = "default", name = "stuck", mode = "stall" })
     c:create_deployment({ name = "stuck", image = "nginx:1.25" })
     err = raises("Timeout", function() c:rollout_wait("deployment", "stuck", { timeout = 1 }) end)
-    assert.matches('deployment "stuck" not ready after 1s: waiting for deployment spec update to be observed', err.message)
+    assert.matches('deployment "stuck" not ready after 1s: waiting for deployment spec update to be observed',
+      err.message)
   end)
 
   it("applies multi-document manifests server-side: order, no-op, conflicts with causes, force, dry run", function()
@@ -183,7 +191,8 @@ metadata: {name: shop}
     local again = c:apply_manifest(manifest)
     assert.are.equal(out[3].metadata.resourceVersion, again[3].metadata.resourceVersion)
     assert.are.equal(1, again[2].metadata.generation)
-    c:patch("deployments", "app", { spec = { replicas = 5 } }, { type = "merge", subresource = "scale", namespace = "shop" })
+    c:patch("deployments", "app", { spec = { replicas = 5 } }, { type = "merge", subresource = "scale",
+      namespace = "shop" })
     local err = raises("Conflict", function() c:apply_manifest(manifest) end)
     assert.are.equal("FieldManagerConflict", err.details.causes[1].reason)
     assert.are.equal(".spec.replicas", err.details.causes[1].field)
@@ -242,7 +251,8 @@ metadata: {name: shop}
   end)
 
   it("runs a Job and collects each pod's exit code and log", function()
-    local r = c:run_job({ image = "busybox", command = { "echo", "shard" }, completions = 3, parallelism = 3, timeout = 30 })
+    local r = c:run_job({ image = "busybox", command = { "echo", "shard" }, completions = 3, parallelism = 3,
+      timeout = 30 })
     assert.is_true(r.succeeded)
     assert.are.equal(3, #r.pods)
     for _, p in ipairs(r.pods) do
@@ -267,8 +277,10 @@ metadata: {name: shop}
     assert.are.equal("deployer", job.spec.template.spec.serviceAccountName)
     local created = c:create(job)
     assert.matches("^myrmex%-release%-", created.metadata.name)
-    assert.are.equal("Complete", c:rollout_wait("job", created.metadata.name, { timeout = 20 }).status.conditions[2].type)
-    assert.has_error(function() k8s.recipe_job_manifest({ image = "x" }) end, "k8s.recipe_job_manifest: recipe is required")
+    assert.are.equal("Complete", c:rollout_wait("job", created.metadata.name,
+      { timeout = 20 }).status.conditions[2].type)
+    assert.has_error(function() k8s.recipe_job_manifest({ image = "x" }) end,
+      "k8s.recipe_job_manifest: recipe is required")
   end)
 
   it("sent only objects the official schema accepts (every POST, PUT and apply so far)", function()
@@ -285,6 +297,21 @@ metadata: {name: shop}
     end
     assert.is_true(#sent >= 20, "only " .. #sent .. " objects checked")
     assert.are.equal("", K.schema_errors_all(sent))
+  end)
+
+  it("goes through the kubeconfig's proxy-url", function()
+    local server = require("tests.support.server")
+    local proxy = server.start("exec /usr/bin/python3 " .. (os.getenv("MYRMEX_SOURCE_DIR") or ".")
+      .. "/tests/k8s/proxy.py")
+    local ok, err = pcall(function()
+      local pc = k8s.connect({ kubeconfig = srv:kubeconfig(nil, "proxied", { ["proxy-url"] = "http://127.0.0.1:"
+        .. proxy.port }) })
+      assert.are.equal("default", pc:get("namespaces", "default").metadata.name)
+      local n = require("myrmex.http").request({ url = "http://127.0.0.1:" .. proxy.port .. "/_proxied" }).body
+      assert.is_true(tonumber(n) >= 2, "requests through the proxy: " .. n)
+    end)
+    proxy.stop()
+    assert(ok, err)
   end)
 
   it("records instead of changing anything in plan mode", function()
@@ -337,7 +364,8 @@ describe("myrmex.k8s TLS and credentials", function()
     raises("Unauthorized", function() c:get("namespaces", "default") end)
     srv:control("tokens", { add = "good-token" })
     raises("Unreachable", function()
-      k8s.connect({ kubeconfig = srv:kubeconfig({ token = "good-token" }, "ca", { ["certificate-authority"] = srv.dir .. "/other-ca.pem" }) })
+      k8s.connect({ kubeconfig = srv:kubeconfig({ token = "good-token" }, "ca",
+        { ["certificate-authority"] = srv.dir .. "/other-ca.pem" }) })
         :get("namespaces", "default")
     end)
   end)
@@ -363,12 +391,14 @@ printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential",
       return n
     end
     k8s.kubeconfig.reset_cache()
-    local c = k8s.connect({ kubeconfig = srv:kubeconfig(exec({ TOKEN = "good-token", EXPIRES = "2999-01-01T00:00:00Z" }), "e1") })
+    local c = k8s.connect({ kubeconfig = srv:kubeconfig(exec({ TOKEN = "good-token",
+      EXPIRES = "2999-01-01T00:00:00Z" }), "e1") })
     c:get("namespaces", "default")
     c:get("namespaces", "kube-system")
     assert.are.equal(1, runs())
     k8s.kubeconfig.reset_cache()
-    c = k8s.connect({ kubeconfig = srv:kubeconfig(exec({ TOKEN = "good-token", EXPIRES = "2000-01-01T00:00:00Z" }), "e2") })
+    c = k8s.connect({ kubeconfig = srv:kubeconfig(exec({ TOKEN = "good-token", EXPIRES = "2000-01-01T00:00:00Z" }),
+      "e2") })
     c:get("namespaces", "default")
     local before = runs()
     c:get("namespaces", "default")
