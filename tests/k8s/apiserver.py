@@ -18,7 +18,6 @@ GET /_test/requests (the request log).
 import argparse
 import bisect
 import base64
-import copy
 import datetime
 import json
 import os
@@ -135,7 +134,7 @@ class State:
         return self.S.for_kind(r["group"], r["version"], r["kind"])
 
     def new_object(self, plural, obj, manager):
-        obj = copy.deepcopy(obj)
+        obj = SC.jcopy(obj)
         r = O.RESOURCES[plural]
         obj["apiVersion"] = O.api_version(plural)
         obj["kind"] = r["kind"]
@@ -161,7 +160,7 @@ class State:
     def remove(self, plural, ns, name):
         obj = self.objects.pop((plural, ns, name), None)
         if obj is not None:
-            obj = copy.deepcopy(obj)
+            obj = SC.jcopy(obj)
             obj["metadata"]["resourceVersion"] = self.bump()
             self.emit(plural, ns, "DELETED", obj)
             self.marks.pop((plural, ns, name), None)
@@ -172,7 +171,7 @@ class State:
         return self.events[start:]
 
     def emit(self, plural, ns, etype, obj):
-        self.events.append((self.rv, plural, ns, etype, copy.deepcopy(obj)))
+        self.events.append((self.rv, plural, ns, etype, SC.jcopy(obj)))
         if len(self.events) > 5000:
             drop = self.events[:1000]
             self.events = self.events[1000:]
@@ -295,7 +294,7 @@ def apply_fields(state, plural, live, applied, manager, force, subresource=None)
         e["_set"].discard(p)
     mine = next((e for e in ents if e["manager"] == manager and e["operation"] == "Apply"
                  and e.get("subresource") == subresource), None)
-    result = copy.deepcopy(live) if live else {}
+    result = SC.jcopy(live) if live else {}
     if mine:
         others = set()
         for e in ents:
@@ -697,7 +696,7 @@ class Handler(BaseHTTPRequestHandler):
             obj = STATE.objects.get((plural, ns, name))
             if obj is None:
                 raise not_found(plural, name)
-            return copy.deepcopy(obj)
+            return SC.jcopy(obj)
 
     def validate(self, plural, obj, old=None):
         causes = O.validate(plural, obj, old)
@@ -711,7 +710,7 @@ class Handler(BaseHTTPRequestHandler):
         sel = parse_label_selector(self.q.get("labelSelector"))
         fsel = self.q.get("fieldSelector")
         with STATE.lock:
-            items = [copy.deepcopy(o) for (p, n, _), o in sorted(STATE.objects.items())
+            items = [SC.jcopy(o) for (p, n, _), o in sorted(STATE.objects.items())
                      if p == plural and (ns is None or n == ns)
                      and labels_match(sel, o["metadata"].get("labels") or {}) and fields_match(fsel, o)]
             rv = str(STATE.rv)
@@ -757,7 +756,7 @@ class Handler(BaseHTTPRequestHandler):
             gen = STATE.drop_gen
             if rv == "0" or self.q.get("sendInitialEvents") == "true":
                 pos = STATE.rv
-                initial = [copy.deepcopy(o) for (p, n, _), o in sorted(STATE.objects.items()) if wanted(p, n, o)]
+                initial = [SC.jcopy(o) for (p, n, _), o in sorted(STATE.objects.items()) if wanted(p, n, o)]
             else:
                 pos = int(rv)
                 initial = []
@@ -870,10 +869,10 @@ class Handler(BaseHTTPRequestHandler):
     def merge_update(self, plural, old, obj, sub):
         """What a PUT stores: the body's spec with the old status, or the reverse on /status."""
         if sub == "status":
-            new = copy.deepcopy(old)
+            new = SC.jcopy(old)
             new["status"] = obj.get("status", {})
             return new
-        new = copy.deepcopy(obj)
+        new = SC.jcopy(obj)
         new["apiVersion"], new["kind"] = old["apiVersion"], old["kind"]
         meta = new.setdefault("metadata", {})
         for k in ("uid", "creationTimestamp", "generation", "deletionTimestamp", "managedFields"):
@@ -882,7 +881,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 meta.pop(k, None)
         if "status" in old:
-            new["status"] = copy.deepcopy(old["status"])
+            new["status"] = SC.jcopy(old["status"])
         else:
             new.pop("status", None)
         if plural == "services":
@@ -918,7 +917,7 @@ class Handler(BaseHTTPRequestHandler):
             if old is None or old.get("spec") != new.get("spec"):
                 STATE.changed_at[(plural, ns, new["metadata"]["name"])] = time.monotonic()
         elif unchanged:
-            new = copy.deepcopy(old)
+            new = SC.jcopy(old)
         self.send_json(code, new, warn)
 
     def patch(self, plural, ns, name, sub):
@@ -952,9 +951,9 @@ class Handler(BaseHTTPRequestHandler):
             if patched.get("metadata", {}).get("name") != name:
                 raise bad_request("the name of the object (%s) does not match the name on the URL (%s)"
                                   % (patched.get("metadata", {}).get("name"), name))
-            new = self.merge_update(plural, old, patched, None) if sub != "status" else copy.deepcopy(patched)
+            new = self.merge_update(plural, old, patched, None) if sub != "status" else SC.jcopy(patched)
             if sub == "status":
-                new = copy.deepcopy(old)
+                new = SC.jcopy(old)
                 new["status"] = patched.get("status", {})
             self.commit(plural, ns, old, new, manager, sub, dry, 200, warn)
 
@@ -1010,7 +1009,7 @@ class Handler(BaseHTTPRequestHandler):
                     _job_selector(merged)
                 return self.commit(plural, ns, None, merged, manager, None, dry, 201, warn, ents)
             merged, ents = apply_fields(STATE, plural, old, applied, manager, force)
-            merged["status"] = copy.deepcopy(old.get("status")) if "status" in old else merged.pop("status", None)
+            merged["status"] = SC.jcopy(old.get("status")) if "status" in old else merged.pop("status", None)
             if merged.get("status") is None:
                 merged.pop("status", None)
             for k in ("uid", "creationTimestamp", "generation", "resourceVersion"):
@@ -1057,7 +1056,7 @@ class Handler(BaseHTTPRequestHandler):
             if not isinstance(replicas, int) or replicas < 0:
                 raise invalid("deployments", name, [O.invalid("spec.replicas", replicas, "must be greater than or equal to 0")],
                               kind="Scale", group="autoscaling")
-            new = copy.deepcopy(d)
+            new = SC.jcopy(d)
             new["spec"]["replicas"] = replicas
             manager = self.q.get("fieldManager") or self.manager()
             if m == "PATCH" and ctype == "application/apply-patch+yaml":
@@ -1123,10 +1122,10 @@ class Handler(BaseHTTPRequestHandler):
             raise invalid(plural, name, [O.not_supported("propagationPolicy", policy, ['"Background"', '"Foreground"', '"Orphan"'])],
                           kind="DeleteOptions", group="meta.k8s.io")
         if obj["metadata"].get("deletionTimestamp"):
-            return copy.deepcopy(obj)
+            return SC.jcopy(obj)
         finalizers = list(obj["metadata"].get("finalizers") or [])
         if plural == "namespaces" or policy == "Foreground" or finalizers:
-            new = copy.deepcopy(obj)
+            new = SC.jcopy(obj)
             new["metadata"]["deletionTimestamp"] = now()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
             if policy == "Foreground":
@@ -1143,7 +1142,7 @@ class Handler(BaseHTTPRequestHandler):
             if plural == "pods":
                 return removed
         elif plural == "pods":
-            return copy.deepcopy(obj)
+            return SC.jcopy(obj)
         d = details(plural, name)
         d["uid"] = obj["metadata"]["uid"]
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": d}
@@ -1178,7 +1177,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def _comparable(o):
-    o = copy.deepcopy(o)
+    o = SC.jcopy(o)
     o["metadata"].pop("resourceVersion", None)
     for e in o["metadata"].get("managedFields") or []:
         e.pop("time", None)
@@ -1200,7 +1199,7 @@ def _orphan(uid):
     for key, o in list(STATE.objects.items()):
         refs = o["metadata"].get("ownerReferences") or []
         if any(r.get("uid") == uid for r in refs):
-            new = copy.deepcopy(o)
+            new = SC.jcopy(o)
             new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
             if not new["metadata"]["ownerReferences"]:
                 new["metadata"].pop("ownerReferences")
@@ -1214,7 +1213,7 @@ def _load(name):
     if name not in _DISCOVERY_CACHE:
         with open(os.path.join(DISCOVERY, name)) as f:
             _DISCOVERY_CACHE[name] = json.load(f)
-    return copy.deepcopy(_DISCOVERY_CACHE[name])
+    return SC.jcopy(_DISCOVERY_CACHE[name])
 
 
 def _hash(data):

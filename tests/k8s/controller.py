@@ -8,9 +8,10 @@ marked "fail"); each pod's log is what an `echo` command would print. Namespaces
 deleted lose their contents, then go; Foreground deletions wait for their dependents;
 dependents of deleted owners are collected.
 """
-import copy
 import time
 import uuid
+
+import schema as SC
 
 
 def now():
@@ -34,7 +35,7 @@ def step(state):
 def write_status(state, key, obj, status):
     if obj.get("status") == status:
         return
-    new = copy.deepcopy(obj)
+    new = SC.jcopy(obj)
     new["status"] = status
     mf = [e for e in new["metadata"].get("managedFields") or []
           if not (e["manager"] == "kube-controller-manager" and e.get("subresource") == "status")]
@@ -150,7 +151,7 @@ def job(state, key, j, t):
 
 def make_pod(state, ns, j, index):
     name = "%s-%s" % (j["metadata"]["name"], uuid.uuid4().hex[:5])
-    tmpl = copy.deepcopy(j["spec"]["template"])
+    tmpl = SC.jcopy(j["spec"]["template"])
     meta = tmpl.get("metadata") or {}
     meta.update({"name": name, "namespace": ns, "uid": str(uuid.uuid4()), "creationTimestamp": now(),
                  "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": j["metadata"]["name"],
@@ -167,7 +168,7 @@ def make_pod(state, ns, j, index):
 def finish_pod(state, key, pod, code):
     if pod["status"].get("phase") in ("Succeeded", "Failed"):
         return
-    new = copy.deepcopy(pod)
+    new = SC.jcopy(pod)
     ts = now()
     new["status"] = {"phase": "Failed" if code else "Succeeded", "startTime": pod["status"].get("startTime"),
                      "containerStatuses": [{"name": c["name"], "image": c.get("image"), "ready": False, "imageID": "",

@@ -7,7 +7,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Server, wait_for  # noqa: E402
+from harness import Server  # noqa: E402
 
 DEPLOY = """apiVersion: apps/v1
 kind: Deployment

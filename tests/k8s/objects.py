@@ -3,8 +3,9 @@
 The checks follow the API server's Go validation (messages and cause reasons as in
 samples/status); the types come from the OpenAPI schemas.
 """
-import copy
 import re
+
+import schema as SC
 
 RESOURCES = {
     "namespaces": {"group": "", "version": "v1", "kind": "Namespace", "namespaced": False},
@@ -385,7 +386,7 @@ def invalid_message(kind, group, name, causes):
 
 
 def strip_for_list(obj):
-    o = copy.deepcopy(obj)
+    o = SC.jcopy(obj)
     o.pop("kind", None)
     o.pop("apiVersion", None)
     return o

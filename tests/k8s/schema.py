@@ -5,9 +5,13 @@ The official OpenAPI v3 documents carry the list and map semantics that server-s
 (x-kubernetes-patch-strategy, -patch-merge-key) follow; this module walks them instead of
 hard-coding which lists merge by which key.
 """
-import copy
 import json
 import os
+
+def jcopy(v):
+    """A deep copy of a JSON value (C-speed; copy.deepcopy dominated the server's time)."""
+    return json.loads(json.dumps(v))
+
 
 FIXTURES = os.environ.get("K8S_FIXTURES", "/work/shared/fixtures/kubernetes")
 DOCS = {
@@ -282,8 +286,8 @@ def prune_empty(obj, path):
 def apply_merge(live, applied, schema, S):
     """Merge an applied configuration into the live object following the schema's list types."""
     if not isinstance(live, dict) or not isinstance(applied, dict):
-        return copy.deepcopy(applied)
-    out = copy.deepcopy(live)
+        return jcopy(applied)
+    out = jcopy(live)
     for k, v in applied.items():
         node, sch = S.child(schema, k)
         if isinstance(v, dict) and isinstance(out.get(k), dict) and node.get("x-kubernetes-map-type") != "atomic":
@@ -293,14 +297,14 @@ def apply_merge(live, applied, schema, S):
         elif isinstance(v, list) and isinstance(out.get(k), list) and list_type(node) == "set":
             out[k] = out[k] + [i for i in v if i not in out[k]]
         else:
-            out[k] = copy.deepcopy(v)
+            out[k] = jcopy(v)
     return out
 
 
 def _merge_map_list(live, applied, node, S, merge):
     keys = map_keys(node)
     isch = S.items(node)
-    result = [copy.deepcopy(i) for i in live]
+    result = [jcopy(i) for i in live]
     for item in applied:
         key = item_key(item, keys, isch, S)
         for idx, cur in enumerate(result):
@@ -308,15 +312,15 @@ def _merge_map_list(live, applied, node, S, merge):
                 result[idx] = merge(cur, item, isch, S)
                 break
         else:
-            result.append(copy.deepcopy(item))
+            result.append(jcopy(item))
     return result
 
 
 def merge_patch(target, patch):
     """RFC 7386."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return jcopy(patch)
+    out = jcopy(target) if isinstance(target, dict) else {}
     for k, v in patch.items():
         if v is None:
             out.pop(k, None)
@@ -328,12 +332,12 @@ def merge_patch(target, patch):
 def strategic_merge(target, patch, schema, S):
     """Strategic merge patch for built-in types: merge-key lists, $patch directives."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return jcopy(patch)
     if patch.get("$patch") == "replace":
         return {k: v for k, v in patch.items() if k != "$patch"}
     if patch.get("$patch") == "delete":
         return None
-    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    out = jcopy(target) if isinstance(target, dict) else {}
     for k, v in patch.items():
         if k == "$patch" or k.startswith("$setElementOrder/") or k == "$retainKeys":
             continue
@@ -354,7 +358,7 @@ def strategic_merge(target, patch, schema, S):
             else:
                 out[k] = merged
         else:
-            out[k] = copy.deepcopy(v)
+            out[k] = jcopy(v)
     return out
 
 
@@ -363,7 +367,7 @@ def _smp_list(live, patch, node, S):
     if not key:
         return live + [i for i in patch if i not in live]
     isch = S.items(node)
-    result = [copy.deepcopy(i) for i in live]
+    result = [jcopy(i) for i in live]
     for item in patch:
         if not isinstance(item, dict):
             continue
@@ -376,7 +380,7 @@ def _smp_list(live, patch, node, S):
                 result.pop(idx)
             continue
         if idx is None:
-            result.append(copy.deepcopy(item))
+            result.append(jcopy(item))
         else:
             result[idx] = strategic_merge(result[idx], item, isch, S)
     return result
@@ -388,7 +392,7 @@ class PatchError(Exception):
 
 def json_patch(doc, ops):
     """RFC 6902."""
-    doc = copy.deepcopy(doc)
+    doc = jcopy(doc)
     if not isinstance(ops, list):
         raise PatchError("json patch must be a list of operations")
     for op in ops:
@@ -401,7 +405,7 @@ def json_patch(doc, ops):
             val = _jp_get(doc, _ptr(op.get("from")))
             if kind == "move":
                 doc = _jp_remove(doc, _ptr(op.get("from")))
-            doc = _jp_set(doc, _ptr(op.get("path")), copy.deepcopy(val), "add")
+            doc = _jp_set(doc, _ptr(op.get("path")), jcopy(val), "add")
         else:
             raise PatchError("Unexpected kind: %s" % kind)
     return doc
@@ -433,7 +437,7 @@ def _jp_set(doc, parts, value, kind):
             if doc != value:
                 raise PatchError("testing value failed")
             return doc
-        return copy.deepcopy(value)
+        return jcopy(value)
     parent = _jp_get(doc, parts[:-1])
     last = parts[-1]
     if kind == "test":
@@ -441,15 +445,15 @@ def _jp_set(doc, parts, value, kind):
             raise PatchError("testing value /%s failed" % "/".join(parts))
     elif isinstance(parent, list):
         if last == "-":
-            parent.append(copy.deepcopy(value))
+            parent.append(jcopy(value))
         elif kind == "add":
-            parent.insert(int(last), copy.deepcopy(value))
+            parent.insert(int(last), jcopy(value))
         else:
-            parent[int(last)] = copy.deepcopy(value)
+            parent[int(last)] = jcopy(value)
     elif isinstance(parent, dict):
         if kind == "replace" and last not in parent:
             raise PatchError("replace operation does not apply: doc is missing key: /" + "/".join(parts))
-        parent[last] = copy.deepcopy(value)
+        parent[last] = jcopy(value)
     else:
         raise PatchError("doc is missing path: /" + "/".join(parts))
     return doc
