@@ -45,7 +45,7 @@ static int is_null(lua_State *L, int idx) {
 
 /* ---- decode ---- */
 
-static void push_value(lua_State *L, const cJSON *item, int depth);
+static void push_value(lua_State *L, cJSON *item, int depth);
 
 static void push_number(lua_State *L, double d) {
   if (floor(d) == d && fabs(d) <= 9007199254740992.0)
@@ -54,21 +54,30 @@ static void push_number(lua_State *L, double d) {
     lua_pushnumber(L, d);
 }
 
-static void push_container(lua_State *L, const cJSON *item, int depth) {
+/* Each child is freed as soon as it is converted, so the cJSON tree shrinks while the Lua
+ * tables grow: a large report never has both whole in memory at once. The tree stays
+ * consistent after every step, so an error half-way still frees the rest through its box. */
+static void push_container(lua_State *L, cJSON *item, int depth) {
   int array = cJSON_IsArray(item);
   lua_createtable(L, array ? cJSON_GetArraySize(item) : 0, array ? 0 : 4);
   lua_Integer i = 0;
-  for (const cJSON *c = item->child; c; c = c->next) {
+  cJSON *c;
+  while ((c = item->child) != NULL) {
     push_value(L, c, depth + 1);
     if (array)
       lua_rawseti(L, -2, ++i);
     else
       lua_setfield(L, -2, c->string);
+    item->child = c->next;
+    if (c->next)
+      c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+    cJSON_Delete(c);
   }
   luaL_setmetatable(L, array ? ARRAY_MT : OBJECT_MT);
 }
 
-static void push_value(lua_State *L, const cJSON *item, int depth) {
+static void push_value(lua_State *L, cJSON *item, int depth) {
   if (depth > MAX_DEPTH)
     luaL_error(L, "json.decode: nesting deeper than %d levels", MAX_DEPTH);
   luaL_checkstack(L, 4, "json.decode: nesting too deep");
