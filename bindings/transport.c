@@ -14,9 +14,12 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -351,11 +354,38 @@ static int xfer_gc(lua_State *L) {
   return 0;
 }
 
+/* A kept-alive plain connection must be silent between responses. Bytes waiting on it after a
+ * complete response (a Content-Length shorter than what the peer sent) would be read as the
+ * next request's response, and libcurl 7.88 only drops pooled connections that hit EOF or an
+ * error. So the stray bytes are discarded and the socket shut down: curl then sees EOF and
+ * opens a fresh connection. TLS is left alone: its stray bytes sit inside OpenSSL, not here.
+ * Must run before the easy handle leaves the multi handle, while curl can still name the socket. */
+static void drop_if_unclean(xfer *x) {
+  char *scheme = NULL;
+  curl_socket_t fd = CURL_SOCKET_BAD;
+  if (curl_easy_getinfo(x->easy, CURLINFO_SCHEME, &scheme) != CURLE_OK || !scheme ||
+      strcasecmp(scheme, "http") != 0)
+    return;
+  if (curl_easy_getinfo(x->easy, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK || fd == CURL_SOCKET_BAD)
+    return;
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  if (poll(&p, 1, 0) <= 0)
+    return;
+  char junk[4096];
+  size_t total = 0;
+  ssize_t n;
+  while (total < (1u << 20) && (n = recv(fd, junk, sizeof junk, MSG_DONTWAIT)) > 0)
+    total += (size_t)n;
+  shutdown(fd, SHUT_RDWR);
+}
+
 /* Finish a transfer curl reported as done: verify the digest, move the file into place. */
 static void xfer_complete(xfer *x, CURLcode rc) {
   x->done = 1;
   x->headers_ready = 1;
   x->result = rc;
+  if (rc == CURLE_OK)
+    drop_if_unclean(x);
   xfer_unlink(x);
   if (x->feeds && x->feeds->send_paused)
     x->feeds->send_paused = 2;

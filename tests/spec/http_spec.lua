@@ -113,6 +113,15 @@ describe("http over TCP", function()
     assert.are.same({ 1, 2, 3 }, seen)
   end)
 
+  it("reuses one kept-alive connection for sequential requests", function()
+    http.request({ url = base .. "/peers" })
+    for i = 1, 20 do
+      assert.are.equal(200, http.request({ url = base .. "/echo", query = { i = i } }).status)
+    end
+    -- The /peers request itself rides the same connection.
+    assert.are.equal(1, json.decode(http.request({ url = base .. "/peers" }).body).connections)
+  end)
+
   it("registers credentials it sends as secrets, so logs never quote them bare", function()
     local token, auth = "tok-" .. os.time() .. "-q9Zx", "cmVnaXN0cnktYXV0aC0" .. os.time()
     local res = http.request({ url = base .. "/echo", headers = { Authorization = "Bearer " .. token,

@@ -17,7 +17,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-STATE = {"flaky": {}, "active": 0, "max_active": 0}
+STATE = {"flaky": {}, "active": 0, "max_active": 0, "peers": set()}
 LOCK = threading.Lock()
 
 
@@ -57,6 +57,14 @@ class Handler(BaseHTTPRequestHandler):
         q = {k: v[0] for k, v in parse_qs(u.query).items()}
         body = self._body() if self.command in ("POST", "PUT", "PATCH", "DELETE") else b""
         p = u.path
+        with LOCK:
+            STATE["peers"].add(self.client_address)
+        if p == "/peers":
+            # Distinct client connections seen since the last call (keep-alive checks).
+            with LOCK:
+                n = len(STATE["peers"])
+                STATE["peers"] = set()
+            return self._send(200, json.dumps({"connections": n}))
         if p == "/echo":
             cert = None
             if isinstance(self.connection, ssl.SSLSocket):
