@@ -148,6 +148,7 @@ describe("http over TCP", function()
   it("streams 1 GiB to a file and a digest with flat memory", function()
     local n = 1024 * 1048576
     local path = os.tmpname()
+    server.reset_peak_rss()
     local ref, block = digest.new(), string.rep("x", 65536)
     for _ = 1, n // #block do ref:update(block) end
     local want = ref:final()
@@ -180,11 +181,15 @@ describe("http over TCP", function()
   it("pipes one response into another request's body", function()
     -- 256 MiB through a bounded buffer: the peak stays flat (the upload lags the download).
     local n = 256 * 1048576
+    server.reset_peak_rss()
     local src <close> = http.open({ url = base .. "/bytes", query = { n = n } })
     local res = http.request({ method = "PUT", url = base .. "/echo", body = src, body_size = n })
     local e = json.decode(res.body)
     assert.are.equal(n, e.body_len)
-    assert.is_true(server.peak_rss_kib() < 96 * 1024, "peak RSS " .. server.peak_rss_kib() .. " KiB")
+    -- Under ASan, shadow memory and quarantine alone exceed what a held body would add here.
+    if not server.sanitized() then
+      assert.is_true(server.peak_rss_kib() < 96 * 1024, "peak RSS " .. server.peak_rss_kib() .. " KiB")
+    end
   end)
 
   it("rejects unknown options, naming them", function()

@@ -42,6 +42,16 @@ function M.peak_rss_kib()
   return tonumber(read("/proc/self/status"):match("VmHWM:%s*(%d+)"))
 end
 
+--- Reset the peak resident size (VmHWM) to the current one, so that a test measures its own
+--- peak rather than the largest of every test before it.
+function M.reset_peak_rss()
+  local f = io.open("/proc/self/clear_refs", "w")
+  if f then
+    f:write("5")
+    f:close()
+  end
+end
+
 --- True in an AddressSanitizer build: its shadow memory and quarantine keep hundreds of MiB
 --- resident, so a flat-memory bound there can only show that a body was not held whole.
 ---@return boolean
