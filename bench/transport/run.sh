@@ -62,7 +62,7 @@ DIGEST=sha256:$(sha256sum "$W/blob" | cut -d' ' -f1)
 loc=$(curl -fsS -X POST -D - -o /dev/null "$H/v2/bench/blobs/uploads/" | tr -d '\r' | awk -F': ' 'tolower($1)=="location" {print $2}')
 case $loc in http*) ;; *) loc=$H$loc ;; esac
 sep='?'; case $loc in *\?*) sep='&' ;; esac
-curl -fsS -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$W/blob" \
+curl -fsS -H 'Content-Type: application/octet-stream' -T "$W/blob" \
   "$loc${sep}digest=$DIGEST" -o /dev/null
 rm -f "$W/blob"
 BLOB=$H/v2/bench/blobs/$DIGEST
