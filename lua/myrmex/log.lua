@@ -192,7 +192,12 @@ local function emit(level, msg, fields)
   for _, h in ipairs(state.hooks) do pcall(h, rec) end
   if state.quiet and LEVELS[level] < LEVELS.warn then return end
   local line = state.format == "json" and format_json(rec) or format_text(rec)
+  -- A bar drawn in place is cleared first and drawn again after the line, so log lines and
+  -- the bar never share a terminal row.
+  local bar = state.bar
+  if bar then state.out:write("\r\27[K") end
   state.out:write(line, "\n")
+  if bar then bar:_draw(false, true) end
   state.out:flush()
 end
 
@@ -249,10 +254,11 @@ function Progress:_line()
   return pct, amount(self.done, self.unit) .. of
 end
 
-function Progress:_draw(final)
+function Progress:_draw(final, force)
   local now = rt.monotonic()
   if self.tty then
-    if not final and now - self.drawn < 0.1 then return end
+    if not final and not force and now - self.drawn < 0.1 then return end
+    state.bar = not final and self or nil
     local pct, text = self:_line()
     local width = 24
     local fill = pct and math.floor(pct / 100 * width) or 0
@@ -287,6 +293,7 @@ end
 function Progress:finish()
   if self.finished then return end
   self.finished = true
+  if state.bar == self then state.bar = nil end
   if self.total and self.done < self.total then self.done = self.total end
   self:_draw(true)
 end

@@ -67,6 +67,15 @@ describe("myrmex.log", function()
       or r.stdout:find("[========================] 100% 10/10 build app", 1, true), r.stdout)
   end)
 
+  it("keeps log lines and the bar on separate rows", function()
+    local r = sh.run("script -qec " .. sh.q(sh.bin .. " -e " .. sh.q(
+      "local log = require('myrmex.log'); local p = log.progress('push', {total=4}); p:update(1); "
+      .. "log.info('between'); p:update(2); p:finish()")) .. " /dev/null", { env = { CI = "", NO_COLOR = "1" } })
+    assert.are.equal(0, r.code, r.stderr)
+    -- The bar is cleared before the line and drawn again after it.
+    assert.truthy(r.stdout:find("1/4 push\r\27%[K%d%d:%d%d:%d%d%.%d+ INFO  between\r?\n\r\27%[K%["), r.stdout)
+  end)
+
   it("honours NO_COLOR on a terminal", function()
     local cmd = sh.bin .. " -e " .. sh.q("require('myrmex.log').warn('careful')")
     local colored = sh.run("script -qec " .. sh.q(cmd) .. " /dev/null", { env = { CI = "", TERM = "xterm" } })

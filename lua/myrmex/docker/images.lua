@@ -35,8 +35,13 @@ end
 local function build_reader(o)
   local r = { step = nil, id = nil, tail = "", lines = {} }
   local function line(text)
-    local step = text:match("^Step %d+/%d+ : (.*)$")
-    if step then r.step = step end
+    local n, total, step = text:match("^Step (%d+)/(%d+) : (.*)$")
+    if step then
+      r.step = step
+      r.progress = r.progress or log.progress("build " .. (o.tags and (type(o.tags) == "table" and o.tags[1]
+        or o.tags) or o.context), { total = tonumber(total), every = 10 })
+      r.progress:update(tonumber(n) - 1)
+    end
     local built = text:match("^Successfully built (%x+)$")
     if built and not r.id then r.id = built end
     r.lines[#r.lines + 1] = text
@@ -63,6 +68,10 @@ local function build_reader(o)
   function r.finish()
     if r.tail ~= "" then line(r.tail) end
     r.tail = ""
+    if r.progress then
+      if r.error then r.progress.total = nil end -- a failed build is not shown as complete
+      r.progress:finish()
+    end
   end
   return r
 end
