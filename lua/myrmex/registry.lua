@@ -57,20 +57,13 @@ local function misuse(fname, msg)
   error(("registry.%s: %s"):format(fname, msg), 3)
 end
 
+local argcheck = require("myrmex.check")
+
 local function options(fname, opts, allowed)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then misuse(fname, "options table expected, got " .. type(opts)) end
-  for k in pairs(opts) do
-    if not allowed[k] then misuse(fname, ("option %s: unknown key"):format(tostring(k))) end
-  end
-  return opts
+  return argcheck.options("registry", fname, opts, allowed)
 end
 
-local function set(list)
-  local s = {}
-  for _, k in ipairs(list) do s[k] = true end
-  return s
-end
+local set = argcheck.set
 
 local function fail(t)
   t.engine = "registry"

@@ -22,20 +22,13 @@ local function fail(code, msg)
   errors.raise({ code = code, engine = "registry", message = msg }, 3)
 end
 
+local argcheck = require("myrmex.check")
+
 local function options(fname, opts, allowed)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then misuse(fname, "options table expected, got " .. type(opts)) end
-  for k in pairs(opts) do
-    if not allowed[k] then misuse(fname, ("option %s: unknown key"):format(tostring(k))) end
-  end
-  return opts
+  return argcheck.options("registry", fname, opts, allowed)
 end
 
-local function set(list)
-  local s = {}
-  for _, k in ipairs(list) do s[k] = true end
-  return s
-end
+local set = argcheck.set
 
 -- Bounded parallelism through the shared scheduler (transfers interleave on one multi handle).
 local function parallel(fns, max)
