@@ -14,8 +14,9 @@ one() { # $1 = label, rest = command; prints seconds
   local label=$1; shift
   $python3 tests/k8s/apiserver.py --delay 0.05 >"$work/port" 2>"$work/server.log" &
   local pid=$!
-  for _ in $(seq 50); do grep -q READY "$work/port" && break; sleep 0.1; done
+  for _ in $(seq 300); do grep -q READY "$work/port" && break; sleep 0.1; done
   local port; port=$(awk '{print $2}' "$work/port")
+  [ -n "$port" ] || { echo "server did not start: $(cat "$work/server.log")" >&2; exit 1; }
   printf 'apiVersion: v1\nkind: Config\ncurrent-context: b\nclusters: [{name: b, cluster: {server: "http://127.0.0.1:%s"}}]\ncontexts: [{name: b, context: {cluster: b, user: u}}]\nusers: [{name: u, user: {}}]\n' "$port" >"$work/kc"
   rm -rf "$work/home"; mkdir -p "$work/home"
   local t0 t1
