@@ -6,14 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${1:-build} ROUNDS=${2:-3} N=200
 work=$(mktemp -d /tmp/myrmex-bench-k8s-XXXXXX)
-trap 'rm -rf "$work"' EXIT
+pid=
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 python3=/usr/bin/python3
 $python3 bench/k8s/make_manifests.py "$work/m" $N bench
 
 one() { # $1 = label, rest = command; prints seconds
   local label=$1; shift
   $python3 tests/k8s/apiserver.py --delay 0.05 >"$work/port" 2>"$work/server.log" &
-  local pid=$!
+  pid=$!
   for _ in $(seq 300); do grep -q READY "$work/port" && break; sleep 0.1; done
   local port; port=$(awk '{print $2}' "$work/port")
   [ -n "$port" ] || { echo "server did not start: $(cat "$work/server.log")" >&2; exit 1; }
@@ -24,6 +25,7 @@ one() { # $1 = label, rest = command; prints seconds
   HOME="$work/home" "$@" "$work/kc" "$work/m" bench >/dev/null
   t1=$(date +%s.%N)
   kill "$pid"; wait "$pid" 2>/dev/null || true
+  pid=
   echo "$label $(echo "$t1 - $t0" | bc)"
 }
 
