@@ -40,5 +40,6 @@ for r in $(seq "$ROUNDS"); do
   one kubectl bench/k8s/kubectl.sh
   one kubectl-apply-only kubectl_apply_only
   one python $python3 bench/k8s/apply.py
-done | tee "$work/results"
+done >"$work/results"  # not a pipeline: the loop stays in this shell, under its trap
+cat "$work/results"
 awk '{s[$1]+=$2; n[$1]++} END {for (k in s) printf "%-8s mean %.2f s over %d runs\n", k, s[k]/n[k], n[k]}' "$work/results"
