@@ -56,4 +56,23 @@ describe("run --on kubernetes", function()
     local after = #json.decode(sh.run({ "curl", "-s", srv.url .. "/apis/batch/v1/namespaces/default/jobs" }).stdout).items
     assert.are.equal(before, after)
   end)
+
+  it("deploys with the deploy recipe, and rolls back a failing rollout", function()
+    local function deploy(image)
+      return sh.myrmex({ "run", sh.src .. "/recipes/deploy.lua", "--set", "image=" .. image, "--set", "name=web",
+        "--set", "port=8080", "--set", "timeout=20" }, { env = { KUBECONFIG = kubeconfig, CI = "" } })
+    end
+    local function image_now()
+      local d = json.decode(sh.run({ "curl", "-s", srv.url .. "/apis/apps/v1/namespaces/default/deployments/web" }).stdout)
+      return d.spec.template.spec.containers[1].image
+    end
+    local r = deploy("app:1")
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("app:1", image_now())
+    srv:control("fail", { resource = "deployments", namespace = "default", name = "web" })
+    r = deploy("app:2")
+    assert.are.equal(1, r.code, r.stderr)
+    assert.truthy(r.stderr:find("rolling back", 1, true), r.stderr)
+    assert.are.equal("app:1", image_now(), "the previous template is back")
+  end)
 end)
