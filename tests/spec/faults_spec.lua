@@ -42,6 +42,9 @@ end
 
 -- Runs fn and checks that the process's peak resident memory grew by less than `mib`.
 local function bounded(mib, fn)
+  -- ASan's quarantine keeps freed blocks for a while, so the bound holds only outside it; the
+  -- sanitizer pass still checks that the calls end as they should.
+  if server.sanitized() then return fn() end
   collectgarbage()
   local before = server.peak_rss_kib()
   fn()
@@ -69,7 +72,9 @@ describe("transport faults", function()
 
   it("a Content-Length longer than the body, then silence, times out", function()
     fails("Timeout", { url = base .. "/long-length-stall", timeout = 2 }, 6)
-    fails("Timeout", { url = base .. "/long-length-stall", low_speed_time = 2 }, 8)
+    -- curl checks the speed once a second: 2 s of silence is noticed between 2 and 4 s, and a
+    -- loaded sanitizer build needs the margin.
+    fails("Timeout", { url = base .. "/long-length-stall", low_speed_time = 2 }, 12)
   end)
 
   it("a Content-Length shorter than the body gives that many bytes and no forged response", function()
