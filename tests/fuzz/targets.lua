@@ -174,4 +174,23 @@ function T.jsonl(data)
   end
 end
 
+-- kubeconfig: loading (merge rules, relative paths, *-data) and resolving every context. A
+-- missing context is NotFound; anything malformed must be Invalid or the YAML error.
+local kubeconfig_path = os.tmpname()
+
+function T.kubeconfig(data)
+  local kc = require("myrmex.k8s.kubeconfig")
+  local f = assert(io.open(kubeconfig_path, "wb"))
+  f:write(data)
+  f:close()
+  local ok, cfg = pcall(kc.load, kubeconfig_path)
+  if not ok and type(cfg) == "string" then expect_clean("yaml", ok, cfg) return end
+  expect_clean("kubeconfig", ok, cfg)
+  if not ok then return end
+  for name in pairs(cfg.contexts) do
+    local ok2, err = pcall(kc.resolve, cfg, { context = name })
+    if not (type(err) == "table" and err.code == "NotFound") then expect_clean("kubeconfig", ok2, err) end
+  end
+end
+
 return T

@@ -69,15 +69,26 @@ function M.files(files)
   return { home_config() }
 end
 
+-- YAML's `~` arrives as the null sentinel: an absent section, as kubectl reads it.
+local function absent(v)
+  return v == nil or v == yaml.null
+end
+
 local function merge_named(into, list, kind, base, seen)
-  for i, entry in ipairs(list or {}) do
+  if absent(list) then return end
+  if type(list) ~= "table" then fail("kubeconfig " .. base .. ": " .. kind .. "s must be a list") end
+  for i, entry in ipairs(list) do
     if type(entry) ~= "table" or type(entry.name) ~= "string" then
       fail("kubeconfig " .. base .. ": " .. kind .. "s[" .. i .. "] has no name")
     end
     -- The first file to define a name wins.
     if not seen[entry.name] then
       seen[entry.name] = true
-      local section = entry[kind] or {}
+      local section = entry[kind]
+      if absent(section) then section = {} end
+      if type(section) ~= "table" then
+        fail("kubeconfig " .. base .. ": " .. kind .. " " .. entry.name .. " must be a mapping")
+      end
       if kind ~= "context" then resolve_paths(section, kind, base) end
       into[entry.name] = section
     end
