@@ -268,7 +268,8 @@ function Progress:_draw(final, force)
     state.out:flush()
   elseif final or now - self.drawn >= self.every then
     local pct, text = self:_line()
-    emit("info", self.name .. (final and " done" or ""), { progress = pct and (pct .. "%") or nil,
+    local suffix = final and (" " .. (self.outcome or "done")) or ""
+    emit("info", self.name .. suffix, { progress = pct and (pct .. "%") or nil,
       amount = text })
   else
     return
@@ -289,15 +290,18 @@ function Progress:add(n)
   self:update(self.done + n)
 end
 
---- Finish: the bar is completed (or a final line logged).
-function Progress:finish()
+--- Finish: the bar is completed (or a final line logged). `outcome` replaces "done" in that
+--- line, e.g. "failed".
+---@param outcome? string
+function Progress:finish(outcome)
   if self.finished then return end
+  if type(outcome) == "string" then self.outcome = outcome end
   self.finished = true
   if state.bar == self then state.bar = nil end
   if self.total and self.done < self.total then self.done = self.total end
   self:_draw(true)
 end
-Progress.__close = Progress.finish
+Progress.__close = function(self, err) self:finish(err ~= nil and "failed" or nil) end
 
 --- A progress indicator for long work (build, push, pull, layer analysis, rollout wait): a bar
 --- redrawn in place on a terminal, a plain line every few seconds otherwise (or in JSON mode),

@@ -70,7 +70,7 @@ local function build_reader(o)
     r.tail = ""
     if r.progress then
       if r.error then r.progress.total = nil end -- a failed build is not shown as complete
-      r.progress:finish()
+      r.progress:finish(r.error and "failed" or "done")
     end
   end
   return r

@@ -1,6 +1,7 @@
 --- Rollout waits (kubectl's rules) and Jobs for myrmex.k8s.
 local errors = require("myrmex.errors")
 local builders = require("myrmex.k8s.builders")
+local log = require("myrmex.log")
 
 local M = {}
 
@@ -59,6 +60,7 @@ function M.wait(client, kind, name, opts)
   local plural = which == "deployment" and "deployments" or "jobs"
   local timeout = opts.timeout or 300
   local last, final = "no status seen yet", nil
+  local progress
   client:get(plural, name, { namespace = opts.namespace })
   local ok, err = pcall(client.watch, client, plural, { namespace = opts.namespace, name = name, timeout = timeout },
     function(ev)
@@ -68,8 +70,19 @@ function M.wait(client, kind, name, opts)
       end
       local done, msg = check(ev.object)
       last = msg
+      if which == "deployment" then
+        -- A bar (terminal) or periodic lines (CI) of available replicas while the rollout goes.
+        local want = (ev.object.spec or {}).replicas or 1
+        progress = progress or log.progress("rollout deployment/" .. name, { total = want })
+        progress.total = want
+        progress:update(math.min((ev.object.status or {}).availableReplicas or 0, want))
+      end
       if done then final = ev.object return false end
     end)
+  if progress then
+    if not ok then progress.total = nil end -- a failed rollout is not drawn as complete
+    progress:finish(ok and "done" or "failed")
+  end
   if not ok then
     if errors.is(err, "Timeout") then
       errors.raise({ code = "Timeout", engine = "k8s", message = which .. ' "' .. name .. '" not ready after '
