@@ -16,7 +16,7 @@ CC=clang cmake -B "$BUILD" -S . -DMYRMEX_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebIn
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   targets=(json yaml tar dockerignore dockerfile scan_report scan_trivy scan_grype scan_sarif scan_scout
-    reference challenges link demux jsonl kubeconfig)
+    reference challenges link demux jsonl kubeconfig image_tar)
 fi
 # Every fuzz binary lists the generated embedded.c as a source; building the host first makes
 # it once, instead of several parallel jobs writing it at the same time.
@@ -41,6 +41,11 @@ tar -C "$work/t" -czf "$work/corpus/tar/gz.tar" d
 seed dockerignore
 printf '**/*.o\n!keep.o\nsrc/keep.o\n' >"$work/corpus/dockerignore/1"
 printf '/build\n.git\nbuild/x\n' >"$work/corpus/dockerignore/2"
+mkdir -p "$work/corpus/image_tar"
+if command -v docker >/dev/null && docker image inspect myrmex-test/busybox:1 >/dev/null 2>&1; then
+  docker save myrmex-test/busybox:1 -o "$work/corpus/image_tar/busybox.tar" 2>/dev/null || true
+fi
+cp "$work/corpus/tar/plain.tar" "$work/corpus/image_tar/" 2>/dev/null || true
 seed kubeconfig $(find "$FIX/kubernetes/samples" -name '*kubeconfig*' 2>/dev/null | head -20)
 printf 'apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n  cluster: {server: "https://127.0.0.1:6443", certificate-authority-data: "bXlybWV4"}\ncontexts:\n- name: c\n  context: {cluster: k, user: u, namespace: ns}\nusers:\n- name: u\n  user: {token: "t", client-certificate: rel/c.pem}\n' >"$work/corpus/kubeconfig/1"
 seed dockerfile $(find tests examples -name 'Dockerfile*' 2>/dev/null | head -50)

@@ -193,4 +193,15 @@ function T.kubeconfig(data)
   end
 end
 
+-- Layer tar analysis: image.analyze over a saved image given as a stream (docker-archive or
+-- OCI layout tar, layers nested inside). Broken input must end as Invalid/NotFound or the
+-- archive's own clean error.
+function T.image_tar(data)
+  local image = require("myrmex.image")
+  local src = require("myrmex.core.source").from_string(data)
+  local ok, err = pcall(image.analyze, src)
+  if not ok and type(err) == "table" and (err.code == "NotFound" or err.code == "Invalid") then return end
+  expect_clean("archive", ok, err)
+end
+
 return T

@@ -10,6 +10,14 @@ local KIND = { file = "f", dir = "d", symlink = "l", hardlink = "h" }
 local MAX_JSON = 16 * 1024 * 1024
 local OS_RELEASE = { ["etc/os-release"] = true, ["usr/lib/os-release"] = true }
 
+--- An entry's path; a tar entry without one is a broken image, not a Lua error.
+local function named(e)
+  if type(e.path) ~= "string" then
+    errors.raise({ code = "Invalid", engine = "image", message = "image tar: an entry has no path" }, 0)
+  end
+  return e.path
+end
+
 --- A tar path as a key: no leading "./" or "/", no trailing "/"; "" is the root.
 ---@param p string
 ---@return string
@@ -31,7 +39,7 @@ function M.layer(r)
   local rec = { path = path, size = size, kind = kind, mode = mode, n = 0 }
   local n = 0
   for e in r:entries() do
-    local p = M.norm(e.path)
+    local p = M.norm(named(e))
     local k = KIND[e.type] or "o"
     if p:find(".wh.", 1, true) then
       local dir, base = p:match("^(.*)/([^/]*)$")
@@ -78,7 +86,7 @@ end
 function M.saved(r)
   local out = { blobs = {}, json = {}, links = {}, bad = {}, sizes = {} }
   for e in r:entries() do
-    local p = M.norm(e.path)
+    local p = M.norm(named(e))
     if e.type == "symlink" or e.type == "hardlink" then
       out.links[p] = e.type == "hardlink" and M.norm(e.linkname or "") or link_target(p, e.linkname or "")
     elseif e.type == "file" then
