@@ -10,19 +10,9 @@ local sh = require("tests.support.sh")
 local FIX = sh.fixtures .. "/scanners/"
 local FAKE = sh.src .. "/tests/support/fake-scanners/fake-scanner"
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local write = sh.write
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = sh.read
 
 -- A directory holding fake scanners under `names`, configured by conf.
 local function fake_dir(names, conf)

@@ -15,19 +15,9 @@ local function b64(s)
   return (r.stdout:gsub("%s+$", ""))
 end
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local write = sh.write
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = sh.read
 
 -- The recipe plants the secrets on every path one can take: connect credentials, a raw
 -- Authorization header, a log line quoting the password, a URL with userinfo, a step that

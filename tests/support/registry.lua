@@ -15,19 +15,9 @@ local function run(cmd)
   return r.stdout
 end
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local write = sh.write
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = sh.read
 
 --- A port nobody listens on right now (the kernel picks it; the race is harmless in tests).
 function M.free_port()

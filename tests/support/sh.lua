@@ -56,6 +56,22 @@ function M.myrmex(args, opts)
   return M.run(cmd, opts)
 end
 
+--- Read a whole file, or nil when it cannot be opened.
+function M.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+--- Write a whole file (raises when it cannot be written).
+function M.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
 --- Write text to a new temporary file and return its path.
 function M.tmpfile(text, suffix)
   local path = os.tmpname() .. (suffix or "")
