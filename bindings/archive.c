@@ -26,12 +26,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <lauxlib.h>
 #include <lua.h>
-#include <openssl/evp.h>
 
+#include "lib/archive_api.h"
+#include "lib/crypto_api.h"
 #include "runtime.h"
 #include "source.h"
 
@@ -1726,6 +1725,8 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *meta,
 }
 
 int luaopen_myrmex_core_archive(lua_State *L) {
+  mx_archive_load(L);
+  mx_crypto_load(L);
   static const luaL_Reg reader_meta[] = {{"__gc", reader_close}, {"__close", reader_close}, {0, 0}};
   static const luaL_Reg reader_methods[] = {
       {"entries", reader_entries},   {"read", reader_read},

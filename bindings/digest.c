@@ -8,7 +8,8 @@
 
 #include <lauxlib.h>
 #include <lua.h>
-#include <openssl/evp.h>
+
+#include "lib/crypto_api.h"
 
 #define DIGEST_MT "myrmex.digest"
 
@@ -142,6 +143,7 @@ static const luaL_Reg digest_funcs[] = {
     {"new", digest_new}, {"string", digest_string}, {"file", digest_file}, {NULL, NULL}};
 
 int luaopen_myrmex_core_digest(lua_State *L) {
+  mx_crypto_load(L);
   luaL_newmetatable(L, DIGEST_MT);
   luaL_setfuncs(L, digest_meta, 0);
   luaL_newlib(L, digest_methods);

@@ -23,11 +23,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <lauxlib.h>
 #include <lua.h>
-#include <openssl/evp.h>
 
+#include "lib/crypto_api.h"
+#include "lib/curl_api.h"
 #include "runtime.h"
 #include "source.h"
 
@@ -921,6 +921,8 @@ static const luaL_Reg tr_funcs[] = {{"start", tr_start},     {"perform", tr_perf
                                     {"version", tr_version}, {NULL, NULL}};
 
 int luaopen_myrmex_core_transport(lua_State *L) {
+  mx_curl_load(L);
+  mx_crypto_load(L);
   if (!multi) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
       return luaL_error(L, "http: curl initialisation failed");

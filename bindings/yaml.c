@@ -29,8 +29,9 @@
 
 #include <lauxlib.h>
 #include <lua.h>
-#include <openssl/evp.h>
 #include <yaml.h>
+
+#include "lib/crypto_api.h"
 
 #define LOADER_MT "myrmex.yaml.loader"
 #define DUMPER_MT "myrmex.yaml.dumper"
@@ -386,6 +387,7 @@ static void push_binary(lua_State *L, loader *ld, const char *s, size_t n) {
   const char *b64 = lua_tolstring(L, -1, &m);
   if (m % 4 != 0)
     node_error(L, &ld->ev.start_mark, "!!binary value is not base64%s", "");
+  mx_crypto_load(L); /* only now: most YAML has no !!binary */
   unsigned char *out = lua_newuserdatauv(L, m / 4 * 3 + 1, 0);
   int got = m ? EVP_DecodeBlock(out, (const unsigned char *)b64, (int)m) : 0;
   if (got < 0)

@@ -14,7 +14,7 @@ typedef struct mx_binding {
 typedef struct mx_embedded {
   const char *module;    /* "myrmex.docker" */
   const char *chunkname; /* "@myrmex/docker.lua", so tracebacks name real files */
-  const char *source;
+  const char *source;    /* bytecode, debug info kept */
   size_t len;
 } mx_embedded;
 

@@ -19,7 +19,7 @@
 /* The preload loader for an embedded module: upvalue 1 is its index in mx_embedded_lua. */
 static int load_embedded(lua_State *L) {
   const mx_embedded *m = &mx_embedded_lua[lua_tointeger(L, lua_upvalueindex(1))];
-  if (luaL_loadbuffer(L, m->source, m->len, m->chunkname) != LUA_OK)
+  if (luaL_loadbufferx(L, m->source, m->len, m->chunkname, "b") != LUA_OK)
     return lua_error(L);
   lua_pushstring(L, m->module);
   lua_call(L, 1, 1);
