@@ -168,9 +168,21 @@ local function finish(recs, meta, config, opts)
   return a
 end
 
+local function file_size(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
+-- A progress bar over the bytes of the saved tar read so far (unknown total for a source).
 local function analyze_tar(src, opts)
   local r <close> = archive.open(src)
-  local col = scan.saved(r)
+  local label = opts.label or (type(src) == "string" and src or "source")
+  local progress <close> = log.progress("analyze " .. label,
+    { total = type(src) == "string" and file_size(src) or nil, unit = "bytes" })
+  local col = scan.saved(r, function() progress:update((select(2, r:bytes()))) end)
   local lay = layout(col, opts)
   local recs, meta = {}, {}
   for i, l in ipairs(lay.layers) do
@@ -209,7 +221,7 @@ local function analyze_engine(ref, opts)
   local info = d:inspect_image(ref)
   return with_tmp("save", function(tmp)
     d:save_image(ref, { to = tmp })
-    local a = analyze_tar(tmp, { top = opts.top })
+    local a = analyze_tar(tmp, { top = opts.top, label = ref })
     a.id = info.Id
     a.reference = ref
     return a
@@ -221,7 +233,9 @@ end
 local function analyze_registry(rc, ref, opts)
   local insp = rc:inspect(ref, { platform = opts.platform })
   local repo = rc:ref(ref).repository
-  local recs, meta = {}, {}
+  local recs, meta, total = {}, {}, 0
+  for _, l in ipairs(insp.layers) do total = total + (tonumber(l.size) or 0) end
+  local progress <close> = log.progress("analyze " .. ref, { total = total, unit = "bytes" })
   for i, l in ipairs(insp.layers) do
     recs[i] = with_tmp("blob", function(tmp)
       rc:blob(repo, l.digest, { to = tmp })
@@ -230,6 +244,7 @@ local function analyze_registry(rc, ref, opts)
       if not ok then invalid("layer " .. l.digest .. " is not a readable tar: " .. tostring(rec)) end
       return rec
     end)
+    progress:add(tonumber(l.size) or 0)
     meta[i] = { path = l.digest, digest = l.digest, media_type = l.media_type,
       compressed_size = l.size }
   end

@@ -118,6 +118,33 @@ describe("image.analyze", function()
     end
   end)
 
+  it("reports its progress over the tar's bytes, ending done or failed", function()
+    local size = #sh.read(saved)
+    local recs = sh.capture_log(function() image.analyze(saved) end)
+    local last
+    for _, r in ipairs(recs) do
+      if r.msg:match("^analyze ") then last = r end
+    end
+    assert.are.equal("analyze " .. saved .. " done", last and last.msg)
+    assert.are.equal("100%", last.progress)
+    local human = require("myrmex.report").human_bytes(size)
+    assert.are.equal(human .. "/" .. human, last.amount)
+    local bad = work .. "/progress-missing.tar"
+    do
+      local w <close> = archive.writer(bad)
+      w:add({ path = "manifest.json", data = json.encode({ { Config = "c.json", Layers = { "x/layer.tar" } } }) })
+    end
+    recs = sh.capture_log(function(log)
+      assert.is_false(pcall(image.analyze, bad))
+      log.info("after")
+    end)
+    last = nil
+    for _, r in ipairs(recs) do
+      if r.msg:match("^analyze ") then last = r end
+    end
+    assert.are.equal("analyze " .. bad .. " failed", last and last.msg)
+  end)
+
   it("reads the engine's save stream and agrees with the saved tar", function()
     local d = docker.connect()
     local a = image.analyze(ref, { docker = d })

@@ -2,21 +2,7 @@
 local sh = require("tests.support.sh")
 local json = require("myrmex.json")
 
-local function capture(fn)
-  local log = require("myrmex.log")
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  local before = log.settings()
-  log.configure({ out = f, format = "json", level = "debug", quiet = false })
-  local ok, err = pcall(fn, log)
-  log.configure({ out = io.stderr, format = before.format, level = before.level })
-  f:close()
-  local recs = {}
-  for line in io.lines(path) do recs[#recs + 1] = json.decode(line) end
-  os.remove(path)
-  if not ok then error(err, 0) end
-  return recs
-end
+local capture = sh.capture_log
 
 describe("myrmex.log", function()
   it("logs a span with engine, op, target, duration and outcome", function()

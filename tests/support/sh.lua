@@ -56,6 +56,25 @@ function M.myrmex(args, opts)
   return M.run(cmd, opts)
 end
 
+--- Run fn(log) with myrmex.log writing JSON lines at debug level to a file; returns the
+--- decoded records (and re-raises fn's error after restoring the log settings).
+function M.capture_log(fn)
+  local log = require("myrmex.log")
+  local json = require("myrmex.json")
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  local before = log.settings()
+  log.configure({ out = f, format = "json", level = "debug", quiet = false })
+  local ok, err = pcall(fn, log)
+  log.configure({ out = io.stderr, format = before.format, level = before.level })
+  f:close()
+  local recs = {}
+  for line in io.lines(path) do recs[#recs + 1] = json.decode(line) end
+  os.remove(path)
+  if not ok then error(err, 0) end
+  return recs
+end
+
 --- Read a whole file, or nil when it cannot be opened.
 function M.read(path)
   local f = io.open(path, "rb")

@@ -32,9 +32,11 @@ end
 --- Collect one layer tar from an open reader: parallel arrays path/size/kind/mode (kind "w"
 --- is a whiteout of path, "q" an opaque marker of directory path), the uncompressed and
 --- compressed stream sizes, and the content of a small os-release file if there is one.
+--- `tick`, if given, is called every 256 entries (progress of a long layer).
 ---@param r userdata archive reader
+---@param tick? function
 ---@return table record
-function M.layer(r)
+function M.layer(r, tick)
   local path, size, kind, mode = {}, {}, {}, {}
   local rec = { path = path, size = size, kind = kind, mode = mode, n = 0 }
   local n = 0
@@ -56,6 +58,7 @@ function M.layer(r)
       n = n + 1
       path[n], size[n], kind[n], mode[n] = p, k == "f" and e.size or 0, k, e.mode
       if k == "f" and OS_RELEASE[p] and e.size < 65536 then rec.os_release = r:read_all(65536) end
+      if tick and n % 256 == 0 then tick() end
     end
   end
   rec.n = n
@@ -81,9 +84,11 @@ end
 --- Returns {blobs = {[path]=record}, json = {[path]=text}, links = {[path]=target},
 --- bad = {[path]=error}, sizes = {[path]=bytes}}: layers are keyed by their path in the tar,
 --- whatever the order of manifest.json and the layers.
+--- `tick`, if given, is called as the reading advances (see M.layer).
 ---@param r userdata archive reader over the saved tar
+---@param tick? function
 ---@return table
-function M.saved(r)
+function M.saved(r, tick)
   local out = { blobs = {}, json = {}, links = {}, bad = {}, sizes = {} }
   for e in r:entries() do
     local p = M.norm(named(e))
@@ -101,7 +106,7 @@ function M.saved(r)
         elseif head ~= "" then
           local ok, rec = pcall(function()
             local inner <close> = archive.open(r:source())
-            return M.layer(inner)
+            return M.layer(inner, tick)
           end)
           if ok then out.blobs[p] = rec else out.bad[p] = rec end
         else
@@ -110,6 +115,7 @@ function M.saved(r)
         end
       end
     end
+    if tick then tick() end
   end
   return out
 end
