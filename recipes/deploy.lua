@@ -67,22 +67,19 @@ return {
       return { planned = true, manifests = text }
     end
     local c = k8s.connect({ namespace = p.namespace })
-    -- What ran before, to roll back to: the Deployment's pod template (nil on a first deploy).
-    local had, before = pcall(c.get, c, "deployments", p.name, { namespace = p.namespace })
-    local previous = had and before.spec and before.spec.template or nil
+    -- Whether there is a revision to roll back to (not on a first deploy).
+    local previous = pcall(c.get, c, "deployments", p.name, { namespace = p.namespace })
     ctx.step("apply", function() return c:apply_manifest(text, { field_manager = "myrmex" }) end)
     local ok, err = pcall(ctx.step, "rollout", function()
       return c:rollout_wait("Deployment", p.name, { namespace = p.namespace, timeout = p.timeout })
     end)
     if not ok then
-      log.error("rollout failed, rolling back", { name = p.name, to = previous and "previous template" or "nothing" })
+      log.error("rollout failed, rolling back", { name = p.name, to = previous and "previous revision" or "nothing" })
       ctx.step("rollback", function()
         if not previous then
           return c:delete("deployments", p.name, { namespace = p.namespace })
         end
-        local now = c:get("deployments", p.name, { namespace = p.namespace })
-        now.spec.template = previous
-        return c:replace(now, { namespace = p.namespace, field_manager = "myrmex" })
+        return c:rollout_undo(p.name, { namespace = p.namespace })
       end)
       error(err, 0)
     end

@@ -578,6 +578,26 @@ function Client:rollout_wait(kind, name, opts)
   return rollout.wait(self, kind, name, opts)
 end
 
+---@class myrmex.k8s.UndoResult
+---@field deployment table the patched Deployment (the current one when skipped)
+---@field revision integer the revision rolled back to
+---@field skipped boolean true when the template already matched that revision
+
+--- Roll a Deployment back to an earlier revision's pod template, as `kubectl rollout undo`
+--- does (the previous revision unless `to_revision`). Raises NotFound when there is no such
+--- revision (or no history), Invalid for a paused Deployment. Wait with rollout_wait after it.
+---@param name string
+---@param opts? {namespace?:string, to_revision?:integer}
+---@return myrmex.k8s.UndoResult
+function Client:rollout_undo(name, opts)
+  opts = check_opts("k8s.rollout_undo", opts, set { "namespace", "to_revision" })
+  if type(name) ~= "string" then error("k8s.rollout_undo: name must be a string", 2) end
+  if opts.to_revision ~= nil and math.type(opts.to_revision) ~= "integer" then
+    error("k8s.rollout_undo: to_revision must be an integer", 2)
+  end
+  return rollout.undo(self, name, opts)
+end
+
 --- A pod's log text.
 ---@param pod string
 ---@param opts? {namespace?:string, container?:string, since?:integer, follow?:boolean, on_line?:fun(line:string)}

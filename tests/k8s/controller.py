@@ -1,5 +1,11 @@
 """The fake controllers of the test API server (called under the state lock every 50 ms).
 
+Deployments own ReplicaSets as the real controller keeps them: one per pod template, named
+<deployment>-<pod-template-hash>, labelled with that hash, annotated with its revision
+(`deployment.kubernetes.io/revision`, a template seen again takes the next revision and keeps
+the old numbers in `revision-history`); the Deployment carries the revision of its current
+ReplicaSet; old ones are scaled to 0 and pruned beyond `revisionHistoryLimit`. The hash is not
+Kubernetes' FNV hash, only stable for equal templates, which is all clients rely on.
 Deployments: after `delay` seconds the new generation is observed with replicas updated but
 not ready; after another `delay` they are ready and available. Marked "fail": Progressing
 turns False with ProgressDeadlineExceeded. Marked "stall": nothing is ever observed.
@@ -8,6 +14,8 @@ marked "fail"); each pod's log is what an `echo` command would print. Namespaces
 deleted lose their contents, then go; Foreground deletions wait for their dependents;
 dependents of deleted owners are collected.
 """
+import hashlib
+import json
 import time
 import uuid
 
@@ -60,8 +68,8 @@ def deployment(state, key, d, t):
     st = d.get("status") or {}
     since = t - state.changed_at.get(key, 0)
     want = d["spec"].get("replicas", 1)
-    name = d["metadata"]["name"]
-    rs = "%s-%s" % (name, d["metadata"]["uid"][:10].replace("-", ""))
+    rs = sync_replicasets(state, key, d, want)
+    d = state.objects[key]
     if st.get("observedGeneration") != gen or st.get("replicas") != want:
         if since < state.delay:
             return
@@ -88,6 +96,99 @@ def deployment(state, key, d, t):
         return
     if st.get("availableReplicas", 0) != want or any(c["reason"] == "ReplicaSetUpdated" for c in st.get("conditions", [])):
         write_status(state, key, d, ready_status(gen, want, rs))
+
+
+REV = "deployment.kubernetes.io/revision"
+HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the API machinery's SafeEncodeString letters
+
+
+def template_hash(tmpl):
+    digest = hashlib.sha256(json.dumps(tmpl, sort_keys=True).encode()).digest()
+    return "".join(HASH_ALPHABET[b % len(HASH_ALPHABET)] for b in digest[:10])
+
+
+def owned_replicasets(state, ns, uid):
+    return [(k, o) for k, o in state.objects.items() if k[0] == "replicasets" and k[1] == ns
+            and any(r.get("uid") == uid and r.get("controller") for r in o["metadata"].get("ownerReferences") or [])]
+
+
+def sync_replicasets(state, key, d, want):
+    """Make the ReplicaSet of d's current template the newest revision; returns its name."""
+    ns, name = key[1], key[2]
+    h = template_hash(d["spec"]["template"])
+    rs_name = "%s-%s" % (name, h)
+    rs_key = ("replicasets", ns, rs_name)
+    current = state.objects.get(rs_key)
+    anns = (d["metadata"].get("annotations") or {})
+    if current is not None and anns.get(REV) == (current["metadata"].get("annotations") or {}).get(REV) \
+            and current["spec"].get("replicas") == want:
+        return rs_name
+    owned = owned_replicasets(state, ns, d["metadata"]["uid"])
+    top = max([int((o["metadata"].get("annotations") or {}).get(REV, "0")) for _, o in owned] or [0])
+    if current is None:
+        current = new_replicaset(d, rs_name, h, top + 1)
+    else:
+        current = SC.jcopy(current)
+        ra = current["metadata"].setdefault("annotations", {})
+        if int(ra.get(REV, "0")) < top:
+            ra["deployment.kubernetes.io/revision-history"] = ",".join(
+                x for x in (ra.get("deployment.kubernetes.io/revision-history"), ra.get(REV)) if x)
+            ra[REV] = str(top + 1)
+    current["spec"]["replicas"] = want
+    current["status"] = {"replicas": want, "observedGeneration": current["metadata"].get("generation", 1)}
+    state.put("replicasets", ns, current)
+    for k, o in owned:
+        if k != rs_key and o["spec"].get("replicas"):
+            old = SC.jcopy(o)
+            old["spec"]["replicas"] = 0
+            old["status"] = {"replicas": 0, "observedGeneration": old["metadata"].get("generation", 1)}
+            state.put(k[0], k[1], old)
+    prune_history(state, ns, d, rs_key)
+    set_revision(state, key, d, current["metadata"]["annotations"][REV])
+    return rs_name
+
+
+def new_replicaset(d, rs_name, h, revision):
+    tmpl = SC.jcopy(d["spec"]["template"])
+    tmpl.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = h
+    sel = SC.jcopy(d["spec"].get("selector") or {})
+    sel.setdefault("matchLabels", {})["pod-template-hash"] = h
+    anns = {REV: str(revision), "deployment.kubernetes.io/desired-replicas": str(d["spec"].get("replicas", 1))}
+    cause = (d["metadata"].get("annotations") or {}).get("kubernetes.io/change-cause")
+    if cause:
+        anns["kubernetes.io/change-cause"] = cause
+    return {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": rs_name, "namespace": d["metadata"]["namespace"], "uid": str(uuid.uuid4()),
+                         "generation": 1, "creationTimestamp": now(), "labels": dict(tmpl["metadata"]["labels"]),
+                         "annotations": anns,
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                              "name": d["metadata"]["name"], "uid": d["metadata"]["uid"],
+                                              "controller": True, "blockOwnerDeletion": True}]},
+            "spec": {"replicas": 0, "selector": sel, "template": tmpl}}
+
+
+def prune_history(state, ns, d, keep):
+    limit = d["spec"].get("revisionHistoryLimit", 10)
+    old = sorted(((int((o["metadata"].get("annotations") or {}).get(REV, "0")), k)
+                  for k, o in owned_replicasets(state, ns, d["metadata"]["uid"])
+                  if k != keep and not o["spec"].get("replicas")))
+    for _, k in old[:max(0, len(old) - limit)]:
+        state.remove(*k)
+
+
+def set_revision(state, key, d, revision):
+    """The controller's own Update of the Deployment's revision annotation (not a spec change)."""
+    if (d["metadata"].get("annotations") or {}).get(REV) == revision:
+        return
+    new = SC.jcopy(d)
+    new["metadata"].setdefault("annotations", {})[REV] = revision
+    mf = [e for e in new["metadata"].get("managedFields") or []
+          if not (e["manager"] == "kube-controller-manager" and not e.get("subresource"))]
+    mf.append({"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "apps/v1", "time": now(),
+               "fieldsType": "FieldsV1",
+               "fieldsV1": {"f:metadata": {"f:annotations": {".": {}, "f:" + REV: {}}}}})
+    new["metadata"]["managedFields"] = mf
+    state.put(key[0], key[1], new)
 
 
 def ready_status(gen, want, rs):

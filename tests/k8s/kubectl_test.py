@@ -103,6 +103,33 @@ class Kubectl(unittest.TestCase):
         r = self.kubectl("-n", "k1", "get", "deployment", "web", check=False)
         self.assertIn('Error from server (NotFound): deployments.apps "web" not found', r.stderr)
 
+    def test_history_and_undo_through_replicasets(self):
+        self.kubectl("apply", "--server-side", "-f", "-", stdin=namespace("k5"))
+        for image in ("nginx:1.25", "nginx:1.26"):
+            self.kubectl("apply", "-n", "k5", "--server-side", "-f", "-", stdin=deploy().replace("nginx:1.25", image))
+            self.kubectl("-n", "k5", "rollout", "status", "deployment/web", "--timeout=20s")
+        hist = self.kubectl("-n", "k5", "rollout", "history", "deployment/web").stdout
+        self.assertEqual([ln.split()[0] for ln in hist.splitlines()[2:] if ln.strip()], ["1", "2"])
+        rs = self.get("-n", "k5", "replicasets")["items"]
+        self.assertEqual(sorted(r["metadata"]["annotations"]["deployment.kubernetes.io/revision"] for r in rs), ["1", "2"])
+        for r in rs:
+            h = r["metadata"]["labels"]["pod-template-hash"]
+            self.assertEqual(r["metadata"]["name"], "web-" + h)
+            self.assertEqual(r["spec"]["selector"]["matchLabels"], {"app": "web", "pod-template-hash": h})
+            self.assertEqual(r["metadata"]["ownerReferences"][0]["kind"], "Deployment")
+        out = self.kubectl("-n", "k5", "rollout", "undo", "deployment/web").stdout
+        self.assertIn("deployment.apps/web rolled back", out)
+        self.kubectl("-n", "k5", "rollout", "status", "deployment/web", "--timeout=20s")
+        d = self.get("-n", "k5", "deployment", "web")
+        self.assertEqual(d["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.25")
+        self.assertNotIn("pod-template-hash", d["spec"]["template"]["metadata"]["labels"])
+        self.assertEqual(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3")
+        hist = self.kubectl("-n", "k5", "rollout", "history", "deployment/web").stdout
+        self.assertEqual([ln.split()[0] for ln in hist.splitlines()[2:] if ln.strip()], ["2", "3"])
+        r = self.kubectl("-n", "k5", "rollout", "undo", "deployment/web", "--to-revision=7", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("unable to find specified revision 7 in history", r.stderr)
+
     def test_rollout_that_fails(self):
         self.kubectl("apply", "--server-side", "-f", "-", stdin=deploy("broken"))
         self.server.control("fail", {"resource": "deployments", "namespace": "default", "name": "broken"})

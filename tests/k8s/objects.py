@@ -14,10 +14,11 @@ RESOURCES = {
     "secrets": {"group": "", "version": "v1", "kind": "Secret", "namespaced": True},
     "pods": {"group": "", "version": "v1", "kind": "Pod", "namespaced": True},
     "deployments": {"group": "apps", "version": "v1", "kind": "Deployment", "namespaced": True},
+    "replicasets": {"group": "apps", "version": "v1", "kind": "ReplicaSet", "namespaced": True},
     "jobs": {"group": "batch", "version": "v1", "kind": "Job", "namespaced": True},
 }
 # Resources whose spec changes bump metadata.generation.
-GENERATION = {"deployments", "jobs"}
+GENERATION = {"deployments", "replicasets", "jobs"}
 
 LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -146,6 +147,10 @@ def default_pod_spec(spec, restart="Always"):
 
 def apply_defaults(plural, obj, state):
     spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else None
+    tmeta = spec.get("template", {}).get("metadata") if spec and isinstance(spec.get("template"), dict) else None
+    if isinstance(tmeta, dict) and "creationTimestamp" in tmeta and tmeta["creationTimestamp"] is None:
+        # Go clients send a zero time as null; decoded and encoded again it is omitted.
+        del tmeta["creationTimestamp"]
     if plural == "deployments" and spec is not None:
         spec.setdefault("replicas", 1)
         spec.setdefault("revisionHistoryLimit", 10)

@@ -147,6 +147,58 @@ describe("myrmex.k8s", function()
       "k8s.scale_deployment: replicas must be a non-negative integer")
   end)
 
+  it("rolls back like kubectl rollout undo: same template and annotations, revisions renumbered", function()
+    local sh = require("tests.support.sh")
+    local kc = srv:kubeconfig()
+    local function deploy(name, image)
+      local d = k8s.deployment({ name = name, image = image, replicas = 2 })
+      d.metadata.annotations = { ["kubernetes.io/change-cause"] = "image " .. image }
+      d.spec.template.metadata.annotations = { team = "a" }
+      assert.are.equal("", K.schema_errors(d))
+      c:apply_manifest(json.encode(d), { force = true })
+      c:rollout_wait("deployment", name, { timeout = 20 })
+    end
+    for _, name in ipairs({ "undo-m", "undo-k" }) do
+      deploy(name, "nginx:1.25")
+      deploy(name, "nginx:1.26")
+    end
+    local res = c:rollout_undo("undo-m")
+    assert.are.equal(1, res.revision)
+    assert.is_false(res.skipped)
+    local r = sh.run({ "kubectl", "--kubeconfig", kc, "rollout", "undo", "deployment/undo-k" },
+      { env = { HOME = srv.dir } })
+    assert.are.equal(0, r.code, r.stderr)
+    local m = c:rollout_wait("deployment", "undo-m", { timeout = 20 })
+    local k = c:rollout_wait("deployment", "undo-k", { timeout = 20 })
+    local function labels_free(t)
+      t = json.decode(json.encode(t))
+      t.metadata.labels, t.spec.containers[1].name = nil, nil -- both name the deployment
+      return json.encode(t, { sort_keys = true })
+    end
+    assert.are.equal("nginx:1.25", m.spec.template.spec.containers[1].image)
+    assert.are.equal(labels_free(k.spec.template), labels_free(m.spec.template))
+    assert.are.same(k.metadata.annotations, m.metadata.annotations)
+    assert.are.equal("image nginx:1.25", m.metadata.annotations["kubernetes.io/change-cause"])
+    assert.are.equal("3", m.metadata.annotations["deployment.kubernetes.io/revision"])
+    -- kubectl reads the history myrmex left: revision 1 became 3.
+    r = sh.run({ "kubectl", "--kubeconfig", kc, "rollout", "history", "deployment/undo-m" }, { env = { HOME = srv.dir } })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("2%s+image nginx:1.26\n3%s+image nginx:1.25", r.stdout)
+    -- To a named revision; to the current one is skipped; unknown ones raise.
+    assert.are.equal("nginx:1.26", c:rollout_undo("undo-m", { to_revision = 2 }).deployment.spec.template.spec
+      .containers[1].image)
+    c:rollout_wait("deployment", "undo-m", { timeout = 20 })
+    assert.is_true(c:rollout_undo("undo-m", { to_revision = 4 }).skipped)
+    local err = raises("NotFound", function() c:rollout_undo("undo-m", { to_revision = 9 }) end)
+    assert.matches('deployment "undo%-m": revision 9 not found', err.message)
+    c:create_deployment({ name = "undo-new", image = "nginx:1.25" })
+    c:rollout_wait("deployment", "undo-new", { timeout = 20 })
+    err = raises("NotFound", function() c:rollout_undo("undo-new") end)
+    assert.matches("no rollout history", err.message)
+    assert.has_error(function() c:rollout_undo("undo-m", { to_revision = "2" }) end,
+      "k8s.rollout_undo: to_revision must be an integer")
+  end)
+
   it("reports a rollout that fails and one that never completes", function()
     srv:control("fail", { resource = "deployments", namespace = "default", name = "bad" })
     c:create_deployment({ name = "bad", image = "nginx:1.25" })

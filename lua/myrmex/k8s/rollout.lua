@@ -1,5 +1,6 @@
 --- Rollout waits (kubectl's rules) and Jobs for myrmex.k8s.
 local errors = require("myrmex.errors")
+local json = require("myrmex.json")
 local builders = require("myrmex.k8s.builders")
 local log = require("myrmex.log")
 
@@ -91,6 +92,82 @@ function M.wait(client, kind, name, opts)
     error(err, 0)
   end
   return final
+end
+
+-- ---- undo (kubectl rollout undo's rules) --------------------------------------------------
+
+local REV = "deployment.kubernetes.io/revision"
+-- Annotations that stay the Deployment's own when a ReplicaSet's are copied back onto it.
+local SKIP = { ["kubectl.kubernetes.io/last-applied-configuration"] = true, [REV] = true,
+  ["deployment.kubernetes.io/revision-history"] = true, ["deployment.kubernetes.io/desired-replicas"] = true,
+  ["deployment.kubernetes.io/max-replicas"] = true, ["deprecated.deployment.rollback.to"] = true }
+
+local function selector_text(sel)
+  local parts = {}
+  for k, v in pairs((sel or {}).matchLabels or {}) do parts[#parts + 1] = k .. "=" .. v end
+  table.sort(parts)
+  return table.concat(parts, ",")
+end
+
+-- The ReplicaSets the Deployment controls, by revision number.
+local function history(client, d, ns)
+  local by_rev = {}
+  for _, rs in ipairs(client:list("replicasets", { namespace = ns, label_selector = selector_text(d.spec.selector) })) do
+    for _, ref in ipairs(rs.metadata.ownerReferences or {}) do
+      if ref.controller and ref.uid == d.metadata.uid then
+        local rev = tonumber((rs.metadata.annotations or {})[REV])
+        if rev then by_rev[rev] = rs end
+      end
+    end
+  end
+  return by_rev
+end
+
+local function without_hash(tmpl)
+  local t = json.decode(json.encode(tmpl))
+  if t.metadata and t.metadata.labels then t.metadata.labels["pod-template-hash"] = nil end
+  return t
+end
+
+local function undo_error(code, name, msg)
+  errors.raise({ code = code, engine = "k8s", message = 'deployment "' .. name .. '": ' .. msg }, 0)
+end
+
+--- Roll a Deployment back to the pod template of an earlier revision (the previous one by
+--- default), as `kubectl rollout undo` does: one JSON patch of the template and annotations.
+function M.undo(client, name, opts)
+  local ns = opts.namespace or client.namespace
+  local d = client:get("deployments", name, { namespace = ns })
+  if (d.spec or {}).paused then
+    undo_error("Invalid", name, "cannot roll back a paused deployment; resume it first")
+  end
+  local by_rev, revs = history(client, d, ns), {}
+  for r in pairs(by_rev) do revs[#revs + 1] = r end
+  table.sort(revs)
+  local want = opts.to_revision
+  if want == nil or want == 0 then
+    if #revs < 2 then undo_error("NotFound", name, "no rollout history found to roll back to") end
+    want = revs[#revs - 1]
+  end
+  local rs = by_rev[want]
+  if not rs then undo_error("NotFound", name, "revision " .. tostring(want) .. " not found in its history") end
+  local tmpl = without_hash(rs.spec.template)
+  if json.encode(tmpl, { sort_keys = true }) == json.encode(without_hash(d.spec.template), { sort_keys = true }) then
+    log.info("rollback skipped: the template already matches", { deployment = name, revision = want })
+    return { deployment = d, revision = want, skipped = true }
+  end
+  local anns = {}
+  for k, v in pairs(d.metadata.annotations or {}) do
+    if SKIP[k] then anns[k] = v end
+  end
+  for k, v in pairs(rs.metadata.annotations or {}) do
+    if not SKIP[k] then anns[k] = v end
+  end
+  local patched = client:patch("deployments", name, {
+    { op = "replace", path = "/spec/template", value = tmpl },
+    { op = "replace", path = "/metadata/annotations", value = anns },
+  }, { type = "json", namespace = ns })
+  return { deployment = patched, revision = want, skipped = false }
 end
 
 --- Create a Job from `spec` (see k8s.job), wait for it, collect pods' exit codes and logs.
