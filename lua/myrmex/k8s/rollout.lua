@@ -112,7 +112,8 @@ end
 -- The ReplicaSets the Deployment controls, by revision number.
 local function history(client, d, ns)
   local by_rev = {}
-  for _, rs in ipairs(client:list("replicasets", { namespace = ns, label_selector = selector_text(d.spec.selector) })) do
+  local sets = client:list("replicasets", { namespace = ns, label_selector = selector_text(d.spec.selector) })
+  for _, rs in ipairs(sets) do
     for _, ref in ipairs(rs.metadata.ownerReferences or {}) do
       if ref.controller and ref.uid == d.metadata.uid then
         local rev = tonumber((rs.metadata.annotations or {})[REV])
