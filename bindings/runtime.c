@@ -291,7 +291,30 @@ static int rt_environ(lua_State *L) {
   return 1;
 }
 
+/* handle(mt, fields) -> a full userdata whose user value is the fields table: what Lua modules
+ * use for handle objects, so type() says "userdata" and __gc/__close apply as to C handles. */
+static int rt_handle(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_newuserdatauv(L, 0, 1);
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, -2, 1);
+  lua_pushvalue(L, 1);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+/* fields(h) -> the fields table of a handle made by handle(). */
+static int rt_fields(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TUSERDATA);
+  if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE)
+    return luaL_argerror(L, 1, "not a handle");
+  return 1;
+}
+
 static const luaL_Reg runtime_funcs[] = {{"interrupted", rt_interrupted},
+                                         {"handle", rt_handle},
+                                         {"fields", rt_fields},
                                          {"check_interrupt", rt_check_interrupt},
                                          {"monotonic", rt_monotonic},
                                          {"time", rt_time},

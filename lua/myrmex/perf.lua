@@ -62,9 +62,14 @@ local function cpu_limit(hc)
   return nil
 end
 
+-- A docker container handle (userdata) or a table with an id.
+local function is_handle(v)
+  return (type(v) == "table" or type(v) == "userdata") and v.id ~= nil
+end
+
 local function client_for(container, opts)
   if opts.docker then return opts.docker end
-  if type(container) == "table" and container.client then return container.client end
+  if is_handle(container) and container.client then return container.client end
   return require("myrmex.docker").connect()
 end
 
@@ -116,7 +121,7 @@ end
 ---@return myrmex.perf.ContainerMetrics
 function M.metrics(container, opts)
   opts = check_opts("metrics", opts, METRICS_OPTS)
-  if type(container) ~= "string" and not (type(container) == "table" and container.id) then
+  if type(container) ~= "string" and not is_handle(container) then
     misuse("metrics", "container id, name or handle expected")
   end
   local want = opts.samples or 5

@@ -149,6 +149,27 @@ describe("run_container", function()
     assert.matches("recipe failed", err)
     assert.is_false(exists(id))
   end)
+
+  it("hands out userdata handles: fields, methods, tostring, pairs, and a harmless second close", function()
+    local name = dt.name("handle")
+    local c = d:run_container(cfg { name = name, cmd = { "sleep", "30" } })
+    assert.are.equal("userdata", type(c))
+    assert.matches("^%x+$", c.id)
+    assert.are.equal(name, c.name)
+    assert.are.equal("docker container " .. name, tostring(c))
+    c.note = "kept"
+    local seen = {}
+    for k, v in pairs(c) do seen[k] = v end
+    assert.are.equal("kept", seen.note)
+    assert.are.equal(c.id, seen.id)
+    assert.are.equal(c.id, c:inspect().Id)
+    local close = getmetatable(c).__close
+    close(c)
+    assert.is_false(exists(c.id))
+    close(c) -- removed already: nothing raised, nothing logged as a failure
+    assert.has_error(function() d:start_container(42) end,
+      "docker.start_container: container id, name or handle expected, got number")
+  end)
 end)
 
 describe("container lifecycle", function()

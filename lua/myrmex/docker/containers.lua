@@ -17,8 +17,18 @@ local stream = require("myrmex.docker.stream")
 ---@field stdout string|nil set by run_container{wait=true}
 ---@field stderr string|nil set by run_container{wait=true}
 local Container = {}
-Container.__index = Container
 Container.__name = "myrmex.docker.Container"
+-- Handles are userdata (runtime.handle) whose fields live in a table: reads look there first,
+-- then at the methods; no __gc: a container outlives a handle that was only dropped, only
+-- <close> (or :remove) removes it.
+local fields = rt.fields
+function Container:__index(k)
+  local v = fields(self)[k]
+  if v == nil then return Container[k] end
+  return v
+end
+function Container:__newindex(k, v) fields(self)[k] = v end
+function Container:__pairs() return next, fields(self), nil end
 
 function Container:__tostring()
   return "docker container " .. (self.name or tostring(self.id):sub(1, 12))
@@ -35,13 +45,18 @@ function Container:__close()
 end
 
 local function handle(client, id, name, extra)
-  local c = setmetatable({ client = client, id = id, name = name }, Container)
-  for k, v in pairs(extra or {}) do c[k] = v end
-  return c
+  local f = { client = client, id = id, name = name }
+  for k, v in pairs(extra or {}) do f[k] = v end
+  return rt.handle(Container, f)
+end
+
+-- A container handle, or a table with an id (what inspect and list return).
+local function is_ref(v)
+  return type(v) == "table" or (type(v) == "userdata" and getmetatable(v) == Container)
 end
 
 local function ref_id(fname, ref)
-  if type(ref) == "table" and ref.id then return ref.id end
+  if is_ref(ref) and ref.id then return ref.id end
   if type(ref) == "string" and ref ~= "" then return ref end
   error(("docker.%s: container id, name or handle expected, got %s"):format(fname, type(ref)), 3)
 end
@@ -152,7 +167,7 @@ return function(Client, H)
       return self:_mutate(name, id, o, function()
         self:_call(name, id, { method = method, path = cpath(H.path(id), tail),
           query = query_of and query_of(o or {}) or nil, ok = { [304] = true }, timeout = false })
-        if name == "remove_container" and type(ref) == "table" then ref.removed = true end
+        if name == "remove_container" and is_ref(ref) then ref.removed = true end
         return true
       end)
     end
@@ -201,7 +216,7 @@ return function(Client, H)
     return self:_mutate("rename_container", id, { name = name }, function()
       self:_call("rename_container", id, { method = "POST", path = cpath(H.path(id), "/rename"),
         query = { name = name } })
-      if type(ref) == "table" then ref.name = name end
+      if is_ref(ref) then ref.name = name end
       return true
     end)
   end
@@ -214,7 +229,7 @@ return function(Client, H)
   function Client:wait_container(ref, o)
     local id = ref_id("wait_container", ref)
     o = H.options("wait_container", o, H.set { "timeout", "condition" })
-    if type(ref) == "table" and ref.planned then return 0 end
+    if is_ref(ref) and ref.planned then return 0 end
     local ok, r = pcall(self._call, self, "wait_container", id, { method = "POST",
       path = cpath(H.path(id), "/wait"), query = { condition = o.condition or "not-running" },
       timeout = o.timeout or false })
@@ -236,7 +251,7 @@ return function(Client, H)
   ---@return table
   function Client:inspect_container(ref)
     local id = ref_id("inspect_container", ref)
-    if type(ref) == "table" and ref.planned then return { Id = id, planned = true } end
+    if is_ref(ref) and ref.planned then return { Id = id, planned = true } end
     return (self:_call("inspect_container", id, { path = cpath(H.path(id), "/json") }))
   end
 
@@ -301,7 +316,7 @@ return function(Client, H)
 
   local function is_tty(self, ref, o)
     if o.tty ~= nil then return o.tty end
-    if type(ref) == "table" and ref.tty ~= nil then return ref.tty end
+    if is_ref(ref) and ref.tty ~= nil then return ref.tty end
     local info = self:inspect_container(ref)
     return info.Config and info.Config.Tty or false
   end
@@ -315,7 +330,7 @@ return function(Client, H)
   function Client:container_logs(ref, o)
     local id = ref_id("container_logs", ref)
     o = H.options("container_logs", o, LOGS_OPTS)
-    if type(ref) == "table" and ref.planned then return { stdout = "", stderr = "" } end
+    if is_ref(ref) and ref.planned then return { stdout = "", stderr = "" } end
     local sink, result = output_sink(o)
     local dm = stream.demux(sink, is_tty(self, ref, o))
     self:_stream("container_logs", id, { path = cpath(H.path(id), "/logs"), timeout = false,

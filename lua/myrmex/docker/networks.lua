@@ -82,7 +82,7 @@ return function(Client, H)
   end
 
   local function container_id(fname, c)
-    if type(c) == "table" and c.id then return c.id end
+    if (type(c) == "table" or type(c) == "userdata") and c.id then return c.id end
     if type(c) ~= "string" then H.misuse(fname, "container id, name or handle expected") end
     return c
   end
