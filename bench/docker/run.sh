@@ -24,10 +24,12 @@ DOCKER_API_VERSION=$(docker version --format '{{.Server.APIVersion}}')
 echo "image $IMAGE, engine API $DOCKER_API_VERSION, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== 1. process start + ping"
+gcc -O2 $B/cping.c -o "$out/cping" -lcurl
 hyperfine -N --warmup 5 --runs 50 --export-json "$out/ping.json" \
   -n myrmex "$BIN $B/ping.lua" \
   -n python3-docker "python3 $B/ping.py" \
-  -n "docker version" "docker version --format {{.Server.APIVersion}}"
+  -n "docker version" "docker version --format {{.Server.APIVersion}}" \
+  -n "C + libcurl floor" "$out/cping"
 
 # The machine is shared: load drifts over minutes. Benchmarks 2 and 3 therefore run in rounds,
 # each round timing every command once (hyperfine --runs 1), so drift hits all alike.
