@@ -78,6 +78,7 @@ struct xfer {
   int from_ref;
   xfer *feeds;     /* we are the `from` of this transfer */
   int send_paused; /* our read callback returned PAUSE, waiting on `from` */
+  CURLM *own;      /* a pull source's private multi handle (see xfer_source) */
 };
 
 static CURLM *multi;
@@ -272,6 +273,11 @@ static size_t on_send(char *p, size_t size, size_t n, void *ud) {
 static void xfer_unlink(xfer *x) {
   if (!x->active)
     return;
+  if (x->own) {
+    curl_multi_remove_handle(x->own, x->easy);
+    x->active = 0;
+    return;
+  }
   curl_multi_remove_handle(multi, x->easy);
   if (x->prev)
     x->prev->next = x->next;
@@ -305,6 +311,9 @@ static void xfer_release(lua_State *L, xfer *x) {
   if (x->easy)
     curl_easy_cleanup(x->easy);
   x->easy = NULL;
+  if (x->own)
+    curl_multi_cleanup(x->own);
+  x->own = NULL;
   curl_slist_free_all(x->headers);
   x->headers = NULL;
   curl_slist_free_all(x->connect_to);
@@ -450,6 +459,31 @@ static void drive(int timeout_ms) {
     collect_done();
   }
   wake_paused();
+}
+
+/* Drive a source transfer's private multi handle once, waiting up to timeout_ms when that
+ * pass brought nothing. */
+static void pump_own(xfer *x, int timeout_ms) {
+  int running = 0;
+  unsigned long before = news;
+  if (x->pull_paused && x->body.len - x->pull_off < PULL_CAP) {
+    x->pull_paused = 0;
+    curl_easy_pause(x->easy, CURLPAUSE_CONT);
+  }
+  for (int pass = 0; pass < 2 && !x->done; pass++) {
+    if (pass == 1) {
+      if (timeout_ms <= 0 || news != before)
+        break;
+      int n = 0;
+      curl_multi_poll(x->own, NULL, 0, timeout_ms, &n);
+    }
+    curl_multi_perform(x->own, &running);
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(x->own, &left)) != NULL)
+      if (m->msg == CURLMSG_DONE)
+        xfer_complete(x, m->data.result);
+  }
 }
 
 /* perform([timeout_ms]): drive every transfer once, waiting up to timeout_ms for activity. */
@@ -728,6 +762,15 @@ static int tr_start(lua_State *L) {
   setup_body(L, 1, x, method);
   setup_headers(L, 1, x);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+  if (opt_bool(L, 1, "own")) {
+    /* A pull source drives its own multi handle: its reads happen inside other transfers'
+     * callbacks, where the shared one must not be re-entered. */
+    x->own = curl_multi_init();
+    if (!x->own || x->sink != SINK_PULL || curl_multi_add_handle(x->own, e) != CURLM_OK)
+      return luaL_error(L, "http: cannot start the source transfer");
+    x->active = 1;
+    return 1;
+  }
   if (curl_multi_add_handle(multi, e) != CURLM_OK)
     return luaL_error(L, "http: cannot start the transfer");
   x->active = 1;
@@ -860,6 +903,73 @@ static int xfer_read(lua_State *L) {
   return 1;
 }
 
+/* x:pump([timeout_ms]) -> done: drive a source transfer (started with own = true). */
+static int xfer_pump(lua_State *L) {
+  xfer *x = xfer_check(L, 1);
+  if (!x->own)
+    return luaL_error(L, "transfer is not a source transfer");
+  int ms = (int)luaL_optinteger(L, 2, 100);
+  pump_own(x, ms > 100 ? 100 : ms);
+  if (mx_interrupt_take())
+    return mx_raise_interrupted(L);
+  lua_pushboolean(L, x->done);
+  return 1;
+}
+
+/* The body of a source transfer as an mx_source: read() drives the transfer until bytes or
+ * its end arrive, so a C consumer (the tar reader) can pull a response as it streams. ud is
+ * the transfer's box, which the source userdata anchors; a closed transfer reads as an error. */
+static ssize_t own_read(void *ud, char *out, size_t n, char *err, size_t errlen) {
+  for (;;) {
+    xfer *x = *(xfer **)ud;
+    if (!x) {
+      snprintf(err, errlen, "the transfer was closed");
+      return -1;
+    }
+    size_t avail = x->body.len - x->pull_off;
+    if (avail > 0) {
+      size_t c = avail < n ? avail : n;
+      memcpy(out, x->body.data + x->pull_off, c);
+      x->pull_off += c;
+      if (x->pull_off == x->body.len)
+        x->body.len = x->pull_off = 0;
+      return (ssize_t)c;
+    }
+    if (x->done) {
+      if (x->result == CURLE_OK)
+        return 0;
+      const char *why = x->why[0] ? x->why : x->errbuf;
+      snprintf(err, errlen, "%s", why[0] ? why : curl_easy_strerror(x->result));
+      return -1;
+    }
+    if (mx_interrupt_pending) {
+      snprintf(err, errlen, "interrupted");
+      return -1;
+    }
+    pump_own(x, 100);
+  }
+}
+
+static void own_close(void *ud) {
+  (void)ud;
+}
+
+/* x:source() -> a source over the rest of the body (a source transfer only). */
+static int xfer_source(lua_State *L) {
+  xfer **box = xfer_box(L, 1);
+  xfer *x = xfer_check(L, 1);
+  if (!x->own)
+    return luaL_error(L, "transfer is not a source transfer");
+  mx_source *src = mx_source_new(L);
+  src->read = own_read;
+  src->close = own_close;
+  src->ud = box;
+  src->closed = 0;
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1); /* the transfer lives as long as its source */
+  return 1;
+}
+
 static int xfer_abort(lua_State *L) {
   xfer *x = *xfer_box(L, 1);
   if (x && !x->done) {
@@ -915,6 +1025,7 @@ static const luaL_Reg xfer_methods[] = {
     {"done", xfer_done},     {"headers_ready", xfer_headers_ready},
     {"result", xfer_result}, {"head", xfer_head},
     {"read", xfer_read},     {"abort", xfer_abort},
+    {"pump", xfer_pump},     {"source", xfer_source},
     {"close", xfer_gc},      {NULL, NULL}};
 static const luaL_Reg tr_funcs[] = {{"start", tr_start},     {"perform", tr_perform},
                                     {"active", tr_active},   {"escape", tr_escape},

@@ -13,9 +13,9 @@
 #define MX_CURL_FUNCS(X) \
   X(curl_easy_cleanup) X(curl_easy_escape) X(curl_easy_getinfo) X(curl_easy_init)              \
   X(curl_easy_pause) X(curl_easy_setopt) X(curl_easy_strerror) X(curl_free)                    \
-  X(curl_global_init) X(curl_multi_add_handle) X(curl_multi_info_read) X(curl_multi_init)      \
-  X(curl_multi_perform) X(curl_multi_poll) X(curl_multi_remove_handle) X(curl_multi_setopt)    \
-  X(curl_slist_append) X(curl_slist_free_all) X(curl_version)
+  X(curl_global_init) X(curl_multi_add_handle) X(curl_multi_cleanup) X(curl_multi_info_read)  \
+  X(curl_multi_init) X(curl_multi_perform) X(curl_multi_poll) X(curl_multi_remove_handle)      \
+  X(curl_multi_setopt) X(curl_slist_append) X(curl_slist_free_all) X(curl_version)
 // clang-format on
 
 struct mx_curl_api {
@@ -44,6 +44,7 @@ extern struct mx_curl_api mx_curl;
 #define curl_multi_init (*mx_curl.curl_multi_init)
 #define curl_multi_setopt (*mx_curl.curl_multi_setopt)
 #define curl_multi_add_handle (*mx_curl.curl_multi_add_handle)
+#define curl_multi_cleanup (*mx_curl.curl_multi_cleanup)
 #define curl_multi_remove_handle (*mx_curl.curl_multi_remove_handle)
 #define curl_multi_perform (*mx_curl.curl_multi_perform)
 #define curl_multi_poll (*mx_curl.curl_multi_poll)

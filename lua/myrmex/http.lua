@@ -286,10 +286,26 @@ end
 ---@param t table the request table of http.request, without the on_* callbacks
 ---@return table stream
 function M.open(t)
-  local o = prepare(t, "http.open")
-  o.sink = "pull"
+  return M._open(t, "http.open", false)
+end
+
+--- Like http.open, but for a C consumer: `s:source()` is a source (myrmex.core.source) over
+--- the body, for `archive.open` or as another request's body. The transfer runs on its own
+--- curl handle, driven by the source's reads, so the consumer may itself sit inside another
+--- transfer (a tar entry of this response uploaded as a request body). Reads block.
+---@param t table the request table of http.request, without the on_* callbacks
+---@return table stream with :source()
+function M.open_source(t)
+  return M._open(t, "http.open_source", true)
+end
+
+function M._open(t, fname, own)
+  local o = prepare(t, fname)
+  o.sink, o.own = "pull", own or nil
   local x = core.start(o)
-  while not x:headers_ready() do M.wait() end
+  while not x:headers_ready() do
+    if own then x:pump(100) else M.wait() end
+  end
   if x:done() then
     local res, kind, msg = x:result()
     if not res then
@@ -298,7 +314,7 @@ function M.open(t)
     end
   end
   local status, head = x:head()
-  local s = { status = status, _x = x, _t = t }
+  local s = { status = status, _x = x, _t = t, _own = own }
   s.headers, s.header_list = M.parse_headers(head)
   return setmetatable(s, M.Stream)
 end
@@ -318,8 +334,14 @@ function Stream:read()
       if not res then fail(self._t, kind, msg) end
       return nil
     end
-    M.wait()
+    if self._own then x:pump(100) else M.wait() end
   end
+end
+
+--- The rest of the body as a source (streams from http.open_source only).
+function Stream:source()
+  if not self._own then error("http: stream:source() needs a stream from http.open_source", 2) end
+  return self._x:source()
 end
 
 --- Iterate over lines (without the line end).

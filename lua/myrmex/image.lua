@@ -214,18 +214,14 @@ local function with_tmp(tag, fn)
   return res
 end
 
--- The engine's save stream goes to a temporary file first: the transport hands a response
--- to Lua as pushed chunks, and the tar reader pulls from C (see docs/image.md).
+-- The engine's save stream is read as it arrives (docker save_source): no temporary file.
 local function analyze_engine(ref, opts)
   local d = opts.docker or require("myrmex.docker").connect()
   local info = d:inspect_image(ref)
-  return with_tmp("save", function(tmp)
-    d:save_image(ref, { to = tmp })
-    local a = analyze_tar(tmp, { top = opts.top, label = ref })
-    a.id = info.Id
-    a.reference = ref
-    return a
-  end)
+  local a = analyze_tar(d:save_source(ref), { top = opts.top, label = ref })
+  a.id = info.Id
+  a.reference = ref
+  return a
 end
 
 -- Registry: manifest and config first, then each layer blob through a temporary file that

@@ -53,6 +53,25 @@ describe("registry with the Docker engine", function()
     assert.truthy(repo_digests:find(res.digest, 1, true), repo_digests)
   end)
 
+  it("streams an engine push: nothing is written to disk on the way, skopeo sees the same digest", function()
+    local base = dt.image()
+    local script = work .. "/push.lua"
+    sh.write(script, ("local c = require('myrmex.registry').connect(%q, { config = false })\n"
+      .. "print(c:push_image(%q, 'engine/streamed:1').digest)\n"):format(reg.host, base))
+    local r = sh.run({ "strace", "-f", "-qq", "-e", "trace=openat,creat,mkdir,rename", "-o", work .. "/trace",
+      sh.bin, script })
+    assert.are.equal(0, r.code, r.stderr)
+    local digest = r.stdout:match("sha256:%x+")
+    for line in sh.read(work .. "/trace"):gmatch("[^\n]+") do
+      assert.falsy(line:find("O_CREAT", 1, true) or line:find("O_WRONLY", 1, true) or line:find("mkdir(", 1, true)
+        or line:find("rename(", 1, true), line)
+    end
+    local insp = sh.run({ "skopeo", "inspect", "--tls-verify=false", "--raw",
+      "docker://" .. reg.host .. "/engine/streamed:1" })
+    assert.are.equal(0, insp.code, insp.stderr)
+    assert.are.equal(digest, require("myrmex.digest").string(insp.stdout))
+  end)
+
   it("pushes an OCI layout (FROM scratch busybox) that docker pulls and runs", function()
     local img = R.make_layout(work .. "/img", { tag = "v1" })
     c:push_image(work .. "/img", "layout/busybox:v1")

@@ -244,6 +244,25 @@ return function(Client, H)
     return n
   end
 
+  --- The engine's save stream (a docker-archive tar of one or more images) as a source for
+  --- `archive.open` or as a request body: the bytes are pulled as the reader asks for them, so
+  --- nothing is written to disk and memory stays flat. Error statuses raise before returning.
+  ---@param refs string|string[]
+  ---@return userdata source
+  function Client:save_source(refs)
+    if type(refs) == "string" then refs = { refs } end
+    if type(refs) ~= "table" or type(refs[1]) ~= "string" then H.misuse("save_source", "image name(s) expected") end
+    self:_check_online("save_source")
+    local req = self:_request_table({ path = "/images/get", query = { names = H.multi(refs) }, timeout = false })
+    local s = require("myrmex.http").open_source(req)
+    if s.status >= 400 then
+      local text = s:read_all(65536)
+      s:close()
+      error(H.api_error(s.status, text, nil), 0)
+    end
+    return s:source()
+  end
+
   --- Import images from a tar made by save_image / docker save. Returns the loaded
   --- references (tags, or image ids for untagged images).
   ---@param path string

@@ -557,6 +557,97 @@ local function push_archive(client, path, r, opts, stats)
   return client:put_manifest(r, json.encode(manifest), MEDIA.oci_manifest)
 end
 
+-- A reader for upload_chunked over the current tar entry: chunks of up to n bytes, gathered
+-- from the entry's blocks, with `first` (bytes already taken to sniff) in front.
+local function entry_reader(rd, first, on_bytes)
+  local pending = first
+  return function(n)
+    local parts, have = {}, 0
+    if pending then parts[1], have, pending = pending, #pending, nil end
+    while have < n do
+      local c = rd:read(n - have)
+      if not c then break end
+      parts[#parts + 1] = c
+      have = have + #c
+    end
+    if have == 0 then return nil end
+    on_bytes(have)
+    return table.concat(parts)
+  end
+end
+
+local function looks_json(first)
+  return first ~= nil and first:match("^%s*[{%[]") ~= nil
+end
+
+-- Push from the local engine in one pass over its save stream (docker save_source): each
+-- layer is uploaded as its tar entry goes by (chunked upload, digest computed on the way),
+-- small JSON files are kept, and the manifest is built and put last, once manifest.json has
+-- been read (dockerd writes it at the end). No temporary file; memory is one chunk.
+local function push_engine(client, src, r, opts, stats)
+  local d = docker_client(opts)
+  local info = d:inspect_image(src)
+  local diff_ids = type(info.RootFS) == "table" and info.RootFS.Layers or {}
+  -- Layers the registry has: a named OCI blob is then skipped; with the legacy format (entries
+  -- named by v1 ids) a layer is known only once hashed, so they are skipped only when all are.
+  local have, all = {}, #diff_ids > 0
+  for _, id in ipairs(diff_ids) do
+    have[id] = client:blob_exists(r.repository, id)
+    all = all and have[id]
+  end
+  local progress <close> = log.progress("push " .. r.repository, { total = tonumber(info.Size), unit = "bytes" })
+  local function moved(n) progress:add(n) end
+  local rd <close> = archive.open(d:save_source(src))
+  local small, layers = {}, {}
+  for e in rd:entries() do
+    local p = e.path:gsub("^%./", "")
+    if e.type == "file" then
+      local named = p:match("^blobs/sha256/(%x+)$")
+      if p:match("%.json$") or p == "repositories" or p == "oci-layout" then
+        small[p] = rd:read_all(R.max_manifest_size)
+      elseif named or p:match("layer%.tar$") then
+        local first = rd:read()
+        if looks_json(first) and e.size <= R.max_manifest_size then
+          small[p] = first .. rd:read_all(R.max_manifest_size)
+        else
+          local known = named and ("sha256:" .. named)
+          local l = { digest = known, size = e.size, media = layer_media(first) }
+          if (known and have[known]) or (not known and all) then
+            stats.skipped = stats.skipped + 1
+            moved(e.size)
+          else
+            l.digest = client:upload_chunked(r.repository, entry_reader(rd, first, moved), known)
+            stats.layers, stats.bytes = stats.layers + 1, stats.bytes + e.size
+          end
+          layers[p] = l
+        end
+      end
+    end
+  end
+  local list = small["manifest.json"] and json.decode(small["manifest.json"])
+  local item = type(list) == "table" and list[1]
+  if opts.name and type(list) == "table" then
+    item = nil
+    for _, it in ipairs(list) do
+      for _, t in ipairs(it.RepoTags or {}) do
+        if t == opts.name then item = it end
+      end
+    end
+  end
+  local what = "engine save of " .. src
+  if type(item) ~= "table" or not item.Config then fail("Invalid", what .. ": no image in manifest.json") end
+  local config = small[item.Config] or fail("Invalid", what .. ": config " .. item.Config .. " missing")
+  local manifest = { schemaVersion = 2, mediaType = MEDIA.oci_manifest, layers = {} }
+  for i, path in ipairs(item.Layers or {}) do
+    local l = layers[path] or fail("Invalid", what .. ": layer " .. path .. " missing")
+    manifest.layers[i] = { mediaType = l.media, digest = l.digest or diff_ids[i], size = l.size }
+  end
+  local cfg_digest = client:upload(r.repository, require("myrmex.digest").string(config), config, #config)
+  manifest.config = { mediaType = MEDIA.oci_config, digest = cfg_digest, size = #config }
+  manifest.layers = json.array(manifest.layers)
+  return client:put_manifest(r, json.encode(manifest), MEDIA.oci_manifest)
+end
+
 --- Push an image to `ref` on this registry. `src` is an OCI layout directory, a
 --- docker-archive tar, or the name of an image in the local engine (saved, then pushed).
 local function push_image(client, src, ref, opts)
@@ -582,13 +673,7 @@ local function push_image(client, src, ref, opts)
     elseif from == "docker-archive" then
       stats.digest = push_archive(client, src, r, opts, stats)
     elseif from == "engine" then
-      local tmp = rt.mkdtemp("/tmp/myrmex-push.XXXXXX")
-      local ok, err = pcall(function()
-        docker_client(opts):save_image(src, { to = tmp .. "/image.tar" })
-        stats.digest = push_archive(client, tmp .. "/image.tar", r, { name = opts.name }, stats)
-      end)
-      rm_rf(tmp)
-      if not ok then error(err, 0) end
+      stats.digest = push_engine(client, src, r, opts, stats)
     else
       misuse("push_image", "from must be \"oci\", \"docker-archive\" or \"engine\"")
     end
