@@ -19,6 +19,7 @@
 #include <fts.h>
 #include <limits.h>
 #include <regex.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -890,8 +891,8 @@ static void push_entry(lua_State *L, struct archive_entry *e) {
   set_str(L, "gname", archive_entry_gname(e));
 }
 
-static int reader_next(lua_State *L) {
-  reader *r = luaL_checkudata(L, lua_upvalueindex(1), READER_MT);
+/* Move to the next entry: 1, or 0 at the end; raises on a broken archive or an interrupt. */
+static int reader_advance(lua_State *L, reader *r) {
   if (!r->a || r->eof)
     return 0;
   if (mx_interrupt_take())
@@ -906,6 +907,13 @@ static int reader_next(lua_State *L) {
   }
   if (rc < ARCHIVE_WARN)
     return reader_raise(L, r, "next entry");
+  return 1;
+}
+
+static int reader_next(lua_State *L) {
+  reader *r = luaL_checkudata(L, lua_upvalueindex(1), READER_MT);
+  if (!reader_advance(L, r))
+    return 0;
   push_entry(L, r->cur);
   return 1;
 }
@@ -1144,6 +1152,242 @@ static int reader_bytes(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)archive_filter_bytes(r->a, 0));
   lua_pushinteger(L, (lua_Integer)archive_filter_bytes(r->a, -1));
   return 2;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Path lists: the entries of a layer tar, kept compactly for myrmex.image. An image of 100k   */
+/* files would cost several Lua tables per path (~150 bytes each) if listed through entries(); */
+/* here a path costs its bytes plus one 24-byte record, and no garbage is made while reading.  */
+
+#define PATHS_MT "myrmex.archive.paths"
+#define KEEP_MAX 8
+
+typedef struct {
+  int64_t size;  /* data size of a regular file, else 0 */
+  size_t off;    /* of the NUL-terminated path in names */
+  uint16_t mode; /* permission bits */
+  char kind;     /* f d l h o, w (whiteout of path), q (opaque marker of directory path) */
+} path_rec;
+
+typedef struct {
+  char *names;
+  size_t names_len, names_cap;
+  path_rec *v;
+  size_t n, cap;
+} pathlist;
+
+static int paths_gc(lua_State *L) {
+  pathlist *pl = luaL_checkudata(L, 1, PATHS_MT);
+  free(pl->names);
+  free(pl->v);
+  pl->names = NULL, pl->v = NULL, pl->n = 0;
+  return 0;
+}
+
+static int paths_len(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)((pathlist *)luaL_checkudata(L, 1, PATHS_MT))->n);
+  return 1;
+}
+
+/* Room for one more record and a path of len bytes (and its NUL); 0 when memory ran out. */
+static int paths_reserve(pathlist *pl, size_t len) {
+  if (pl->n == pl->cap) {
+    size_t cap = pl->cap ? pl->cap * 2 : 256;
+    path_rec *v = realloc(pl->v, cap * sizeof *v);
+    if (!v)
+      return 0;
+    pl->v = v, pl->cap = cap;
+  }
+  if (pl->names_len + len + 1 > pl->names_cap) {
+    size_t cap = pl->names_cap ? pl->names_cap : 4096;
+    while (cap < pl->names_len + len + 1)
+      cap *= 2;
+    char *names = realloc(pl->names, cap);
+    if (!names)
+      return 0;
+    pl->names = names, pl->names_cap = cap;
+  }
+  return 1;
+}
+
+/* A tar path as a key, as myrmex.image.scan.norm: no leading "./" or "/", no trailing "/". */
+static const char *paths_norm(const char *p, size_t *len) {
+  size_t n = strlen(p);
+  if (p[0] == '.' && p[1] == '/')
+    p += 2, n -= 2;
+  while (*p == '/')
+    p++, n--;
+  while (n > 0 && p[n - 1] == '/')
+    n--;
+  if (n == 1 && p[0] == '.')
+    n = 0;
+  *len = n;
+  return p;
+}
+
+/* Docker's layer conventions, applied in place to the path at p (length *len): ".wh.<name>"
+ * removes name, ".wh..wh..opq" makes its directory opaque, other ".wh..wh." names are AUFS
+ * bookkeeping (0: not part of the file system). Returns the entry's kind. */
+static char paths_whiteout(char *p, size_t *len, char kind) {
+  if (!strstr(p, ".wh."))
+    return kind;
+  char *slash = strrchr(p, '/');
+  char *base = slash ? slash + 1 : p;
+  if (strcmp(base, ".wh..wh..opq") == 0) {
+    *len = slash ? (size_t)(slash - p) : 0;
+    p[*len] = '\0';
+    return 'q';
+  }
+  if (strncmp(base, ".wh..wh.", 8) == 0)
+    return 0;
+  if (strncmp(base, ".wh.", 4) == 0) {
+    memmove(base, base + 4, strlen(base + 4) + 1);
+    *len -= 4;
+    return 'w';
+  }
+  return kind;
+}
+
+static char paths_kind(struct archive_entry *e) {
+  if (archive_entry_hardlink(e))
+    return 'h';
+  switch (archive_entry_filetype(e)) {
+  case AE_IFREG:
+    return 'f';
+  case AE_IFDIR:
+    return 'd';
+  case AE_IFLNK:
+    return 'l';
+  }
+  return 'o';
+}
+
+/* Push the current entry's data (it is known to be at most max bytes). */
+static void paths_push_data(lua_State *L, reader *r) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  la_ssize_t n;
+  while ((n = reader_chunk(L, r)) > 0)
+    luaL_addlstring(&b, r->buf, (size_t)n);
+  luaL_pushresult(&b);
+}
+
+typedef struct {
+  const char *keep[KEEP_MAX];
+  int nkeep;
+  lua_Integer keep_max, every;
+  int tick, kept; /* stack slots: the tick function (0: none), the last kept content */
+} paths_opts;
+
+static void paths_read_opts(lua_State *L, int t, paths_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->keep_max = 65536, o->every = 256;
+  if (lua_isnoneornil(L, t))
+    return;
+  luaL_checktype(L, t, LUA_TTABLE);
+  if (lua_getfield(L, t, "tick") != LUA_TNIL) {
+    luaL_checktype(L, -1, LUA_TFUNCTION);
+    o->tick = lua_gettop(L);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, t, "keep_max");
+  o->keep_max = luaL_optinteger(L, -1, o->keep_max);
+  lua_getfield(L, t, "every");
+  o->every = luaL_optinteger(L, -1, o->every);
+  lua_pop(L, 2);
+  luaL_argcheck(L, o->every > 0, 2, "every must be positive");
+  if (lua_getfield(L, t, "keep") == LUA_TTABLE) {
+    for (int i = 1; i <= KEEP_MAX; i++) {
+      int type = lua_rawgeti(L, -1, i);
+      if (type == LUA_TSTRING)
+        o->keep[o->nkeep++] = lua_tostring(L, -1); /* anchored by the options table */
+      lua_pop(L, 1);
+      if (type != LUA_TSTRING)
+        break;
+    }
+  }
+  lua_pop(L, 1);
+}
+
+static int paths_keep(const paths_opts *o, const char *p) {
+  for (int i = 0; i < o->nkeep; i++)
+    if (strcmp(o->keep[i], p) == 0)
+      return 1;
+  return 0;
+}
+
+/* Append the current entry; returns 0 when it is not part of the file system. */
+static int paths_add(lua_State *L, pathlist *pl, struct archive_entry *e) {
+  const char *raw = archive_entry_pathname(e);
+  if (!raw)
+    return mx_raise_error(L, "Invalid", "image", "image tar: an entry has no path");
+  size_t len;
+  const char *p = paths_norm(raw, &len);
+  if (!paths_reserve(pl, len))
+    return luaL_error(L, "reader:paths: out of memory");
+  char *dst = pl->names + pl->names_len;
+  memcpy(dst, p, len);
+  dst[len] = '\0';
+  char kind = paths_whiteout(dst, &len, paths_kind(e));
+  if (!kind)
+    return 0;
+  path_rec *rec = &pl->v[pl->n++];
+  rec->off = pl->names_len, rec->kind = kind, rec->mode = (uint16_t)archive_entry_perm(e);
+  rec->size = kind == 'f' && archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
+  pl->names_len += len + 1;
+  return 1;
+}
+
+/* r:paths{tick=, every=, keep=, keep_max=} -> list, kept: the rest of the archive as a path
+ * list (whiteouts resolved, paths normalized), and the data of the last regular file whose
+ * path is in keep (at most 8 paths) and whose size is below keep_max. tick() is called every
+ * `every` listed entries, so a long layer can show progress. */
+static int reader_paths(lua_State *L) {
+  reader *r = reader_check(L);
+  paths_opts o;
+  paths_read_opts(L, 2, &o);
+  lua_pushnil(L);
+  o.kept = lua_gettop(L);
+  pathlist *pl = lua_newuserdatauv(L, sizeof *pl, 0);
+  memset(pl, 0, sizeof *pl);
+  luaL_setmetatable(L, PATHS_MT);
+  while (reader_advance(L, r)) {
+    if (!paths_add(L, pl, r->cur))
+      continue;
+    path_rec *rec = &pl->v[pl->n - 1];
+    if (o.nkeep && rec->kind == 'f' && rec->size < o.keep_max &&
+        paths_keep(&o, pl->names + rec->off)) {
+      paths_push_data(L, r);
+      lua_replace(L, o.kept);
+    }
+    if (o.tick && pl->n % (size_t)o.every == 0) {
+      lua_pushvalue(L, o.tick);
+      lua_call(L, 0, 0);
+    }
+  }
+  lua_pushvalue(L, o.kept);
+  return 2;
+}
+
+/* list:arrays() -> path, size, kind, mode: four Lua arrays (kinds as one-letter strings). */
+static int paths_arrays(lua_State *L) {
+  pathlist *pl = luaL_checkudata(L, 1, PATHS_MT);
+  int n = pl->n > INT_MAX ? INT_MAX : (int)pl->n;
+  for (int t = 0; t < 4; t++)
+    lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    const path_rec *rec = &pl->v[i];
+    lua_pushstring(L, pl->names + rec->off);
+    lua_rawseti(L, -5, i + 1);
+    lua_pushinteger(L, rec->size);
+    lua_rawseti(L, -4, i + 1);
+    lua_pushlstring(L, &rec->kind, 1);
+    lua_rawseti(L, -3, i + 1);
+    lua_pushinteger(L, rec->mode);
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 4;
 }
 
 /* open(path | source) -> reader */
@@ -1728,12 +1972,17 @@ int luaopen_myrmex_core_archive(lua_State *L) {
   mx_archive_load(L);
   mx_crypto_load(L);
   static const luaL_Reg reader_meta[] = {{"__gc", reader_close}, {"__close", reader_close}, {0, 0}};
-  static const luaL_Reg reader_methods[] = {
-      {"entries", reader_entries},   {"read", reader_read},
-      {"read_all", reader_read_all}, {"digest", reader_digest},
-      {"copy_to", reader_copy_to},   {"close", reader_close},
-      {"source", reader_source},     {"bytes", reader_bytes},
-      {"sniff", reader_sniff},       {0, 0}};
+  static const luaL_Reg reader_methods[] = {{"entries", reader_entries},
+                                            {"read", reader_read},
+                                            {"read_all", reader_read_all},
+                                            {"digest", reader_digest},
+                                            {"copy_to", reader_copy_to},
+                                            {"close", reader_close},
+                                            {"source", reader_source},
+                                            {"bytes", reader_bytes},
+                                            {"sniff", reader_sniff},
+                                            {"paths", reader_paths},
+                                            {0, 0}};
   static const luaL_Reg writer_meta[] = {
       {"__gc", writer_gc}, {"__close", writer_close_meta}, {0, 0}};
   static const luaL_Reg writer_methods[] = {
@@ -1743,6 +1992,9 @@ int luaopen_myrmex_core_archive(lua_State *L) {
                                    {"extract", ar_extract}, {0, 0}};
   new_class(L, READER_MT, reader_meta, reader_methods);
   new_class(L, WRITER_MT, writer_meta, writer_methods);
+  static const luaL_Reg paths_meta[] = {{"__gc", paths_gc}, {"__len", paths_len}, {0, 0}};
+  static const luaL_Reg paths_methods[] = {{"arrays", paths_arrays}, {0, 0}};
+  new_class(L, PATHS_MT, paths_meta, paths_methods);
   /* Made here, not on first use: a metatable registered half-made when memory ran out (no
    * __gc yet) would leak every later box. */
   static const luaL_Reg add_meta[] = {{"__gc", add_box_gc}, {0, 0}};

@@ -289,6 +289,47 @@ describe("archive.open", function()
     assert.is_true(errors.is(err, "Invalid"), tostring(err))
   end)
 
+  it("lists a layer as a compact path list: normalized, whiteouts resolved, os-release kept", function()
+    local path = dir .. "/layer.tar"
+    local py = sh.tmpfile([[
+import io, sys, tarfile
+def add(t, name, kind=tarfile.REGTYPE, data=b"", mode=0o644, link=""):
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.mode, ti.linkname, ti.size = kind, mode, link, len(data)
+    t.addfile(ti, io.BytesIO(data))
+with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
+    add(t, ".", tarfile.DIRTYPE, mode=0o755)
+    add(t, "./etc/", tarfile.DIRTYPE, mode=0o755)
+    add(t, "/etc/os-release", data=b"ID=first\n")
+    add(t, "etc/passwd", data=b"root:x:0:0", mode=0o4755)
+    add(t, "usr/lib/os-release", data=b"ID=last\n")
+    add(t, "var/.wh.cache")
+    add(t, "opt/.wh..wh..opq")
+    add(t, "x/.wh..wh.aufs")
+    add(t, ".wh.top")
+    add(t, "a.wh.b/f", data=b"abc")
+    add(t, "l", tarfile.SYMTYPE, link="etc/passwd")
+    add(t, "h", tarfile.LNKTYPE, link="etc/passwd")
+]], ".py")
+    sh_ok(("python3 %s %s"):format(py, path))
+    local r <close> = archive.open(path)
+    local ticks = 0
+    local list, kept = r:paths({ tick = function() ticks = ticks + 1 end, every = 2,
+      keep = { "etc/os-release", "usr/lib/os-release" } })
+    assert.are.equal(11, #list)
+    assert.are.equal(5, ticks)
+    assert.are.equal("ID=last\n", kept)
+    local path_, size, kind, mode = list:arrays()
+    assert.are.same({ "", "etc", "etc/os-release", "etc/passwd", "usr/lib/os-release", "var/cache",
+      "opt", "top", "a.wh.b/f", "l", "h" }, path_)
+    assert.are.same({ "d", "d", "f", "f", "f", "w", "q", "w", "f", "l", "h" }, kind)
+    assert.are.same({ 0, 0, 9, 10, 8, 0, 0, 0, 3, 0, 0 }, size)
+    assert.are.equal(2541, mode[4]) -- 04755
+    local again <close> = archive.open(path)
+    local _, none = again:paths({ keep = { "usr/lib/os-release" }, keep_max = 8 })
+    assert.is_nil(none) -- 8 bytes is not below keep_max
+  end)
+
   it("raises a clear error outside the entries loop and after close", function()
     local path = dir .. "/x.tar"
     sh_ok(("tar -cf %s -C %s t"):format(path, dir))

@@ -1,5 +1,8 @@
 --- Facts and suggestions for myrmex.image.optimize, and the CI gate of myrmex.image.check.
 --- Internal; see docs/image.md.
+local scan = require("myrmex.image.scan")
+local tree = require("myrmex.image.tree")
+
 local M = {}
 
 --- "1.5 MiB" style sizes.
@@ -121,8 +124,10 @@ function M.facts(a, recs)
   local fs = a.fs
   local caches, tools, perms, secrets = {}, {}, { setuid = {}, setgid = {}, world_writable = {} }, {}
   local present = {}
-  for p, k in pairs(fs.kind) do
-    local mode, size, li = fs.mode[p] or 0, fs.size[p] or 0, fs.layer[p]
+  local unpack = tree.unpack
+  for p, meta in pairs(fs.meta) do
+    local k, li, mode = unpack(meta)
+    local size = fs.size[p] or 0
     if k ~= "d" then
       if maybe_cache(p) then
         for _, c in ipairs(CACHES) do
@@ -146,11 +151,12 @@ function M.facts(a, recs)
       end
     end
   end
-  for p, k in pairs(next(present) and fs.kind or {}) do
+  for p, meta in pairs(next(present) and fs.meta or {}) do
+    local k, li = unpack(meta)
     if k ~= "d" and maybe_tool(p) then
       for _, t in ipairs(TOOLCHAINS) do
         if present[t.name] and any(p, t.patterns) then
-          add_to(tools, t.name, fs.size[p] or 0, fs.layer[p], p, 5)
+          add_to(tools, t.name, fs.size[p] or 0, li, p, 5)
           break
         end
       end
@@ -160,11 +166,13 @@ function M.facts(a, recs)
   local os_release
   for li, rec in ipairs(recs) do
     if rec.os_release then os_release = rec.os_release end
-    for i = 1, rec.n do
-      if rec.kind[i] == "f" and secret_like(rec.path[i]) then
-        local p = rec.path[i]
-        secrets[#secrets + 1] = { path = p, layer = li, size = rec.size[i],
-          present = fs.layer[p] == li }
+    local path, size, kind = scan.arrays(rec)
+    for i = 1, #path do
+      if kind[i] == "f" and secret_like(path[i]) then
+        local p = path[i]
+        local meta = fs.meta[p]
+        secrets[#secrets + 1] = { path = p, layer = li, size = size[i],
+          present = meta ~= nil and meta >> 19 == li }
       end
     end
   end

@@ -6,9 +6,8 @@ local errors = require("myrmex.errors")
 
 local M = {}
 
-local KIND = { file = "f", dir = "d", symlink = "l", hardlink = "h" }
 local MAX_JSON = 16 * 1024 * 1024
-local OS_RELEASE = { ["etc/os-release"] = true, ["usr/lib/os-release"] = true }
+local OS_RELEASE = { "etc/os-release", "usr/lib/os-release" }
 
 --- An entry's path; a tar entry without one is a broken image, not a Lua error.
 local function named(e)
@@ -29,41 +28,31 @@ function M.norm(p)
   return p
 end
 
---- Collect one layer tar from an open reader: parallel arrays path/size/kind/mode (kind "w"
---- is a whiteout of path, "q" an opaque marker of directory path), the uncompressed and
+--- Collect one layer tar from an open reader: its entries as a compact path list (the C
+--- side keeps them: a path costs its bytes and one small record, see reader:paths in
+--- docs/archive.md; M.arrays expands one layer's worth at a time), the uncompressed and
 --- compressed stream sizes, and the content of a small os-release file if there is one.
 --- `tick`, if given, is called every 256 entries (progress of a long layer).
 ---@param r userdata archive reader
 ---@param tick? function
----@return table record
+---@return table record {list=, n=, tar_size=, read_size=, os_release=}
 function M.layer(r, tick)
-  local path, size, kind, mode = {}, {}, {}, {}
-  local rec = { path = path, size = size, kind = kind, mode = mode, n = 0 }
-  local n = 0
-  for e in r:entries() do
-    local p = M.norm(named(e))
-    local k = KIND[e.type] or "o"
-    if p:find(".wh.", 1, true) then
-      local dir, base = p:match("^(.*)/([^/]*)$")
-      if not dir then dir, base = "", p end
-      if base == ".wh..wh..opq" then
-        k, p = "q", dir
-      elseif base:sub(1, 8) == ".wh..wh." then
-        k = nil -- other AUFS bookkeeping (.wh..wh.plnk): not part of the file system
-      elseif base:sub(1, 4) == ".wh." then
-        k, p = "w", (dir == "" and "" or dir .. "/") .. base:sub(5)
-      end
-    end
-    if k then
-      n = n + 1
-      path[n], size[n], kind[n], mode[n] = p, k == "f" and e.size or 0, k, e.mode
-      if k == "f" and OS_RELEASE[p] and e.size < 65536 then rec.os_release = r:read_all(65536) end
-      if tick and n % 256 == 0 then tick() end
-    end
-  end
-  rec.n = n
+  local list, os_release = r:paths({ tick = tick, keep = OS_RELEASE, keep_max = 65536 })
+  local rec = { list = list, n = #list, os_release = os_release }
   rec.tar_size, rec.read_size = r:bytes()
   return rec
+end
+
+local EMPTY = {}
+
+--- A layer record's entries as parallel arrays path, size, kind, mode (kind "w" is a
+--- whiteout of path, "q" an opaque marker of directory path). Made on demand, so only the
+--- layer being worked on is held as Lua values.
+---@param rec table a record of M.layer
+---@return string[] path, integer[] size, string[] kind, integer[] mode
+function M.arrays(rec)
+  if not rec.list then return EMPTY, EMPTY, EMPTY, EMPTY end
+  return rec.list:arrays()
 end
 
 local function looks_json(chunk)
@@ -110,8 +99,7 @@ function M.saved(r, tick)
           end)
           if ok then out.blobs[p] = rec else out.bad[p] = rec end
         else
-          out.blobs[p] = { path = {}, size = {}, kind = {}, mode = {}, n = 0, tar_size = 0,
-            read_size = 0 }
+          out.blobs[p] = { n = 0, tar_size = 0, read_size = 0 }
         end
       end
     end

@@ -2,25 +2,42 @@
 --- streaming (see myrmex.image.scan) into the image's file system, with dive's efficiency and
 --- wasted bytes, per-layer added/changed/removed figures and the largest files and directories.
 --- Internal: myrmex.image.analyze is the public face. Memory is a few tables keyed by path.
+local scan = require("myrmex.image.scan")
+
 local M = {}
 
--- Parent paths are asked for again and again (every file of a directory): memoized, in a
--- table that lives as long as one stack() call.
-local pcache = {}
+-- Not memoized: a cache of parents costs a table entry per path, as much as it saves.
 local function parent(p)
-  local par = pcache[p]
-  if par then return par end
   local i = p:find("/[^/]*$")
-  par = i and p:sub(1, i - 1) or ""
-  pcache[p] = par
-  return par
+  return i and p:sub(1, i - 1) or ""
 end
 
--- The merged file system as the layers are applied, one map per attribute (fewer tables
--- than one table per path). kids[dir] is a set of child paths so that deleting a directory
--- and sizing one never scans every path.
+-- The merged file system as the layers are applied. Per path two integers: size[p], and
+-- meta[p] = layer << 19 | mode << 3 | kind code (two maps rather than four keep an image of
+-- 100k files well under its memory bound). kids[dir] is a set of child paths so that
+-- deleting a directory and sizing one never scans every path.
+local CODE = { d = 1, f = 2, l = 3, h = 4, o = 5 }
+local KIND = { "d", "f", "l", "h", "o" }
+local DIR = 1
+
+local function pack(k, layer, mode)
+  return layer << 19 | (mode & 0xFFFF) << 3 | CODE[k]
+end
+
+--- The parts of a packed meta value: kind ("d", "f", "l", "h", "o"), layer, mode.
+---@param meta integer
+---@return string kind, integer layer, integer mode
+function M.unpack(meta)
+  return KIND[meta & 7], meta >> 19, meta >> 3 & 0xFFFF
+end
+
 local function new_fs()
-  return { size = {}, kind = {}, layer = {}, mode = {}, kids = { [""] = {} } }
+  return { size = {}, meta = {}, kids = { [""] = {} } }
+end
+
+local function is_dir(fs, p)
+  local m = fs.meta[p]
+  return m ~= nil and m & 7 == DIR
 end
 
 local function fs_link(fs, p)
@@ -36,8 +53,8 @@ end
 -- Create missing parent directories of p (implicit in tars that list only files).
 local function fs_parents(fs, p, layer)
   local par = parent(p)
-  while par ~= "" and not fs.kind[par] do
-    fs.kind[par], fs.size[par], fs.layer[par], fs.mode[par] = "d", 0, layer, 493
+  while par ~= "" and not fs.meta[par] do
+    fs.meta[par], fs.size[par] = pack("d", layer, 493), 0
     fs_link(fs, par)
     par = parent(par)
   end
@@ -60,8 +77,9 @@ local function fs_remove(fs, p, on_gone)
     for c in pairs(k) do fs_remove(fs, c, on_gone) end
     fs.kids[p] = nil
   end
-  if fs.kind[p] and fs.kind[p] ~= "d" then on_gone(p, fs.size[p], fs.layer[p]) end
-  fs.size[p], fs.kind[p], fs.layer[p], fs.mode[p] = nil, nil, nil, nil
+  local m = fs.meta[p]
+  if m and m & 7 ~= DIR then on_gone(p, fs.size[p], m >> 19) end
+  fs.size[p], fs.meta[p] = nil, nil
   local pk = fs.kids[parent(p)]
   if pk then pk[p] = nil end
 end
@@ -77,9 +95,9 @@ end
 
 -- Which paths of one layer have something under them in that layer: the others are the
 -- leaves dive visits. An opaque marker makes its directory a node (not a leaf of its parent).
-local function layer_parents(rec)
-  local has_kid, path = {}, rec.path
-  for i = 1, rec.n do
+local function layer_parents(path)
+  local has_kid = {}
+  for i = 1, #path do
     local par = parent(path[i])
     while par ~= "" and not has_kid[par] do
       has_kid[par] = true
@@ -95,7 +113,6 @@ end
 ---@param opts? {top?:integer}
 ---@return table analysis without the source-specific fields
 function M.stack(recs, opts)
-  pcache = {}
   local top = opts and opts.top or 10
   local fs = new_fs()
   local ecum, emin, ecnt = {}, {}, {}
@@ -105,19 +122,27 @@ function M.stack(recs, opts)
     -- dive's efficiency: every leaf of this layer's tree, against the stack below it.
     -- (An opaque directory the layer does not list is a leaf of size 0 for dive: it adds
     -- nothing to either sum, so it is not visited.)
-    local has_kid = layer_parents(rec)
-    local rpath, rkind, rsize = rec.path, rec.kind, rec.size
-    for i = 1, rec.n do
+    local rpath, rsize, rkind, rmode = scan.arrays(rec)
+    local n = #rpath
+    local has_kid = layer_parents(rpath)
+    for i = 1, n do
       local p, k = rpath[i], rkind[i]
       if k ~= "q" and p ~= "" and not has_kid[p] then
         local s = rsize[i]
-        if k == "w" then s = fs.kind[p] == "d" and fs_subtree(fs, p) or 0 end
-        local c = ecnt[p]
-        if c then
-          ecum[p], ecnt[p] = ecum[p] + s, c + 1
-          if s < emin[p] then emin[p] = s end
+        if k == "w" then s = is_dir(fs, p) and fs_subtree(fs, p) or 0 end
+        -- Most paths are seen once: only repeats get a count and a minimum.
+        local c = ecum[p]
+        if c == nil then
+          ecum[p] = s
         else
-          ecum[p], emin[p], ecnt[p] = s, s, 1
+          local cnt = ecnt[p]
+          if cnt then
+            ecnt[p] = cnt + 1
+            if s < emin[p] then emin[p] = s end
+          else
+            ecnt[p], emin[p] = 2, c < s and c or s
+          end
+          ecum[p] = c + s
         end
       end
     end
@@ -129,10 +154,10 @@ function M.stack(recs, opts)
       hidden_bytes = hidden_bytes + size
       hidden[#hidden + 1] = { path = p, size = size, from = from, to = li, how = "removed" }
     end
-    for i = 1, rec.n do
-      local k, p = rec.kind[i], rec.path[i]
+    for i = 1, n do
+      local k, p = rkind[i], rpath[i]
       if k == "w" then
-        if fs.kind[p] then fs_remove(fs, p, gone) end
+        if fs.meta[p] then fs_remove(fs, p, gone) end
       elseif k == "q" then
         local kids = fs.kids[p]
         if kids then
@@ -140,13 +165,14 @@ function M.stack(recs, opts)
         end
       end
     end
-    for i = 1, rec.n do
-      local k, p, s, mode = rec.kind[i], rec.path[i], rec.size[i], rec.mode[i]
+    for i = 1, n do
+      local k, p, s, mode = rkind[i], rpath[i], rsize[i], rmode[i]
       if k ~= "w" and k ~= "q" and p ~= "" then
         L.size = L.size + s
         if k ~= "d" then L.files = L.files + 1 end
-        local old = fs.kind[p]
+        local old = fs.meta[p]
         if old then
+          old = old & 7 == DIR and "d" or "-"
           if old == "d" and k ~= "d" then
             local kids = fs.kids[p]
             if kids then
@@ -156,7 +182,7 @@ function M.stack(recs, opts)
           if k ~= "d" then L.changed, L.changed_bytes = L.changed + 1, L.changed_bytes + s end
           if old ~= "d" then
             hidden_bytes = hidden_bytes + fs.size[p]
-            hidden[#hidden + 1] = { path = p, size = fs.size[p], from = fs.layer[p], to = li,
+            hidden[#hidden + 1] = { path = p, size = fs.size[p], from = fs.meta[p] >> 19, to = li,
               how = "overwritten" }
           end
         else
@@ -164,7 +190,7 @@ function M.stack(recs, opts)
           fs_parents(fs, p, li)
           fs_link(fs, p)
         end
-        fs.kind[p], fs.size[p], fs.layer[p], fs.mode[p] = k, s, li, mode
+        fs.meta[p], fs.size[p] = pack(k, li, mode), s
       end
     end
     layers[li] = L
@@ -172,11 +198,12 @@ function M.stack(recs, opts)
 
   local total, min_total, wasted, ineff = 0, 0, 0, {}
   for p, c in pairs(ecum) do
-    total, min_total = total + c, min_total + emin[p]
-    if ecnt[p] > 1 then
+    local cnt = ecnt[p]
+    total, min_total = total + c, min_total + (cnt and emin[p] or c)
+    if cnt then
       wasted = wasted + c
       if #ineff < top or ineff[#ineff].bytes < c then
-        keep_top(ineff, { path = p, count = ecnt[p], bytes = c }, "bytes", top)
+        keep_top(ineff, { path = p, count = cnt, bytes = c }, "bytes", top)
       end
     end
   end
@@ -188,12 +215,12 @@ function M.stack(recs, opts)
 
   -- The final file system: largest files, and directory sizes summed up the tree.
   local largest_files, dir_size, files = {}, {}, 0
-  for p, k in pairs(fs.kind) do
-    if k ~= "d" then
+  for p, m in pairs(fs.meta) do
+    if m & 7 ~= DIR then
       files = files + 1
       local s = fs.size[p]
       if #largest_files < top or largest_files[#largest_files].size < s then
-        keep_top(largest_files, { path = p, size = s, layer = fs.layer[p] }, "size", top)
+        keep_top(largest_files, { path = p, size = s, layer = m >> 19 }, "size", top)
       end
       local par = parent(p)
       while par ~= "" do
@@ -209,7 +236,6 @@ function M.stack(recs, opts)
     end
   end
 
-  pcache = {}
   return {
     layers = layers, size = size, user_size = user,
     wasted_bytes = wasted, efficiency = total == 0 and 1.0 or min_total / total,
