@@ -176,13 +176,14 @@ local function file_size(path)
   return n
 end
 
--- A progress bar over the bytes of the saved tar read so far (unknown total for a source).
+-- A progress bar over the bytes of the saved tar read so far (unknown total for a source),
+-- labelled with the layer being read.
 local function analyze_tar(src, opts)
   local r <close> = archive.open(src)
   local label = opts.label or (type(src) == "string" and src or "source")
   local progress <close> = log.progress("analyze " .. label,
     { total = type(src) == "string" and file_size(src) or nil, unit = "bytes" })
-  local col = scan.saved(r, function() progress:update((select(2, r:bytes()))) end)
+  local col = scan.saved(r, function(layer) progress:update((select(2, r:bytes())), layer) end)
   local lay = layout(col, opts)
   local recs, meta = {}, {}
   for i, l in ipairs(lay.layers) do
@@ -233,6 +234,7 @@ local function analyze_registry(rc, ref, opts)
   for _, l in ipairs(insp.layers) do total = total + (tonumber(l.size) or 0) end
   local progress <close> = log.progress("analyze " .. ref, { total = total, unit = "bytes" })
   for i, l in ipairs(insp.layers) do
+    progress:update(progress.done, ("%s (%d/%d)"):format(scan.label(l.digest), i, #insp.layers))
     recs[i] = with_tmp("blob", function(tmp)
       rc:blob(repo, l.digest, { to = tmp })
       local r <close> = archive.open(tmp)

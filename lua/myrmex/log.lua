@@ -264,23 +264,27 @@ function Progress:_draw(final, force)
     local fill = pct and math.floor(pct / 100 * width) or 0
     local bar = pct and ("[" .. string.rep("=", fill) .. string.rep(" ", width - fill) .. "] "
       .. string.format("%3d%% ", pct)) or ""
-    state.out:write("\r\27[K", bar, text, " ", self.name, final and "\n" or "")
+    local current = not final and self.label and (" " .. self.label) or ""
+    state.out:write("\r\27[K", bar, text, " ", self.name, current, final and "\n" or "")
     state.out:flush()
   elseif final or now - self.drawn >= self.every then
     local pct, text = self:_line()
     local suffix = final and (" " .. (self.outcome or "done")) or ""
     emit("info", self.name .. suffix, { progress = pct and (pct .. "%") or nil,
-      amount = text })
+      amount = text, current = not final and self.label or nil })
   else
     return
   end
   self.drawn = now
 end
 
---- Set the amount done so far.
+--- Set the amount done so far; `label`, if given, names the item being worked on (a layer),
+--- shown after the name until the next label or the end.
 ---@param done number
-function Progress:update(done)
+---@param label? string
+function Progress:update(done, label)
   self.done = done
+  if label then self.label = M.redact(label) end
   self:_draw(false)
 end
 
@@ -298,7 +302,8 @@ function Progress:finish(outcome)
   if type(outcome) == "string" then self.outcome = outcome end
   self.finished = true
   if state.bar == self then state.bar = nil end
-  if self.total and self.done < self.total then self.done = self.total end
+  -- A failed run is not drawn as complete: the bar stays where the work stopped.
+  if self.total and self.done < self.total and self.outcome ~= "failed" then self.done = self.total end
   self:_draw(true)
 end
 Progress.__close = function(self, err) self:finish(err ~= nil and "failed" or nil) end

@@ -75,6 +75,20 @@ describe("image.analyze on a registry", function()
     assert.are.equal("", sh.run("ls /tmp | grep '^myrmex-blob-' || true").stdout) -- temp blobs removed
   end)
 
+  it("reports progress over the layers' bytes, naming each layer", function()
+    local info = c:inspect("mx/analyzed:1")
+    local total = info.layers[1].size + info.layers[2].size
+    local recs = sh.capture_log(function() image.analyze("mx/analyzed:1", { registry = c }) end)
+    local seen = {}
+    for _, r in ipairs(recs) do
+      if r.msg:match("^analyze ") then seen[#seen + 1] = r end
+    end
+    assert.are.equal("layer " .. info.layers[1].digest:sub(8, 19) .. " (1/2)", seen[1].current)
+    assert.are.equal("analyze mx/analyzed:1 done", seen[#seen].msg)
+    local human = require("myrmex.report").human_bytes(total)
+    assert.are.equal(human .. "/" .. human, seen[#seen].amount)
+  end)
+
   it("raises NotFound for a tag the registry does not have", function()
     local ok, err = pcall(image.analyze, "mx/analyzed:nope", { registry = c })
     assert.is_false(ok)

@@ -121,10 +121,13 @@ describe("image.analyze", function()
   it("reports its progress over the tar's bytes, ending done or failed", function()
     local size = #sh.read(saved)
     local recs = sh.capture_log(function() image.analyze(saved) end)
-    local last
+    local first, last
     for _, r in ipairs(recs) do
-      if r.msg:match("^analyze ") then last = r end
+      if r.msg:match("^analyze ") then first, last = first or r, r end
     end
+    -- The first record comes when the first layer starts, and names it.
+    assert.matches("^layer " .. ("%x"):rep(12) .. "$", first.current)
+    assert.is_nil(last.current)
     assert.are.equal("analyze " .. saved .. " done", last and last.msg)
     assert.are.equal("100%", last.progress)
     local human = require("myrmex.report").human_bytes(size)
@@ -143,6 +146,27 @@ describe("image.analyze", function()
       if r.msg:match("^analyze ") then last = r end
     end
     assert.are.equal("analyze " .. bad .. " failed", last and last.msg)
+    assert.are_not.equal("100%", last.progress) -- a failed analysis is not drawn as complete
+  end)
+
+  it("draws its bar in place on a terminal, naming the layer being read", function()
+    local code = ("require('myrmex.image').analyze(%q)"):format(saved)
+    local r = sh.run("script -qec " .. sh.q(sh.bin .. " -e " .. sh.q(code)) .. " /dev/null",
+      { env = { CI = "", GITHUB_ACTIONS = "" } })
+    assert.are.equal(0, r.code, r.stderr)
+    local name = "analyze " .. saved
+    -- The first draw: a bar, the bytes read, the name and the first layer's label.
+    local a, b = r.stdout:find("\r\27[K[", 1, true)
+    assert.truthy(a, r.stdout)
+    local line = r.stdout:sub(b + 1):match("^[^\r\n]*")
+    assert.truthy(line:find(" " .. name .. " layer ", 1, true), line)
+    assert.matches(" layer " .. ("%x"):rep(12) .. "$", line)
+    -- The last: a full bar over the tar's size, without a label, ending the line.
+    local human = require("myrmex.report").human_bytes(#sh.read(saved))
+    local full = "[========================] 100% " .. human .. "/" .. human .. " " .. name
+    local c, d = r.stdout:find(full, 1, true)
+    assert.truthy(c, r.stdout)
+    assert.matches("^\r?\n", r.stdout:sub(d + 1))
   end)
 
   it("reads the engine's save stream and agrees with the saved tar", function()

@@ -73,7 +73,8 @@ end
 --- Returns {blobs = {[path]=record}, json = {[path]=text}, links = {[path]=target},
 --- bad = {[path]=error}, sizes = {[path]=bytes}}: layers are keyed by their path in the tar,
 --- whatever the order of manifest.json and the layers.
---- `tick`, if given, is called as the reading advances (see M.layer).
+--- `tick`, if given, is called as the reading advances: tick(label) when a layer starts
+--- (see M.label), tick() every 256 of its entries and when it ends.
 ---@param r userdata archive reader over the saved tar
 ---@param tick? function
 ---@return table
@@ -93,19 +94,28 @@ function M.saved(r, tick)
         if head ~= "" and looks_json(head) and e.size <= MAX_JSON then
           out.json[p] = r:read_all(MAX_JSON)
         elseif head ~= "" then
+          if tick then tick(M.label(p)) end
           local ok, rec = pcall(function()
             local inner <close> = archive.open(r:source())
             return M.layer(inner, tick)
           end)
           if ok then out.blobs[p] = rec else out.bad[p] = rec end
+          if tick then tick() end
         else
           out.blobs[p] = { n = 0, tar_size = 0, read_size = 0 }
         end
       end
     end
-    if tick then tick() end
   end
   return out
+end
+
+--- A short name for a layer in progress output: "layer " and the first 12 hex digits of
+--- its digest when its path holds one ("<hex>/layer.tar", "blobs/sha256/<hex>"), else its path.
+---@param p string
+---@return string
+function M.label(p)
+  return "layer " .. (p:match("(" .. ("%x"):rep(12) .. ")%x*") or p)
 end
 
 --- Follow links to the stored path.
