@@ -7,6 +7,7 @@
 --- are understood instead of guessed at. generate() writes multi-stage, non-root Dockerfiles
 --- with a matching .dockerignore.
 local json = require("myrmex.json")
+local check = require("myrmex.check")
 
 local M = {}
 
@@ -25,11 +26,7 @@ local function parse_error(line, msg)
   error(("dockerfile.parse: line %d: %s"):format(line, msg), 0)
 end
 
-local function set_of(list)
-  local s = {}
-  for _, v in ipairs(list or {}) do s[v] = true end
-  return s
-end
+local set_of = check.set
 
 -- ------------------------------------------------------------------ directives
 
@@ -415,6 +412,9 @@ end
 ---@field stages table[]
 ---@field args table<string,string> global ARGs
 
+local PARSE_OPTS = { args = "table" }
+local LINT_OPTS = { args = "table", ignore = "table" }
+
 --- Parse a Dockerfile. Raises "dockerfile.parse: line N: ..." on syntax errors.
 ---@param text string
 ---@param opts? {args?: table<string,string>} build arguments (override ARG defaults)
@@ -423,7 +423,7 @@ function M.parse(text, opts)
   if type(text) ~= "string" then
     error("dockerfile.parse: text must be a string, got " .. type(text), 2)
   end
-  opts = opts or {}
+  opts = check.options("dockerfile", "parse", opts, PARSE_OPTS)
   local lines = split_lines((text:gsub("^\xEF\xBB\xBF", ""))) -- BuildKit ignores a UTF-8 BOM
   local directives, escape, i = read_directives(lines)
   local state = { escape = escape, stages = {}, global_args = {},
@@ -694,8 +694,8 @@ end
 -- luacheck: push no unused args
 local RULES = {}
 
-local function rule(id, severity, summary, check)
-  RULES[#RULES + 1] = { id = id, severity = severity, summary = summary, check = check }
+local function rule(id, severity, summary, fn)
+  RULES[#RULES + 1] = { id = id, severity = severity, summary = summary, check = fn }
 end
 
 rule("DL3006", "warning", "Always tag the version of an image explicitly", function(df, ctx, report)
@@ -985,7 +985,7 @@ function M.lint(text, opts)
   if type(text) ~= "string" then
     error("dockerfile.lint: text must be a string, got " .. type(text), 2)
   end
-  opts = opts or {}
+  opts = check.options("dockerfile", "lint", opts, LINT_OPTS)
   local ignore = {}
   for k, v in pairs(opts.ignore or {}) do
     if type(k) == "number" then ignore[v] = true elseif v then ignore[k] = true end
@@ -1241,12 +1241,7 @@ end
 ---@param spec myrmex.DockerfileSpec
 ---@return {dockerfile: string, dockerignore: string}
 function M.generate(spec)
-  if type(spec) ~= "table" then
-    error("dockerfile.generate: spec must be a table, got " .. type(spec), 2)
-  end
-  for k in pairs(spec) do
-    if not GEN_KEYS[k] then error("dockerfile.generate: spec." .. tostring(k) .. ": unknown key", 2) end
-  end
+  check.fields("dockerfile", "generate", "spec", spec, GEN_KEYS)
   local lang = spec.language
   local gen = GENERATORS[lang]
   if not gen then

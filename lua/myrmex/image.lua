@@ -4,6 +4,7 @@
 --- layout), an image of the local engine (through its save stream), or a registry reference
 --- (through its blobs). See docs/image.md.
 local archive = require("myrmex.core.archive")
+local check = require("myrmex.check")
 local json = require("myrmex.json")
 local errors = require("myrmex.errors")
 local log = require("myrmex.log")
@@ -19,15 +20,6 @@ end
 
 local function invalid(msg)
   errors.raise({ code = "Invalid", engine = "image", message = msg }, 0)
-end
-
-local function check_opts(fname, opts, allowed)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then misuse(fname, "options must be a table") end
-  for k in pairs(opts) do
-    if not allowed[k] then misuse(fname, "unknown option " .. tostring(k)) end
-  end
-  return opts
 end
 
 local function decode(text, what)
@@ -278,7 +270,8 @@ end
 ---@field image? string which image of a multi-image tar (a RepoTag)
 ---@field top? integer length of the largest-files/dirs and inefficiency lists (10)
 
-local ANALYZE_OPTS = { docker = true, registry = true, platform = true, image = true, top = true }
+local ANALYZE_OPTS = { docker = "table|userdata", registry = "table|userdata", platform = "string",
+  image = "string", top = "integer" }
 
 --- Analyze an image: per-layer figures, dive's efficiency and wasted bytes, the largest files
 --- and directories, and the facts optimize() turns into suggestions.
@@ -286,7 +279,7 @@ local ANALYZE_OPTS = { docker = true, registry = true, platform = true, image = 
 ---@param opts? myrmex.image.AnalyzeOptions
 ---@return myrmex.image.Analysis
 function M.analyze(source, opts)
-  opts = check_opts("analyze", opts, ANALYZE_OPTS)
+  opts = check.options("image", "analyze", opts, ANALYZE_OPTS)
   if type(source) ~= "string" and type(source) ~= "userdata" then
     misuse("analyze", "source must be a tar path, a source, an image name or a reference")
   end
@@ -305,8 +298,8 @@ function M.analyze(source, opts)
   end)
 end
 
-local OPTIMIZE_OPTS = { large_base = true, max_layers = true }
-for k in pairs(ANALYZE_OPTS) do OPTIMIZE_OPTS[k] = true end
+local OPTIMIZE_OPTS = { large_base = "number", max_layers = "integer" }
+for k, v in pairs(ANALYZE_OPTS) do OPTIMIZE_OPTS[k] = v end
 
 --- Suggestions that make the image smaller or safer, largest savings first:
 --- `{kind=, message=, bytes=, layer=?, paths=?}`. `subject` is an analysis or anything
@@ -315,7 +308,7 @@ for k in pairs(ANALYZE_OPTS) do OPTIMIZE_OPTS[k] = true end
 ---@param opts? myrmex.image.AnalyzeOptions|{large_base?:integer, max_layers?:integer}
 ---@return table[]
 function M.optimize(subject, opts)
-  opts = check_opts("optimize", opts, OPTIMIZE_OPTS)
+  opts = check.options("image", "optimize", opts, OPTIMIZE_OPTS)
   local limits = { large_base = opts.large_base, max_layers = opts.max_layers }
   if type(subject) == "table" then
     if not (subject.layers and subject.facts) then misuse("optimize", "not an analysis") end
@@ -333,6 +326,8 @@ end
 ---@field max_wasted_bytes? integer|string dive's highestWastedBytes ("20MB" accepted)
 ---@field max_wasted_share? number dive's highestUserWastedPercent (0..1)
 
+local POLICY = { min_efficiency = "number", max_wasted_bytes = "number|string", max_wasted_share = "number" }
+
 --- Judge an analysis against thresholds, as dive's CI mode does. Returns
 --- `{pass=, failures={{rule=, limit=, value=, message=}}}`.
 ---@param a myrmex.image.Analysis
@@ -340,8 +335,8 @@ end
 ---@return {pass:boolean, failures:table[]}
 function M.check(a, policy)
   if type(a) ~= "table" or type(a.efficiency) ~= "number" then misuse("check", "analysis expected") end
-  return advice.check(a, check_opts("check", policy,
-    { min_efficiency = true, max_wasted_bytes = true, max_wasted_share = true }))
+  policy = check.options("image", "check", policy, POLICY)
+  return advice.check(a, policy)
 end
 
 --- Human-readable byte count ("1.5 MiB").

@@ -2,6 +2,7 @@
 --- memory, network, block I/O, pids, with averages, peaks and the 95th percentile), and
 --- limits advice from them with the numbers behind each. See docs/perf.md.
 local log = require("myrmex.log")
+local check = require("myrmex.check")
 
 local M = {}
 
@@ -9,15 +10,6 @@ local MIB = 1048576
 
 local function misuse(fname, msg)
   error("perf." .. fname .. ": " .. msg, 3)
-end
-
-local function check_opts(fname, opts, allowed)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then misuse(fname, "options must be a table") end
-  for k in pairs(opts) do
-    if not allowed[k] then misuse(fname, "unknown option " .. tostring(k)) end
-  end
-  return opts
 end
 
 -- Seconds since the epoch of an RFC 3339 UTC time with fractions ("...T17:41:42.656Z"),
@@ -93,7 +85,7 @@ end
 ---@field interval? number seconds between samples (default 1; the engine emits one a second)
 ---@field docker? table a myrmex.docker client
 
-local METRICS_OPTS = { samples = true, interval = true, docker = true }
+local METRICS_OPTS = { samples = "number", interval = "number", docker = "table|userdata" }
 
 -- Take samples from the stats stream. The first message of a stream has no previous CPU
 -- reading, so it yields no CPU figure and is skipped.
@@ -120,7 +112,7 @@ end
 ---@param opts? myrmex.perf.MetricsOptions
 ---@return myrmex.perf.ContainerMetrics
 function M.metrics(container, opts)
-  opts = check_opts("metrics", opts, METRICS_OPTS)
+  opts = check.options("perf", "metrics", opts, METRICS_OPTS)
   if type(container) ~= "string" and not is_handle(container) then
     misuse("metrics", "container id, name or handle expected")
   end
@@ -231,8 +223,8 @@ end
 ---@field interval? number
 ---@field docker? table
 
-local OPTIMIZE_OPTS = { headroom = true, cpu_headroom = true, min_memory = true, min_cpus = true,
-  samples = true, interval = true, docker = true }
+local OPTIMIZE_OPTS = { headroom = "number", cpu_headroom = "number", min_memory = "number",
+  min_cpus = "number", samples = "number", interval = "number", docker = "table|userdata" }
 
 --- Right-sizing advice for containers: metrics tables from perf.metrics, or containers (ids,
 --- names, handles) sampled here in parallel. Returns a list of
@@ -242,7 +234,7 @@ local OPTIMIZE_OPTS = { headroom = true, cpu_headroom = true, min_memory = true,
 ---@param opts? myrmex.perf.OptimizeOptions
 ---@return table[]
 function M.optimize(containers, opts)
-  opts = check_opts("optimize", opts, OPTIMIZE_OPTS)
+  opts = check.options("perf", "optimize", opts, OPTIMIZE_OPTS)
   if type(containers) ~= "table" then misuse("optimize", "a list of containers or metrics expected") end
   local o = { headroom = opts.headroom or 1.25, cpu_headroom = opts.cpu_headroom or 1.25,
     min_memory = opts.min_memory or 6 * MIB, min_cpus = opts.min_cpus or 0.05 }

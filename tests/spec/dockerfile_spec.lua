@@ -395,5 +395,12 @@ describe("dockerfile.generate", function()
       "dockerfile.generate: spec.prots: unknown key")
     assert.has_error(function() dockerfile.generate({ language = "c", runtime = "alpine" }) end,
       "dockerfile.generate: spec.runtime: 'scratch' or 'distroless' expected, got alpine")
+    assert.has_error(function() dockerfile.generate(nil) end, "dockerfile.generate: spec must be a table, got nil")
+    assert.has_error(function() dockerfile.lint("FROM a:1\n", { ignroe = { "DL3007" } }) end,
+      "dockerfile.lint: option ignroe: unknown key")
+    assert.has_error(function() dockerfile.lint("FROM a:1\n", { ignore = "DL3007" }) end,
+      "dockerfile.lint: option ignore: table expected, got string")
+    assert.has_error(function() dockerfile.parse("FROM a:1\n", { arg = {} }) end,
+      "dockerfile.parse: option arg: unknown key")
   end)
 end)

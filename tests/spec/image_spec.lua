@@ -384,7 +384,14 @@ describe("image errors", function()
   it("raises a string naming the function on misuse", function()
     assert.has_error(function() image.analyze(42) end,
       "image.analyze: source must be a tar path, a source, an image name or a reference")
-    assert.has_error(function() image.analyze(saved, { topp = 3 }) end, "image.analyze: unknown option topp")
+    assert.has_error(function() image.analyze(saved, { topp = 3 }) end, "image.analyze: option topp: unknown key")
+    assert.has_error(function() image.analyze(saved, { top = "3" }) end,
+      "image.analyze: option top: integer expected, got string")
+    assert.has_error(function() image.analyze(saved, 3) end, "image.analyze: options table expected, got number")
+    assert.has_error(function() image.optimize(saved, { max_layers = 1.5 }) end,
+      "image.optimize: option max_layers: integer expected, got float")
+    assert.has_error(function() image.check({ efficiency = 1 }, { min_efficency = 0.9 }) end,
+      "image.check: option min_efficency: unknown key")
     assert.has_error(function() image.check({}, {}) end, "image.check: analysis expected")
   end)
 

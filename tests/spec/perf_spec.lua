@@ -162,7 +162,11 @@ describe("perf.optimize", function()
 
   it("raises misuse as strings naming the function", function()
     assert.has_error(function() perf.metrics(42) end, "perf.metrics: container id, name or handle expected")
-    assert.has_error(function() perf.metrics("x", { sample = 2 }) end, "perf.metrics: unknown option sample")
+    assert.has_error(function() perf.metrics("x", { sample = 2 }) end, "perf.metrics: option sample: unknown key")
+    assert.has_error(function() perf.metrics("x", { interval = "1s" }) end,
+      "perf.metrics: option interval: number expected, got string")
+    assert.has_error(function() perf.optimize({}, { headroom = "2" }) end,
+      "perf.optimize: option headroom: number expected, got string")
     assert.has_error(function() perf.metrics("x", { samples = 0 }) end,
       "perf.metrics: samples must be a positive integer")
     assert.has_error(function() perf.optimize("x") end, "perf.optimize: a list of containers or metrics expected")
