@@ -162,9 +162,19 @@ describe("myrmex.k8s", function()
       deploy(name, "nginx:1.25")
       deploy(name, "nginx:1.26")
     end
+    local _, mark = requests_since(srv, 0)
     local res = c:rollout_undo("undo-m")
     assert.are.equal(1, res.revision)
     assert.is_false(res.skipped)
+    -- One JSON patch of template and annotations; what it puts in place passes the schema.
+    local sent = requests_since(srv, mark)
+    local patch = json.decode(sent[#sent].body)
+    assert.are.equal("application/json-patch+json", sent[#sent].content_type)
+    assert.are.same({ "/spec/template", "/metadata/annotations" }, { patch[1].path, patch[2].path })
+    assert.is_nil(patch[1].value.metadata.labels["pod-template-hash"])
+    assert.are.equal("", K.schema_errors({ apiVersion = "apps/v1", kind = "Deployment",
+      metadata = { name = "undo-m", annotations = patch[2].value },
+      spec = { selector = { matchLabels = { app = "undo-m" } }, template = patch[1].value } }))
     local r = sh.run({ "kubectl", "--kubeconfig", kc, "rollout", "undo", "deployment/undo-k" },
       { env = { HOME = srv.dir } })
     assert.are.equal(0, r.code, r.stderr)
