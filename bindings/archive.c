@@ -1370,24 +1370,30 @@ static int reader_paths(lua_State *L) {
   return 2;
 }
 
-/* list:arrays() -> path, size, kind, mode: four Lua arrays (kinds as one-letter strings). */
+/* list:arrays() -> path, size, kind, mode, parent: five Lua arrays (kinds as one-letter
+ * strings; parent is the path up to its last "/", "" at the top), so a caller walking the
+ * tree needs no string matching of its own. */
 static int paths_arrays(lua_State *L) {
   pathlist *pl = luaL_checkudata(L, 1, PATHS_MT);
   int n = pl->n > INT_MAX ? INT_MAX : (int)pl->n;
-  for (int t = 0; t < 4; t++)
+  for (int t = 0; t < 5; t++)
     lua_createtable(L, n, 0);
   for (int i = 0; i < n; i++) {
     const path_rec *rec = &pl->v[i];
-    lua_pushstring(L, pl->names + rec->off);
-    lua_rawseti(L, -5, i + 1);
+    const char *p = pl->names + rec->off;
+    lua_pushstring(L, p);
+    lua_rawseti(L, -6, i + 1);
     lua_pushinteger(L, rec->size);
-    lua_rawseti(L, -4, i + 1);
+    lua_rawseti(L, -5, i + 1);
     lua_pushlstring(L, &rec->kind, 1);
-    lua_rawseti(L, -3, i + 1);
+    lua_rawseti(L, -4, i + 1);
     lua_pushinteger(L, rec->mode);
+    lua_rawseti(L, -3, i + 1);
+    const char *slash = strrchr(p, '/');
+    lua_pushlstring(L, p, slash ? (size_t)(slash - p) : 0);
     lua_rawseti(L, -2, i + 1);
   }
-  return 4;
+  return 5;
 }
 
 /* open(path | source) -> reader */

@@ -319,12 +319,13 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
     assert.are.equal(11, #list)
     assert.are.equal(5, ticks)
     assert.are.equal("ID=last\n", kept)
-    local path_, size, kind, mode = list:arrays()
+    local path_, size, kind, mode, parent = list:arrays()
     assert.are.same({ "", "etc", "etc/os-release", "etc/passwd", "usr/lib/os-release", "var/cache",
       "opt", "top", "a.wh.b/f", "l", "h" }, path_)
     assert.are.same({ "d", "d", "f", "f", "f", "w", "q", "w", "f", "l", "h" }, kind)
     assert.are.same({ 0, 0, 9, 10, 8, 0, 0, 0, 3, 0, 0 }, size)
     assert.are.equal(2541, mode[4]) -- 04755
+    assert.are.same({ "", "", "etc", "etc", "usr/lib", "var", "", "", "a.wh.b", "", "" }, parent)
     local again <close> = archive.open(path)
     local _, none = again:paths({ keep = { "usr/lib/os-release" }, keep_max = 8 })
     assert.is_nil(none) -- 8 bytes is not below keep_max

@@ -78,8 +78,8 @@ local function maybe_tool(p)
   return top == "usr/" or top == "opt/" or p:find("/.rustup/", 1, true) or p:find("/bin/rustc", 1, true)
 end
 
-local function secret_like(p)
-  local base = p:match("[^/]*$")
+-- `base` is p's last component (the caller has it from the parent path, cheaper than a match).
+local function secret_like(p, base)
   local ext = base:match("%.([%w]+)$")
   if not (SECRET_NAMES[base] or (ext and SECRET_EXT[ext:lower()]) or base:sub(1, 5) == ".env."
       or base:sub(1, 3) == "id_" or base == "credentials" or base == "config.json") then
@@ -166,10 +166,10 @@ function M.facts(a, recs)
   local os_release
   for li, rec in ipairs(recs) do
     if rec.os_release then os_release = rec.os_release end
-    local path, size, kind = scan.arrays(rec)
+    local path, size, kind, _, par = scan.arrays(rec)
     for i = 1, #path do
-      if kind[i] == "f" and secret_like(path[i]) then
-        local p = path[i]
+      local p = path[i]
+      if kind[i] == "f" and secret_like(p, par[i] == "" and p or p:sub(#par[i] + 2)) then
         local meta = fs.meta[p]
         secrets[#secrets + 1] = { path = p, layer = li, size = size[i],
           present = meta ~= nil and meta >> 19 == li }

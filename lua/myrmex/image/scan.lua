@@ -45,13 +45,13 @@ end
 
 local EMPTY = {}
 
---- A layer record's entries as parallel arrays path, size, kind, mode (kind "w" is a
---- whiteout of path, "q" an opaque marker of directory path). Made on demand, so only the
---- layer being worked on is held as Lua values.
+--- A layer record's entries as parallel arrays path, size, kind, mode, parent (kind "w" is
+--- a whiteout of path, "q" an opaque marker of directory path; parent is the path up to its
+--- last "/"). Made on demand, so only the layer being worked on is held as Lua values.
 ---@param rec table a record of M.layer
----@return string[] path, integer[] size, string[] kind, integer[] mode
+---@return string[] path, integer[] size, string[] kind, integer[] mode, string[] parent
 function M.arrays(rec)
-  if not rec.list then return EMPTY, EMPTY, EMPTY, EMPTY end
+  if not rec.list then return EMPTY, EMPTY, EMPTY, EMPTY, EMPTY end
   return rec.list:arrays()
 end
 

@@ -40,8 +40,8 @@ local function is_dir(fs, p)
   return m ~= nil and m & 7 == DIR
 end
 
-local function fs_link(fs, p)
-  local par = parent(p)
+-- Link p under its parent directory par.
+local function fs_link(fs, p, par)
   local k = fs.kids[par]
   if not k then
     k = {}
@@ -50,13 +50,13 @@ local function fs_link(fs, p)
   k[p] = true
 end
 
--- Create missing parent directories of p (implicit in tars that list only files).
-local function fs_parents(fs, p, layer)
-  local par = parent(p)
+-- Create the missing directories from par up (implicit in tars that list only files).
+local function fs_parents(fs, par, layer)
   while par ~= "" and not fs.meta[par] do
+    local up = parent(par)
     fs.meta[par], fs.size[par] = pack("d", layer, 493), 0
-    fs_link(fs, par)
-    par = parent(par)
+    fs_link(fs, par, up)
+    par = up
   end
 end
 
@@ -95,10 +95,10 @@ end
 
 -- Which paths of one layer have something under them in that layer: the others are the
 -- leaves dive visits. An opaque marker makes its directory a node (not a leaf of its parent).
-local function layer_parents(path)
+local function layer_parents(ppath)
   local has_kid = {}
-  for i = 1, #path do
-    local par = parent(path[i])
+  for i = 1, #ppath do
+    local par = ppath[i]
     while par ~= "" and not has_kid[par] do
       has_kid[par] = true
       par = parent(par)
@@ -122,9 +122,9 @@ function M.stack(recs, opts)
     -- dive's efficiency: every leaf of this layer's tree, against the stack below it.
     -- (An opaque directory the layer does not list is a leaf of size 0 for dive: it adds
     -- nothing to either sum, so it is not visited.)
-    local rpath, rsize, rkind, rmode = scan.arrays(rec)
+    local rpath, rsize, rkind, rmode, rpar = scan.arrays(rec)
     local n = #rpath
-    local has_kid = layer_parents(rpath)
+    local has_kid = layer_parents(rpar)
     for i = 1, n do
       local p, k = rpath[i], rkind[i]
       if k ~= "q" and p ~= "" and not has_kid[p] then
@@ -187,8 +187,8 @@ function M.stack(recs, opts)
           end
         else
           if k ~= "d" then L.added, L.added_bytes = L.added + 1, L.added_bytes + s end
-          fs_parents(fs, p, li)
-          fs_link(fs, p)
+          fs_parents(fs, rpar[i], li)
+          fs_link(fs, p, rpar[i])
         end
         fs.meta[p], fs.size[p] = pack(k, li, mode), s
       end
@@ -213,22 +213,30 @@ function M.stack(recs, opts)
   for _, L in ipairs(layers) do L.share = size > 0 and L.size / size or 0 end
   local user = size - (layers[1] and layers[1].size or 0)
 
-  -- The final file system: largest files, and directory sizes summed up the tree.
+  -- The final file system, walked down from the root: largest files, and the size of every
+  -- directory with a file below it.
   local largest_files, dir_size, files = {}, {}, 0
-  for p, m in pairs(fs.meta) do
-    if m & 7 ~= DIR then
-      files = files + 1
-      local s = fs.size[p]
-      if #largest_files < top or largest_files[#largest_files].size < s then
-        keep_top(largest_files, { path = p, size = s, layer = m >> 19 }, "size", top)
+  local meta, fsize, kids = fs.meta, fs.size, fs.kids
+  local function walk(d)
+    local sum, count = 0, 0
+    for p in pairs(kids[d]) do
+      local m = meta[p]
+      if m & 7 ~= DIR then
+        local s = fsize[p]
+        sum, count, files = sum + s, count + 1, files + 1
+        if #largest_files < top or largest_files[#largest_files].size < s then
+          keep_top(largest_files, { path = p, size = s, layer = m >> 19 }, "size", top)
+        end
       end
-      local par = parent(p)
-      while par ~= "" do
-        dir_size[par] = (dir_size[par] or 0) + s
-        par = parent(par)
+      if kids[p] then
+        local t, c = walk(p)
+        sum, count = sum + t, count + c
       end
     end
+    if count > 0 and d ~= "" then dir_size[d] = sum end
+    return sum, count
   end
+  walk("")
   local largest_dirs = {}
   for p, s in pairs(dir_size) do
     if #largest_dirs < top or largest_dirs[#largest_dirs].size < s then
