@@ -10,6 +10,8 @@ return {
     image = { type = "string", required = true, doc = "local image, saved tar, or registry reference" },
     min_efficiency = { type = "number", default = 0, doc = "fail below this efficiency (0..1)" },
     max_wasted_mb = { type = "number", doc = "fail when more than this many MiB are wasted" },
+    max_wasted_share = { type = "number",
+      doc = "fail when wasted bytes exceed this share (0..1) of the bytes above the base layer" },
   },
   run = function(p, ctx)
     local image = common.optional("myrmex.image")
@@ -27,13 +29,26 @@ return {
         log.info("advice: " .. s.message, { kind = s.kind, saves = image.bytes(s.bytes) })
       end
     end
-    if a.efficiency and a.efficiency < p.min_efficiency then
-      errors.raise({ code = "Invalid", engine = "image", message = string.format(
-        "efficiency %.3f is below %.3f", a.efficiency, p.min_efficiency) })
+    -- The gate: dive's three thresholds through image.check when the module is there.
+    local policy = { min_efficiency = p.min_efficiency, max_wasted_share = p.max_wasted_share,
+      max_wasted_bytes = p.max_wasted_mb and p.max_wasted_mb * 1048576 or nil }
+    local failures = {}
+    if image then
+      failures = image.check(a, policy).failures
+    else
+      if a.efficiency and a.efficiency < p.min_efficiency then
+        failures[#failures + 1] = { message = string.format("efficiency %.3f is below %.3f",
+          a.efficiency, p.min_efficiency) }
+      end
+      if policy.max_wasted_bytes and (a.wasted_bytes or 0) > policy.max_wasted_bytes then
+        failures[#failures + 1] = { message = string.format("%d bytes wasted, more than %s MiB",
+          a.wasted_bytes, p.max_wasted_mb) }
+      end
     end
-    if p.max_wasted_mb and (a.wasted_bytes or 0) > p.max_wasted_mb * 1048576 then
-      errors.raise({ code = "Invalid", engine = "image", message = string.format(
-        "%d bytes wasted, more than %s MiB", a.wasted_bytes, p.max_wasted_mb) })
+    if #failures > 0 then
+      local msgs = {}
+      for _, f in ipairs(failures) do msgs[#msgs + 1] = f.message end
+      errors.raise({ code = "Invalid", engine = "image", message = table.concat(msgs, "; ") })
     end
     return a
   end,

@@ -123,6 +123,43 @@ describe("recipe library", function()
     assert.are.equal(1, sh.run({ "skopeo", "inspect", "--tls-verify=false", "docker://" .. reg.host .. "/myrmex-test/blocked:1" }).code ~= 0 and 1 or 0)
   end)
 
+  it("gates an analysis on efficiency, wasted bytes and wasted share (image.check)", function()
+    -- Two layers: the second deletes a 20000-byte file and rewrites a 5000-byte one, so
+    -- efficiency is 6000/32000 and 31000 of the 6000 bytes above the base are wasted.
+    local archive = require("myrmex.core.archive")
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir)
+    local function layer(name, entries)
+      local w <close> = archive.writer(dir .. "/" .. name)
+      for _, e in ipairs(entries) do w:add(e) end
+    end
+    local function f(p, n) return { path = p, data = ("z"):rep(n) } end
+    layer("l1.tar", { f("etc/app.conf", 1000), f("bin/tool", 5000), f("var/tmp/junk", 20000) })
+    layer("l2.tar", { f("var/tmp/.wh.junk", 0), f("bin/tool", 6000) })
+    do
+      local w <close> = archive.writer(dir .. "/img.tar")
+      w:add({ path = "l1/layer.tar", data = { file = dir .. "/l1.tar" } })
+      w:add({ path = "l2/layer.tar", data = { file = dir .. "/l2.tar" } })
+      w:add({ path = "cfg.json", data = json.encode({ os = "linux", rootfs = { type = "layers" } }) })
+      w:add({ path = "manifest.json", data = json.encode({ { Config = "cfg.json",
+        Layers = { "l1/layer.tar", "l2/layer.tar" } } }) })
+    end
+    local tar = dir .. "/img.tar"
+    local ok = run({ "analyze", "--set", "image=" .. tar, "--set", "min_efficiency=0.18" })
+    local low = run({ "analyze", "--set", "image=" .. tar, "--set", "min_efficiency=0.19" })
+    local share = run({ "analyze", "--set", "image=" .. tar, "--set", "max_wasted_share=0.5" })
+    local bytes = run({ "analyze", "--set", "image=" .. tar, "--set", "max_wasted_mb=0.01" })
+    os.execute("rm -rf " .. dir)
+    assert.are.equal(0, ok.code, ok.stderr)
+    assert.are_not.equal(0, low.code)
+    assert.truthy(low.stderr:find("efficiency 0.1875 is below 0.1900", 1, true), low.stderr)
+    assert.are_not.equal(0, share.code)
+    assert.truthy(share.stderr:find("wasted share 5.1667 is above 0.5000", 1, true), share.stderr)
+    assert.are_not.equal(0, bytes.code)
+    assert.truthy(bytes.stderr:find("wasted 30.3 KiB is above 10.2 KiB", 1, true), bytes.stderr)
+  end)
+
   it("cleans up by label", function()
     os.execute("docker create --label myrmex-cleanup-test=1 --network none " .. image .. " >/dev/null")
     local r = run({ "cleanup", "--set", "label=myrmex-cleanup-test=1", "--set", "older_than=0s" })
