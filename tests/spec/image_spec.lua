@@ -171,8 +171,17 @@ describe("image.analyze", function()
 
   it("reads the engine's save stream and agrees with the saved tar", function()
     local d = docker.connect()
-    local a = image.analyze(ref, { docker = d })
+    local a
+    local recs = sh.capture_log(function() a = image.analyze(ref, { docker = d }) end)
     check_hand_figures(a)
+    -- The stream's size is not known in advance: progress counts bytes without a total.
+    local last
+    for _, r in ipairs(recs) do
+      if r.msg:match("^analyze ") then last = r end
+    end
+    assert.are.equal("analyze " .. ref .. " done", last and last.msg)
+    assert.is_nil(last.progress)
+    assert.are.equal(require("myrmex.report").human_bytes(#sh.read(saved)), last.amount)
     local t = image.analyze(saved)
     assert.are.equal(t.efficiency, a.efficiency)
     assert.are.same(t.layers, a.layers)
