@@ -1248,17 +1248,13 @@ static char paths_whiteout(char *p, size_t *len, char kind) {
   return kind;
 }
 
+/* entry_type's kinds as one letter: f d l h, o for the rest. */
 static char paths_kind(struct archive_entry *e) {
-  if (archive_entry_hardlink(e))
-    return 'h';
-  switch (archive_entry_filetype(e)) {
-  case AE_IFREG:
-    return 'f';
-  case AE_IFDIR:
-    return 'd';
-  case AE_IFLNK:
-    return 'l';
-  }
+  static const char *const names[] = {"file", "dir", "symlink", "hardlink"};
+  const char *t = entry_type(e);
+  for (int i = 0; i < 4; i++)
+    if (strcmp(t, names[i]) == 0)
+      return "fdlh"[i];
   return 'o';
 }
 
