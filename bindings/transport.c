@@ -79,6 +79,7 @@ struct xfer {
   xfer *feeds;     /* we are the `from` of this transfer */
   int send_paused; /* our read callback returned PAUSE, waiting on `from` */
   CURLM *own;      /* a pull source's private multi handle (see xfer_source) */
+  int hash_sent;   /* md hashes the request body as sent instead of the response */
 };
 
 static CURLM *multi;
@@ -196,13 +197,25 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   case SINK_DISCARD:
     break;
   }
-  digest_update(x, p, len);
+  if (!x->hash_sent)
+    digest_update(x, p, len);
   x->received += (long long)len;
   return len;
 }
 
+static size_t produce(xfer *x, char *p, size_t size, size_t n);
+
+/* The read callback: produce the next bytes of the body, hashing them when asked (a streamed
+ * upload whose digest is only known once sent). */
 static size_t on_send(char *p, size_t size, size_t n, void *ud) {
   xfer *x = ud;
+  size_t got = produce(x, p, size, n);
+  if (x->hash_sent && got > 0 && got <= size * n)
+    digest_update(x, p, got);
+  return got;
+}
+
+static size_t produce(xfer *x, char *p, size_t size, size_t n) {
   size_t want = size * n;
   char err[256] = "";
   switch (x->body_kind) {
@@ -575,6 +588,11 @@ static int setup_sink(lua_State *L, int t, xfer *x) {
     x->sink = SINK_BUFFER;
   }
   const char *hash = opt_string(L, t, "hash");
+  const char *sent = opt_string(L, t, "hash_sent");
+  if (sent) {
+    hash = sent;
+    x->hash_sent = 1;
+  }
   const char *want = opt_string(L, t, "digest");
   if (want) {
     x->want_digest = strdup(want);

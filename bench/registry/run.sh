@@ -140,6 +140,10 @@ for MIB in "${SIZES[@]}"; do
     rm -f "$W/seed.tar"
     timed "docker push" docker_fresh docker push -q "$HOST/docker/bench:1"
     timed "docker pull" docker_gone docker pull -q "$HOST/docker/bench:1"
+    # From the engine's image store: `docker save` as the source (the engine's own cost).
+    timed "docker save > /dev/null" true docker save "$HOST/docker/bench:1"
+    timed "myrmex push (from the engine)" docker_fresh "$MX" bench/registry/push.lua "$HOST" \
+      "$HOST/docker/bench:1" bench/engine:1
     docker_gone
   fi
   rm -rf "$W/pull"

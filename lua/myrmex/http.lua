@@ -17,7 +17,7 @@ local KNOWN = { method = true, url = true, unix_socket = true, query = true, hea
   body = true, body_size = true, timeout = true, connect_timeout = true, low_speed_time = true,
   tls = true, basic_auth = true, retries = true, max_body = true, engine = true, to_file = true,
   digest = true, hash = true, on_data = true, on_line = true, on_json = true, proxy = true,
-  follow = true }
+  follow = true, hash_sent = true }
 
 -- The scheduler of myrmex.parallel registers its branch coroutines here, so that a request made
 -- in a branch yields instead of blocking the other branches.
@@ -144,7 +144,7 @@ local function prepare(t, fname)
     timeout_ms = t.timeout and math.floor(t.timeout * 1000) or 0,
     connect_timeout_ms = math.floor((t.connect_timeout or 5) * 1000),
     low_speed_time = t.low_speed_time, follow = t.follow, to_file = t.to_file,
-    digest = t.digest, hash = t.hash, max_body = t.max_body,
+    digest = t.digest, hash = t.hash, hash_sent = t.hash_sent, max_body = t.max_body,
     sink = (t.on_data or t.on_line or t.on_json) and "pull" or nil,
   }
   if t.to_file then require("myrmex.sandbox").check_write(t.to_file, "downloading to") end

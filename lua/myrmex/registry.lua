@@ -665,6 +665,33 @@ function Client:_retrying(fn) -- luacheck: ignore self
   end
 end
 
+--- Upload a blob whose digest is not known in advance from a source (e.g. a tar entry): one
+--- streamed PATCH hashed as it is sent, then the PUT with the digest. Not resumable (a
+--- source cannot be read twice), flat memory, and the bytes never pass through Lua.
+---@param repo string
+---@param src userdata a source (myrmex.core.source)
+---@param size? integer
+---@return string digest
+function Client:upload_source(repo, src, size)
+  if plan.active() then
+    plan.record({ engine = "registry", op = "upload", target = repo, args = { size = size } })
+    return "planned"
+  end
+  return log.span("registry", "blob_upload_stream", repo, function()
+    local loc = self:_start_upload(repo)
+    local headers = { ["Content-Type"] = "application/octet-stream" }
+    if size then headers["Content-Length"] = tostring(size) end
+    local res = self:_call({ method = "PATCH", url = loc, body = src, body_size = size, headers = headers,
+      hash_sent = "sha256", timeout = self.timeout or 0 }, { push_scope(repo) })
+    check(res, "upload " .. repo, 202)
+    loc = self:_absolute(res.headers["location"] or loc)
+    local put = self:_call({ method = "PUT", url = with_digest(loc, res.digest), headers = { ["Content-Length"] = "0" },
+      body = "" }, { push_scope(repo) })
+    check(put, "upload " .. repo .. "@" .. res.digest, 201)
+    return res.digest
+  end)
+end
+
 -- One PATCH of `chunk` starting at `offset`, resuming inside the chunk after a failure.
 function Client:_patch(repo, loc, chunk, offset)
   local sent = 0

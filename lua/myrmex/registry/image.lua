@@ -324,7 +324,7 @@ local function pull_layout(client, r, dir, opts, stats)
     mediaType = chosen.media_type, digest = chosen.digest, size = chosen.size,
     annotations = { ["org.opencontainers.image.ref.name"] = r.tag or r.digest,
       ["io.containerd.image.name"] = tostring(r) } } } }
-  write_file(dir .. "/index.json", json.encode(index))
+  write_file(dir .. "/index.json", json.encode(index, { sort_keys = true }))
   return chosen
 end
 
@@ -554,26 +554,7 @@ local function push_archive(client, path, r, opts, stats)
   end)
   client:upload(r.repository, cfg_digest, config, #config)
   manifest.layers = json.array(manifest.layers)
-  return client:put_manifest(r, json.encode(manifest), MEDIA.oci_manifest)
-end
-
--- A reader for upload_chunked over the current tar entry: chunks of up to n bytes, gathered
--- from the entry's blocks, with `first` (bytes already taken to sniff) in front.
-local function entry_reader(rd, first, on_bytes)
-  local pending = first
-  return function(n)
-    local parts, have = {}, 0
-    if pending then parts[1], have, pending = pending, #pending, nil end
-    while have < n do
-      local c = rd:read(n - have)
-      if not c then break end
-      parts[#parts + 1] = c
-      have = have + #c
-    end
-    if have == 0 then return nil end
-    on_bytes(have)
-    return table.concat(parts)
-  end
+  return client:put_manifest(r, json.encode(manifest, { sort_keys = true }), MEDIA.oci_manifest)
 end
 
 local function looks_json(first)
@@ -581,9 +562,9 @@ local function looks_json(first)
 end
 
 -- Push from the local engine in one pass over its save stream (docker save_source): each
--- layer is uploaded as its tar entry goes by (chunked upload, digest computed on the way),
+-- layer is uploaded as its tar entry goes by (one streamed PATCH, hashed on the way),
 -- small JSON files are kept, and the manifest is built and put last, once manifest.json has
--- been read (dockerd writes it at the end). No temporary file; memory is one chunk.
+-- been read (dockerd writes it at the end). No temporary file, no layer byte through Lua.
 local function push_engine(client, src, r, opts, stats)
   local d = docker_client(opts)
   local info = d:inspect_image(src)
@@ -606,9 +587,9 @@ local function push_engine(client, src, r, opts, stats)
       if p:match("%.json$") or p == "repositories" or p == "oci-layout" then
         small[p] = rd:read_all(R.max_manifest_size)
       elseif named or p:match("layer%.tar$") then
-        local first = rd:read()
+        local first = rd:sniff(64) -- the bytes stay in place for what reads the entry next
         if looks_json(first) and e.size <= R.max_manifest_size then
-          small[p] = first .. rd:read_all(R.max_manifest_size)
+          small[p] = rd:read_all(R.max_manifest_size)
         else
           local known = named and ("sha256:" .. named)
           local l = { digest = known, size = e.size, media = layer_media(first) }
@@ -616,7 +597,13 @@ local function push_engine(client, src, r, opts, stats)
             stats.skipped = stats.skipped + 1
             moved(e.size)
           else
-            l.digest = client:upload_chunked(r.repository, entry_reader(rd, first, moved), known)
+            -- The entry streams into one PATCH while it is hashed: the save stream and the
+            -- upload overlap, and no byte goes through Lua but the sniffed first block.
+            l.digest = client:upload_source(r.repository, rd:source(), e.size)
+            if known and l.digest ~= known then
+              fail("DigestMismatch", ("%s: layer %s has digest %s"):format(src, p, l.digest))
+            end
+            moved(e.size)
             stats.layers, stats.bytes = stats.layers + 1, stats.bytes + e.size
           end
           layers[p] = l
@@ -645,7 +632,7 @@ local function push_engine(client, src, r, opts, stats)
   local cfg_digest = client:upload(r.repository, require("myrmex.digest").string(config), config, #config)
   manifest.config = { mediaType = MEDIA.oci_config, digest = cfg_digest, size = #config }
   manifest.layers = json.array(manifest.layers)
-  return client:put_manifest(r, json.encode(manifest), MEDIA.oci_manifest)
+  return client:put_manifest(r, json.encode(manifest, { sort_keys = true }), MEDIA.oci_manifest)
 end
 
 --- Push an image to `ref` on this registry. `src` is an OCI layout directory, a
