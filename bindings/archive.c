@@ -1275,31 +1275,45 @@ typedef struct {
   int tick, kept; /* stack slots: the tick function (0: none), the last kept content */
 } paths_opts;
 
+/* An optional positive integer option k of the table at t. */
+static lua_Integer paths_opt_count(lua_State *L, int t, const char *k, lua_Integer dflt) {
+  int isint = 0;
+  int type = lua_getfield(L, t, k);
+  lua_Integer v = lua_tointegerx(L, -1, &isint);
+  lua_pop(L, 1);
+  if (type == LUA_TNIL)
+    return dflt;
+  if (!isint || v <= 0)
+    luaL_error(L, "reader:paths: %s must be a positive integer", k);
+  return v;
+}
+
 static void paths_read_opts(lua_State *L, int t, paths_opts *o) {
   memset(o, 0, sizeof *o);
   o->keep_max = 65536, o->every = 256;
   if (lua_isnoneornil(L, t))
     return;
-  luaL_checktype(L, t, LUA_TTABLE);
-  if (lua_getfield(L, t, "tick") != LUA_TNIL) {
-    luaL_checktype(L, -1, LUA_TFUNCTION);
+  if (!lua_istable(L, t))
+    luaL_error(L, "reader:paths: options table expected, got %s", luaL_typename(L, t));
+  int type = lua_getfield(L, t, "tick");
+  if (type != LUA_TNIL && type != LUA_TFUNCTION)
+    luaL_error(L, "reader:paths: tick must be a function");
+  if (type == LUA_TFUNCTION)
     o->tick = lua_gettop(L);
-  } else {
+  else
     lua_pop(L, 1);
-  }
-  lua_getfield(L, t, "keep_max");
-  o->keep_max = luaL_optinteger(L, -1, o->keep_max);
-  lua_getfield(L, t, "every");
-  o->every = luaL_optinteger(L, -1, o->every);
-  lua_pop(L, 2);
-  luaL_argcheck(L, o->every > 0, 2, "every must be positive");
-  if (lua_getfield(L, t, "keep") == LUA_TTABLE) {
+  o->keep_max = paths_opt_count(L, t, "keep_max", o->keep_max);
+  o->every = paths_opt_count(L, t, "every", o->every);
+  type = lua_getfield(L, t, "keep");
+  if (type != LUA_TNIL && type != LUA_TTABLE)
+    luaL_error(L, "reader:paths: keep must be a list of paths");
+  if (type == LUA_TTABLE) {
     for (int i = 1; i <= KEEP_MAX; i++) {
-      int type = lua_rawgeti(L, -1, i);
-      if (type == LUA_TSTRING)
+      int is_str = lua_rawgeti(L, -1, i) == LUA_TSTRING;
+      if (is_str)
         o->keep[o->nkeep++] = lua_tostring(L, -1); /* anchored by the options table */
       lua_pop(L, 1);
-      if (type != LUA_TSTRING)
+      if (!is_str)
         break;
     }
   }

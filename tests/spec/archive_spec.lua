@@ -329,6 +329,16 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
     local again <close> = archive.open(path)
     local _, none = again:paths({ keep = { "usr/lib/os-release" }, keep_max = 8 })
     assert.is_nil(none) -- 8 bytes is not below keep_max
+    for _, case in ipairs({
+      { { tick = 1 }, "reader:paths: tick must be a function" },
+      { { every = 0 }, "reader:paths: every must be a positive integer" },
+      { { keep_max = "x" }, "reader:paths: keep_max must be a positive integer" },
+      { { keep = "etc/os-release" }, "reader:paths: keep must be a list of paths" },
+      { 5, "reader:paths: options table expected, got number" },
+    }) do
+      local bad <close> = archive.open(path)
+      assert.has_error(function() bad:paths(case[1]) end, case[2])
+    end
   end)
 
   it("raises a clear error outside the entries loop and after close", function()
