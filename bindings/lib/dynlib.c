@@ -18,14 +18,14 @@ struct mx_crypto_api mx_crypto;
 static void *open_lib(lua_State *L, const char *soname) {
   void *h = dlopen(soname, RTLD_LAZY | RTLD_LOCAL);
   if (!h)
-    luaL_error(L, "myrmex: cannot load %s: %s", soname, dlerror());
+    luaL_error(L, "cannot load %s: %s", soname, dlerror());
   return h;
 }
 
 static void *resolve(lua_State *L, void *h, const char *soname, const char *name) {
   void *p = dlsym(h, name);
   if (!p)
-    luaL_error(L, "myrmex: %s has no symbol %s (library too old?)", soname, name);
+    luaL_error(L, "%s has no symbol %s (library too old?)", soname, name);
   return p;
 }
 
