@@ -81,7 +81,7 @@ end
 --- True when running under GitHub Actions.
 ---@return boolean
 function M.github()
-  return rt.environ().GITHUB_ACTIONS == "true"
+  return os.getenv("GITHUB_ACTIONS") == "true"
 end
 
 local function gha_escape_data(s)
@@ -150,7 +150,7 @@ end
 --- Append the job summary to $GITHUB_STEP_SUMMARY when it is set.
 ---@param t table as summary_markdown
 function M.write_summary(t)
-  local path = rt.environ().GITHUB_STEP_SUMMARY
+  local path = os.getenv("GITHUB_STEP_SUMMARY")
   if not path or path == "" then return end
   local f = io.open(path, "a")
   if not f then

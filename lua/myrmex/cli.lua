@@ -265,7 +265,7 @@ end
 --- `run --on kubernetes`: the same command line, run as a Job in the cluster by an image that
 --- holds myrmex and the recipe; its pods' logs are printed and its outcome is the exit status.
 local function run_on_kubernetes(o)
-  local image = o.image or rt.environ().MYRMEX_RUNNER_IMAGE
+  local image = o.image or os.getenv("MYRMEX_RUNNER_IMAGE")
   if not image or image == "" then
     usage("--on kubernetes needs --image IMAGE (an image holding myrmex and the recipe) or MYRMEX_RUNNER_IMAGE")
   end

@@ -6,7 +6,7 @@ local errors = require("myrmex.errors")
 local M = {}
 
 local function env(name)
-  local v = rt.environ()[name]
+  local v = os.getenv(name)
   if v == nil or v == "" then return nil end
   return v
 end

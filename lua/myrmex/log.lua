@@ -7,12 +7,12 @@ local M = {}
 local LEVELS = { debug = 10, info = 20, warn = 30, error = 40 }
 M.levels = LEVELS
 
-local env = rt.environ()
+local CI = os.getenv("CI") or ""
 local state = {
   level = LEVELS.info,
-  format = ((env.CI or "") ~= "" and env.CI ~= "false" or env.GITHUB_ACTIONS == "true")
+  format = (CI ~= "" and CI ~= "false" or os.getenv("GITHUB_ACTIONS") == "true")
     and "json" or "text",
-  color = rt.isatty(2) and not env.NO_COLOR and env.TERM ~= "dumb",
+  color = rt.isatty(2) and not os.getenv("NO_COLOR") and os.getenv("TERM") ~= "dumb",
   quiet = false,
   out = io.stderr,
   secrets = {}, -- list of strings, longest first

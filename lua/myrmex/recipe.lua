@@ -35,10 +35,10 @@ function M.is_usage_error(e) return getmetatable(e) == UsageError end
 --- then the installed recipe library.
 ---@return string[]
 function M.search_path()
-  local env = rt.environ()
   local dirs = { "recipes" }
-  for d in (env.MYRMEX_PATH or ""):gmatch("[^:]+") do dirs[#dirs + 1] = d end
-  dirs[#dirs + 1] = (env.MYRMEX_DATADIR or M.datadir or "/usr/local/share/myrmex") .. "/recipes"
+  for d in (os.getenv("MYRMEX_PATH") or ""):gmatch("[^:]+") do dirs[#dirs + 1] = d end
+  dirs[#dirs + 1] = (os.getenv("MYRMEX_DATADIR") or M.datadir or "/usr/local/share/myrmex")
+    .. "/recipes"
   return dirs
 end
 
@@ -117,7 +117,7 @@ end
 --- The innermost frame of user code (not a myrmex module, not C): "file:line" or nil.
 ---@param level integer
 ---@return string|nil
-local DEV_LUA = rt.environ().MYRMEX_LUA_PATH
+local DEV_LUA = os.getenv("MYRMEX_LUA_PATH")
 
 local function is_myrmex_source(src)
   if src:sub(1, 8) == "@myrmex/" then return true end
@@ -222,7 +222,7 @@ function M.resolve_params(decl, given, sources)
   for name, spec in pairs(specs) do
     local raw = given[name]
     if raw == nil then
-      raw = rt.environ()["MYRMEX_PARAM_" .. name:upper():gsub("[^%w]", "_")]
+      raw = os.getenv("MYRMEX_PARAM_" .. name:upper():gsub("[^%w]", "_"))
       if raw ~= nil then sources = sources or {}; sources[name] = "MYRMEX_PARAM_" .. name:upper() end
     end
     if raw ~= nil then
