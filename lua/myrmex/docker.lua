@@ -6,6 +6,7 @@ local json = require("myrmex.json")
 local errors = require("myrmex.errors")
 local log = require("myrmex.log")
 local plan = require("myrmex.plan")
+local check = require("myrmex.check")
 
 local M = {}
 
@@ -58,20 +59,11 @@ end
 
 --- Check that `opts` is nil or a table whose keys are all in `allowed` (catches typos).
 function H.options(fname, opts, allowed)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then H.misuse(fname, "options table expected, got " .. type(opts)) end
-  for k in pairs(opts) do
-    if not allowed[k] then H.misuse(fname, ("option %s: unknown key"):format(tostring(k))) end
-  end
-  return opts
+  return check.options("docker", fname, opts, allowed)
 end
 
 --- A set from a list of names.
-function H.set(list)
-  local s = {}
-  for _, k in ipairs(list) do s[k] = true end
-  return s
-end
+H.set = check.set
 
 local MULTI = {}
 

@@ -43,6 +43,19 @@ except ImportError:  # apply bodies in JSON still work
 DISCOVERY = os.path.join(SC.FIXTURES, "samples", "discovery")
 
 
+def load_yaml_or_json(body):
+    """A YAML body. JSON is YAML, and the JSON decoder gives the same object for it much faster
+    than the YAML one, so a body starting with '{' is tried as JSON first (flow-style YAML such as
+    `{a: 1}` then falls back to YAML); YAML goes through libyaml when python3-yaml has it."""
+    if not yaml or body.lstrip()[:1] == b"{":
+        try:
+            return json.loads(body)
+        except ValueError:
+            if not yaml:
+                raise
+    return yaml.load(body.decode(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -106,13 +119,16 @@ class State:
         self.cond = threading.Condition(self.lock)
         self.rv = 100
         self.objects = {}          # (plural, ns, name) -> object
-        self.events = []           # (rv, plural, ns, type, object)
+        self.events = []           # (rv, plural, ns, type, object JSON text, labels)
+        self.texts = {}            # (plural, ns, name) -> the stored object's JSON text
+        self.owned = {}            # owner uid -> keys of the objects whose ownerReferences name it
         self.compacted = 0
         self.drop_gen = 0
         self.delay = delay
         self.marks = {}            # (plural, ns, name) -> "fail" | "stall"
         self.logs = {}             # (ns, pod) -> text
         self.changed_at = {}       # (plural, ns, name) -> monotonic time of last spec change
+        self.rs_synced = {}        # deployment key -> what the controller last synced (controller.py)
         self.next_ip = 10
         self.requests = []
         self.tokens = set()
@@ -147,36 +163,51 @@ class State:
         return obj
 
     def put(self, plural, ns, obj, etype=None):
-        """Store obj with a new resourceVersion and emit a watch event."""
+        """Store obj with a new resourceVersion and emit a watch event. Stored objects are
+        never changed in place (writers build a new object), so events and replies share them."""
         key = (plural, ns, obj["metadata"]["name"])
+        old = self.objects.get(key)
         if etype is None:
-            etype = "MODIFIED" if key in self.objects else "ADDED"
+            etype = "MODIFIED" if old is not None else "ADDED"
         obj["metadata"]["resourceVersion"] = self.bump()
         obj = _ordered(obj)
+        self._index(key, old, obj)
         self.objects[key] = obj
-        self.emit(plural, ns, etype, obj)
+        self.texts[key] = self.emit(plural, ns, etype, obj)
         return obj
 
     def remove(self, plural, ns, name):
-        obj = self.objects.pop((plural, ns, name), None)
+        key = (plural, ns, name)
+        obj = self.objects.pop(key, None)
         if obj is not None:
-            obj = SC.jcopy(obj)
+            self.texts.pop(key, None)
+            self._index(key, obj, None)
+            obj = dict(obj, metadata=dict(obj["metadata"]))
             obj["metadata"]["resourceVersion"] = self.bump()
             self.emit(plural, ns, "DELETED", obj)
-            self.marks.pop((plural, ns, name), None)
+            self.marks.pop(key, None)
         return obj
+
+    def _index(self, key, old, new):
+        for o, add in ((old, False), (new, True)):
+            for r in ((o or {}).get("metadata", {}).get("ownerReferences") or []):
+                keys = self.owned.setdefault(r.get("uid"), set())
+                keys.add(key) if add else keys.discard(key)
 
     def events_after(self, rv):
         start = bisect.bisect_right(self.events, rv, key=lambda e: e[0])
         return self.events[start:]
 
     def emit(self, plural, ns, etype, obj):
-        self.events.append((self.rv, plural, ns, etype, SC.jcopy(obj)))
+        """Record a watch event; returns obj's JSON text, written once for every watcher."""
+        text = json.dumps(obj, separators=(",", ":"))
+        self.events.append((self.rv, plural, ns, etype, text, obj["metadata"].get("labels") or {}))
         if len(self.events) > 5000:
             drop = self.events[:1000]
             self.events = self.events[1000:]
             self.compacted = drop[-1][0]
         self.cond.notify_all()
+        return text
 
 
 def _ordered(obj):
@@ -437,8 +468,8 @@ class Handler(BaseHTTPRequestHandler):
         # delayed ACK stall every response by 40 ms.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def send_json(self, code, obj, extra=None):
-        data = json.dumps(obj, separators=(",", ":")).encode()
+    def send_json(self, code, obj, extra=None, text=None):
+        data = (text if text is not None else json.dumps(obj, separators=(",", ":"))).encode()
         self.send_response(code)
         self.send_header("Audit-Id", str(uuid.uuid4()))
         self.send_header("Cache-Control", "no-cache, private")
@@ -629,7 +660,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(415, "UnsupportedMediaType", 'the body of the request was in an unknown format - accepted media types include: application/json, application/yaml')
         try:
             if ctype in ("application/apply-patch+yaml", "application/yaml"):
-                obj = yaml.safe_load(self.body.decode()) if yaml else json.loads(self.body)
+                obj = load_yaml_or_json(self.body)
             else:
                 obj = json.loads(self.body)
         except Exception as e:
@@ -742,9 +773,9 @@ class Handler(BaseHTTPRequestHandler):
         deadline = time.monotonic() + timeout
         bookmarks = self.q.get("allowWatchBookmarks") in ("true", "1")
 
-        def wanted(p, n, o):
-            return p == plural and (ns is None or n == ns) and labels_match(sel, o["metadata"].get("labels") or {}) \
-                and fields_match(fsel, o)
+        def wanted(p, n, labels, text):
+            return p == plural and (ns is None or n == ns) and labels_match(sel, labels) \
+                and (not fsel or fields_match(fsel, json.loads(text)))
 
         self.send_response(200)
         self.send_header("Audit-Id", str(uuid.uuid4()))
@@ -756,7 +787,8 @@ class Handler(BaseHTTPRequestHandler):
             gen = STATE.drop_gen
             if rv == "0" or self.q.get("sendInitialEvents") == "true":
                 pos = STATE.rv
-                initial = [SC.jcopy(o) for (p, n, _), o in sorted(STATE.objects.items()) if wanted(p, n, o)]
+                initial = [STATE.texts[k] for k, o in sorted(STATE.objects.items())
+                           if wanted(k[0], k[1], o["metadata"].get("labels") or {}, STATE.texts[k])]
             else:
                 pos = int(rv)
                 initial = []
@@ -766,8 +798,8 @@ class Handler(BaseHTTPRequestHandler):
                             "reason": "Expired", "code": 410}
                     self.chunk({"type": "ERROR", "object": gone})
                     return self.chunk_end()
-        for o in initial:
-            self.chunk({"type": "ADDED", "object": o})
+        for text in initial:
+            self.chunk_text("ADDED", text)
         if self.q.get("sendInitialEvents") == "true" and bookmarks:
             r = O.RESOURCES[plural]
             self.chunk({"type": "BOOKMARK", "object": {"kind": r["kind"], "apiVersion": O.api_version(plural),
@@ -785,10 +817,10 @@ class Handler(BaseHTTPRequestHandler):
                 # A dropped connection: no terminating chunk, the way a proxy cut looks.
                 self.close_connection = True
                 return
-            for erv, p, n, etype, o in batch:
+            for erv, p, n, etype, text, labels in batch:
                 pos = erv
-                if wanted(p, n, o):
-                    self.chunk({"type": etype, "object": o})
+                if wanted(p, n, labels, text):
+                    self.chunk_text(etype, text)
             if time.monotonic() >= deadline:
                 return self.chunk_end()
 
@@ -804,6 +836,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def chunk(self, obj):
         data = (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def chunk_text(self, etype, text):
+        """A watch event around an object's stored JSON text (no decode and encode again)."""
+        data = ('{"type":"%s","object":%s}\n' % (etype, text)).encode()
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
@@ -844,7 +882,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 new = STATE.put(plural, ns, new, "ADDED")
                 STATE.changed_at[key] = time.monotonic()
-            self.send_json(201, new, warn)
+            self.send_json(201, new, warn, STATE.texts.get(key) if not dry else None)
 
     def update(self, plural, ns, name, sub):
         obj = self.decode(plural)
@@ -912,13 +950,14 @@ class Handler(BaseHTTPRequestHandler):
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"] if old else ""
         new = _ordered(new)
         unchanged = old is not None and _comparable(old) == _comparable(new)
+        key = (plural, ns, new["metadata"]["name"])
         if not dry and not unchanged:
             new = STATE.put(plural, ns, new)
             if old is None or old.get("spec") != new.get("spec"):
-                STATE.changed_at[(plural, ns, new["metadata"]["name"])] = time.monotonic()
+                STATE.changed_at[key] = time.monotonic()
         elif unchanged:
-            new = SC.jcopy(old)
-        self.send_json(code, new, warn)
+            new = old
+        self.send_json(code, new, warn, STATE.texts.get(key) if STATE.objects.get(key) is new else None)
 
     def patch(self, plural, ns, name, sub):
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
@@ -1177,10 +1216,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def _comparable(o):
-    o = SC.jcopy(o)
-    o["metadata"].pop("resourceVersion", None)
-    for e in o["metadata"].get("managedFields") or []:
-        e.pop("time", None)
+    meta = {k: v for k, v in o["metadata"].items() if k != "resourceVersion"}
+    if "managedFields" in meta:
+        meta["managedFields"] = [{k: v for k, v in e.items() if k != "time"} for e in meta["managedFields"]]
+    o = dict(o, metadata=meta)
     return o
 
 
@@ -1247,6 +1286,9 @@ def main():
     ARGS = ap.parse_args()
     STATE = State(ARGS.delay)
     STATE.tokens = set(ARGS.token)
+    # Go's listeners take the kernel's somaxconn backlog; socketserver's default of 5 drops the
+    # handshakes of clients that open several connections at once.
+    ThreadingHTTPServer.request_queue_size = socket.SOMAXCONN
     srv = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     srv.daemon_threads = True
     if ARGS.cert:

@@ -43,8 +43,8 @@ def step(state):
 def write_status(state, key, obj, status):
     if obj.get("status") == status:
         return
-    new = SC.jcopy(obj)
-    new["status"] = status
+    # A new top level and metadata suffice: stored objects are never changed in place.
+    new = dict(obj, metadata=dict(obj["metadata"]), status=status)
     mf = [e for e in new["metadata"].get("managedFields") or []
           if not (e["manager"] == "kube-controller-manager" and e.get("subresource") == "status")]
     mf.append({"manager": "kube-controller-manager", "operation": "Update", "apiVersion": new["apiVersion"],
@@ -108,12 +108,29 @@ def template_hash(tmpl):
 
 
 def owned_replicasets(state, ns, uid):
-    return [(k, o) for k, o in state.objects.items() if k[0] == "replicasets" and k[1] == ns
-            and any(r.get("uid") == uid and r.get("controller") for r in o["metadata"].get("ownerReferences") or [])]
+    objs = ((k, state.objects[k]) for k in sorted(state.owned.get(uid, ())) if k[0] == "replicasets" and k[1] == ns)
+    return [(k, o) for k, o in objs
+            if any(r.get("uid") == uid and r.get("controller") for r in o["metadata"].get("ownerReferences") or [])]
 
 
 def sync_replicasets(state, key, d, want):
     """Make the ReplicaSet of d's current template the newest revision; returns its name."""
+    # The real controller works from change events; a poller gets the same effect by skipping
+    # Deployments whose spec (generation) and revision are as it left them, with their
+    # ReplicaSet untouched since.
+    seen = (d["metadata"]["uid"], d["metadata"].get("generation"), (d["metadata"].get("annotations") or {}).get(REV))
+    done = state.rs_synced.get(key)
+    if done and done[0] == seen and (state.objects.get(done[1]) or {}).get("metadata", {}).get("resourceVersion") == done[2]:
+        return done[1][2]
+    rs_name = _sync_replicasets(state, key, d, want)
+    d = state.objects[key]
+    rs_key = ("replicasets", key[1], rs_name)
+    state.rs_synced[key] = ((d["metadata"]["uid"], d["metadata"].get("generation"), d["metadata"]["annotations"][REV]),
+                            rs_key, state.objects[rs_key]["metadata"]["resourceVersion"])
+    return rs_name
+
+
+def _sync_replicasets(state, key, d, want):
     ns, name = key[1], key[2]
     h = template_hash(d["spec"]["template"])
     rs_name = "%s-%s" % (name, h)
