@@ -215,6 +215,22 @@ static size_t on_send(char *p, size_t size, size_t n, void *ud) {
   return got;
 }
 
+/* curl rewinds the body when it sends the request again: a reused connection found dead after
+ * the upload, a redirect, an auth round. In-memory and regular-file bodies can start over;
+ * streams cannot, nor a body whose digest is being taken as it goes. */
+static int on_seek(void *ud, curl_off_t offset, int origin) {
+  xfer *x = ud;
+  if (origin != SEEK_SET || offset < 0 || x->hash_sent)
+    return CURL_SEEKFUNC_CANTSEEK;
+  if (x->body_kind == BODY_STRING && (size_t)offset <= x->body_len) {
+    x->body_off = (size_t)offset;
+    return CURL_SEEKFUNC_OK;
+  }
+  if (x->body_kind == BODY_FD && lseek(x->body_fd, (off_t)offset, SEEK_SET) == (off_t)offset)
+    return CURL_SEEKFUNC_OK;
+  return CURL_SEEKFUNC_CANTSEEK;
+}
+
 static size_t produce(xfer *x, char *p, size_t size, size_t n) {
   size_t want = size * n;
   char err[256] = "";
@@ -685,6 +701,8 @@ static int setup_body(lua_State *L, int t, xfer *x, const char *method) {
   curl_easy_setopt(e, CURLOPT_POST, 1L);
   curl_easy_setopt(e, CURLOPT_READFUNCTION, on_send);
   curl_easy_setopt(e, CURLOPT_READDATA, x);
+  curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
+  curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
   curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, size); /* -1: chunked */
   /* No "Expect: 100-continue" round trip: engines answer at once or not at all. */
   append_header(L, &x->headers, "Expect:");

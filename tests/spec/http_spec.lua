@@ -102,6 +102,13 @@ describe("http over TCP", function()
     assert.are.equal(200, http.request({ url = base .. "/redirect", follow = true }).status)
   end)
 
+  it("sends a body again when curl has to (a 307 keeps the method and body)", function()
+    local res = http.request({ method = "POST", url = base .. "/redirect", query = { code = 307 }, follow = true,
+      body = "once more" })
+    assert.are.equal(200, res.status)
+    assert.are.equal("once more", json.decode(res.body).body)
+  end)
+
   it("decodes line-delimited JSON as it arrives and can stop early", function()
     local seen = {}
     http.request({ url = base .. "/ndjson", query = { n = 5 }, on_json = function(o) seen[#seen + 1] = o.i end })

@@ -137,7 +137,7 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         if p == "/redirect":
-            self.send_response(302)
+            self.send_response(int(q.get("code", "302")))
             self.send_header("Location", "/echo")
             self.send_header("Content-Length", "0")
             self.end_headers()
