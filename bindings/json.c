@@ -7,10 +7,13 @@
  * integers are written as exact 64-bit integers (cJSON would print them through a double); decoded
  * numbers that are integral and within +-2^53 come back as Lua integers.
  */
+#include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <cjson/cJSON.h>
 #include <lauxlib.h>
@@ -20,16 +23,128 @@
 #define OBJECT_MT "myrmex.json.object"
 #define TREE_MT "myrmex.json.tree"
 
+/*
+ * Decoding allocates cJSON's tree from an arena of 1 MiB blocks (cJSON's allocation hooks): a
+ * tree node costs its 64 bytes instead of malloc's 80, strings lose their chunk header too,
+ * which makes the tree of a large document about a quarter smaller. Blocks are aligned to
+ * their size, so a pointer finds its block by masking; each block counts its live
+ * allocations and is unmapped when the last one is freed. The tree is converted in document
+ * order, the order it was allocated in, so blocks are returned while the Lua tables grow.
+ */
+#define BLOCK_SIZE ((size_t)1 << 20)
+#define BIG_ALLOC (BLOCK_SIZE / 8)
+
+typedef struct arena arena;
+typedef struct arena_block {
+  struct arena_block *prev, *next;
+  arena *owner;
+  size_t size; /* bytes mapped, header included */
+  size_t used; /* bump offset */
+  size_t live; /* allocations not yet freed */
+} arena_block;
+
+struct arena {
+  arena_block *blocks;
+  arena_block *cur;
+};
+
+#define BLOCK_HEADER ((sizeof(arena_block) + 15) & ~(size_t)15)
+
+static arena_block *map_block(arena *a, size_t size) {
+  size_t total = size + BLOCK_SIZE;
+  char *raw = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED)
+    return NULL;
+  char *start = raw + (BLOCK_SIZE - (uintptr_t)raw % BLOCK_SIZE) % BLOCK_SIZE;
+  if (start > raw)
+    munmap(raw, (size_t)(start - raw));
+  if (raw + total > start + size)
+    munmap(start + size, (size_t)(raw + total - (start + size)));
+  arena_block *b = (arena_block *)(void *)start;
+  b->prev = NULL;
+  b->next = a->blocks;
+  b->owner = a;
+  b->size = size;
+  b->used = BLOCK_HEADER;
+  b->live = 0;
+  if (a->blocks)
+    a->blocks->prev = b;
+  a->blocks = b;
+  return b;
+}
+
+static void unmap_block(arena_block *b) {
+  arena *a = b->owner;
+  if (b->prev)
+    b->prev->next = b->next;
+  else
+    a->blocks = b->next;
+  if (b->next)
+    b->next->prev = b->prev;
+  if (a->cur == b)
+    a->cur = NULL;
+  munmap(b, b->size);
+}
+
+/* 8-byte aligned: cJSON stores only its nodes (pointers, doubles) and chars here. */
+static void *arena_alloc(arena *a, size_t n) {
+  n = (n + 7) & ~(size_t)7;
+  if (n > BIG_ALLOC) {
+    size_t page = 65536; /* a multiple of every page size, a divisor of BLOCK_SIZE */
+    arena_block *big = map_block(a, (BLOCK_HEADER + n + page - 1) & ~(page - 1));
+    if (!big)
+      return NULL;
+    big->live = 1;
+    return (char *)big + BLOCK_HEADER;
+  }
+  arena_block *b = a->cur;
+  if (!b || b->used + n > b->size) {
+    b = map_block(a, BLOCK_SIZE);
+    if (!b)
+      return NULL;
+    arena_block *old = a->cur;
+    a->cur = b;
+    if (old && old->live == 0)
+      unmap_block(old);
+  }
+  void *p = (char *)b + b->used;
+  b->used += n;
+  b->live++;
+  return p;
+}
+
+static void arena_free(void *p) {
+  if (!p)
+    return;
+  arena_block *b = (arena_block *)(void *)((char *)p - (uintptr_t)p % BLOCK_SIZE);
+  if (--b->live == 0 && b != b->owner->cur)
+    unmap_block(b);
+}
+
+static void arena_destroy(arena *a) {
+  while (a->blocks)
+    unmap_block(a->blocks);
+}
+
+/* The arena cJSON allocates from; set only for the duration of one cJSON_Parse call (which
+ * cannot raise a Lua error), the hooks being global. */
+static arena *parsing_arena;
+static void *hook_alloc(size_t n) {
+  return arena_alloc(parsing_arena, n);
+}
+
 /* C memory held while Lua code may raise: freed by the box's __gc if it does. */
 typedef struct {
   cJSON *tree;
   char *text;
+  arena arena;
 } json_box;
 
 static json_box *new_box(lua_State *L) {
   json_box *box = lua_newuserdatauv(L, sizeof(json_box), 0);
   box->tree = NULL;
   box->text = NULL;
+  box->arena.blocks = box->arena.cur = NULL;
   luaL_setmetatable(L, TREE_MT);
   return box;
 }
@@ -47,6 +162,10 @@ static int is_null(lua_State *L, int idx) {
 
 static void push_value(lua_State *L, cJSON *item, int depth);
 
+/* Stack slots of the marker metatables during a conversion (see convert). */
+#define ARRAY_MT_SLOT 2
+#define OBJECT_MT_SLOT 3
+
 static void push_number(lua_State *L, double d) {
   if (floor(d) == d && fabs(d) <= 9007199254740992.0)
     lua_pushinteger(L, (lua_Integer)d);
@@ -55,11 +174,14 @@ static void push_number(lua_State *L, double d) {
 }
 
 /* Each child is freed as soon as it is converted, so the cJSON tree shrinks while the Lua
- * tables grow: a large report never has both whole in memory at once. The tree stays
- * consistent after every step, so an error half-way still frees the rest through its box. */
+ * tables grow: a large report never has both whole in memory at once. Tables are created at
+ * their final size (no rehash while filling). */
 static void push_container(lua_State *L, cJSON *item, int depth) {
   int array = cJSON_IsArray(item);
-  lua_createtable(L, array ? cJSON_GetArraySize(item) : 0, array ? 0 : 4);
+  int n = 0;
+  for (cJSON *c = item->child; c; c = c->next)
+    n++;
+  lua_createtable(L, array ? n : 0, array ? 0 : n);
   lua_Integer i = 0;
   cJSON *c;
   while ((c = item->child) != NULL) {
@@ -69,12 +191,12 @@ static void push_container(lua_State *L, cJSON *item, int depth) {
     else
       lua_setfield(L, -2, c->string);
     item->child = c->next;
-    if (c->next)
-      c->next->prev = c->prev;
-    c->next = c->prev = NULL;
-    cJSON_Delete(c);
+    arena_free(c->valuestring);
+    arena_free(c->string);
+    arena_free(c);
   }
-  luaL_setmetatable(L, array ? ARRAY_MT : OBJECT_MT);
+  lua_pushvalue(L, array ? ARRAY_MT_SLOT : OBJECT_MT_SLOT);
+  lua_setmetatable(L, -2);
 }
 
 static void push_value(lua_State *L, cJSON *item, int depth) {
@@ -91,6 +213,15 @@ static void push_value(lua_State *L, cJSON *item, int depth) {
     lua_pushlightuserdata(L, JSON_NULL);
   else
     push_container(L, item, depth);
+}
+
+/* The protected part of a decode: (root) -> value. */
+static int convert(lua_State *L) {
+  cJSON *root = lua_touserdata(L, 1);
+  luaL_getmetatable(L, ARRAY_MT);
+  luaL_getmetatable(L, OBJECT_MT);
+  push_value(L, root, 0);
+  return 1;
 }
 
 /* cJSON accepts any byte inside strings; JSON text must be UTF-8, so check it first. */
@@ -135,50 +266,135 @@ static size_t too_deep_at(const char *s, size_t n) {
   return (size_t)-1;
 }
 
-static int json_decode(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
+/* Parse s[0..n) into a tree allocated from the box's arena; NULL and msg (what is wrong, with
+ * byte offsets counted from `base` bytes before s: a skipped byte-order mark) on bad input. */
+static cJSON *parse_text(json_box *box, const char *s, size_t n, size_t base, char *msg,
+                         size_t size) {
   size_t bad = invalid_utf8_at((const unsigned char *)s, n);
-  if (bad != (size_t)-1)
-    return luaL_error(L, "json.decode: invalid UTF-8 at byte %d", (int)bad + 1);
+  if (bad != (size_t)-1) {
+    snprintf(msg, size, "invalid UTF-8 at byte %zu", base + bad + 1);
+    return NULL;
+  }
   bad = too_deep_at(s, n);
-  if (bad != (size_t)-1)
-    return luaL_error(L, "json.decode: nesting deeper than %d levels at byte %d", MAX_DEPTH,
-                      (int)bad + 1);
-  /* A box whose __gc frees the tree, made before the tree: once cJSON holds memory, a Lua
-   * error (out of memory while converting) cannot leak it. */
-  json_box *box = new_box(L);
+  if (bad != (size_t)-1) {
+    snprintf(msg, size, "nesting deeper than %d levels at byte %zu", MAX_DEPTH, base + bad + 1);
+    return NULL;
+  }
   const char *end = NULL;
-  cJSON *root = box->tree = cJSON_ParseWithLengthOpts(s, n, &end, 0);
+  cJSON_Hooks hooks = {hook_alloc, arena_free};
+  parsing_arena = &box->arena;
+  cJSON_InitHooks(&hooks);
+  cJSON *root = cJSON_ParseWithLengthOpts(s, n, &end, 0);
+  cJSON_InitHooks(NULL);
+  parsing_arena = NULL;
+  size_t at = end ? (size_t)(end - s) : 0;
   if (root == NULL) {
-    size_t at = end ? (size_t)(end - s) : 0;
-    if (at >= n)
-      return luaL_error(L, "json.decode: unexpected end of input at byte %d", (int)n);
+    if (at >= n) {
+      snprintf(msg, size, "unexpected end of input at byte %zu", base + n);
+      return NULL;
+    }
     char near[17];
     size_t k = 0;
     for (; k < 16 && at + k < n && s[at + k] != '\n'; k++)
       near[k] = s[at + k];
     near[k] = '\0';
-    return luaL_error(L, "json.decode: invalid JSON at byte %d near '%s'", (int)at + 1, near);
+    snprintf(msg, size, "invalid JSON at byte %zu near '%s'", base + at + 1, near);
+    return NULL;
   }
   /* Only whitespace may follow the value. */
-  while (end < s + n && strchr(" \t\r\n", *end))
-    end++;
-  if (end < s + n) {
-    cJSON_Delete(root);
-    box->tree = NULL;
-    return luaL_error(L, "json.decode: trailing data at byte %d", (int)(end - s) + 1);
+  while (at < n && strchr(" \t\r\n", s[at]))
+    at++;
+  if (at < n) {
+    snprintf(msg, size, "trailing data at byte %zu", base + at + 1);
+    return NULL;
   }
-  push_value(L, root, 0);
-  cJSON_Delete(root);
-  box->tree = NULL;
+  return root;
+}
+
+/* Convert the tree to Lua and free it. The collector is stopped meanwhile: the conversion
+ * makes no garbage, so every step it took would only re-traverse the growing tables. */
+static int push_tree(lua_State *L, json_box *box, cJSON *root) {
+  int running = lua_gc(L, LUA_GCISRUNNING);
+  lua_gc(L, LUA_GCSTOP);
+  lua_pushcfunction(L, convert);
+  lua_pushlightuserdata(L, root);
+  int status = lua_pcall(L, 1, 1, 0);
+  if (running)
+    lua_gc(L, LUA_GCRESTART);
+  arena_destroy(&box->arena);
+  if (status != LUA_OK)
+    return lua_error(L);
   return 1;
+}
+
+static int json_decode(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  json_box *box = new_box(L);
+  char msg[96];
+  cJSON *root = parse_text(box, s, n, 0, msg, sizeof msg);
+  if (!root)
+    return luaL_error(L, "json.decode: %s", msg);
+  return push_tree(L, box, root);
+}
+
+/* Read a whole file into box->text (its length into *n); NULL, or what failed. The size is
+ * taken from the file, then the rest read in doubling chunks if it turns out longer (a pipe,
+ * a file still being written). */
+static const char *read_file(const char *path, json_box *box, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return strerror(errno);
+  size_t cap = 65536;
+  *n = 0;
+  if (fseek(f, 0, SEEK_END) == 0) {
+    long size = ftell(f);
+    if (size > 0)
+      cap = (size_t)size + 1;
+    rewind(f);
+  }
+  box->text = malloc(cap);
+  while (box->text) {
+    *n += fread(box->text + *n, 1, cap - *n, f);
+    if (*n < cap)
+      break;
+    char *more = realloc(box->text, cap *= 2);
+    if (!more)
+      free(box->text);
+    box->text = more;
+  }
+  int failed = ferror(f);
+  fclose(f);
+  if (!box->text)
+    return "not enough memory";
+  return failed ? "read error" : NULL;
+}
+
+/* Like decode, from a file: the text is freed as soon as cJSON has parsed it (cJSON copies
+ * the strings), so it is never alive together with the Lua tables. */
+static int json_decode_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  json_box *box = new_box(L);
+  size_t n = 0;
+  const char *err = read_file(path, box, &n);
+  if (err || !box->text)
+    return luaL_error(L, "json.decode_file: cannot open %s: %s", path, err ? err : "?");
+  /* RFC 8259 lets a parser ignore a UTF-8 byte-order mark; Windows editors write one. */
+  size_t skip = n >= 3 && memcmp(box->text, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+  char msg[96];
+  cJSON *root = parse_text(box, box->text + skip, n - skip, skip, msg, sizeof msg);
+  if (!root)
+    return luaL_error(L, "json.decode_file: %s: %s", path, msg);
+  free(box->text);
+  box->text = NULL;
+  return push_tree(L, box, root);
 }
 
 static int box_gc(lua_State *L) {
   json_box *box = luaL_checkudata(L, 1, TREE_MT);
   cJSON_Delete(box->tree);
-  cJSON_free(box->text);
+  free(box->text);
+  arena_destroy(&box->arena);
   box->tree = NULL;
   box->text = NULL;
   return 0;
@@ -410,6 +626,33 @@ static int json_encode(lua_State *L) {
   return 1;
 }
 
+/* A string as a JSON string literal, printed by cJSON from a node on the stack that borrows
+ * the Lua string (no copy): for writers that emit a large document piece by piece instead of
+ * building its whole tree. Short strings are printed into a stack buffer. */
+static int json_quote(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  if (invalid_utf8_at((const unsigned char *)s, len) != (size_t)-1 || strlen(s) != len)
+    return luaL_error(L, "json.quote: string is not valid UTF-8 (or has a NUL byte)");
+  cJSON item;
+  memset(&item, 0, sizeof item);
+  item.type = cJSON_String;
+  memcpy(&item.valuestring, &s, sizeof s); /* borrowed, never written: cJSON only prints it */
+  char buf[4096];
+  if (cJSON_PrintPreallocated(&item, buf, (int)sizeof buf, 0)) {
+    lua_pushstring(L, buf);
+    return 1;
+  }
+  json_box *box = new_box(L);
+  box->text = cJSON_PrintUnformatted(&item);
+  if (!box->text)
+    return luaL_error(L, "json.quote: not enough memory");
+  lua_pushstring(L, box->text);
+  free(box->text);
+  box->text = NULL;
+  return 1;
+}
+
 /* ---- markers ---- */
 
 static int mark(lua_State *L, const char *mt) {
@@ -435,7 +678,8 @@ static int json_isnull(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg json_funcs[] = {{"decode", json_decode}, {"encode", json_encode},
+static const luaL_Reg json_funcs[] = {{"decode", json_decode}, {"decode_file", json_decode_file},
+                                      {"encode", json_encode}, {"quote", json_quote},
                                       {"array", json_array},   {"object", json_object},
                                       {"isnull", json_isnull}, {NULL, NULL}};
 

@@ -12,6 +12,13 @@ M.null = core.null
 ---@return any
 M.decode = core.decode
 
+--- Decode a JSON file (a leading UTF-8 byte-order mark is skipped). The text is freed as soon
+--- as it is parsed, so a large document costs about its Lua tables, not text + tables.
+--- Raises "json.decode_file: PATH: ... at byte N" on bad input, "cannot open" when unreadable.
+---@param path string
+---@return any
+M.decode_file = core.decode_file
+
 --- Decode, returning nil and the message instead of raising.
 ---@param text string
 ---@return any value, string|nil err
@@ -27,6 +34,12 @@ end
 ---@param opts? {sort_keys?:boolean, indent?:boolean}
 ---@return string
 M.encode = core.encode
+
+--- A string as a JSON string literal (quotes and escapes added), for writing a large document
+--- piece by piece. Raises on invalid UTF-8 or a NUL byte, as encode does.
+---@param s string
+---@return string
+M.quote = core.quote
 
 --- Mark a table (or a new one) as a JSON array.
 ---@param t? table

@@ -87,6 +87,20 @@ local function decode(text, what)
   return doc
 end
 
+-- A report file: decoded straight from the file, so its text is freed once parsed instead of
+-- living as long as the result (a 100 MB report is then never text + tables at once).
+local function decode_file(path)
+  local ok, doc = pcall(json.decode_file, path)
+  if not ok then
+    local msg = tostring(doc)
+    local prefix = "json.decode_file: " .. path .. ": "
+    if msg:sub(1, #prefix) == prefix then msg = msg:sub(#prefix + 1) end
+    fail("Invalid", path .. ": not valid JSON: " .. msg:gsub("^.-json%.decode_file: ", ""))
+  end
+  if type(doc) ~= "table" then fail("Invalid", path .. ": not a scanner report (JSON " .. type(doc) .. ")") end
+  return doc
+end
+
 -- A scanner's stdout: the report, possibly followed by text some versions print after it
 -- (Docker Scout's "What's Next?" hint, scout-cli#78). The report is kept, the rest logged.
 local function decode_output(text, name)
@@ -170,7 +184,13 @@ function M.load_report(source, opts)
     if not f then
       fail("Invalid", "neither report text nor a readable file: " .. tostring(err), { path = source })
     end
-    -- Read at the known size: read("a") grows a buffer by doubling, twice the report at peak.
+    local head = f:read(2) or ""
+    if head ~= "\255\254" and head ~= "\254\255" then
+      f:close()
+      return finish(decode_file(source), opts.format, what, opts)
+    end
+    -- UTF-16 is converted in Lua: read at the known size (read("a") grows a buffer by
+    -- doubling, twice the report at peak).
     local size = f:seek("end")
     f:seek("set")
     text = f:read(size) or ""
@@ -565,12 +585,36 @@ function M.export(result, format, path, opts)
   local writer = WRITERS[format]
   if not writer then error("scan.export: unknown format '" .. tostring(format) .. "' (json, csv, sarif)", 2) end
   if path ~= nil and type(path) ~= "string" then error("scan.export: path must be a string", 2) end
-  local text = writer(result, opts)
-  if not path then return text end
-  local f, err = io.open(path, "wb")
+  if not path then
+    local parts = {}
+    writer(result, opts, function(s) parts[#parts + 1] = s end)
+    return table.concat(parts)
+  end
+  -- Written in pieces (a 100 MB report is never one string), to a temporary file renamed
+  -- into place at the end, so a failure half-way leaves no half-written file at `path`.
+  local tmp = path .. ".part"
+  local f, err = io.open(tmp, "wb")
   if not f then fail("Invalid", "cannot write " .. path .. ": " .. tostring(err)) end
-  f:write(text)
-  f:close()
+  f:setvbuf("full", 65536)
+  local function emit(s)
+    local written, e = f:write(s)
+    if not written then fail("Invalid", "cannot write " .. path .. ": " .. tostring(e)) end
+  end
+  local ok, werr = pcall(function()
+    writer(result, opts, emit)
+    local closed, e = f:close()
+    if not closed then fail("Invalid", "cannot write " .. path .. ": " .. tostring(e)) end
+  end)
+  if not ok then
+    pcall(f.close, f)
+    os.remove(tmp)
+    error(werr, 0)
+  end
+  local renamed, rerr = os.rename(tmp, path)
+  if not renamed then
+    os.remove(tmp)
+    fail("Invalid", "cannot write " .. path .. ": " .. tostring(rerr))
+  end
   return path
 end
 

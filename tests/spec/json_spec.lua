@@ -91,4 +91,59 @@ describe("myrmex.json", function()
     assert.are.same(v, again)
     assert.are.equal(4, #v.Results[1].Vulnerabilities)
   end)
+
+  describe("decode_file", function()
+    local path
+    before_each(function() path = os.tmpname() end)
+    after_each(function() os.remove(path) end)
+    local function write(text)
+      local f = assert(io.open(path, "wb"))
+      f:write(text)
+      f:close()
+    end
+
+    it("decodes what decode does, skipping a UTF-8 byte-order mark", function()
+      -- more than one arena block (1 MiB) of nodes, strings longer than the big-allocation
+      -- threshold (128 KiB), and empty containers
+      local rows = {}
+      for i = 1, 30000 do rows[i] = { n = i, s = "row " .. i, e = json.array(), o = json.object() } end
+      rows[#rows + 1] = { big = string.rep("x", 300000) }
+      local text = json.encode(rows)
+      write(text)
+      assert.are.same(json.decode(text), json.decode_file(path))
+      write("\239\187\191" .. '{"a":[]}')
+      assert.are.equal('{"a":[]}', json.encode(json.decode_file(path)))
+    end)
+
+    it("gives byte offsets in the file and names it", function()
+      write("\239\187\191[1,x]")
+      local ok, err = pcall(json.decode_file, path)
+      assert.is_false(ok)
+      assert.truthy(err:find("json.decode_file: " .. path .. ": invalid JSON at byte 7", 1, true), err)
+      write("[1] [2]")
+      ok, err = pcall(json.decode_file, path)
+      assert.truthy(err:find("trailing data at byte 5", 1, true), err)
+      ok, err = pcall(json.decode_file, path .. ".missing")
+      assert.is_false(ok)
+      assert.truthy(err:find("cannot open " .. path .. ".missing", 1, true), err)
+    end)
+
+    it("frees a partial tree on error and keeps working", function()
+      write('[' .. string.rep('{"k":"v"},', 100000) .. '{"k":}]')
+      assert.is_false((pcall(json.decode_file, path)))
+      collectgarbage()
+      write('{"ok":true}')
+      assert.is_true(json.decode_file(path).ok)
+      assert.are.equal('["x"]', json.encode(json.decode('["x"]')))
+    end)
+  end)
+
+  it("quotes strings as JSON string literals", function()
+    assert.are.equal('"a\\"b\\\\c\\n\\u0001"', json.quote('a"b\\c\n\1'))
+    assert.are.equal('"é"', json.quote("é"))
+    local long = string.rep('"', 5000)
+    assert.are.equal(long, json.decode(json.quote(long)))
+    assert.is_false((pcall(json.quote, "\255")))
+    assert.is_false((pcall(json.quote, "a\0b")))
+  end)
 end)

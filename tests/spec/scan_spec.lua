@@ -535,6 +535,23 @@ describe("export", function()
     os.remove(path)
   end)
 
+  it("streams SARIF and CSV to a file, and leaves no file when writing fails", function()
+    local r = scan.load_report(FIX .. "trivy/alpine-310.json")
+    local path = os.tmpname()
+    for _, fmt in ipairs({ "sarif", "csv" }) do
+      assert.are.equal(path, scan.export(r, fmt, path))
+      assert.are.equal(scan.export(r, fmt), read(path))
+    end
+    assert.are.equal(4, #json.decode(scan.export(r, "sarif")).runs[1].results)
+    os.remove(path)
+    r.findings[3].package = "bad\255"
+    local ok, err = pcall(scan.export, r, "sarif", path)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("not valid UTF-8", 1, true), tostring(err))
+    assert.is_nil(io.open(path))
+    assert.is_nil(io.open(path .. ".part"))
+  end)
+
   it("writes RFC 4180 CSV that a CSV parser reads back as the model", function()
     local r = scan.load_report(FIX .. "grype/webgoat-ubuntu2004.json")
     r.findings[1].title = 'He said "hi", then\r\nleft; 100% sure\n'

@@ -4,7 +4,7 @@ local json = require("myrmex.json")
 
 local M = {}
 
-local concat, format = table.concat, string.format
+local concat, format, quote = table.concat, string.format, json.quote
 
 -- ---- JSON ----
 
@@ -20,10 +20,11 @@ local function finding_for_json(f)
   return out
 end
 
---- The normalized result as JSON text (sorted keys, indented).
+--- The normalized result as JSON text (sorted keys, indented), given to `emit`.
 ---@param result table
----@return string
-function M.json(result)
+---@param _ table|nil options (none)
+---@param emit fun(s:string)
+function M.json(result, _, emit)
   local copy = {}
   for k, v in pairs(result) do copy[k] = v end
   local findings = {}
@@ -33,7 +34,7 @@ function M.json(result)
   for _, k in ipairs({ "ignored", "expired_ignores", "violations", "scanners" }) do
     if copy[k] then copy[k] = json.array(copy[k]) end
   end
-  return json.encode(copy, { sort_keys = true, indent = true })
+  emit(json.encode(copy, { sort_keys = true, indent = true }))
 end
 
 -- ---- CSV ----
@@ -65,26 +66,25 @@ end
 -- it runs for every finding (a 100 MB report has tens of thousands).
 local function csv_row(f)
   local score = f.cvss_score
-  return concat({
-    csv_field(f.id), csv_field(joined(f.aliases)), f.severity,
-    score and format("%.1f", score) or "", csv_field(f.cvss_vector), csv_field(f.package),
-    csv_field(f.type), csv_field(f.installed_version), csv_field(f.fixed_version),
-    csv_field(f.fix_state), csv_field(f.purl), csv_field(f.title), csv_field(f.target),
-    csv_field(f.path), csv_field(f.layer),
-    csv_field(f.found_by and concat(f.found_by, " ") or f.scanner),
-    csv_field(joined(f.references)),
-  }, ",")
+  return csv_field(f.id) .. "," .. csv_field(joined(f.aliases)) .. "," .. f.severity .. "," ..
+    (score and format("%.1f", score) or "") .. "," .. csv_field(f.cvss_vector) .. "," ..
+    csv_field(f.package) .. "," .. csv_field(f.type) .. "," .. csv_field(f.installed_version) ..
+    "," .. csv_field(f.fixed_version) .. "," .. csv_field(f.fix_state) .. "," ..
+    csv_field(f.purl) .. "," .. csv_field(f.title) .. "," .. csv_field(f.target) .. "," ..
+    csv_field(f.path) .. "," .. csv_field(f.layer) .. "," ..
+    csv_field(f.found_by and concat(f.found_by, " ") or f.scanner) .. "," ..
+    csv_field(joined(f.references)) .. "\r\n"
 end
 
---- Findings as CSV text: a header row, then one row per finding, CRLF line ends.
+--- Findings as CSV, given to `emit` row by row: a header row, then one row per finding, CRLF
+--- line ends.
 ---@param result table
----@return string
-function M.csv(result)
-  local lines = { concat(M.CSV_COLUMNS, ",") }
+---@param _ table|nil options (none)
+---@param emit fun(s:string)
+function M.csv(result, _, emit)
+  emit(concat(M.CSV_COLUMNS, ",") .. "\r\n")
   local findings = result.findings
-  for i = 1, #findings do lines[i + 1] = csv_row(findings[i]) end
-  lines[#lines + 1] = ""
-  return concat(lines, "\r\n")
+  for i = 1, #findings do emit(csv_row(findings[i])) end
 end
 
 -- ---- SARIF ----
@@ -157,82 +157,83 @@ local function location_uri(f, result, opts)
   return f.path or result.image or f.target or "image"
 end
 
-local function result_for(f, rule_index, result, opts)
+-- One result as JSON text, assembled from quoted pieces: a report has tens of thousands of
+-- results, and building a table (and a cJSON tree) for each costs more than the text.
+-- `uris` caches the quoted location of each distinct path.
+local function result_json(f, rule_index, result, opts, uris)
   local uri = location_uri(f, result, opts)
-  local pkg = f.package or "?"
+  local quoted_uri = uris[uri]
+  if not quoted_uri then
+    quoted_uri = quote(uri_escape(uri))
+    uris[uri] = quoted_uri
+  end
+  local id, sev, pkg = f.id, f.severity, f.package or "?"
+  local installed = f.installed_version or ""
   local line = opts.dockerfile_line or 1
-  return {
-    ruleId = f.id,
-    ruleIndex = rule_index,
-    level = SARIF_LEVEL[f.severity],
-    message = { text = format(RESULT_TEXT,
-      pkg, f.installed_version or "", f.id, f.severity, fix_text(f), link(f)) },
-    locations = json.array { {
-      physicalLocation = {
-        artifactLocation = { uri = uri_escape(uri), uriBaseId = "ROOTPATH" },
-        region = { startLine = line, startColumn = 1, endLine = line, endColumn = 1 },
-      },
-      message = { text = format("%s: %s@%s", result.image or f.target or uri, pkg,
-        f.installed_version or "") },
-    } },
-    -- Stable across runs and scanners: the same vulnerability in the same package version
-    -- at the same place is the same alert, so GitHub tracks it instead of reopening it.
-    partialFingerprints = {
-      ["myrmexVulnerability/v1"] = concat({ f.id, pkg, f.installed_version or "",
-        f.path or f.target or "" }, "|"),
-    },
-  }
+  -- Stable across runs and scanners: the same vulnerability in the same package version
+  -- at the same place is the same alert, so GitHub tracks it instead of reopening it.
+  local fingerprint = id .. "|" .. pkg .. "|" .. installed .. "|" .. (f.path or f.target or "")
+  return '{"ruleId":' .. quote(id) .. ',"ruleIndex":' .. rule_index .. ',"level":"' ..
+    SARIF_LEVEL[sev] .. '","message":{"text":' ..
+    quote(format(RESULT_TEXT, pkg, installed, id, sev, fix_text(f), link(f))) ..
+    '},"locations":[{"physicalLocation":{"artifactLocation":{"uri":' .. quoted_uri ..
+    ',"uriBaseId":"ROOTPATH"},"region":{"startLine":' .. line .. ',"startColumn":1,"endLine":' ..
+    line .. ',"endColumn":1}},"message":{"text":' ..
+    quote((result.image or f.target or uri) .. ": " .. pkg .. "@" .. installed) ..
+    '}}],"partialFingerprints":{"myrmexVulnerability/v1":' .. quote(fingerprint) .. "}}"
 end
 
---- A SARIF 2.1.0 log: one rule per vulnerability id (in order of first appearance), one
---- result per finding.
+--- A SARIF 2.1.0 log, given to `emit` piece by piece: one rule per vulnerability id (in order
+--- of first appearance), one result per finding.
 ---@param result table
 ---@param opts? {dockerfile?:string, dockerfile_line?:integer}
----@return string
-function M.sarif(result, opts)
+---@param emit fun(s:string)
+function M.sarif(result, opts, emit)
   opts = opts or {}
-  local order, index, last, results = {}, {}, {}, {}
-  for i, f in ipairs(result.findings) do
+  if opts.dockerfile_line ~= nil and not math.tointeger(opts.dockerfile_line) then
+    error("scan.export: dockerfile_line must be an integer", 3)
+  end
+  opts = { dockerfile = opts.dockerfile, dockerfile_line = math.tointeger(opts.dockerfile_line) }
+  local findings = result.findings
+  local order, index, last = {}, {}, {}
+  for i = 1, #findings do
+    local f = findings[i]
     local id = f.id
-    local idx = index[id]
-    if not idx then
+    if not index[id] then
       order[#order + 1] = id
-      idx = #order - 1
-      index[id] = idx
+      index[id] = #order - 1
     end
     last[id] = f
-    results[i] = result_for(f, idx, result, opts)
   end
-  -- A rule describes its id with the last finding of that id, as Trivy's own SARIF does.
-  local rules = {}
-  for i, id in ipairs(order) do rules[i] = rule_for(last[id]) end
   local scanners = {}
   for _, s in ipairs(result.scanners or {}) do
     scanners[#scanners + 1] = s.name .. (s.version and (" " .. s.version) or "")
   end
-  local doc = {
-    version = "2.1.0",
-    ["$schema"] = SARIF_SCHEMA,
-    runs = json.array { {
-      tool = { driver = {
-        name = "myrmex",
-        fullName = "myrmex image scan (" .. concat(scanners, ", ") .. ")",
-        informationUri = "https://github.com/myrmex/myrmex",
-        version = rawget(_G, "_MYRMEX_VERSION") or "dev",
-        rules = json.array(rules),
-      } },
-      results = json.array(results),
-      columnKind = "utf16CodeUnits",
-      properties = {
-        imageName = result.image, imageID = result.image_id,
-        repoDigests = result.digest and json.array { (result.image or "") .. "@" .. result.digest } or nil,
-        repoTags = result.repo_tags and json.array(result.repo_tags) or nil,
-        scanners = json.array(scanners),
-        compliance = result.compliance,
-      },
-    } },
+  local driver = json.encode {
+    name = "myrmex",
+    fullName = "myrmex image scan (" .. concat(scanners, ", ") .. ")",
+    informationUri = "https://github.com/myrmex/myrmex",
+    version = rawget(_G, "_MYRMEX_VERSION") or "dev",
   }
-  return json.encode(doc, { indent = true })
+  emit('{"version":"2.1.0","$schema":' .. quote(SARIF_SCHEMA) .. ',"runs":[{"tool":{"driver":' ..
+    driver:sub(1, -2) .. ',"rules":[')
+  -- A rule describes its id with the last finding of that id, as Trivy's own SARIF does.
+  for i, id in ipairs(order) do
+    emit((i > 1 and ",\n" or "\n") .. json.encode(rule_for(last[id])))
+  end
+  emit(']}},"results":[')
+  local uris = {}
+  for i = 1, #findings do
+    local f = findings[i]
+    emit((i > 1 and ",\n" or "\n") .. result_json(f, index[f.id], result, opts, uris))
+  end
+  emit('],"columnKind":"utf16CodeUnits","properties":' .. json.encode {
+    imageName = result.image, imageID = result.image_id,
+    repoDigests = result.digest and json.array { (result.image or "") .. "@" .. result.digest } or nil,
+    repoTags = result.repo_tags and json.array(result.repo_tags) or nil,
+    scanners = json.array(scanners),
+    compliance = result.compliance,
+  } .. "}]}\n")
 end
 
 return M

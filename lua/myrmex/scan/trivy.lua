@@ -94,7 +94,12 @@ end
 ---@return table result (counts and compliance filled by the caller)
 function M.normalize(doc)
   local findings, misconfs = {}, {}
-  for _, res in ipairs(tab(doc.Results) or {}) do
+  local results = tab(doc.Results) or {}
+  for i = 1, #results do
+    local res = results[i]
+    -- Each Result is let go once read: the raw report is collected while the findings grow
+    -- (the findings keep only its strings and string lists).
+    results[i] = false
     if type(res) == "table" then
       local pkg_type = str(res.Type)
       local eco = res.Class == "os-pkgs" and "os" or ecosystem(pkg_type)
