@@ -1,5 +1,5 @@
 -- myrmex: server-side apply every manifest of DIR and wait for all Deployments (one watch).
--- Usage: myrmex bench/k8s/apply.lua KUBECONFIG DIR NAMESPACE
+-- Usage: [MYRMEX_BENCH_PARALLEL=N] myrmex bench/k8s/apply.lua KUBECONFIG DIR NAMESPACE
 local k8s = require("myrmex.k8s")
 local rollout = require("myrmex.k8s.rollout")
 local rt = require("myrmex.core.runtime")
@@ -12,7 +12,9 @@ for _, f in ipairs(rt.listdir(dir)) do
   parts[#parts + 1] = h:read("a")
   h:close()
 end
-local applied = c:apply_manifest(table.concat(parts, "\n---\n"))
+-- MYRMEX_BENCH_PARALLEL=N: the Deployments go N at a time (apply_manifest's `parallel`).
+local applied = c:apply_manifest(table.concat(parts, "\n---\n"),
+  { parallel = tonumber(os.getenv("MYRMEX_BENCH_PARALLEL") or "") })
 local pending = {}
 for _, o in ipairs(applied) do pending[o.metadata.name] = true end
 local left = #applied

@@ -28,16 +28,30 @@ def now():
 
 
 def step(state):
+    """Look at the objects that changed or wait on a timer (state.pending, filled by every store
+    and removal, as the real controllers' work queues are filled by their informers); an object
+    stays pending until its handler says it is settled."""
     t = time.monotonic()
-    for key, obj in list(state.objects.items()):
+    keys, state.pending = state.pending, set()
+    for key in sorted(keys):
+        obj = state.objects.get(key)
+        if obj is None:
+            continue
         plural = key[0]
         if obj["metadata"].get("deletionTimestamp"):
             finish_deletion(state, key, obj)
+            settled = key not in state.objects
         elif plural == "deployments":
-            deployment(state, key, obj, t)
+            settled = deployment(state, key, obj, t)
         elif plural == "jobs":
-            job(state, key, obj, t)
-    collect_garbage(state)
+            settled = job(state, key, obj, t)
+        else:
+            settled = True
+        if not settled:
+            state.pending.add(key)
+    if state.gc_needed:
+        state.gc_needed = False
+        collect_garbage(state)
 
 
 def write_status(state, key, obj, status):
@@ -61,9 +75,10 @@ def condition(ctype, status, reason, message):
 
 
 def deployment(state, key, d, t):
+    """One look at a Deployment; returns True when nothing is left to do until it changes."""
     mark = state.marks.get(key)
     if mark == "stall":
-        return
+        return True
     gen = d["metadata"].get("generation", 1)
     st = d.get("status") or {}
     since = t - state.changed_at.get(key, 0)
@@ -72,7 +87,7 @@ def deployment(state, key, d, t):
     d = state.objects[key]
     if st.get("observedGeneration") != gen or st.get("replicas") != want:
         if since < state.delay:
-            return
+            return False
         status = {"observedGeneration": gen, "replicas": want, "updatedReplicas": want,
                   "unavailableReplicas": want, "readyReplicas": 0, "availableReplicas": 0,
                   "conditions": [condition("Available", "False", "MinimumReplicasUnavailable",
@@ -85,17 +100,20 @@ def deployment(state, key, d, t):
             if status.get(k) == 0:
                 status.pop(k)
         write_status(state, key, d, status)
-        return
+        return False
     if since < 2 * state.delay:
-        return
+        return False
     if mark == "fail":
+        if any(c["reason"] == "ProgressDeadlineExceeded" for c in st.get("conditions", [])):
+            return True
         conds = [c for c in st.get("conditions", []) if c["type"] != "Progressing"]
         conds.append(condition("Progressing", "False", "ProgressDeadlineExceeded",
                                'ReplicaSet "%s" has timed out progressing.' % rs))
         write_status(state, key, d, dict(st, conditions=conds))
-        return
+        return True
     if st.get("availableReplicas", 0) != want or any(c["reason"] == "ReplicaSetUpdated" for c in st.get("conditions", [])):
         write_status(state, key, d, ready_status(gen, want, rs))
+    return True
 
 
 REV = "deployment.kubernetes.io/revision"
@@ -197,8 +215,8 @@ def set_revision(state, key, d, revision):
     """The controller's own Update of the Deployment's revision annotation (not a spec change)."""
     if (d["metadata"].get("annotations") or {}).get(REV) == revision:
         return
-    new = SC.jcopy(d)
-    new["metadata"].setdefault("annotations", {})[REV] = revision
+    new = dict(d, metadata=dict(d["metadata"]))
+    new["metadata"]["annotations"] = dict(d["metadata"].get("annotations") or {}, **{REV: revision})
     mf = [e for e in new["metadata"].get("managedFields") or []
           if not (e["manager"] == "kube-controller-manager" and not e.get("subresource"))]
     mf.append({"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "apps/v1", "time": now(),
@@ -233,20 +251,20 @@ def job(state, key, j, t):
     mark = state.marks.get(key)
     st = j.get("status") or {}
     if mark == "stall" or any(c["type"] in ("Complete", "Failed") for c in st.get("conditions", [])):
-        return
+        return True
     since = t - state.changed_at.get(key, 0)
     ns, name = key[1], j["metadata"]["name"]
     n = j["spec"].get("completions") or 1
     if "startTime" not in st:
         if since < state.delay:
-            return
+            return False
         for i in range(n):
             make_pod(state, ns, j, i)
         write_status(state, key, j, {"startTime": now(), "active": min(n, j["spec"].get("parallelism", 1) or 1),
                                      "ready": 0, "terminating": 0, "uncountedTerminatedPods": {}})
-        return
+        return False
     if since < 2 * state.delay:
-        return
+        return False
     failed = mark == "fail"
     for pk, pod in list(state.objects.items()):
         if pk[0] == "pods" and pk[1] == ns and (pod["metadata"].get("labels") or {}).get("job-name") == name:
@@ -265,6 +283,7 @@ def job(state, key, j, t):
     for c in conds:
         c["lastProbeTime"] = c.pop("lastUpdateTime")
     write_status(state, key, j, status)
+    return True
 
 
 def make_pod(state, ns, j, index):
