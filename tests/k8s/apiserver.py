@@ -113,6 +113,9 @@ def bad_request(msg):
 
 # ---- state ----------------------------------------------------------------------------------
 
+OWNER_PLURALS = {"Deployment": "deployments", "ReplicaSet": "replicasets", "Job": "jobs"}
+
+
 class State:
     def __init__(self, delay):
         self.lock = threading.RLock()
@@ -129,6 +132,9 @@ class State:
         self.logs = {}             # (ns, pod) -> text
         self.changed_at = {}       # (plural, ns, name) -> monotonic time of last spec change
         self.rs_synced = {}        # deployment key -> what the controller last synced (controller.py)
+        self.pending = set()       # keys the controller looks at next (changed, or waiting on a timer)
+        self.gc_needed = False     # an owner went away or an orphan came: collect garbage
+        self.uids = set()          # uids of the stored objects
         self.next_ip = 10
         self.requests = []
         self.tokens = set()
@@ -173,6 +179,8 @@ class State:
         obj = _ordered(obj)
         self._index(key, old, obj)
         self.objects[key] = obj
+        self.uids.add(obj["metadata"].get("uid"))
+        self._changed(key, obj)
         self.texts[key] = self.emit(plural, ns, etype, obj)
         return obj
 
@@ -182,11 +190,24 @@ class State:
         if obj is not None:
             self.texts.pop(key, None)
             self._index(key, obj, None)
+            self._changed(key, obj)
+            self.uids.discard(obj["metadata"].get("uid"))
+            self.gc_needed = self.gc_needed or bool(self.owned.get(obj["metadata"].get("uid")))
             obj = dict(obj, metadata=dict(obj["metadata"]))
             obj["metadata"]["resourceVersion"] = self.bump()
             self.emit(plural, ns, "DELETED", obj)
             self.marks.pop(key, None)
         return obj
+
+    def _changed(self, key, obj):
+        """What the real controllers' informers do: a change queues the object and its owners."""
+        self.pending.add(key)
+        for r in obj["metadata"].get("ownerReferences") or []:
+            if r.get("uid") not in self.uids:
+                self.gc_needed = True
+            plural = OWNER_PLURALS.get(r.get("kind"))
+            if plural:
+                self.pending.add((plural, key[1], r.get("name")))
 
     def _index(self, key, old, new):
         for o, add in ((old, False), (new, True)):
@@ -479,8 +500,10 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in (extra or {}).items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        # Headers and body in one write: one send and one wake-up of the client per reply.
+        self._headers_buffer.append(b"\r\n")
+        self._headers_buffer.append(data)
+        self.flush_headers()
 
     def read_body(self):
         n = int(self.headers.get("Content-Length") or 0)
@@ -536,6 +559,7 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/_test/fail":
                 key = (body["resource"], body.get("namespace", "default"), body["name"])
                 STATE.marks[key] = body.get("mode", "fail")
+                STATE.pending.add(key)
             elif path == "/_test/drop-watches":
                 STATE.drop_gen += 1
                 STATE.cond.notify_all()
@@ -741,7 +765,8 @@ class Handler(BaseHTTPRequestHandler):
         sel = parse_label_selector(self.q.get("labelSelector"))
         fsel = self.q.get("fieldSelector")
         with STATE.lock:
-            items = [SC.jcopy(o) for (p, n, _), o in sorted(STATE.objects.items())
+            # Stored objects are never changed in place: the list refers to them, no copies.
+            items = [o for (p, n, _), o in sorted(STATE.objects.items())
                      if p == plural and (ns is None or n == ns)
                      and labels_match(sel, o["metadata"].get("labels") or {}) and fields_match(fsel, o)]
             rv = str(STATE.rv)
@@ -798,8 +823,7 @@ class Handler(BaseHTTPRequestHandler):
                             "reason": "Expired", "code": 410}
                     self.chunk({"type": "ERROR", "object": gone})
                     return self.chunk_end()
-        for text in initial:
-            self.chunk_text("ADDED", text)
+        self.send_chunks([event_chunk("ADDED", text) for text in initial])
         if self.q.get("sendInitialEvents") == "true" and bookmarks:
             r = O.RESOURCES[plural]
             self.chunk({"type": "BOOKMARK", "object": {"kind": r["kind"], "apiVersion": O.api_version(plural),
@@ -817,10 +841,12 @@ class Handler(BaseHTTPRequestHandler):
                 # A dropped connection: no terminating chunk, the way a proxy cut looks.
                 self.close_connection = True
                 return
+            out = []
             for erv, p, n, etype, text, labels in batch:
                 pos = erv
                 if wanted(p, n, labels, text):
-                    self.chunk_text(etype, text)
+                    out.append(event_chunk(etype, text))
+            self.send_chunks(out)
             if time.monotonic() >= deadline:
                 return self.chunk_end()
 
@@ -839,11 +865,11 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
-    def chunk_text(self, etype, text):
-        """A watch event around an object's stored JSON text (no decode and encode again)."""
-        data = ('{"type":"%s","object":%s}\n' % (etype, text)).encode()
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
+    def send_chunks(self, chunks):
+        """Events that are ready together go out in one write (one chunk each, as before)."""
+        if chunks:
+            self.wfile.write(b"".join(chunks))
+            self.wfile.flush()
 
     def chunk_end(self):
         self.wfile.write(b"0\r\n\r\n")
@@ -1213,6 +1239,12 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+def event_chunk(etype, text):
+    """A watch event around an object's stored JSON text (no decode and encode again)."""
+    data = ('{"type":"%s","object":%s}\n' % (etype, text)).encode()
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def _comparable(o):

@@ -339,8 +339,7 @@ def finish_deletion(state, key, obj):
 
 
 def collect_garbage(state):
-    uids = {o["metadata"]["uid"] for o in state.objects.values()}
     for k, o in list(state.objects.items()):
         refs = o["metadata"].get("ownerReferences") or []
-        if refs and all(r.get("uid") not in uids for r in refs):
+        if refs and all(r.get("uid") not in state.uids for r in refs) and k in state.objects:
             state.remove(*k)

@@ -391,7 +391,6 @@ def invalid_message(kind, group, name, causes):
 
 
 def strip_for_list(obj):
-    o = SC.jcopy(obj)
-    o.pop("kind", None)
-    o.pop("apiVersion", None)
-    return o
+    """A list item: the object without kind and apiVersion (a shallow copy: the items are only
+    written out, and stored objects are never changed in place)."""
+    return {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}

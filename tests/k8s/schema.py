@@ -26,6 +26,10 @@ class Schemas:
         self.schemas = {}
         self.by_gvk = {}
         self.raw = {}
+        # Lookups by the identity of a schema node, kept with the node so its id stays its own.
+        # Only nodes of the loaded documents are cached (they never change).
+        self._resolved = {}
+        self._children = {}
         for gv, fname in DOCS.items():
             path = os.path.join(FIXTURES, "openapi", fname)
             with open(path, "rb") as f:
@@ -39,6 +43,15 @@ class Schemas:
 
     def resolve(self, node):
         """Follow $ref / single allOf to the schema that has the properties."""
+        hit = self._resolved.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        found = self._resolve(node)
+        if node and ("$ref" in node or "allOf" in node):
+            self._resolved[id(node)] = (node, found)
+        return found
+
+    def _resolve(self, node):
         seen = 0
         while node and seen < 8:
             seen += 1
@@ -56,6 +69,17 @@ class Schemas:
 
     def child(self, schema, key):
         """The property node (with its x-kubernetes-* extensions) and its resolved schema."""
+        ck = (id(schema), key)
+        hit = self._children.get(ck)
+        if hit is not None and hit[0] is schema:
+            return hit[1]
+        found = self._child(schema, key)
+        if schema and ("$ref" in schema or "allOf" in schema or "properties" in schema
+                       or "additionalProperties" in schema):
+            self._children[ck] = (schema, found)
+        return found
+
+    def _child(self, schema, key):
         schema = self.resolve(schema)
         props = schema.get("properties")
         if props and key in props:
@@ -284,36 +308,39 @@ def prune_empty(obj, path):
 # ---- merging --------------------------------------------------------------------------------
 
 def apply_merge(live, applied, schema, S):
-    """Merge an applied configuration into the live object following the schema's list types."""
+    """Merge an applied configuration into the live object following the schema's list types.
+    Neither input is changed: live is copied once, then merged into in place."""
     if not isinstance(live, dict) or not isinstance(applied, dict):
         return jcopy(applied)
     out = jcopy(live)
-    for k, v in applied.items():
-        node, sch = S.child(schema, k)
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and node.get("x-kubernetes-map-type") != "atomic":
-            out[k] = apply_merge(out[k], v, sch, S)
-        elif isinstance(v, list) and isinstance(out.get(k), list) and list_type(node) == "map":
-            out[k] = _merge_map_list(out[k], v, node, S, apply_merge)
-        elif isinstance(v, list) and isinstance(out.get(k), list) and list_type(node) == "set":
-            out[k] = out[k] + [i for i in v if i not in out[k]]
-        else:
-            out[k] = jcopy(v)
+    _apply_into(out, applied, schema, S)
     return out
 
 
-def _merge_map_list(live, applied, node, S, merge):
-    keys = map_keys(node)
-    isch = S.items(node)
-    result = [jcopy(i) for i in live]
-    for item in applied:
-        key = item_key(item, keys, isch, S)
-        for idx, cur in enumerate(result):
-            if item_key(cur, keys, isch, S) == key:
-                result[idx] = merge(cur, item, isch, S)
-                break
+def _apply_into(out, applied, schema, S):
+    """apply_merge on `out`, a private copy: changed in place, applied values copied."""
+    for k, v in applied.items():
+        node, sch = S.child(schema, k)
+        cur = out.get(k)
+        if isinstance(v, dict) and isinstance(cur, dict) and node.get("x-kubernetes-map-type") != "atomic":
+            _apply_into(cur, v, sch, S)
+        elif isinstance(v, list) and isinstance(cur, list) and list_type(node) == "map":
+            keys, isch = map_keys(node), S.items(node)
+            for item in v:
+                key = item_key(item, keys, isch, S)
+                for idx, c in enumerate(cur):
+                    if item_key(c, keys, isch, S) == key:
+                        if isinstance(c, dict) and isinstance(item, dict):
+                            _apply_into(c, item, isch, S)
+                        else:
+                            cur[idx] = jcopy(item)
+                        break
+                else:
+                    cur.append(jcopy(item))
+        elif isinstance(v, list) and isinstance(cur, list) and list_type(node) == "set":
+            out[k] = cur + [jcopy(i) for i in v if i not in cur]
         else:
-            result.append(jcopy(item))
-    return result
+            out[k] = jcopy(v)
 
 
 def merge_patch(target, patch):
