@@ -18,7 +18,6 @@ GET /_test/requests (the request log).
 import argparse
 import bisect
 import base64
-import datetime
 import json
 import os
 import select
@@ -56,8 +55,7 @@ def load_yaml_or_json(body):
     return yaml.load(body.decode(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
-def now():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+now = SC.now
 
 
 class ApiError(Exception):

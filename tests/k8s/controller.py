@@ -22,9 +22,7 @@ import uuid
 import schema as SC
 
 
-def now():
-    import datetime
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+now = SC.now
 
 
 def step(state):
