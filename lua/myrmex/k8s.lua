@@ -179,18 +179,11 @@ function Client:_discover()
   return list
 end
 
---- Find the resource for a kind ("Deployment"), plural ("deployments"), short name ("deploy")
---- or "plural.group", optionally pinned to an apiVersion. Uses discovery, so custom resources
---- work as well as built-in ones.
----@param kind string
----@param api_version? string
----@return {group:string, version:string, api_version:string, name:string, kind:string, namespaced:boolean, base:string}
-function Client:resource(kind, api_version)
-  if type(kind) ~= "string" then error("k8s.resource: kind must be a string, got " .. type(kind), 2) end
+local function find_resource(list, kind, api_version)
   local lower = kind:lower()
   local plural, group = lower:match("^([^.]+)%.(.+)$")
   local best
-  for _, r in ipairs(self:_discover()) do
+  for _, r in ipairs(list) do
     local hit = (r.kind == kind or r.name == lower or r.singular == lower or r.kind:lower() == lower)
     for _, s in ipairs(r.short) do if s == lower then hit = true end end
     if plural then hit = r.name == plural and r.group == group end
@@ -200,10 +193,34 @@ function Client:resource(kind, api_version)
   end
   if not best then
     errors.raise({ code = "NotFound", engine = "k8s", message = 'the server doesn\'t have a resource type "'
-      .. kind .. '"' .. (api_version and (" in " .. api_version) or "") }, 2)
+      .. kind .. '"' .. (api_version and (" in " .. api_version) or "") }, 3)
   end
   return best
 end
+
+--- Find the resource for a kind ("Deployment"), plural ("deployments"), short name ("deploy")
+--- or "plural.group", optionally pinned to an apiVersion. Uses discovery, so custom resources
+--- work as well as built-in ones.
+---@param kind string
+---@param api_version? string
+---@return {group:string, version:string, api_version:string, name:string, kind:string, namespaced:boolean, base:string}
+function Client:resource(kind, api_version)
+  if type(kind) ~= "string" then error("k8s.resource: kind must be a string, got " .. type(kind), 2) end
+  -- Answers are kept per discovery result: applying N manifests of one kind scans it once.
+  local list = self:_discover()
+  local memo = self._resolved
+  if not memo or memo.list ~= list then
+    memo = { list = list, by = {} }
+    self._resolved = memo
+  end
+  local key = kind .. "\0" .. (api_version or "")
+  local hit = memo.by[key]
+  if hit then return hit end
+  hit = find_resource(list, kind, api_version)
+  memo.by[key] = hit
+  return hit
+end
+
 
 function Client:_path(r, name, namespace, sub)
   local p = r.base
