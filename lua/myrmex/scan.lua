@@ -28,6 +28,8 @@ local DETECT_ORDER = { "trivy", "grype", "sarif" }
 local BACKENDS = { "trivy", "grype", "scout" }
 local DEFAULT_TIMEOUT = 900
 local DEFAULT_MAX_OUTPUT = 1024 * 1024 * 1024
+-- Reports from this size on get a full collection once read (see load_report).
+local BIG_REPORT = 16 * 1024 * 1024
 
 local function fail(code, msg, details)
   errors.raise({ code = code, engine = "scan", message = msg, details = details }, 3)
@@ -187,7 +189,12 @@ function M.load_report(source, opts)
     local head = f:read(2) or ""
     if head ~= "\255\254" and head ~= "\254\255" then
       f:close()
-      return finish(decode_file(source), opts.format, what, opts)
+      local result = finish(decode_file(source), opts.format, what, opts)
+      -- The decoded report is garbage now, but the collector paced itself while it was
+      -- alive: left alone, the heap would grow to twice report + findings before the next
+      -- cycle. One full collection sets the pace from the findings alone.
+      if st and st.size and st.size >= BIG_REPORT then collectgarbage() end
+      return result
     end
     -- UTF-16 is converted in Lua: read at the known size (read("a") grows a buffer by
     -- doubling, twice the report at peak).
@@ -587,7 +594,7 @@ function M.export(result, format, path, opts)
   if path ~= nil and type(path) ~= "string" then error("scan.export: path must be a string", 2) end
   if not path then
     local parts = {}
-    writer(result, opts, function(s) parts[#parts + 1] = s end)
+    writer(result, opts, function(...) table.move({ ... }, 1, select("#", ...), #parts + 1, parts) end)
     return table.concat(parts)
   end
   -- Written in pieces (a 100 MB report is never one string), to a temporary file renamed
@@ -596,8 +603,8 @@ function M.export(result, format, path, opts)
   local f, err = io.open(tmp, "wb")
   if not f then fail("Invalid", "cannot write " .. path .. ": " .. tostring(err)) end
   f:setvbuf("full", 65536)
-  local function emit(s)
-    local written, e = f:write(s)
+  local function emit(...)
+    local written, e = f:write(...)
     if not written then fail("Invalid", "cannot write " .. path .. ": " .. tostring(e)) end
   end
   local ok, werr = pcall(function()
