@@ -696,6 +696,15 @@ static int setup_body(lua_State *L, int t, xfer *x, const char *method) {
     return luaL_error(L, "http: body must be a string, {file=PATH}, a source or a stream");
   }
   lua_pop(L, 1);
+  /* No "Expect: 100-continue" round trip: engines answer at once or not at all. */
+  append_header(L, &x->headers, "Expect:");
+  if (x->body_kind == BODY_STRING && !x->hash_sent) {
+    /* Given as POSTFIELDS, a small body leaves in the same send as the headers (one write and
+     * one wake-up of the server per request, not two) and curl can resend it by itself. */
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, size);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body_str);
+    return 0;
+  }
   if (size < 0)
     size = (curl_off_t)opt_int(L, t, "body_size", -1);
   curl_easy_setopt(e, CURLOPT_POST, 1L);
@@ -704,8 +713,6 @@ static int setup_body(lua_State *L, int t, xfer *x, const char *method) {
   curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
   curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
   curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, size); /* -1: chunked */
-  /* No "Expect: 100-continue" round trip: engines answer at once or not at all. */
-  append_header(L, &x->headers, "Expect:");
   return 0;
 }
 
