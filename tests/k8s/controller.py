@@ -1,4 +1,5 @@
-"""The fake controllers of the test API server (called under the state lock every 50 ms).
+"""The fake controllers of the test API server (called under the state lock when a timer is due,
+at least every 50 ms).
 
 Deployments own ReplicaSets as the real controller keeps them: one per pod template, named
 <deployment>-<pod-template-hash>, labelled with that hash, annotated with its revision
@@ -26,30 +27,38 @@ now = SC.now
 
 
 def step(state):
-    """Look at the objects that changed or wait on a timer (state.pending, filled by every store
-    and removal, as the real controllers' work queues are filled by their informers); an object
-    stays pending until its handler says it is settled."""
+    """Look at the objects that changed or whose timer is due (state.pending, filled by every
+    store and removal, as the real controllers' work queues are filled by their informers). A
+    handler returns None when the object is settled, else the monotonic time to look again.
+    Returns when the next timer is due."""
     t = time.monotonic()
     keys, state.pending = state.pending, set()
     for key in sorted(keys):
         obj = state.objects.get(key)
         if obj is None:
+            state.due.pop(key, None)
+            continue
+        if state.due.get(key, 0) > t:
+            state.pending.add(key)
             continue
         plural = key[0]
+        again = None
         if obj["metadata"].get("deletionTimestamp"):
             finish_deletion(state, key, obj)
-            settled = key not in state.objects
+            again = t if key in state.objects else None
         elif plural == "deployments":
-            settled = deployment(state, key, obj, t)
+            again = deployment(state, key, obj, t)
         elif plural == "jobs":
-            settled = job(state, key, obj, t)
+            again = job(state, key, obj, t)
+        if again is None:
+            state.due.pop(key, None)
         else:
-            settled = True
-        if not settled:
+            state.due[key] = again
             state.pending.add(key)
     if state.gc_needed:
         state.gc_needed = False
         collect_garbage(state)
+    return min((state.due.get(k, t) for k in state.pending), default=t + 1)
 
 
 def write_status(state, key, obj, status):
@@ -73,19 +82,21 @@ def condition(ctype, status, reason, message):
 
 
 def deployment(state, key, d, t):
-    """One look at a Deployment; returns True when nothing is left to do until it changes."""
+    """One look at a Deployment; returns None when nothing is left to do until it changes,
+    else when to look again."""
     mark = state.marks.get(key)
     if mark == "stall":
-        return True
+        return None
     gen = d["metadata"].get("generation", 1)
     st = d.get("status") or {}
-    since = t - state.changed_at.get(key, 0)
+    changed = state.changed_at.get(key, 0)
+    since = t - changed
     want = d["spec"].get("replicas", 1)
     rs = sync_replicasets(state, key, d, want)
     d = state.objects[key]
     if st.get("observedGeneration") != gen or st.get("replicas") != want:
         if since < state.delay:
-            return False
+            return changed + state.delay
         status = {"observedGeneration": gen, "replicas": want, "updatedReplicas": want,
                   "unavailableReplicas": want, "readyReplicas": 0, "availableReplicas": 0,
                   "conditions": [condition("Available", "False", "MinimumReplicasUnavailable",
@@ -98,20 +109,20 @@ def deployment(state, key, d, t):
             if status.get(k) == 0:
                 status.pop(k)
         write_status(state, key, d, status)
-        return False
+        return changed + 2 * state.delay
     if since < 2 * state.delay:
-        return False
+        return changed + 2 * state.delay
     if mark == "fail":
         if any(c["reason"] == "ProgressDeadlineExceeded" for c in st.get("conditions", [])):
-            return True
+            return None
         conds = [c for c in st.get("conditions", []) if c["type"] != "Progressing"]
         conds.append(condition("Progressing", "False", "ProgressDeadlineExceeded",
                                'ReplicaSet "%s" has timed out progressing.' % rs))
         write_status(state, key, d, dict(st, conditions=conds))
-        return True
+        return None
     if st.get("availableReplicas", 0) != want or any(c["reason"] == "ReplicaSetUpdated" for c in st.get("conditions", [])):
         write_status(state, key, d, ready_status(gen, want, rs))
-    return True
+    return None
 
 
 REV = "deployment.kubernetes.io/revision"
@@ -249,20 +260,21 @@ def job(state, key, j, t):
     mark = state.marks.get(key)
     st = j.get("status") or {}
     if mark == "stall" or any(c["type"] in ("Complete", "Failed") for c in st.get("conditions", [])):
-        return True
-    since = t - state.changed_at.get(key, 0)
+        return None
+    changed = state.changed_at.get(key, 0)
+    since = t - changed
     ns, name = key[1], j["metadata"]["name"]
     n = j["spec"].get("completions") or 1
     if "startTime" not in st:
         if since < state.delay:
-            return False
+            return changed + state.delay
         for i in range(n):
             make_pod(state, ns, j, i)
         write_status(state, key, j, {"startTime": now(), "active": min(n, j["spec"].get("parallelism", 1) or 1),
                                      "ready": 0, "terminating": 0, "uncountedTerminatedPods": {}})
-        return False
+        return changed + 2 * state.delay
     if since < 2 * state.delay:
-        return False
+        return changed + 2 * state.delay
     failed = mark == "fail"
     for pk, pod in list(state.objects.items()):
         if pk[0] == "pods" and pk[1] == ns and (pod["metadata"].get("labels") or {}).get("job-name") == name:
@@ -281,7 +293,7 @@ def job(state, key, j, t):
     for c in conds:
         c["lastProbeTime"] = c.pop("lastUpdateTime")
     write_status(state, key, j, status)
-    return True
+    return None
 
 
 def make_pod(state, ns, j, index):
