@@ -120,8 +120,8 @@ class State:
         self.cond = threading.Condition(self.lock)
         self.rv = 100
         self.objects = {}          # (plural, ns, name) -> object
-        self.events = []           # (rv, plural, ns, type, object JSON text, labels)
-        self.texts = {}            # (plural, ns, name) -> the stored object's JSON text
+        self.events = []           # [rv, plural, ns, type, object, labels, its JSON text once written]
+        self.texts = {}            # (plural, ns, name) -> (stored object, its JSON text) once written
         self.owned = {}            # owner uid -> keys of the objects whose ownerReferences name it
         self.compacted = 0
         self.drop_gen = 0
@@ -180,8 +180,17 @@ class State:
         self.objects[key] = obj
         self.uids.add(obj["metadata"].get("uid"))
         self._changed(key, obj)
-        self.texts[key] = self.emit(plural, ns, etype, obj)
+        self.emit(plural, ns, etype, obj)
         return obj
+
+    def text_of(self, key):
+        """The stored object's JSON text, written on first use: most controller writes are
+        never read by anyone."""
+        obj = self.objects.get(key)
+        hit = self.texts.get(key)
+        if hit is None or hit[0] is not obj:
+            hit = self.texts[key] = (obj, json.dumps(obj, separators=(",", ":")))
+        return hit[1]
 
     def remove(self, plural, ns, name):
         key = (plural, ns, name)
@@ -219,15 +228,13 @@ class State:
         return self.events[start:]
 
     def emit(self, plural, ns, etype, obj):
-        """Record a watch event; returns obj's JSON text, written once for every watcher."""
-        text = json.dumps(obj, separators=(",", ":"))
-        self.events.append((self.rv, plural, ns, etype, text, obj["metadata"].get("labels") or {}))
+        """Record a watch event; its JSON text is written when a watcher first sends it."""
+        self.events.append([self.rv, plural, ns, etype, obj, obj["metadata"].get("labels") or {}, None])
         if len(self.events) > 5000:
             drop = self.events[:1000]
             self.events = self.events[1000:]
             self.compacted = drop[-1][0]
         self.cond.notify_all()
-        return text
 
 
 def _ordered(obj):
@@ -797,9 +804,9 @@ class Handler(BaseHTTPRequestHandler):
         deadline = time.monotonic() + timeout
         bookmarks = self.q.get("allowWatchBookmarks") in ("true", "1")
 
-        def wanted(p, n, labels, text):
+        def wanted(p, n, labels, obj):
             return p == plural and (ns is None or n == ns) and labels_match(sel, labels) \
-                and (not fsel or fields_match(fsel, json.loads(text)))
+                and (not fsel or fields_match(fsel, obj))
 
         self.send_response(200)
         self.send_header("Audit-Id", str(uuid.uuid4()))
@@ -811,8 +818,8 @@ class Handler(BaseHTTPRequestHandler):
             gen = STATE.drop_gen
             if rv == "0" or self.q.get("sendInitialEvents") == "true":
                 pos = STATE.rv
-                initial = [STATE.texts[k] for k, o in sorted(STATE.objects.items())
-                           if wanted(k[0], k[1], o["metadata"].get("labels") or {}, STATE.texts[k])]
+                initial = [STATE.text_of(k) for k, o in sorted(STATE.objects.items())
+                           if wanted(k[0], k[1], o["metadata"].get("labels") or {}, o)]
             else:
                 pos = int(rv)
                 initial = []
@@ -841,10 +848,12 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             out = []
-            for erv, p, n, etype, text, labels in batch:
-                pos = erv
-                if wanted(p, n, labels, text):
-                    out.append(event_chunk(etype, text))
+            for e in batch:
+                pos = e[0]
+                if wanted(e[1], e[2], e[5], e[4]):
+                    if e[6] is None:  # a race between watchers writes the same text twice
+                        e[6] = json.dumps(e[4], separators=(",", ":"))
+                    out.append(event_chunk(e[3], e[6]))
             self.send_chunks(out)
             if time.monotonic() >= deadline:
                 return self.chunk_end()
@@ -907,7 +916,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 new = STATE.put(plural, ns, new, "ADDED")
                 STATE.changed_at[key] = time.monotonic()
-            self.send_json(201, new, warn, STATE.texts.get(key) if not dry else None)
+            self.send_json(201, new, warn, STATE.text_of(key) if not dry else None)
 
     def update(self, plural, ns, name, sub):
         obj = self.decode(plural)
@@ -982,7 +991,7 @@ class Handler(BaseHTTPRequestHandler):
                 STATE.changed_at[key] = time.monotonic()
         elif unchanged:
             new = old
-        self.send_json(code, new, warn, STATE.texts.get(key) if STATE.objects.get(key) is new else None)
+        self.send_json(code, new, warn, STATE.text_of(key) if STATE.objects.get(key) is new else None)
 
     def patch(self, plural, ns, name, sub):
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
