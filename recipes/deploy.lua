@@ -1,5 +1,7 @@
 -- Deploy an image to Kubernetes: render (or take) manifests, server-side apply, wait for the
--- rollout, roll back on failure. Without a configured cluster the apply is planned, not made.
+-- rollout; on failure roll back to the revision that ran before (rollout_undo), unless this
+-- deploy left the pod template as it was. Without a configured cluster the apply is planned.
+local json = require("myrmex.json")
 local yaml = require("myrmex.yaml")
 local log = require("myrmex.log")
 local plan = require("myrmex.plan")
@@ -67,19 +69,28 @@ return {
       return { planned = true, manifests = text }
     end
     local c = k8s.connect({ namespace = p.namespace })
-    -- Whether there is a revision to roll back to (not on a first deploy).
-    local previous = pcall(c.get, c, "deployments", p.name, { namespace = p.namespace })
+    -- What ran before (nil on a first deploy): its revision is the one to roll back to.
+    local had, previous = pcall(c.get, c, "deployments", p.name, { namespace = p.namespace })
+    previous = had and previous or nil
     ctx.step("apply", function() return c:apply_manifest(text, { field_manager = "myrmex" }) end)
     local ok, err = pcall(ctx.step, "rollout", function()
       return c:rollout_wait("Deployment", p.name, { namespace = p.namespace, timeout = p.timeout })
     end)
     if not ok then
+      local now = c:get("deployments", p.name, { namespace = p.namespace })
+      if previous and json.encode(now.spec.template, { sort_keys = true })
+          == json.encode(previous.spec.template, { sort_keys = true }) then
+        -- This deploy did not change the pods: undoing would go back past what was running.
+        log.error("rollout failed; the pod template is unchanged, nothing to roll back", { name = p.name })
+        error(err, 0)
+      end
       log.error("rollout failed, rolling back", { name = p.name, to = previous and "previous revision" or "nothing" })
       ctx.step("rollback", function()
         if not previous then
           return c:delete("deployments", p.name, { namespace = p.namespace })
         end
-        return c:rollout_undo(p.name, { namespace = p.namespace })
+        local rev = tonumber((previous.metadata.annotations or {})["deployment.kubernetes.io/revision"])
+        return c:rollout_undo(p.name, { namespace = p.namespace, to_revision = rev and math.tointeger(rev) })
       end)
       error(err, 0)
     end

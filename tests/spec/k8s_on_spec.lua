@@ -74,5 +74,11 @@ describe("run --on kubernetes", function()
     assert.are.equal(1, r.code, r.stderr)
     assert.truthy(r.stderr:find("rolling back", 1, true), r.stderr)
     assert.are.equal("app:1", image_now(), "the previous template is back")
+    -- The same image again, still failing: nothing of this deploy to undo, so no going back
+    -- past what runs (kubectl's plain undo would pick app:2, the revision before).
+    r = deploy("app:1")
+    assert.are.equal(1, r.code, r.stderr)
+    assert.truthy(r.stderr:find("nothing to roll back", 1, true), r.stderr)
+    assert.are.equal("app:1", image_now())
   end)
 end)
