@@ -25,6 +25,13 @@ hyperfine --warmup 1 --runs "${RUNS:-5}" --export-json "$out/hyperfine.json" \
   --command-name python "$python" \
   --command-name "jq -c ." "$jq >/dev/null"
 
+printf '\n%-8s %14s %10s\n' command "wall (mean±σ)" "CPU (u+s)"
+jq -r '.results[] | [.command, .mean, .stddev, .user + .system] | @tsv' "$out/hyperfine.json" |
+  while IFS="$(printf '\t')" read -r name mean sd cpu; do
+    printf '%-8s %7.2f s ± %.2f %8.2f s\n' "$name" "$mean" "$sd" "$cpu"
+  done
+printf 'load average: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+
 rss() { /usr/bin/time -f %M sh -c "$1 >/dev/null" 2>&1 | tail -n 1; }
 printf '\nreport: %s bytes\n' "$bytes"
 for name in myrmex python jq; do

@@ -3,6 +3,9 @@
 
 local M = {}
 
+-- Locals: these run for every field of every finding.
+local type, pairs = type, pairs
+
 --- Severities from worst to best; `rank` gives 5 for CRITICAL down to 1 for UNKNOWN.
 M.SEVERITIES = { "CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN" }
 M.rank = { CRITICAL = 5, HIGH = 4, MEDIUM = 3, LOW = 2, UNKNOWN = 1 }

@@ -1,10 +1,13 @@
 --- Trivy JSON (SchemaVersion 2) -> the myrmex.scan model. Internal to myrmex.scan.
 local model = require("myrmex.scan.model")
 
-local str, num, tab, strings = model.str, model.num, model.tab, model.strings
+local str, tab, strings = model.str, model.tab, model.strings
 local severity_of, ecosystem = model.severity, model.ecosystem
 
 local M = {}
+
+-- Locals: these run for every field of every finding.
+local type, next = type, next
 
 local FIX_STATE = {
   fixed = "fixed", affected = "not_fixed", will_not_fix = "wont_fix",
@@ -20,15 +23,19 @@ function M.detect(doc)
     (doc.Results ~= nil or doc.ArtifactName ~= nil)
 end
 
+-- Runs for every source of every finding: `next` instead of pairs (decoded tables have a
+-- metatable, so pairs would look for __pairs each time) and the type checks inline.
 local function cvss_table(raw)
   local out = {}
   if type(raw) ~= "table" then return out end
-  for source, c in pairs(raw) do
+  for source, c in next, raw do
     if type(source) == "string" and type(c) == "table" then
+      local v2, v3, v4 = c.V2Score, c.V3Score, c.V40Score
+      local v2v, v3v, v4v = c.V2Vector, c.V3Vector, c.V40Vector
       out[source] = {
-        v2_score = num(c.V2Score), v2_vector = str(c.V2Vector),
-        v3_score = num(c.V3Score), v3_vector = str(c.V3Vector),
-        v4_score = num(c.V40Score), v4_vector = str(c.V40Vector),
+        v2_score = type(v2) == "number" and v2 or nil, v2_vector = str(v2v),
+        v3_score = type(v3) == "number" and v3 or nil, v3_vector = str(v3v),
+        v4_score = type(v4) == "number" and v4 or nil, v4_vector = str(v4v),
       }
     end
   end
