@@ -370,7 +370,8 @@ def apply_fields(state, plural, live, applied, manager, force, subresource=None)
     mine["_set"] = a_set
     mine["time"] = now()
     body = {k: v for k, v in applied.items() if k not in ("status",)}
-    merged = SC.apply_merge(result, body, sch, S)
+    # result is a copy made here and the applied body is the request's own: no more copies.
+    merged = SC.apply_merge(result, body, sch, S, private=True)
     return merged, ents
 
 
@@ -1070,7 +1071,7 @@ class Handler(BaseHTTPRequestHandler):
                 base = STATE.new_object(plural, {"metadata": {"name": name}}, manager)
                 base["metadata"].pop("labels", None) if plural != "namespaces" else None
                 merged, ents = apply_fields(STATE, plural, None, applied, manager, force)
-                merged = SC.apply_merge(base, merged, STATE.schema_for(plural), STATE.S)
+                merged = SC.apply_merge(base, merged, STATE.schema_for(plural), STATE.S, private=True)
                 if plural != "namespaces":
                     merged["metadata"].pop("namespace", None)
                     if O.RESOURCES[plural]["namespaced"]:

@@ -193,10 +193,13 @@ def _sync_replicasets(state, key, d, want):
 
 
 def new_replicaset(d, rs_name, h, revision):
-    tmpl = SC.jcopy(d["spec"]["template"])
-    tmpl.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = h
-    sel = SC.jcopy(d["spec"].get("selector") or {})
-    sel.setdefault("matchLabels", {})["pod-template-hash"] = h
+    # New dicts down to the labels; the rest is shared with the Deployment (stored objects are
+    # never changed in place).
+    src = d["spec"]["template"]
+    tmeta = src.get("metadata") or {}
+    tmpl = dict(src, metadata=dict(tmeta, labels=dict(tmeta.get("labels") or {}, **{"pod-template-hash": h})))
+    src_sel = d["spec"].get("selector") or {}
+    sel = dict(src_sel, matchLabels=dict(src_sel.get("matchLabels") or {}, **{"pod-template-hash": h}))
     anns = {REV: str(revision), "deployment.kubernetes.io/desired-replicas": str(d["spec"].get("replicas", 1))}
     cause = (d["metadata"].get("annotations") or {}).get("kubernetes.io/change-cause")
     if cause:

@@ -321,23 +321,30 @@ def prune_empty(obj, path):
 
 # ---- merging --------------------------------------------------------------------------------
 
-def apply_merge(live, applied, schema, S):
+def apply_merge(live, applied, schema, S, private=False):
     """Merge an applied configuration into the live object following the schema's list types.
-    Neither input is changed: live is copied once, then merged into in place."""
+    Neither input is changed: live is copied once, then merged into in place. With `private`,
+    both belong to the caller alone: live is merged into and applied's values are taken as
+    they are, no copies."""
+    take = _same if private else jcopy
     if not isinstance(live, dict) or not isinstance(applied, dict):
-        return jcopy(applied)
-    out = jcopy(live)
-    _apply_into(out, applied, schema, S)
+        return take(applied)
+    out = live if private else jcopy(live)
+    _apply_into(out, applied, schema, S, take)
     return out
 
 
-def _apply_into(out, applied, schema, S):
-    """apply_merge on `out`, a private copy: changed in place, applied values copied."""
+def _same(v):
+    return v
+
+
+def _apply_into(out, applied, schema, S, take):
+    """apply_merge on `out`, a private copy: changed in place, applied values `take`n."""
     for k, v in applied.items():
         node, sch = S.child(schema, k)
         cur = out.get(k)
         if isinstance(v, dict) and isinstance(cur, dict) and node.get("x-kubernetes-map-type") != "atomic":
-            _apply_into(cur, v, sch, S)
+            _apply_into(cur, v, sch, S, take)
         elif isinstance(v, list) and isinstance(cur, list) and list_type(node) == "map":
             keys, isch = map_keys(node), S.items(node)
             for item in v:
@@ -345,16 +352,16 @@ def _apply_into(out, applied, schema, S):
                 for idx, c in enumerate(cur):
                     if item_key(c, keys, isch, S) == key:
                         if isinstance(c, dict) and isinstance(item, dict):
-                            _apply_into(c, item, isch, S)
+                            _apply_into(c, item, isch, S, take)
                         else:
-                            cur[idx] = jcopy(item)
+                            cur[idx] = take(item)
                         break
                 else:
-                    cur.append(jcopy(item))
+                    cur.append(take(item))
         elif isinstance(v, list) and isinstance(cur, list) and list_type(node) == "set":
-            out[k] = cur + [jcopy(i) for i in v if i not in cur]
+            out[k] = cur + [take(i) for i in v if i not in cur]
         else:
-            out[k] = jcopy(v)
+            out[k] = take(v)
 
 
 def merge_patch(target, patch):
