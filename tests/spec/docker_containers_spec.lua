@@ -150,13 +150,34 @@ describe("run_container", function()
     assert.is_false(exists(id))
   end)
 
+  it("closes a handle removed inside its scope without complaint, and a nameless one names its id", function()
+    local id
+    do
+      local c <close> = d:create_container(cfg { cmd = { "true" } })
+      id = c.id
+      assert.are.equal("userdata", type(c))
+      assert.are.equal(("docker.container(%s)"):format(id:sub(1, 12)), tostring(c))
+      c:remove()
+      assert.is_true(c.removed)
+    end -- the scope's <close> on a removed handle: no request, no error
+    assert.is_false(exists(id))
+    local kept
+    do
+      local c <close> = d:create_container(cfg { cmd = { "true" } })
+      c.keep = true
+      kept = c.id
+    end
+    assert.is_true(exists(kept))
+    d:remove_container(kept, { force = true })
+  end)
+
   it("hands out userdata handles: fields, methods, tostring, pairs, and a harmless second close", function()
     local name = dt.name("handle")
     local c = d:run_container(cfg { name = name, cmd = { "sleep", "30" } })
     assert.are.equal("userdata", type(c))
     assert.matches("^%x+$", c.id)
     assert.are.equal(name, c.name)
-    assert.are.equal("docker container " .. name, tostring(c))
+    assert.are.equal(("docker.container(%s %s)"):format(c.id:sub(1, 12), name), tostring(c))
     c.note = "kept"
     local seen = {}
     for k, v in pairs(c) do seen[k] = v end
@@ -167,6 +188,10 @@ describe("run_container", function()
     close(c)
     assert.is_false(exists(c.id))
     close(c) -- removed already: nothing raised, nothing logged as a failure
+    assert.has_error(function() c:inspect() end,
+      ("docker.inspect_container: docker.container(%s %s) was removed; the handle is closed"):format(c.id:sub(1, 12), name))
+    assert.has_error(function() d:start_container(c) end,
+      ("docker.start_container: docker.container(%s %s) was removed; the handle is closed"):format(c.id:sub(1, 12), name))
     assert.has_error(function() d:start_container(42) end,
       "docker.start_container: container id, name or handle expected, got number")
   end)
@@ -201,8 +226,9 @@ describe("container lifecycle", function()
     assert.are.equal(0, #stopped)
     c:remove { force = true, volumes = true }
     assert.is_false(exists(c.id))
-    local err = raised(c.start, c)
-    assert.is_true(errors.is(err, "NotFound"))
+    assert.matches("was removed; the handle is closed", raised(c.start, c))
+    local err = raised(d.start_container, d, c.id) -- by id: the engine's answer
+    assert.is_true(errors.is(err, "NotFound"), tostring(err))
   end)
 
   it("looks up existing containers by name", function()

@@ -16,11 +16,15 @@ local stream = require("myrmex.docker.stream")
 ---@field exit_code integer|nil set by run_container{wait=true}
 ---@field stdout string|nil set by run_container{wait=true}
 ---@field stderr string|nil set by run_container{wait=true}
+---@field keep boolean|nil set to true to keep the container when the handle is closed
+---@field removed boolean|nil true once the container was removed through this handle
 local Container = {}
 Container.__name = "myrmex.docker.Container"
 -- Handles are userdata (runtime.handle) whose fields live in a table: reads look there first,
--- then at the methods; no __gc: a container outlives a handle that was only dropped, only
--- <close> (or :remove) removes it.
+-- then at the methods. No __gc, by decision: a container outlives a handle that was only
+-- dropped (a collection at an unpredictable time must not remove it), only <close> (or
+-- :remove) removes it. A handle owns no transfer: log, exec and stats streams are transport
+-- handles scoped to the call, and those have a __gc that aborts their transfer.
 local fields = rt.fields
 function Container:__index(k)
   local v = fields(self)[k]
@@ -30,8 +34,11 @@ end
 function Container:__newindex(k, v) fields(self)[k] = v end
 function Container:__pairs() return next, fields(self), nil end
 
+-- docker.container(0123456789ab name), the name left out when there is none.
 function Container:__tostring()
-  return "docker container " .. (self.name or tostring(self.id):sub(1, 12))
+  local f = fields(self)
+  local id = tostring(f.id):sub(1, 12)
+  return ("docker.container(%s%s)"):format(id, f.name and (" " .. f.name) or "")
 end
 
 -- <close>: remove the container (force, with its anonymous volumes) whether the scope ended
@@ -55,7 +62,12 @@ local function is_ref(v)
   return type(v) == "table" or (type(v) == "userdata" and getmetatable(v) == Container)
 end
 
-local function ref_id(fname, ref)
+-- A removed handle is a closed one: using it again is a recipe bug, said plainly rather than
+-- as the engine's 404 (remove and <close> accept it: closing twice is harmless).
+local function ref_id(fname, ref, closed_ok)
+  if type(ref) == "userdata" and is_ref(ref) and ref.removed and not closed_ok then
+    error(("docker.%s: %s was removed; the handle is closed"):format(fname, tostring(ref)), 3)
+  end
   if is_ref(ref) and ref.id then return ref.id end
   if type(ref) == "string" and ref ~= "" then return ref end
   error(("docker.%s: container id, name or handle expected, got %s"):format(fname, type(ref)), 3)
@@ -163,7 +175,7 @@ return function(Client, H)
   -- state) is success, as the CLI treats it.
   local function simple(name, method, tail, query_of)
     return function(self, ref, o)
-      local id = ref_id(name, ref)
+      local id = ref_id(name, ref, name == "remove_container")
       return self:_mutate(name, id, o, function()
         self:_call(name, id, { method = method, path = cpath(H.path(id), tail),
           query = query_of and query_of(o or {}) or nil, ok = { [304] = true }, timeout = false })
