@@ -188,25 +188,6 @@ local function analyze_tar(src, opts)
   return a
 end
 
-local function tmp_path(tag)
-  local base = os.getenv("TMPDIR") or "/tmp"
-  local f = io.open("/dev/urandom", "rb")
-  local rnd = f and f:read(6) or tostring(os.time())
-  if f then f:close() end
-  return ("%s/myrmex-%s-%s.tar"):format(base, tag, (rnd:gsub(".", function(c)
-    return ("%02x"):format(c:byte())
-  end)))
-end
-
--- Run fn(tmp) and remove tmp afterwards, whatever happens.
-local function with_tmp(tag, fn)
-  local tmp = tmp_path(tag)
-  local ok, res = pcall(fn, tmp)
-  os.remove(tmp)
-  if not ok then error(res, 0) end
-  return res
-end
-
 -- The engine's save stream is read as it arrives (docker save_source): no temporary file.
 local function analyze_engine(ref, opts)
   local d = opts.docker or require("myrmex.docker").connect()
@@ -227,13 +208,14 @@ local function analyze_registry(rc, ref, opts)
   local progress <close> = log.progress("analyze " .. ref, { total = total, unit = "bytes" })
   for i, l in ipairs(insp.layers) do
     progress:update(progress.done, ("%s (%d/%d)"):format(scan.label(l.digest), i, #insp.layers))
-    recs[i] = with_tmp("blob", function(tmp)
-      rc:blob(repo, l.digest, { to = tmp })
-      local r <close> = archive.open(tmp)
-      local ok, rec = pcall(scan.layer, r)
-      if not ok then invalid("layer " .. l.digest .. " is not a readable tar: " .. tostring(rec)) end
-      return rec
-    end)
+    -- Streamed: the tar reader pulls the blob as it arrives; what it leaves unread after the
+    -- end-of-archive blocks is drained so the transfer finishes and its digest is checked.
+    local s <close> = rc:blob_open(repo, l.digest, { source = true })
+    local r <close> = archive.open(s:source())
+    local ok, rec = pcall(scan.layer, r)
+    if not ok then invalid("layer " .. l.digest .. " is not a readable tar: " .. tostring(rec)) end
+    while s:read() do end
+    recs[i] = rec
     progress:add(tonumber(l.size) or 0)
     meta[i] = { path = l.digest, digest = l.digest, media_type = l.media_type,
       compressed_size = l.size }

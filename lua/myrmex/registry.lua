@@ -513,16 +513,21 @@ function Client:blob(repo, d, opts)
   end)
 end
 
---- Open a blob as a stream (for a request body elsewhere: registry-to-registry copy).
+--- Open a blob as a stream (for a request body elsewhere: registry-to-registry copy). With
+--- `opts.source`, the stream comes from http.open_source: `s:source()` feeds a C reader
+--- (image analysis reads a layer's tar straight from the registry).
 ---@param repo string
 ---@param d string digest
+---@param opts? {source?:boolean}
 ---@return table stream (s.status, s.headers, s:read(), <close>)
-function Client:blob_open(repo, d)
+function Client:blob_open(repo, d, opts)
+  opts = options("blob_open", opts, set { "source" })
   self:_resolve_scheme()
   local scopes = { pull_scope(repo) }
   if self.auth.kind == nil then self:ping() end
   local headers, basic = self.auth:headers(scopes)
-  local s = http.open({ method = "GET", url = self:_base() .. repo_path(repo, "blobs", d), headers = headers,
+  local open = opts.source and http.open_source or http.open
+  local s = open({ method = "GET", url = self:_base() .. repo_path(repo, "blobs", d), headers = headers,
     basic_auth = basic, tls = self.tls, follow = true, digest = d, engine = "registry", timeout = 0 })
   if s.status ~= 200 then
     local status = s.status
