@@ -54,12 +54,30 @@ def type_check(obj, schema, S, kind, strict_unknown, path=""):
 GO_TYPES = {"integer": "int32", "string": "string", "boolean": "bool", "number": "float64"}
 
 
-def _check(v, node, S, kind, path, unknown):
+_INFO = {}
+
+
+def _info(node, S):
+    """What _check needs of a schema node, looked up once per node (kept with the node, so
+    its id stays its own): (type, int-or-string, properties, additionalProperties, items)."""
+    hit = _INFO.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
     sch = S.resolve(node) if node else {}
     t = sch.get("type") or node.get("type") if node else None
-    if v is None or not sch and not node:
+    info = (t, bool(node and (node.get("x-kubernetes-int-or-string") or sch.get("x-kubernetes-int-or-string"))),
+            sch.get("properties"), sch.get("additionalProperties"),
+            (node.get("items") or sch.get("items") or {}) if node else {}, bool(sch or node))
+    if node:
+        _INFO[id(node)] = (node, info)
+    return info
+
+
+def _check(v, node, S, kind, path, unknown):
+    t, int_or_string, props, add, items, known = _info(node, S)
+    if v is None or not known:
         return
-    if node.get("x-kubernetes-int-or-string") or sch.get("x-kubernetes-int-or-string"):
+    if int_or_string:
         if not isinstance(v, (int, str)) or isinstance(v, bool):
             raise DecodeError(_decode_msg(kind, path, "IntOrString"))
         return
@@ -72,15 +90,12 @@ def _check(v, node, S, kind, path, unknown):
     if t == "array":
         if not isinstance(v, list):
             raise DecodeError(_decode_msg(kind, path, _go_type(v, "array")))
-        items = node.get("items") or sch.get("items") or {}
         for i, item in enumerate(v):
             _check(item, items, S, kind, "%s[%d]" % (path, i), unknown)
         return
-    if t == "object" or sch.get("properties"):
+    if t == "object" or props:
         if not isinstance(v, dict):
             raise DecodeError(_decode_msg(kind, path, _go_type(v, "object")))
-        props = sch.get("properties")
-        add = sch.get("additionalProperties")
         for k, val in list(v.items()):
             sub = path + "." + k if path else k
             if props is not None and k in props:
