@@ -407,3 +407,22 @@ describe("batches", function()
     assert.are.equal(0, #d:list_containers { all = true, filters = { name = { name } } })
   end)
 end)
+
+describe("libraries", function()
+  it("running and listing containers does not open libarchive (only builds and copies need it)", function()
+    local src = os.tmpname()
+    assert(io.open(src, "w")):close()
+    local r = sh.myrmex({ "-e", ([[
+      local d = require("myrmex.docker").connect()
+      local c <close> = d:run_container { image = %q, cmd = { "true" }, network = "none", wait = true,
+        labels = { ["myrmex.test"] = %q } }
+      d:list_containers { all = true }
+      print("libarchive:" .. tostring(io.open("/proc/self/maps"):read("a"):find("libarchive", 1, true) ~= nil))
+      c:copy_to("/", %q)
+      print("after copy:" .. tostring(io.open("/proc/self/maps"):read("a"):find("libarchive", 1, true) ~= nil))
+    ]]):format(IMAGE, dt.run_id, src) })
+    os.remove(src)
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("libarchive:false\nafter copy:true", r.stdout)
+  end)
+end)

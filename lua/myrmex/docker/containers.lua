@@ -1,7 +1,9 @@
 --- Containers: create/run from a checked config, lifecycle calls, logs, exec, stats, copy,
 --- handles that clean up with <close>, and batch operations through myrmex.parallel.
 --- Methods of the docker client; see docs/docker.md ("Containers").
-local archive = require("myrmex.core.archive")
+-- libarchive is opened on first use (dlopen): only builds and copies need it, not every
+-- recipe that lists or runs containers.
+local function archive() return require("myrmex.core.archive") end
 local rt = require("myrmex.core.runtime")
 local errors = require("myrmex.errors")
 local log = require("myrmex.log")
@@ -414,8 +416,8 @@ return function(Client, H)
     if not st then
       errors.raise({ code = "NotFound", engine = "docker", message = "no such file: " .. what }, 0)
     end
-    if st.type == "directory" then return (archive.pack { dir = what }) end
-    local w = archive.writer(nil)
+    if st.type == "directory" then return (archive().pack { dir = what }) end
+    local w = archive().writer(nil)
     w:add { path = what:match("([^/]+)$"), data = { file = what }, mode = st.mode, mtime = st.mtime }
     return w:source()
   end
@@ -456,7 +458,7 @@ return function(Client, H)
     end
     local result
     ok, err = pcall(function()
-      if o.to then result = archive.extract(tmp, o.to) else result = archive.open(tmp) end
+      if o.to then result = archive().extract(tmp, o.to) else result = archive().open(tmp) end
     end)
     os.remove(tmp) -- the reader keeps its open descriptor
     if not ok then error(err, 0) end

@@ -1,6 +1,8 @@
 --- Images: build (streamed context), list, inspect, history, tag, remove, prune, save, load,
 --- and a size analysis. Methods of the docker client; see docs/docker.md ("Images").
-local archive = require("myrmex.core.archive")
+-- libarchive is opened on first use (dlopen): only builds and copies need it, not every
+-- recipe that lists or runs containers.
+local function archive() return require("myrmex.core.archive") end
 local json = require("myrmex.json")
 local errors = require("myrmex.errors")
 local log = require("myrmex.log")
@@ -112,7 +114,7 @@ return function(Client, H)
     if type(tags) == "string" then tags = { tags } end
     return self:_mutate("build_image", tags[1] or o.context,
       { context = o.context, tags = tags, target = o.target }, function()
-        local src, dockerfile = archive.pack { dir = o.context, exclude = read_dockerignore(o.context),
+        local src, dockerfile = archive().pack { dir = o.context, exclude = read_dockerignore(o.context),
           dockerfile = o.dockerfile }
         local r = build_reader(o)
         self:_stream_json("build_image", tags[1] or o.context, {
