@@ -53,24 +53,80 @@ describe("registry with the Docker engine", function()
     assert.truthy(repo_digests:find(res.digest, 1, true), repo_digests)
   end)
 
-  it("streams an engine push: nothing is written to disk on the way, skopeo sees the same digest", function()
+  it("streams an engine push: nothing is written to disk, skopeo and docker pull the same digests", function()
     local base = dt.image()
     local script = work .. "/push.lua"
+    local tmp = work .. "/tmpdir"
+    os.execute("mkdir -p " .. sh.q(tmp))
     sh.write(script, ("local c = require('myrmex.registry').connect(%q, { config = false })\n"
       .. "print(c:push_image(%q, 'engine/streamed:1').digest)\n"):format(reg.host, base))
     -- LeakSanitizer cannot run under a tracer: an ASan build is traced without it.
     local r = sh.run({ "strace", "-f", "-qq", "-e", "trace=openat,creat,mkdir,rename", "-o", work .. "/trace",
-      sh.bin, script }, { env = { ASAN_OPTIONS = "detect_leaks=0" } })
+      sh.bin, script }, { env = { ASAN_OPTIONS = "detect_leaks=0", TMPDIR = tmp } })
     assert.are.equal(0, r.code, r.stderr)
     local digest = r.stdout:match("sha256:%x+")
     for line in sh.read(work .. "/trace"):gmatch("[^\n]+") do
       assert.falsy(line:find("O_CREAT", 1, true) or line:find("O_WRONLY", 1, true) or line:find("mkdir(", 1, true)
         or line:find("rename(", 1, true), line)
     end
+    assert.are.equal("", sh.run({ "ls", "-A", tmp }).stdout)
     local insp = sh.run({ "skopeo", "inspect", "--tls-verify=false", "--raw",
       "docker://" .. reg.host .. "/engine/streamed:1" })
     assert.are.equal(0, insp.code, insp.stderr)
     assert.are.equal(digest, require("myrmex.digest").string(insp.stdout))
+    -- skopeo copies it out bit for bit: the layers are the engine's diff ids.
+    local diff_ids = json.decode(docker("image inspect -f '{{json .RootFS.Layers}}' " .. sh.q(base)))
+    local cp = sh.run({ "skopeo", "copy", "-q", "--src-tls-verify=false", "--dest-oci-accept-uncompressed-layers",
+      "docker://" .. reg.host .. "/engine/streamed:1", "oci:" .. work .. "/sk:1" })
+    assert.are.equal(0, cp.code, cp.stderr)
+    local m = json.decode(sh.read(work .. "/sk/blobs/sha256/" .. digest:sub(8)))
+    for i, l in ipairs(m.layers) do
+      assert.are.equal(diff_ids[i], l.digest)
+      assert.are.equal(l.digest, (require("myrmex.digest").file(work .. "/sk/blobs/sha256/" .. l.digest:sub(8))))
+    end
+    assert.are.equal(#diff_ids, #m.layers)
+    -- docker pulls the same manifest digest.
+    local ref = track(reg.host .. "/engine/streamed:1")
+    docker("pull -q " .. sh.q(ref))
+    assert.truthy(docker("image inspect -f '{{json .RepoDigests}}' " .. sh.q(ref)):find(digest, 1, true))
+  end)
+
+  it("skips the layers the registry has, from the diff ids, and the image still runs", function()
+    local base = dt.image()
+    c:push_image(base, "engine/derived:base")
+    local dir = dt.context({ Dockerfile = "FROM " .. base .. "\nRUN echo " .. dt.run_id .. " > /derived\n" })
+    local name = track("mxt-derived-" .. dt.run_id .. ":1")
+    local b = sh.run(("DOCKER_BUILDKIT=0 docker build -q --label %s -t %s %s"):format(
+      sh.q(dt.label_filter), sh.q(name), sh.q(dir)))
+    os.execute("rm -rf " .. sh.q(dir))
+    assert.are.equal(0, b.code, b.stderr)
+    local res = c:push_image(name, "engine/derived:1")
+    -- The root layer is always recognised; the other base layer when its place in the chain is
+    -- known by the time its entry passes. The new layer is always uploaded.
+    assert.truthy(res.skipped >= 1, "skipped " .. res.skipped)
+    assert.truthy(res.layers >= 1)
+    assert.are.equal(3, res.skipped + res.layers)
+    local diff_ids = json.decode(docker("image inspect -f '{{json .RootFS.Layers}}' " .. sh.q(name)))
+    local m = json.decode(c:manifest("engine/derived:1").body)
+    for i, l in ipairs(m.layers) do assert.are.equal(diff_ids[i], l.digest) end
+    local ref = track(reg.host .. "/engine/derived:1")
+    docker("pull -q " .. sh.q(ref))
+    assert.are.equal(dt.run_id .. "\n", docker("run --rm --network none " .. sh.q(ref) .. " cat /derived"))
+  end)
+
+  it("fails cleanly when the engine's save stream breaks mid-layer: the error says so, no tag", function()
+    local proxy = dt.proxy({ cut_save_after = 500000 })
+    local d = require("myrmex.docker").connect({ host = proxy.host })
+    local ok, err = pcall(c.push_image, c, dt.image(), "engine/broken:1", { docker = d })
+    proxy.stop()
+    assert.is_false(ok)
+    assert.are.equal("Unreachable", err.code, tostring(err))
+    local msg = tostring(err)
+    assert.truthy(msg:find("engine save of " .. dt.image(), 1, true), msg)
+    assert.truthy(msg:find("layer.tar", 1, true), msg)
+    assert.is_nil(c:manifest_head("engine/broken:1"))
+    local tags_ok, tags = pcall(c.tags, c, "engine/broken")
+    assert.truthy(not tags_ok or #tags == 0)
   end)
 
   it("pushes an OCI layout (FROM scratch busybox) that docker pulls and runs", function()

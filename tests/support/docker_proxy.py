@@ -3,12 +3,14 @@
 goes away.
 
     docker_proxy.py LISTEN [--upstream /var/run/docker.sock] [--die-after SECONDS] [--mute]
-                    [--tls-cert PEM --tls-key KEY [--tls-client-ca PEM]]
+                    [--cut-save-after BYTES] [--tls-cert PEM --tls-key KEY [--tls-client-ca PEM]]
 
 LISTEN is a unix socket path, or 127.0.0.1:PORT. Every connection is relayed byte for byte
 to the upstream engine, two threads per connection. --die-after exits after that many
 seconds, dropping every connection mid-stream (the engine "going away"); --mute accepts
-connections and never answers (an engine that hangs); --tls-* serve TLS on a TCP port,
+connections and never answers (an engine that hangs); --cut-save-after drops a connection
+once that many bytes of an image save reply (`GET /images/.../get`) have been relayed (a save
+stream broken part-way, independent of timing); --tls-* serve TLS on a TCP port,
 requiring a client certificate signed by --tls-client-ca when given (as dockerd --tlsverify).
 The pid is printed on stdout once listening.
 """
@@ -36,12 +38,25 @@ def listener(spec):
     return s
 
 
-def pump(src, dst):
+def pump(src, dst, cut=None, upstream=True):
+    """Relay src to dst. `cut` (per connection, shared by its two pumps) is set with
+    --cut-save-after: the client-to-engine pump marks a save request in it, and the
+    engine-to-client pump stops once the save reply has used up its byte budget."""
     try:
         while True:
             data = src.recv(65536)
             if not data:
                 break
+            if cut is not None and upstream:
+                # Requests go one at a time on a connection: is this one an image save?
+                line = data.split(b"\r\n", 1)[0]
+                cut["saving"] = line.startswith(b"GET ") and b"/images/" in line and b"/get" in line
+            elif cut is not None and cut["saving"]:
+                room = cut["budget"] - cut["sent"]
+                if len(data) >= room:
+                    dst.sendall(data[:room])
+                    break
+                cut["sent"] += len(data)
             dst.sendall(data)
     except OSError:
         pass
@@ -64,8 +79,11 @@ def serve(conn, args, ctx, held):
         return
     up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     up.connect(args.upstream)
-    threading.Thread(target=pump, args=(conn, up), daemon=True).start()
-    threading.Thread(target=pump, args=(up, conn), daemon=True).start()
+    cut = None
+    if args.cut_save_after is not None:
+        cut = {"budget": args.cut_save_after, "saving": False, "sent": 0}
+    threading.Thread(target=pump, args=(conn, up, cut, True), daemon=True).start()
+    threading.Thread(target=pump, args=(up, conn, cut, False), daemon=True).start()
 
 
 def main():
@@ -74,6 +92,7 @@ def main():
     ap.add_argument("--upstream", default="/var/run/docker.sock")
     ap.add_argument("--die-after", type=float, default=None)
     ap.add_argument("--mute", action="store_true")
+    ap.add_argument("--cut-save-after", type=int, default=None)
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--tls-client-ca")

@@ -561,6 +561,40 @@ local function looks_json(first)
   return first ~= nil and first:match("^%s*[{%[]") ~= nil
 end
 
+-- Which diff id a legacy save entry `<v1id>/layer.tar` holds, from the v1 `json` files read
+-- so far (each directory's `json` comes before its `layer.tar`): the root has no parent and
+-- the top layer's json carries the image "config", so a layer's depth is known when the
+-- parent chain down to the root, or the chain from the top down to it, has been seen.
+local function legacy_diff_id(v1, id, diff_ids)
+  local n, depth, cur = #diff_ids, 0, id
+  while v1[cur] and v1[cur].parent do
+    cur, depth = v1[cur].parent, depth + 1
+    if depth > n then return nil end
+  end
+  if v1[cur] then return diff_ids[depth + 1] end
+  for top, meta in pairs(v1) do
+    if meta.top then
+      local k = 0
+      cur = top
+      while cur and cur ~= id and k < n do cur, k = v1[cur] and v1[cur].parent, k + 1 end
+      if cur == id then return diff_ids[n - k] end
+    end
+  end
+  return nil
+end
+
+-- The error of a layer upload fed by the save stream, saying which side failed: the engine's
+-- stream (the transport reports a failed source as "request body: ...") or the registry.
+local function layer_failure(err, what, path, ref)
+  local msg = type(err) == "table" and err.message or errors.message(err)
+  local src_err = msg:match("request body: (.-) %(http") or msg:match("request body: (.*)$")
+  if src_err then
+    fail("Unreachable", ("%s broke while layer %s was uploaded to %s: %s"):format(what, path, ref, src_err))
+  end
+  fail(type(err) == "table" and err.code or "Engine",
+    ("%s: upload of layer %s to %s failed: %s"):format(what, path, ref, msg))
+end
+
 -- Push from the local engine in one pass over its save stream (docker save_source): each
 -- layer is uploaded as its tar entry goes by (one streamed PATCH, hashed on the way),
 -- small JSON files are kept, and the manifest is built and put last, once manifest.json has
@@ -569,47 +603,65 @@ local function push_engine(client, src, r, opts, stats)
   local d = docker_client(opts)
   local info = d:inspect_image(src)
   local diff_ids = type(info.RootFS) == "table" and info.RootFS.Layers or {}
-  -- Layers the registry has: a named OCI blob is then skipped; with the legacy format (entries
-  -- named by v1 ids) a layer is known only once hashed, so they are skipped only when all are.
-  local have, all = {}, #diff_ids > 0
-  for _, id in ipairs(diff_ids) do
-    have[id] = client:blob_exists(r.repository, id)
-    all = all and have[id]
-  end
-  local progress <close> = log.progress("push " .. r.repository, { total = tonumber(info.Size), unit = "bytes" })
-  local function moved(n) progress:add(n) end
+  -- Layers the registry has (HEAD of each diff id: the blob digest of an uncompressed layer).
+  local have = {}
+  for _, id in ipairs(diff_ids) do have[id] = client:blob_exists(r.repository, id) ~= nil end
+  local what = "engine save of " .. src
+  local progress <close> = log.progress("push " .. r.repository, { total = #diff_ids, unit = "layers" })
+  local small, layers, v1 = {}, {}, {}
   local rd <close> = archive.open(d:save_source(src))
-  local small, layers = {}, {}
-  for e in rd:entries() do
-    local p = e.path:gsub("^%./", "")
-    if e.type == "file" then
-      local named = p:match("^blobs/sha256/(%x+)$")
-      if p:match("%.json$") or p == "repositories" or p == "oci-layout" then
-        small[p] = rd:read_all(R.max_manifest_size)
-      elseif named or p:match("layer%.tar$") then
-        local first = rd:sniff(64) -- the bytes stay in place for what reads the entry next
-        if looks_json(first) and e.size <= R.max_manifest_size then
+  local function layer(p, e, first)
+    local t0 = rt.monotonic()
+    local named = p:match("^blobs/sha256/(%x+)$")
+    local v1id = p:match("^(%x+)/layer%.tar$")
+    -- The digest the entry must have: its name (OCI save) or its place in the v1 chain.
+    local known = named and ("sha256:" .. named) or (v1id and legacy_diff_id(v1, v1id, diff_ids))
+    local l = { digest = known, size = e.size, media = layer_media(first) }
+    if known and have[known] then
+      stats.skipped = stats.skipped + 1
+      log.info("registry: layer exists, skipped", { digest = known, size = e.size })
+    else
+      local ok, got = pcall(client.upload_source, client, r.repository, rd:source(), e.size)
+      if not ok then layer_failure(got, what, p, tostring(r)) end
+      if known and got ~= known then
+        fail("DigestMismatch", ("%s: layer %s has digest %s, expected %s"):format(what, p, got, known))
+      end
+      l.digest = got
+      stats.layers, stats.bytes = stats.layers + 1, stats.bytes + e.size
+      log.info("registry: layer pushed", { digest = got, size = e.size,
+        duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
+    end
+    progress:add(1)
+    layers[p] = l
+  end
+  local ok, err = pcall(function()
+    for e in rd:entries() do
+      local p = e.path:gsub("^%./", "")
+      if e.type == "file" then
+        local dir = p:match("^(%x+)/json$")
+        if p:match("%.json$") or p == "repositories" or p == "oci-layout" or dir then
           small[p] = rd:read_all(R.max_manifest_size)
-        else
-          local known = named and ("sha256:" .. named)
-          local l = { digest = known, size = e.size, media = layer_media(first) }
-          if (known and have[known]) or (not known and all) then
-            stats.skipped = stats.skipped + 1
-            moved(e.size)
-          else
-            -- The entry streams into one PATCH while it is hashed: the save stream and the
-            -- upload overlap, and no byte goes through Lua but the sniffed first block.
-            l.digest = client:upload_source(r.repository, rd:source(), e.size)
-            if known and l.digest ~= known then
-              fail("DigestMismatch", ("%s: layer %s has digest %s"):format(src, p, l.digest))
+          if dir then
+            local okj, meta = pcall(json.decode, small[p])
+            if okj and type(meta) == "table" then
+              v1[dir] = { parent = meta.parent, top = meta.config ~= nil }
             end
-            moved(e.size)
-            stats.layers, stats.bytes = stats.layers + 1, stats.bytes + e.size
           end
-          layers[p] = l
+        elseif p:match("^blobs/sha256/%x+$") or p:match("layer%.tar$") then
+          local first = rd:sniff(64) -- the bytes stay in place for what reads the entry next
+          if looks_json(first) and e.size <= R.max_manifest_size then
+            small[p] = rd:read_all(R.max_manifest_size)
+          else
+            layer(p, e, first)
+          end
         end
       end
     end
+  end)
+  if not ok then
+    if errors.is(err, "Unreachable") or errors.is(err, "DigestMismatch") or type(err) ~= "table" then error(err, 0) end
+    -- A failure reading the tar itself: the stream ended early or is not a tar.
+    fail(err.code or "Engine", what .. ": " .. tostring(err.message or errors.message(err)))
   end
   local list = small["manifest.json"] and json.decode(small["manifest.json"])
   local item = type(list) == "table" and list[1]
@@ -621,13 +673,17 @@ local function push_engine(client, src, r, opts, stats)
       end
     end
   end
-  local what = "engine save of " .. src
   if type(item) ~= "table" or not item.Config then fail("Invalid", what .. ": no image in manifest.json") end
   local config = small[item.Config] or fail("Invalid", what .. ": config " .. item.Config .. " missing")
   local manifest = { schemaVersion = 2, mediaType = MEDIA.oci_manifest, layers = {} }
   for i, path in ipairs(item.Layers or {}) do
     local l = layers[path] or fail("Invalid", what .. ": layer " .. path .. " missing")
     manifest.layers[i] = { mediaType = l.media, digest = l.digest or diff_ids[i], size = l.size }
+    -- An uncompressed layer's digest is its diff id: a wrong guess above would show here,
+    -- before anything points at the image.
+    if l.media == MEDIA.oci_layer and diff_ids[i] and manifest.layers[i].digest ~= diff_ids[i] then
+      fail("Invalid", ("%s: layer %d is %s, the image says %s"):format(what, i, manifest.layers[i].digest, diff_ids[i]))
+    end
   end
   local cfg_digest = client:upload(r.repository, require("myrmex.digest").string(config), config, #config)
   manifest.config = { mediaType = MEDIA.oci_config, digest = cfg_digest, size = #config }
