@@ -445,74 +445,66 @@ static void xfer_complete(xfer *x, CURLcode rc) {
   }
 }
 
-/* Resume transfers paused on each other (never from inside a callback). */
+/* Unpause a pulled transfer once its reader made room in the buffer (never from inside a
+ * callback; curl may refill the buffer right away). */
+static void resume_pull(xfer *x) {
+  if (x->pull_paused && x->body.len - x->pull_off < PULL_CAP) {
+    x->pull_paused = 0;
+    curl_easy_pause(x->easy, CURLPAUSE_CONT);
+  }
+}
+
+/* Resume transfers paused on each other or on their reader. */
 static void wake_paused(void) {
   for (xfer *x = active_list; x; x = x->next) {
     if (x->send_paused == 2) {
       x->send_paused = 0;
       curl_easy_pause(x->easy, CURLPAUSE_CONT);
     }
-    if (x->pull_paused && x->body.len - x->pull_off < PULL_CAP) {
-      x->pull_paused = 0;
-      curl_easy_pause(x->easy, CURLPAUSE_CONT);
-    }
+    resume_pull(x);
   }
 }
 
-static void collect_done(void) {
-  CURLMsg *m;
+static void collect_done(CURLM *m) {
+  CURLMsg *msg;
   int left;
-  while ((m = curl_multi_info_read(multi, &left)) != NULL) {
-    if (m->msg != CURLMSG_DONE)
+  while ((msg = curl_multi_info_read(m, &left)) != NULL) {
+    if (msg->msg != CURLMSG_DONE)
       continue;
     xfer *x = NULL;
-    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
     if (x)
-      xfer_complete(x, m->data.result);
+      xfer_complete(x, msg->data.result);
     news++;
   }
 }
 
-static void drive(int timeout_ms) {
+/* One pass over m's transfers; when it brought nothing, wait up to timeout_ms for activity and
+ * pass again. Waiting when the first pass already produced something would add the whole
+ * timeout to that request's latency: the data that finished it is no longer on the socket. */
+static void perform_multi(CURLM *m, int timeout_ms) {
   int running = 0;
   unsigned long before = news;
-  wake_paused();
-  curl_multi_perform(multi, &running);
-  collect_done();
-  /* Waiting when the first pass already produced something would add the whole timeout to
-   * that request's latency: the data that finished it is no longer on the socket. */
+  curl_multi_perform(m, &running);
+  collect_done(m);
   if (timeout_ms > 0 && news == before) {
     int n = 0;
-    curl_multi_poll(multi, NULL, 0, timeout_ms, &n);
-    curl_multi_perform(multi, &running);
-    collect_done();
+    curl_multi_poll(m, NULL, 0, timeout_ms, &n);
+    curl_multi_perform(m, &running);
+    collect_done(m);
   }
+}
+
+static void drive(int timeout_ms) {
+  wake_paused();
+  perform_multi(multi, timeout_ms);
   wake_paused();
 }
 
-/* Drive a source transfer's private multi handle once, waiting up to timeout_ms when that
- * pass brought nothing. */
+/* Drive a source transfer's private multi handle. */
 static void pump_own(xfer *x, int timeout_ms) {
-  int running = 0;
-  unsigned long before = news;
-  if (x->pull_paused && x->body.len - x->pull_off < PULL_CAP) {
-    x->pull_paused = 0;
-    curl_easy_pause(x->easy, CURLPAUSE_CONT);
-  }
-  for (int pass = 0; pass < 2 && !x->done; pass++) {
-    if (pass == 1) {
-      if (timeout_ms <= 0 || news != before)
-        break;
-      int n = 0;
-      curl_multi_poll(x->own, NULL, 0, timeout_ms, &n);
-    }
-    curl_multi_perform(x->own, &running);
-    CURLMsg *m;
-    int left;
-    while ((m = curl_multi_info_read(x->own, &left)) != NULL)
-      if (m->msg == CURLMSG_DONE)
-        xfer_complete(x, m->data.result);
-  }
+  resume_pull(x);
+  perform_multi(x->own, timeout_ms);
 }
 
 /* perform([timeout_ms]): drive every transfer once, waiting up to timeout_ms for activity. */
@@ -932,10 +924,7 @@ static int xfer_read(lua_State *L) {
   if (avail > 0) {
     lua_pushlstring(L, x->body.data + x->pull_off, avail);
     x->body.len = x->pull_off = 0;
-    if (x->pull_paused) {
-      x->pull_paused = 0;
-      curl_easy_pause(x->easy, CURLPAUSE_CONT); /* may refill body right away */
-    }
+    resume_pull(x);
     return 1;
   }
   if (x->done) {
