@@ -4,6 +4,7 @@
 --- layout), an image of the local engine (through its save stream), or a registry reference
 --- (through its blobs). See docs/image.md.
 local archive = require("myrmex.core.archive")
+local rt = require("myrmex.core.runtime")
 local check = require("myrmex.check")
 local json = require("myrmex.json")
 local errors = require("myrmex.errors")
@@ -160,21 +161,13 @@ local function finish(recs, meta, config, opts)
   return a
 end
 
-local function file_size(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
-end
-
 -- A progress bar over the bytes of the saved tar read so far (unknown total for a source),
 -- labelled with the layer being read.
 local function analyze_tar(src, opts)
   local r <close> = archive.open(src)
   local label = opts.label or (type(src) == "string" and src or "source")
   local progress <close> = log.progress("analyze " .. label,
-    { total = type(src) == "string" and file_size(src) or nil, unit = "bytes" })
+    { total = type(src) == "string" and (rt.stat(src) or {}).size or nil, unit = "bytes" })
   local col = scan.saved(r, function(layer) progress:update((select(2, r:bytes())), layer) end)
   local lay = layout(col, opts)
   local recs, meta = {}, {}

@@ -481,23 +481,28 @@ local function scan_tar(path, want, fn)
   end
 end
 
+-- The image of a docker-archive manifest.json list: the one tagged `name` (the last such), or
+-- the first when no name is given; nil when there is none.
+local function image_of(list, name)
+  if type(list) ~= "table" then return nil end
+  if not name then return list[1] end
+  local found
+  for _, it in ipairs(list) do
+    for _, t in ipairs(it.RepoTags or {}) do
+      if t == name then found = it end
+    end
+  end
+  return found
+end
+
 -- Push from a docker-archive tar (docker save, either format): metadata first, then each
 -- layer streamed from the tar as a chunked upload, in parallel readers of the same file.
 local function push_archive(client, path, r, opts, stats)
   local docker_manifest
   scan_tar(path, { ["manifest.json"] = true }, function(_, _, rd) docker_manifest = rd:read_all(4 * 1024 * 1024) end)
   if not docker_manifest then fail("Invalid", path .. ": no manifest.json (not a docker-archive)") end
-  local list = json.decode(docker_manifest)
-  local item = list[1]
-  if opts.name then
-    item = nil
-    for _, it in ipairs(list) do
-      for _, t in ipairs(it.RepoTags or {}) do
-        if t == opts.name then item = it end
-      end
-    end
-    if not item then fail("NotFound", path .. ": no image tagged " .. opts.name) end
-  end
+  local item = image_of(json.decode(docker_manifest), opts.name)
+  if not item and opts.name then fail("NotFound", path .. ": no image tagged " .. opts.name) end
   if type(item) ~= "table" or not item.Config then fail("Invalid", path .. ": manifest.json has no image") end
   local want = { [item.Config] = "config" }
   for _, l in ipairs(item.Layers or {}) do want[l] = "layer" end
@@ -663,16 +668,7 @@ local function push_engine(client, src, r, opts, stats)
     -- A failure reading the tar itself: the stream ended early or is not a tar.
     fail(err.code or "Engine", what .. ": " .. tostring(err.message or errors.message(err)))
   end
-  local list = small["manifest.json"] and json.decode(small["manifest.json"])
-  local item = type(list) == "table" and list[1]
-  if opts.name and type(list) == "table" then
-    item = nil
-    for _, it in ipairs(list) do
-      for _, t in ipairs(it.RepoTags or {}) do
-        if t == opts.name then item = it end
-      end
-    end
-  end
+  local item = image_of(small["manifest.json"] and json.decode(small["manifest.json"]), opts.name)
   if type(item) ~= "table" or not item.Config then fail("Invalid", what .. ": no image in manifest.json") end
   local config = small[item.Config] or fail("Invalid", what .. ": config " .. item.Config .. " missing")
   local manifest = { schemaVersion = 2, mediaType = MEDIA.oci_manifest, layers = {} }
