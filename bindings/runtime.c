@@ -19,6 +19,26 @@ volatile sig_atomic_t mx_interrupt_pending = 0;
 
 double mx_deadline = 0;
 
+/*
+ * Turns a pending signal or a passed deadline into a Lua error at a safe point. A count hook
+ * makes every VM instruction slower (Lua checks the count on each one), so it is installed
+ * only while needed: by the host's signal handler, one-shot, and by set_limits for the
+ * lifetime of a deadline.
+ */
+void mx_interrupt_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  if (mx_deadline > 0)
+    lua_sethook(L, mx_interrupt_hook, LUA_MASKCOUNT, 1000);
+  else
+    lua_sethook(L, NULL, 0, 0);
+  if (mx_interrupt_take())
+    mx_raise_interrupted(L);
+  if (mx_deadline > 0 && mx_monotonic() > mx_deadline) {
+    mx_deadline = 0; /* once: cleanup after the error may run */
+    mx_raise_error(L, "Timeout", NULL, "sandbox: the recipe's time limit was exceeded");
+  }
+}
+
 void *mx_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   mx_alloc_state *st = ud;
   size_t old = ptr ? osize : 0;
@@ -57,6 +77,9 @@ static int rt_set_limits(lua_State *L) {
   if (!lua_isnil(L, -1)) {
     double secs = luaL_checknumber(L, -1);
     mx_deadline = secs > 0 ? mx_monotonic() + secs : 0;
+    /* Coroutines copy their creator's hook, so the branches a recipe starts later see it. */
+    if (mx_deadline > 0)
+      lua_sethook(L, mx_interrupt_hook, LUA_MASKCOUNT, 1000);
   }
   return 0;
 }

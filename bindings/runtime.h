@@ -35,8 +35,12 @@ typedef struct mx_alloc_state {
 } mx_alloc_state;
 void *mx_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 
-/* Sandbox time limit: a monotonic deadline checked by the host's count hook (0 = none). */
+/* Sandbox time limit: a monotonic deadline checked by mx_interrupt_hook (0 = none). */
 extern double mx_deadline;
+
+/* The count hook that raises Interrupted or Timeout; it removes itself when no deadline is
+ * set, so a signal handler installs it for one check (lua_sethook is async-signal-safe). */
+void mx_interrupt_hook(lua_State *L, lua_Debug *ar);
 
 /* Monotonic seconds. */
 double mx_monotonic(void);

@@ -86,32 +86,89 @@ void mx_open(lua_State *L) {
 }
 
 /*
- * A signal handler may not touch the Lua state, so it only sets flags; a count hook, which
- * coroutines inherit from the main thread, turns the flag into an Interrupted error at the
- * next safe point. Raising (rather than exiting) is what lets <close> handlers and cleanup
- * steps remove what a recipe created. A third signal gives up on cleanup.
+ * A signal handler may only set flags and hooks: lua_sethook is the one Lua call that is
+ * safe there (lua.c relies on it too). The hook, mx_interrupt_hook, turns the flag into an
+ * Interrupted error at the next instruction, and raising (rather than exiting) is what lets
+ * <close> handlers and cleanup steps remove what a recipe created. No hook runs otherwise: a
+ * permanent count hook made every VM instruction slower (16% of a scan pipeline).
+ *
+ * Hooks belong to a thread, so the handler sets one on every thread that is running: the
+ * main thread and each coroutine being resumed, which coroutine.resume and coroutine.wrap
+ * record here. A coroutine spinning in Lua would otherwise never see a hook set on the main
+ * thread. A third signal gives up on cleanup.
  */
+#define MAX_RUNNING 200 /* Lua's own C-call limit stops deeper resume nesting first */
+static lua_State *volatile running[MAX_RUNNING];
+static volatile sig_atomic_t nrunning = 0;
 static volatile sig_atomic_t signal_count = 0;
+
+static void hook_running(void) {
+  int n = nrunning < MAX_RUNNING ? nrunning : MAX_RUNNING;
+  for (int i = 0; i < n; i++)
+    lua_sethook(running[i], mx_interrupt_hook, LUA_MASKCOUNT, 1);
+}
 
 static void on_signal(int sig) {
   mx_interrupt_signal = sig;
   mx_interrupt_pending = 1;
   if (++signal_count >= 3)
     _exit(130);
+  hook_running();
 }
 
-static void interrupt_hook(lua_State *L, lua_Debug *ar) {
-  (void)ar;
-  if (mx_interrupt_take())
-    mx_raise_interrupted(L);
-  if (mx_deadline > 0 && mx_monotonic() > mx_deadline) {
-    mx_deadline = 0; /* once: cleanup after the error may run */
-    mx_raise_error(L, "Timeout", NULL, "sandbox: the recipe's time limit was exceeded");
-  }
+/* Calls upvalue 1 (the standard resume or a wrap function) with the stack's arguments while
+ * `co` is recorded as running. */
+static int call_running(lua_State *L, lua_State *co) {
+  int depth = nrunning;
+  if (depth < MAX_RUNNING)
+    running[depth] = co;
+  nrunning = depth + 1;
+  if (mx_interrupt_pending) /* a signal that came before co was recorded */
+    lua_sethook(co, mx_interrupt_hook, LUA_MASKCOUNT, 1);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+  nrunning = depth;
+  if (status != LUA_OK)
+    return lua_error(L);
+  return lua_gettop(L);
+}
+
+static int resume_recorded(lua_State *L) {
+  return call_running(L, lua_tothread(L, 1)); /* the standard resume checks the argument */
+}
+
+static int wrapped_recorded(lua_State *L) {
+  return call_running(L, lua_tothread(L, lua_upvalueindex(2)));
+}
+
+/* coroutine.wrap: the standard one's function, with its thread (its upvalue) recorded. */
+static int wrap_recorded(lua_State *L) {
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  if (lua_getupvalue(L, -1, 1) == NULL || !lua_isthread(L, -1))
+    return luaL_error(L, "coroutine.wrap: unexpected standard library");
+  lua_pushcclosure(L, wrapped_recorded, 2);
+  return 1;
+}
+
+static void record_coroutines(lua_State *L) {
+  lua_getglobal(L, "coroutine");
+  lua_getfield(L, -1, "resume");
+  lua_pushcclosure(L, resume_recorded, 1);
+  lua_setfield(L, -2, "resume");
+  lua_getfield(L, -1, "wrap");
+  lua_pushcclosure(L, wrap_recorded, 1);
+  lua_setfield(L, -2, "wrap");
+  lua_pop(L, 1);
 }
 
 void mx_install_signals(lua_State *L) {
   struct sigaction sa;
+  running[0] = L;
+  nrunning = 1;
+  record_coroutines(L);
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
@@ -119,5 +176,4 @@ void mx_install_signals(lua_State *L) {
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
-  lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, 1000);
 }

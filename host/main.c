@@ -68,6 +68,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "myrmex: cannot create Lua state: not enough memory\n");
     return 1;
   }
+  /* Generational: a recipe makes many short-lived tables (decoded replies, events) around a
+   * few long-lived ones; measured, it halves the k8s apply benchmark's client CPU. */
+  lua_gc(L, LUA_GCGEN, 0, 0);
   lua_atpanic(L, panic);
   lua_setwarnf(L, warnf, NULL);
   lua_pushcfunction(L, msghandler);

@@ -639,9 +639,11 @@ local function push_engine(client, src, r, opts, stats)
     progress:add(1)
     layers[p] = l
   end
+  local cur -- the entry being read, for an error from the stream itself
   local ok, err = pcall(function()
     for e in rd:entries() do
       local p = e.path:gsub("^%./", "")
+      cur = p
       if e.type == "file" then
         local dir = p:match("^(%x+)/json$")
         if p:match("%.json$") or p == "repositories" or p == "oci-layout" or dir then
@@ -664,9 +666,15 @@ local function push_engine(client, src, r, opts, stats)
     end
   end)
   if not ok then
-    if errors.is(err, "Unreachable") or errors.is(err, "DigestMismatch") or type(err) ~= "table" then error(err, 0) end
-    -- A failure reading the tar itself: the stream ended early or is not a tar.
-    fail(err.code or "Engine", what .. ": " .. tostring(err.message or errors.message(err)))
+    local msg = type(err) == "table" and tostring(err.message or errors.message(err)) or nil
+    if not msg or msg:find(what, 1, true) or errors.is(err, "DigestMismatch") then error(err, 0) end
+    -- A failure reading the tar itself: the stream broke or ended early, or is not a tar.
+    -- Where it broke depends on how the engine's bytes were chunked: between two layer
+    -- uploads, or while the reader looked ahead into a layer.
+    if errors.is(err, "Unreachable") then
+      fail("Unreachable", ("%s broke while reading %s: %s"):format(what, cur or "its first entry", msg))
+    end
+    fail(err.code or "Engine", what .. ": " .. msg)
   end
   local item = image_of(small["manifest.json"] and json.decode(small["manifest.json"]), opts.name)
   if type(item) ~= "table" or not item.Config then fail("Invalid", what .. ": no image in manifest.json") end
