@@ -59,24 +59,27 @@ start_registry() {
 }
 
 # timed NAME PREP CMD...: runs PREP (a shell function: fresh registry, empty destination)
-# then CMD, REPS times; prints the median wall time, the min-max range and the largest RSS.
+# then CMD, REPS times; prints the median wall time, the min-max range, the median CPU time
+# (user + sys of the client process and its children) and the largest RSS.
 REPS=${REPS:-3}
 timed() {
   local name=$1 prep=$2; shift 2
-  local times=() rss=0
+  local times=() cpus=() rss=0
   for _ in $(seq 1 "$REPS"); do
     "$prep"
     sync
-    /usr/bin/time -f "%e %M" -o "$W/time" "$@" >/dev/null 2>"$W/err" || { cat "$W/err" >&2; exit 1; }
-    read -r secs kib <"$W/time"
+    /usr/bin/time -f "%e %M %U %S" -o "$W/time" "$@" >/dev/null 2>"$W/err" || { cat "$W/err" >&2; exit 1; }
+    read -r secs kib usr sys <"$W/time"
     times+=("$secs")
+    cpus+=("$(echo "$usr + $sys" | bc -l)")
     [ "$kib" -gt "$rss" ] && rss=$kib
   done
-  local sorted
+  local sorted mid=$(( (REPS + 1) / 2 ))
   sorted=$(printf "%s\n" "${times[@]}" | sort -n)
-  printf "| %-34s | %6.2f s | %s-%s s | %6.1f MiB |\n" "$name" \
-    "$(echo "$sorted" | sed -n "$(( (REPS + 1) / 2 ))p")" "$(echo "$sorted" | head -1)" \
-    "$(echo "$sorted" | tail -1)" "$(echo "$rss / 1024" | bc -l)"
+  printf "| %-34s | %6.2f s | %s-%s s | %6.2f s | %6.1f MiB |\n" "$name" \
+    "$(echo "$sorted" | sed -n "${mid}p")" "$(echo "$sorted" | head -1)" \
+    "$(echo "$sorted" | tail -1)" "$(printf "%s\n" "${cpus[@]}" | sort -n | sed -n "${mid}p")" \
+    "$(echo "$rss / 1024" | bc -l)"
 }
 
 fresh() { start_registry; }
@@ -93,8 +96,9 @@ for MIB in "${SIZES[@]}"; do
   "$MX" bench/registry/make_image.lua "$W/img" "$MIB" >/dev/null
   LAYERS=$(ls -S "$W/img/blobs/sha256" | head -2)
 
-  echo "| client | median | range | peak RSS |"
-  echo "|---|---|---|---|"
+  echo "load: $(cut -d' ' -f1-3 /proc/loadavg) at $(date -u +%FT%TZ)"
+  echo "| client | median | range | CPU (user+sys) | peak RSS |"
+  echo "|---|---|---|---|---|"
   timed "myrmex push (OCI layout)" fresh "$MX" bench/registry/push.lua "$HOST" "$W/img" bench/mx:1
   timed "myrmex pull (OCI layout)" fresh_pull "$MX" bench/registry/pull.lua "$HOST" bench/mx:1 "$W/pull"
   timed "myrmex copy registry -> registry" fresh2 "$MX" bench/registry/copy.lua \
@@ -117,9 +121,9 @@ for MIB in "${SIZES[@]}"; do
     curl -fs -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' -T "$W/img/blobs/sha256/$l" "$loc&digest=sha256:$l"
   done
   t3=$(date +%s.%N)
-  printf "| %-34s | %6.2f s | sha256 %.2f s + loopback GET %.2f s | |\n" "floor (hash + loopback copy)" \
+  printf "| %-34s | %6.2f s | sha256 %.2f s + loopback GET %.2f s | | |\n" "floor (hash + loopback copy)" \
     "$(echo "$t2 - $t0" | bc -l)" "$(echo "$t1 - $t0" | bc -l)" "$(echo "$t2 - $t1" | bc -l)"
-  printf "| %-34s | %6.2f s | | |\n" "registry ingest (curl PUT per blob)" "$(echo "$t3 - $t2" | bc -l)"
+  printf "| %-34s | %6.2f s | | | |\n" "registry ingest (curl PUT per blob)" "$(echo "$t3 - $t2" | bc -l)"
 
   if [ "$MIB" -le 512 ]; then
     timed "skopeo copy oci: -> docker://" fresh skopeo copy -q --dest-tls-verify=false \
@@ -146,5 +150,6 @@ for MIB in "${SIZES[@]}"; do
       "$HOST/docker/bench:1" bench/engine:1
     docker_gone
   fi
+  echo "load: $(cut -d' ' -f1-3 /proc/loadavg) at $(date -u +%FT%TZ)"
   rm -rf "$W/pull"
 done
