@@ -35,6 +35,7 @@
 #define PULL_CAP (1u << 20)     /* bytes queued for Lua before the transfer pauses */
 #define HEADER_CAP (256u << 10) /* a peer's headers beyond this are an attack or a bug */
 #define DEFAULT_MAX_BODY (64u << 20)
+#define BULK_BUFFER (512L << 10) /* curl's receive/send buffer for blobs and files */
 
 typedef enum { SINK_BUFFER, SINK_PULL, SINK_FILE, SINK_DISCARD } sink_kind;
 typedef enum { BODY_NONE, BODY_STRING, BODY_FD, BODY_SOURCE, BODY_STREAM } body_kind;
@@ -795,6 +796,12 @@ static int tr_start(lua_State *L) {
   setup_tls(L, 1, x);
   setup_sink(L, 1, x);
   setup_body(L, 1, x, method);
+  /* Bulk bodies (layers to a file, files and streams to an engine) in 512 KiB pieces rather
+   * than curl's 16 KiB reads and 64 KiB sends: a 32x smaller count of syscalls and callbacks. */
+  if (x->sink == SINK_FILE || x->sink == SINK_DISCARD)
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, BULK_BUFFER);
+  if (x->body_kind == BODY_FD || x->body_kind == BODY_SOURCE || x->body_kind == BODY_STREAM)
+    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, BULK_BUFFER);
   setup_headers(L, 1, x);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
   if (opt_bool(L, 1, "own")) {
