@@ -27,6 +27,7 @@
 #include <lua.h>
 
 #include "lib/crypto_api.h"
+#include "lib/hasher.h"
 #include "lib/curl_api.h"
 #include "runtime.h"
 #include "source.h"
@@ -65,6 +66,7 @@ struct xfer {
   int fd;          /* SINK_FILE */
   char *path, *part;
   EVP_MD_CTX *md;
+  mx_hasher *hasher; /* SINK_FILE: md is fed by a thread reading the file back */
   char *want_digest; /* "sha256:hex" to verify at the end */
   char digest[160];
   long long received;
@@ -194,11 +196,13 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
       }
       off += (size_t)w;
     }
+    if (x->hasher)
+      mx_hasher_wrote(x->hasher, len);
     break;
   case SINK_DISCARD:
     break;
   }
-  if (!x->hash_sent)
+  if (!x->hash_sent && !x->hasher)
     digest_update(x, p, len);
   x->received += (long long)len;
   return len;
@@ -350,6 +354,9 @@ static void xfer_release(lua_State *L, xfer *x) {
   x->connect_to = NULL;
   buf_free(&x->head);
   buf_free(&x->body);
+  if (x->hasher)
+    mx_hasher_finish(x->hasher, 0);
+  x->hasher = NULL;
   xfer_cleanup_file(x, 0);
   free(x->path);
   x->path = NULL;
@@ -428,6 +435,13 @@ static void xfer_complete(xfer *x, CURLcode rc) {
   xfer_unlink(x);
   if (x->feeds && x->feeds->send_paused)
     x->feeds->send_paused = 2;
+  if (x->hasher) {
+    if (mx_hasher_finish(x->hasher, rc == CURLE_OK) != 0 && rc == CURLE_OK) {
+      x->result = rc = CURLE_WRITE_ERROR;
+      snprintf(x->why, sizeof x->why, "reading %s back for its digest failed", x->part);
+    }
+    x->hasher = NULL;
+  }
   digest_final(x);
   if (rc == CURLE_OK && x->want_digest && strcmp(x->want_digest, x->digest) != 0) {
     x->result = CURLE_WRITE_ERROR;
@@ -613,6 +627,9 @@ static int setup_sink(lua_State *L, int t, xfer *x) {
     x->md = EVP_MD_CTX_new();
     if (!x->md || EVP_DigestInit_ex(x->md, md, NULL) != 1)
       return luaL_error(L, "http: cannot start %s", hash);
+    /* A download to a file is hashed from the file by a second thread (inline if none). */
+    if (x->sink == SINK_FILE && !x->hash_sent)
+      x->hasher = mx_hasher_start(x->part, x->md);
   }
   return 0;
 }
