@@ -1,7 +1,8 @@
 /*
  * A digest computed in a second thread from a file while another writes it: the transport's
  * downloads to a file hand the hashing (the largest CPU cost of a layer pull) to a core of
- * its own instead of doing it between socket reads.
+ * its own instead of doing it between socket reads. The thread also starts the writeback of
+ * each piece it has hashed, so that the writer's final fsync is short.
  */
 #ifndef MYRMEX_HASHER_H
 #define MYRMEX_HASHER_H
