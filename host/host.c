@@ -135,7 +135,8 @@ static int call_running(lua_State *L, lua_State *co) {
 }
 
 static int resume_recorded(lua_State *L) {
-  return call_running(L, lua_tothread(L, 1)); /* the standard resume checks the argument */
+  luaL_checktype(L, 1, LUA_TTHREAD); /* here, so that the message names 'resume' */
+  return call_running(L, lua_tothread(L, 1));
 }
 
 static int wrapped_recorded(lua_State *L) {
