@@ -22,8 +22,10 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#define ARRAY_MT "myrmex.json.array"
-#define OBJECT_MT "myrmex.json.object"
+#include "lib/tables.h"
+
+#define ARRAY_MT MX_ARRAY_MT
+#define OBJECT_MT MX_OBJECT_MT
 #define TREE_MT "myrmex.json.tree"
 
 /*
@@ -444,36 +446,6 @@ static cJSON *place(encode_opts *o, cJSON *parent, const char *key, cJSON *v) {
   return NULL;
 }
 
-static int array_length(lua_State *L, int idx) {
-  /* A table is an array when its metatable says so, or when its keys are exactly 1..n. */
-  if (lua_getmetatable(L, idx)) {
-    luaL_getmetatable(L, ARRAY_MT);
-    int marked = lua_rawequal(L, -1, -2);
-    lua_pop(L, 1);
-    luaL_getmetatable(L, OBJECT_MT);
-    int object = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    if (marked)
-      return (int)lua_rawlen(L, idx);
-    if (object)
-      return -1;
-  }
-  lua_Integer n = 0, max = 0;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pop(L, 1);
-    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1) {
-      lua_pop(L, 1);
-      return -1;
-    }
-    lua_Integer k = lua_tointeger(L, -1);
-    if (k > max)
-      max = k;
-    n++;
-  }
-  return (n > 0 && n == max) ? (int)n : -1;
-}
-
 static int cmp_str(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
@@ -527,13 +499,13 @@ static int table_to_json(lua_State *L, int idx, int depth, encode_opts *o, cJSON
     o->err = "nesting too deep";
     return 0;
   }
-  int n = array_length(L, idx);
+  lua_Integer n = mx_array_length(L, idx);
   if (n < 0)
     return object_to_json(L, idx, depth, o, parent, key);
   cJSON *arr = place(o, parent, key, cJSON_CreateArray());
   if (!arr)
     return 0;
-  for (int i = 1; i <= n; i++) {
+  for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, idx, i);
     int ok = to_json(L, lua_gettop(L), depth + 1, o, arr, NULL);
     lua_pop(L, 1);

@@ -32,11 +32,12 @@
 #include <yaml.h>
 
 #include "lib/crypto_api.h"
+#include "lib/tables.h"
 
 #define LOADER_MT "myrmex.yaml.loader"
 #define DUMPER_MT "myrmex.yaml.dumper"
-#define ARRAY_MT "myrmex.json.array"
-#define OBJECT_MT "myrmex.json.object"
+#define ARRAY_MT MX_ARRAY_MT
+#define OBJECT_MT MX_OBJECT_MT
 #define MAX_DEPTH 1000
 /* Nodes copied through aliases may not exceed this plus ten times the nodes parsed. */
 #define ALIAS_BUDGET 100000
@@ -938,27 +939,6 @@ static void float_text(char *buf, size_t size, double v) {
 
 static void dump_value(lua_State *L, dumper *d, int idx, int depth);
 
-/* Sequence when marked as an array or keyed exactly 1..n (n > 0), as myrmex.json decides. */
-static lua_Integer sequence_length(lua_State *L, int idx) {
-  if (is_marked(L, idx, ARRAY_MT))
-    return (lua_Integer)lua_rawlen(L, idx);
-  if (is_marked(L, idx, OBJECT_MT))
-    return -1;
-  lua_Integer n = 0, max = 0;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pop(L, 1);
-    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1) {
-      lua_pop(L, 1);
-      return -1;
-    }
-    if (lua_tointeger(L, -1) > max)
-      max = lua_tointeger(L, -1);
-    n++;
-  }
-  return (n > 0 && n == max) ? n : -1;
-}
-
 static void dump_sequence(lua_State *L, dumper *d, int idx, lua_Integer n, int depth) {
   yaml_event_t e;
   yaml_sequence_start_event_initialize(&e, NULL, NULL, 1, YAML_BLOCK_SEQUENCE_STYLE);
@@ -1076,7 +1056,7 @@ static void dump_value(lua_State *L, dumper *d, int idx, int depth) {
   case LUA_TTABLE: {
     if (depth > MAX_DEPTH)
       dump_error(L, d, "nesting deeper than 1000 levels (a cycle?)");
-    lua_Integer n = sequence_length(L, idx);
+    lua_Integer n = mx_array_length(L, idx);
     if (n >= 0)
       dump_sequence(L, d, idx, n, depth);
     else
