@@ -16,15 +16,7 @@
 #include "lib/crypto_api.h"
 #include "lib/dynlib.h"
 
-static int failures;
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                     \
-      failures++;                                                                                  \
-    }                                                                                              \
-  } while (0)
+#include "check.h"
 
 static void hex(EVP_MD_CTX *md, char *out) {
   unsigned char d[EVP_MAX_MD_SIZE];

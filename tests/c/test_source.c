@@ -15,15 +15,7 @@
 
 int luaopen_myrmex_core_source(lua_State *L);
 
-static int failures;
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                     \
-      failures++;                                                                                  \
-    }                                                                                              \
-  } while (0)
+#include "check.h"
 
 static lua_State *new_state(void) {
   lua_State *L = luaL_newstate();
