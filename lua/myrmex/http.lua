@@ -306,14 +306,17 @@ function M._open(t, fname, own)
   while not x:headers_ready() do
     if own then x:pump(100) else M.wait() end
   end
-  if x:done() then
+  local status, head = x:head()
+  -- A transfer that failed before any response raises here; one that failed after its
+  -- headers (a stream cut mid-body) still hands over the bytes that came, and its reader
+  -- meets the error after them, where it can say how far the body got.
+  if x:done() and (status or 0) == 0 then
     local res, kind, msg = x:result()
     if not res then
       x:close()
       fail(t, kind, msg)
     end
   end
-  local status, head = x:head()
   local s = { status = status, _x = x, _t = t, _own = own }
   s.headers, s.header_list = M.parse_headers(head)
   return setmetatable(s, M.Stream)

@@ -91,6 +91,17 @@ describe("http over TCP", function()
     raises("Unreachable", function() http.request({ url = base .. "/reset" }) end, "lost")
   end)
 
+  it("hands over a stream cut mid-body with the bytes that came, then the error", function()
+    -- The whole cut response is in before open_source looks: headers, 7 bytes, the reset.
+    for _, open in ipairs({ http.open_source, http.open }) do
+      local s = open({ url = base .. "/reset" })
+      assert.are.equal(200, s.status)
+      assert.are.equal("partial", s:read())
+      raises("Unreachable", function() s:read() end, "lost")
+      s:close()
+    end
+  end)
+
   it("refuses huge headers and bodies over max_body", function()
     raises("Invalid", function() http.request({ url = base .. "/hugeheaders" }) end, "headers larger")
     raises("Invalid", function() http.request({ url = base .. "/bytes", query = { n = 2000 }, max_body = 1000 }) end,
