@@ -19,6 +19,8 @@ volatile sig_atomic_t mx_interrupt_pending = 0;
 
 double mx_deadline = 0;
 
+#define DEADLINE_COUNT 1000 /* VM instructions between two checks of a sandbox deadline */
+
 /*
  * Turns a pending signal or a passed deadline into a Lua error at a safe point. A count hook
  * makes every VM instruction slower (Lua checks the count on each one), so it is installed
@@ -27,10 +29,12 @@ double mx_deadline = 0;
  */
 void mx_interrupt_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
-  if (mx_deadline > 0)
-    lua_sethook(L, mx_interrupt_hook, LUA_MASKCOUNT, 1000);
-  else
+  /* lua_sethook walks the thread's call stack, so the deadline's hook is set again only when
+   * a signal changed it (to a one-shot count of 1). */
+  if (mx_deadline <= 0)
     lua_sethook(L, NULL, 0, 0);
+  else if (lua_gethookcount(L) != DEADLINE_COUNT)
+    lua_sethook(L, mx_interrupt_hook, LUA_MASKCOUNT, DEADLINE_COUNT);
   if (mx_interrupt_take())
     mx_raise_interrupted(L);
   if (mx_deadline > 0 && mx_monotonic() > mx_deadline) {
@@ -79,7 +83,7 @@ static int rt_set_limits(lua_State *L) {
     mx_deadline = secs > 0 ? mx_monotonic() + secs : 0;
     /* Coroutines copy their creator's hook, so the branches a recipe starts later see it. */
     if (mx_deadline > 0)
-      lua_sethook(L, mx_interrupt_hook, LUA_MASKCOUNT, 1000);
+      lua_sethook(L, mx_interrupt_hook, LUA_MASKCOUNT, DEADLINE_COUNT);
   }
   return 0;
 }
