@@ -544,7 +544,10 @@ static int proc_run(lua_State *L) {
 /* which(name [, path]) -> absolute-or-given path of an executable regular file, or nil. */
 static int is_exec_file(const char *p) {
   struct stat st;
-  return stat(p, &st) == 0 && S_ISREG(st.st_mode) && access(p, X_OK) == 0;
+  /* clang-tidy 14's analyzer reports a va_list copied here when every clang-analyzer check
+   * runs (not with the valist checks alone, and not on every run): there is none. */
+  return stat(p, &st) == 0 && S_ISREG(st.st_mode) && // NOLINT(clang-analyzer-valist.Uninitialized)
+         access(p, X_OK) == 0;
 }
 
 static int proc_which(lua_State *L) {
