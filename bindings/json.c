@@ -55,17 +55,14 @@ struct arena {
 
 #define BLOCK_HEADER ((sizeof(arena_block) + 15) & ~(size_t)15)
 
-static arena_block *map_block(arena *a, size_t size) {
-  size_t total = size + BLOCK_SIZE;
-  char *raw = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (raw == MAP_FAILED)
-    return NULL;
-  char *start = raw + (BLOCK_SIZE - (uintptr_t)raw % BLOCK_SIZE) % BLOCK_SIZE;
-  if (start > raw)
-    munmap(raw, (size_t)(start - raw));
-  if (raw + total > start + size)
-    munmap(start + size, (size_t)(raw + total - (start + size)));
-  arena_block *b = (arena_block *)(void *)start;
+/* One emptied block is parked for the next decode instead of unmapped: a small document
+ * (an API response, a watch event) then costs no mmap/munmap and no fresh page faults. Its
+ * pages past the first SPARE_KEEP bytes are handed back, so a large decode leaves little
+ * resident. Decoding is single-threaded, like the cJSON hooks it runs under. */
+#define SPARE_KEEP ((size_t)64 << 10)
+static arena_block *spare;
+
+static arena_block *link_block(arena *a, arena_block *b, size_t size) {
   b->prev = NULL;
   b->next = a->blocks;
   b->owner = a;
@@ -78,6 +75,24 @@ static arena_block *map_block(arena *a, size_t size) {
   return b;
 }
 
+static arena_block *map_block(arena *a, size_t size) {
+  if (size == BLOCK_SIZE && spare) {
+    arena_block *b = spare;
+    spare = NULL;
+    return link_block(a, b, size);
+  }
+  size_t total = size + BLOCK_SIZE;
+  char *raw = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED)
+    return NULL;
+  char *start = raw + (BLOCK_SIZE - (uintptr_t)raw % BLOCK_SIZE) % BLOCK_SIZE;
+  if (start > raw)
+    munmap(raw, (size_t)(start - raw));
+  if (raw + total > start + size)
+    munmap(start + size, (size_t)(raw + total - (start + size)));
+  return link_block(a, (arena_block *)(void *)start, size);
+}
+
 static void unmap_block(arena_block *b) {
   arena *a = b->owner;
   if (b->prev)
@@ -88,6 +103,12 @@ static void unmap_block(arena_block *b) {
     b->next->prev = b->prev;
   if (a->cur == b)
     a->cur = NULL;
+  if (b->size == BLOCK_SIZE && !spare) {
+    if (b->used > SPARE_KEEP)
+      madvise((char *)b + SPARE_KEEP, BLOCK_SIZE - SPARE_KEEP, MADV_DONTNEED);
+    spare = b;
+    return;
+  }
   munmap(b, b->size);
 }
 
@@ -323,11 +344,17 @@ static cJSON *parse_text(json_box *box, const char *s, size_t n, size_t base, ch
   return root;
 }
 
-/* Convert the tree to Lua and free it. The collector is stopped meanwhile: the conversion
- * makes no garbage, so every step it took would only re-traverse the growing tables. */
-static int push_tree(lua_State *L, json_box *box, cJSON *root) {
-  int running = lua_gc(L, LUA_GCISRUNNING);
-  lua_gc(L, LUA_GCSTOP);
+/* Documents from this many bytes up are converted with the collector stopped: the conversion
+ * makes no garbage, so every step it took would only re-traverse the growing tables. Below it
+ * the collector is left alone, because restarting it sets its debt to zero and so forces a
+ * collection on the next allocation: one per API response or watch event otherwise. */
+#define STOP_GC_FROM ((size_t)1 << 20)
+
+/* Convert the tree to Lua and free it. */
+static int push_tree(lua_State *L, json_box *box, cJSON *root, size_t text_size) {
+  int running = text_size >= STOP_GC_FROM && lua_gc(L, LUA_GCISRUNNING);
+  if (running)
+    lua_gc(L, LUA_GCSTOP);
   lua_pushcfunction(L, convert);
   lua_pushlightuserdata(L, root);
   int status = lua_pcall(L, 1, 1, 0);
@@ -347,7 +374,7 @@ static int json_decode(lua_State *L) {
   cJSON *root = parse_text(box, s, n, 0, msg, sizeof msg);
   if (!root)
     return luaL_error(L, "json.decode: %s", msg);
-  return push_tree(L, box, root);
+  return push_tree(L, box, root, n);
 }
 
 /* Read a whole file into box->text (its length into *n); NULL, or what failed. The size is
@@ -399,7 +426,7 @@ static int json_decode_file(lua_State *L) {
     return luaL_error(L, "json.decode_file: %s: %s", path, msg);
   free(box->text);
   box->text = NULL;
-  return push_tree(L, box, root);
+  return push_tree(L, box, root, n);
 }
 
 static int box_gc(lua_State *L) {

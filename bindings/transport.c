@@ -12,6 +12,7 @@
  * Boxed handles (luv style): the userdata holds a pointer to a heap struct, because curl keeps
  * pointers to it until the easy handle is removed from the multi handle.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -885,7 +886,60 @@ static const char *code_name(CURLcode rc) {
   }
 }
 
-/* x:result() -> {status=, head=raw headers, body=?, digest=?, size=, url=} or
+/* One "Name: value" line into map (lower-case name, last wins) and list ({name=, value=},
+ * in order). Lines without a colon right after the name (the status line) are skipped. */
+static void push_header_line(lua_State *L, const char *p, const char *end, int map, int list) {
+  const char *name = p;
+  while (p < end && *p != ':' && !isspace((unsigned char)*p))
+    p++;
+  if (p == name || p == end || *p != ':')
+    return;
+  size_t name_len = (size_t)(p - name);
+  for (p++; p < end && isspace((unsigned char)*p); p++)
+    ;
+  while (end > p && isspace((unsigned char)end[-1]))
+    end--;
+  lua_createtable(L, 0, 2);
+  lua_pushlstring(L, name, name_len);
+  lua_setfield(L, -2, "name");
+  lua_pushlstring(L, p, (size_t)(end - p));
+  lua_setfield(L, -2, "value");
+  lua_rawseti(L, list, (lua_Integer)lua_rawlen(L, list) + 1);
+  luaL_Buffer b;
+  char *lower = luaL_buffinitsize(L, &b, name_len);
+  for (size_t i = 0; i < name_len; i++)
+    lower[i] = (char)tolower((unsigned char)name[i]);
+  luaL_pushresultsize(&b, name_len);
+  lua_pushlstring(L, p, (size_t)(end - p));
+  lua_rawset(L, map);
+}
+
+/* Push map and list of the header text s[0..n). */
+static void push_headers(lua_State *L, const char *s, size_t n) {
+  luaL_checkstack(L, 8, "parse_headers");
+  lua_createtable(L, 0, 8);
+  lua_createtable(L, 8, 0);
+  int map = lua_absindex(L, -2), list = lua_absindex(L, -1);
+  const char *end = s + n;
+  while (s < end) {
+    const char *eol = s;
+    while (eol < end && *eol != '\r' && *eol != '\n')
+      eol++;
+    push_header_line(L, s, eol, map, list);
+    for (s = eol; s < end && (*s == '\r' || *s == '\n'); s++)
+      ;
+  }
+}
+
+/* parse_headers(raw) -> map, list */
+static int tr_parse_headers(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  push_headers(L, s, n);
+  return 2;
+}
+
+/* x:result() -> {status=, headers=, header_list=, body=?, digest=?, size=, url=} or
  * nil, kind, message  (kind: connect, timeout, tls, connection, protocol, digest, limit, other) */
 static int xfer_result(lua_State *L) {
   xfer *x = xfer_check(L, 1);
@@ -905,11 +959,12 @@ static int xfer_result(lua_State *L) {
   char *eff = NULL;
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
   curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &eff);
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 7);
   lua_pushinteger(L, code);
   lua_setfield(L, -2, "status");
-  lua_pushlstring(L, x->head.data ? x->head.data : "", x->head.len);
-  lua_setfield(L, -2, "head");
+  push_headers(L, x->head.data ? x->head.data : "", x->head.len);
+  lua_setfield(L, -3, "header_list");
+  lua_setfield(L, -2, "headers");
   if (x->sink == SINK_BUFFER) {
     lua_pushlstring(L, x->body.data ? x->body.data : "", x->body.len);
     lua_setfield(L, -2, "body");
@@ -927,14 +982,14 @@ static int xfer_result(lua_State *L) {
   return 1;
 }
 
-/* x:head() -> status, raw header text (valid once headers_ready) */
+/* x:head() -> status, headers, header_list (valid once headers_ready) */
 static int xfer_head(lua_State *L) {
   xfer *x = xfer_check(L, 1);
   long code = 0;
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
   lua_pushinteger(L, code);
-  lua_pushlstring(L, x->head.data ? x->head.data : "", x->head.len);
-  return 2;
+  push_headers(L, x->head.data ? x->head.data : "", x->head.len);
+  return 3;
 }
 
 /* x:read() -> chunk | false (nothing yet, wait) | nil (end of body) */
@@ -1083,9 +1138,13 @@ static const luaL_Reg xfer_methods[] = {
     {"read", xfer_read},     {"abort", xfer_abort},
     {"pump", xfer_pump},     {"source", xfer_source},
     {"close", xfer_gc},      {NULL, NULL}};
-static const luaL_Reg tr_funcs[] = {{"start", tr_start},     {"perform", tr_perform},
-                                    {"active", tr_active},   {"escape", tr_escape},
-                                    {"version", tr_version}, {NULL, NULL}};
+static const luaL_Reg tr_funcs[] = {{"start", tr_start},
+                                    {"perform", tr_perform},
+                                    {"active", tr_active},
+                                    {"escape", tr_escape},
+                                    {"parse_headers", tr_parse_headers},
+                                    {"version", tr_version},
+                                    {NULL, NULL}};
 
 int luaopen_myrmex_core_transport(lua_State *L) {
   mx_curl_load(L);

@@ -12,7 +12,8 @@ for _, f in ipairs(rt.listdir(dir)) do
   parts[#parts + 1] = h:read("a")
   h:close()
 end
--- MYRMEX_BENCH_PARALLEL=N: the Deployments go N at a time (apply_manifest's `parallel`).
+-- MYRMEX_BENCH_PARALLEL=N: the Deployments go N at a time (apply_manifest's `parallel`, 8 by
+-- default; 1 applies them one by one).
 local applied = c:apply_manifest(table.concat(parts, "\n---\n"),
   { parallel = tonumber(os.getenv("MYRMEX_BENCH_PARALLEL") or "") })
 local pending = {}

@@ -36,9 +36,9 @@ one() { # $1 = label, rest = command; prints: label wall-s client-cpu-s server-c
 
 
 for r in $(seq "$ROUNDS"); do
-  one myrmex "$BUILD/myrmex" bench/k8s/apply.lua
+  one myrmex "$BUILD/myrmex" bench/k8s/apply.lua  # as shipped: 8 at a time within a tier
   one myrmex-parallel4 env MYRMEX_BENCH_PARALLEL=4 "$BUILD/myrmex" bench/k8s/apply.lua
-  one myrmex-parallel8 env MYRMEX_BENCH_PARALLEL=8 "$BUILD/myrmex" bench/k8s/apply.lua
+  one myrmex-sequential env MYRMEX_BENCH_PARALLEL=1 "$BUILD/myrmex" bench/k8s/apply.lua
   one kubectl bench/k8s/kubectl.sh
   one kubectl-apply-only env KUBECTL_NO_WAIT=1 bench/k8s/kubectl.sh
   one python $python3 bench/k8s/apply.py

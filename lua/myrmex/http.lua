@@ -75,15 +75,7 @@ M.encode_query = encode_query
 ---@param raw string
 ---@return table<string,string> headers, {name:string, value:string}[] list
 function M.parse_headers(raw)
-  local map, list = {}, {}
-  for line in raw:gmatch("[^\r\n]+") do
-    local name, value = line:match("^([^:%s]+):%s*(.-)%s*$")
-    if name then
-      list[#list + 1] = { name = name, value = value }
-      map[name:lower()] = value
-    end
-  end
-  return map, list
+  return core.parse_headers(raw)
 end
 
 local function address_of(t)
@@ -217,8 +209,7 @@ local function run_once(t, o)
       if chunk then
         if not deliver(chunk) then
           x:abort()
-          local status, head = x:head()
-          local map, list = M.parse_headers(head)
+          local status, map, list = x:head()
           return { status = status, headers = map, header_list = list, stopped = true }
         end
       elseif chunk == nil then
@@ -236,8 +227,6 @@ local function run_once(t, o)
   end
   local res, kind, msg = x:result()
   if not res then return nil, kind, msg end
-  res.headers, res.header_list = M.parse_headers(res.head)
-  res.head = nil
   return res
 end
 
@@ -306,7 +295,7 @@ function M._open(t, fname, own)
   while not x:headers_ready() do
     if own then x:pump(100) else M.wait() end
   end
-  local status, head = x:head()
+  local status, headers, header_list = x:head()
   -- A transfer that failed before any response raises here; one that failed after its
   -- headers (a stream cut mid-body) still hands over the bytes that came, and its reader
   -- meets the error after them, where it can say how far the body got.
@@ -317,8 +306,7 @@ function M._open(t, fname, own)
       fail(t, kind, msg)
     end
   end
-  local s = { status = status, _x = x, _t = t, _own = own }
-  s.headers, s.header_list = M.parse_headers(head)
+  local s = { status = status, headers = headers, header_list = header_list, _x = x, _t = t, _own = own }
   return setmetatable(s, M.Stream)
 end
 

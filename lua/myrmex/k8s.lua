@@ -561,7 +561,10 @@ end
 local apply = require("myrmex.k8s.apply")
 
 --- Server-side apply of a manifest: multi-document YAML or JSON text, or a path to one.
---- Namespaces and CRDs go first. Returns the applied objects in the order applied.
+--- Applied in tiers (namespaces, CRDs, config and policy, the rest, admission hooks), the
+--- objects of a tier `parallel` at a time (default 8). Every object of a tier is tried; a
+--- failure stops before the next tier and raises the first one, naming its object, with
+--- `failed` listing them all. Returns the applied objects in the order applied.
 ---@param source string text or path
 ---@param opts? {field_manager?:string, force?:boolean, dry_run?:boolean, namespace?:string, parallel?:integer}
 ---@return table[] objects

@@ -16,6 +16,7 @@ deleted lose their contents, then go; Foreground deletions wait for their depend
 dependents of deleted owners are collected.
 """
 import hashlib
+import heapq
 import json
 import time
 import uuid
@@ -27,20 +28,24 @@ now = SC.now
 
 
 def step(state):
-    """Look at the objects that changed or whose timer is due (state.pending, filled by every
-    store and removal, as the real controllers' work queues are filled by their informers). A
-    handler returns None when the object is settled, else the monotonic time to look again.
-    Returns when the next timer is due."""
+    """Look at the objects that changed (state.pending, filled by every store and removal, as
+    the real controllers' work queues are filled by their informers) and those whose timer is
+    due (state.timers, a heap, as the work queues' delaying queue). A handler returns None when
+    the object is settled, else the monotonic time to look again. Returns when the next timer
+    is due."""
     t = time.monotonic()
     keys, state.pending = state.pending, set()
+    while state.timers and state.timers[0][0] <= t:
+        due, key = heapq.heappop(state.timers)
+        if state.due.get(key) == due:
+            keys.add(key)
     for key in sorted(keys):
         obj = state.objects.get(key)
         if obj is None:
             state.due.pop(key, None)
             continue
         if state.due.get(key, 0) > t:
-            state.pending.add(key)
-            continue
+            continue  # changed while its timer runs: the timer looks at it
         plural = key[0]
         again = None
         if obj["metadata"].get("deletionTimestamp"):
@@ -54,11 +59,16 @@ def step(state):
             state.due.pop(key, None)
         else:
             state.due[key] = again
-            state.pending.add(key)
+            heapq.heappush(state.timers, (again, key))
     if state.gc_needed:
         state.gc_needed = False
         collect_garbage(state)
-    return min((state.due.get(k, t) for k in state.pending), default=t + 1)
+    # What the handlers changed (their own writes) is looked at on the next step.
+    while state.timers and state.due.get(state.timers[0][1]) != state.timers[0][0]:
+        heapq.heappop(state.timers)
+    if state.pending:
+        return t
+    return state.timers[0][0] if state.timers else t + 1
 
 
 def write_status(state, key, obj, status):

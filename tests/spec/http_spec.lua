@@ -18,6 +18,19 @@ local function raises(code, fn, needle)
   return err
 end
 
+describe("http.parse_headers", function()
+  it("keeps every header in order and the last of each name by lower-case name", function()
+    local map, list = http.parse_headers("HTTP/1.1 200 OK\r\nContent-Type:  application/json \r\n"
+      .. "Set-Cookie: a=1\r\nX-Empty:\r\nnot a header\r\n : no name\r\nSET-COOKIE: b=2\nWarning: 299 - \"x: y\"\r\n\r\n")
+    assert.are.same({ ["content-type"] = "application/json", ["set-cookie"] = "b=2", ["x-empty"] = "",
+      warning = '299 - "x: y"' }, map)
+    assert.are.same({ { name = "Content-Type", value = "application/json" }, { name = "Set-Cookie", value = "a=1" },
+      { name = "X-Empty", value = "" }, { name = "SET-COOKIE", value = "b=2" },
+      { name = "Warning", value = '299 - "x: y"' } }, list)
+    assert.are.same({}, (http.parse_headers("")))
+  end)
+end)
+
 describe("http over TCP", function()
   local srv, base
   setup(function()

@@ -267,6 +267,100 @@ metadata: {name: shop}
     for _, o in ipairs(require("myrmex.k8s.apply").parse(manifest)) do assert.are.equal("", K.schema_errors(o)) end
   end)
 
+  it("applies a manifest tier by tier, each tier concurrently, and tries every object of a failing tier", function()
+    local manifest = [[
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tiers, namespace: tiers}
+spec:
+  selector: {matchLabels: {app: tiers}}
+  template:
+    metadata: {labels: {app: tiers}}
+    spec: {containers: [{name: app, image: "nginx:1.25"}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tiers, namespace: tiers}
+spec: {selector: {app: tiers}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: tiers, namespace: tiers}
+data: {a: "1"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: tiers, namespace: tiers}
+stringData: {token: x}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: tiers}
+]]
+    local _, n = requests_since(srv, 0)
+    local out = c:apply_manifest(manifest)
+    assert.are.same({ "Namespace", "ConfigMap", "Secret", "Deployment", "Service" },
+      { out[1].kind, out[2].kind, out[3].kind, out[4].kind, out[5].kind })
+    -- On the wire: the namespace alone, then config, then the workloads; never a tier early.
+    local tier = { namespaces = 1, configmaps = 2, secrets = 2, deployments = 3, services = 3 }
+    local last, patches = 0, 0
+    for _, r in ipairs((requests_since(srv, n))) do
+      local plural = r.method == "PATCH" and (r.path:match("/([a-z]+)/[^/]+$"))
+      if plural then
+        assert.is_true(tier[plural] >= last, r.path .. " came after a later tier")
+        last, patches = tier[plural], patches + 1
+      end
+    end
+    assert.are.equal(5, patches)
+    local one = c:apply_manifest(manifest, { parallel = 1 })
+    assert.are.equal(out[5].metadata.resourceVersion, one[5].metadata.resourceVersion)
+
+    -- Two ConfigMaps whose data another manager owns and a good Secret in one tier: all three
+    -- are tried, the Deployment of the next tier is not, and the error names the first
+    -- failure and counts the others.
+    for _, name in ipairs({ "bad1", "bad2" }) do
+      c:apply({ apiVersion = "v1", kind = "ConfigMap", metadata = { name = name, namespace = "tiers" },
+        data = { a = "1" } }, { field_manager = "other" })
+    end
+    local bad = [[
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: bad1, namespace: tiers}
+data: {a: "2"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: good, namespace: tiers}
+stringData: {token: "yes"}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: bad2, namespace: tiers}
+data: {a: "3"}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: after, namespace: tiers}
+spec:
+  selector: {matchLabels: {app: after}}
+  template:
+    metadata: {labels: {app: after}}
+    spec: {containers: [{name: app, image: "nginx:1.25"}]}
+]]
+    for _, width in ipairs({ 1, 8 }) do
+      pcall(c.delete, c, "secrets", "good", { namespace = "tiers", wait = true })
+      local err = raises("Conflict", function() c:apply_manifest(bad, { parallel = width }) end)
+      assert.matches('^ConfigMap tiers/bad1: Apply failed with 1 conflict: conflict with "other"', err.message)
+      assert.matches("%(and 1 more failed%)$", err.message)
+      assert.are.same({ "ConfigMap tiers/bad1", "ConfigMap tiers/bad2" }, { err.failed[1].object, err.failed[2].object })
+      assert.are.equal(".data.a", err.failed[2].error.details.causes[1].field)
+      assert.is_table(c:get("secrets", "good", { namespace = "tiers" }))
+      raises("NotFound", function() c:get("deployments", "after", { namespace = "tiers" }) end)
+    end
+    assert.has_error(function() c:apply_manifest(manifest, { parallel = 0 }) end,
+      "k8s.apply_manifest: parallel must be a positive integer")
+  end)
+
   it("watches, resumes a dropped stream and re-lists after 410 Gone", function()
     local parallel = require("myrmex.parallel")
     local _, rv = c:list("configmaps", { label_selector = "w=1" })

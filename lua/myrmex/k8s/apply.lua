@@ -49,18 +49,34 @@ function M.parse(text, origin)
   return out
 end
 
-local FIRST = { Namespace = 1, CustomResourceDefinition = 2 }
+-- Tiers, applied one after the other: namespaces; CRDs (their custom resources need them);
+-- what other objects' admission or start-up reads (quotas, limits, accounts, secrets,
+-- config, storage, RBAC, priority); everything else; and last the admission hooks and
+-- aggregated APIs, so that their own Deployments and Services exist first and they do not
+-- intercept the rest of the same apply.
+local TIER = {
+  Namespace = 1,
+  CustomResourceDefinition = 2,
+  PriorityClass = 3, StorageClass = 3, RuntimeClass = 3, IngressClass = 3, ResourceQuota = 3, LimitRange = 3,
+  NetworkPolicy = 3, PodDisruptionBudget = 3, ServiceAccount = 3, Secret = 3, ConfigMap = 3,
+  PersistentVolume = 3, PersistentVolumeClaim = 3, ClusterRole = 3, ClusterRoleBinding = 3, Role = 3,
+  RoleBinding = 3,
+  MutatingWebhookConfiguration = 5, ValidatingWebhookConfiguration = 5, ValidatingAdmissionPolicy = 5,
+  ValidatingAdmissionPolicyBinding = 5, MutatingAdmissionPolicy = 5, MutatingAdmissionPolicyBinding = 5,
+  APIService = 5,
+}
+local OTHER = 4
+local function tier_of(o) return TIER[o.kind] or OTHER end
+M.tier_of = tier_of
 
---- Namespaces first, then CRDs, then the rest in their manifest order (a stable sort).
+--- Objects in tier order, manifest order within a tier.
 function M.order(objs)
-  local idx = {}
-  for i, o in ipairs(objs) do idx[o] = i end
-  local sorted = { table.unpack(objs) }
-  table.sort(sorted, function(a, b)
-    local ra, rb = FIRST[a.kind] or 3, FIRST[b.kind] or 3
-    if ra ~= rb then return ra < rb end
-    return idx[a] < idx[b]
-  end)
+  local sorted = {}
+  for tier = 1, 5 do
+    for _, o in ipairs(objs) do
+      if tier_of(o) == tier then sorted[#sorted + 1] = o end
+    end
+  end
   return sorted
 end
 
@@ -88,25 +104,84 @@ function M.apply_object(client, obj, opts)
     field_manager = opts.field_manager or client.field_manager, api_version = obj.apiVersion })
 end
 
---- Apply every object of a manifest; with `parallel = N` objects after the namespaces and
---- CRDs go N at a time.
-function M.apply_manifest(client, source, opts)
-  local text, origin = read_source(source)
-  local objs = M.order(M.parse(text, origin))
-  local results = {}
-  local rest = {}
-  for i, o in ipairs(objs) do
-    if FIRST[o.kind] or not opts.parallel then
-      results[i] = M.apply_object(client, o, opts)
+local function describe(o)
+  local ns = o.metadata.namespace
+  return o.kind .. " " .. (ns and (ns .. "/") or "") .. o.metadata.name
+end
+
+-- Resolve each kind of objs[i..j] before going concurrent: kinds not known yet (CRDs applied in
+-- the tier before) cost one discovery, not one per branch. What still fails, fails again in
+-- apply_object, for its object.
+local function resolve_kinds(client, objs, i, j)
+  local refreshed = false
+  for k = i, j do
+    local o = objs[k]
+    local ok, err = pcall(client.resource, client, o.kind, o.apiVersion)
+    if not ok and not refreshed and not errors.is(err, "Interrupted") then
+      client._resources, refreshed = nil, true
+      ok, err = pcall(client.resource, client, o.kind, o.apiVersion)
+    end
+    if not ok and errors.is(err, "Interrupted") then error(err, 0) end
+  end
+end
+
+-- Apply objs[i..j], `width` at a time; every object is tried. Failures are added to `failed`
+-- as {index, object, error}; an interruption is raised at once.
+local function apply_tier(client, objs, i, j, opts, width, results, failed)
+  resolve_kinds(client, objs, i, j)
+  local function one(k)
+    local ok, r = pcall(M.apply_object, client, objs[k], opts)
+    if ok then
+      results[k] = r
+    elseif errors.is(r, "Interrupted") then
+      error(r, 0)
     else
-      rest[#rest + 1] = i
+      failed[#failed + 1] = { index = k, object = describe(objs[k]), error = r }
     end
   end
-  if #rest > 0 then
-    local parallel = require("myrmex.parallel")
-    local out = parallel.map(rest, function(i) return M.apply_object(client, objs[i], opts) end,
-      { max = opts.parallel })
-    for n, i in ipairs(rest) do results[i] = out[n] end
+  if width <= 1 or i == j then
+    for k = i, j do one(k) end
+    return
+  end
+  local ks = {}
+  for k = i, j do ks[#ks + 1] = k end
+  require("myrmex.parallel").map(ks, one, { max = width })
+end
+
+-- The first failure in apply order, its message naming the object, and every failure listed
+-- in `failed` (object, error) on it.
+local function raise_failures(failed)
+  table.sort(failed, function(a, b) return a.index < b.index end)
+  local first = failed[1]
+  local e = first.error
+  local more = #failed > 1 and (" (and " .. (#failed - 1) .. " more failed)") or ""
+  if not errors.is(e) then error(first.object .. ": " .. errors.message(e) .. more, 0) end
+  e.message = first.object .. ": " .. e.message .. more
+  e.failed = {}
+  for n, f in ipairs(failed) do e.failed[n] = { object = f.object, error = f.error } end
+  error(e, 0)
+end
+
+M.DEFAULT_PARALLEL = 8
+
+--- Apply every object of a manifest, tier by tier (see TIER); the objects of one tier go
+--- `parallel` at a time (default 8; 1 applies them one by one). Every object of a tier is
+--- tried; if any failed, the next tiers are not applied and the first failure is raised.
+function M.apply_manifest(client, source, opts)
+  local width = opts.parallel or M.DEFAULT_PARALLEL
+  if math.type(width) ~= "integer" or width < 1 then
+    error("k8s.apply_manifest: parallel must be a positive integer", 3)
+  end
+  local text, origin = read_source(source)
+  local objs = M.order(M.parse(text, origin))
+  local results, failed = {}, {}
+  local i = 1
+  while i <= #objs do
+    local j = i
+    while j < #objs and tier_of(objs[j + 1]) == tier_of(objs[i]) do j = j + 1 end
+    apply_tier(client, objs, i, j, opts, width, results, failed)
+    if #failed > 0 then raise_failures(failed) end
+    i = j + 1
   end
   return results
 end
