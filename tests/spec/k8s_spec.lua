@@ -267,16 +267,21 @@ metadata: {name: shop}
     for _, o in ipairs(require("myrmex.k8s.apply").parse(manifest)) do assert.are.equal("", K.schema_errors(o)) end
   end)
 
-  it("applies a manifest tier by tier, each tier concurrently, and tries every object of a failing tier", function()
-    local manifest = [[
+  local function tiers_deployment(name)
+    return (([[
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: tiers, namespace: tiers}
+metadata: {name: NAME, namespace: tiers}
 spec:
-  selector: {matchLabels: {app: tiers}}
+  selector: {matchLabels: {app: NAME}}
   template:
-    metadata: {labels: {app: tiers}}
+    metadata: {labels: {app: NAME}}
     spec: {containers: [{name: app, image: "nginx:1.25"}]}
+]]):gsub("NAME", name))
+  end
+
+  it("applies a manifest tier by tier, each tier concurrently, and tries every object of a failing tier", function()
+    local manifest = tiers_deployment("tiers") .. [[
 ---
 apiVersion: v1
 kind: Service
@@ -338,15 +343,7 @@ kind: ConfigMap
 metadata: {name: bad2, namespace: tiers}
 data: {a: "3"}
 ---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: after, namespace: tiers}
-spec:
-  selector: {matchLabels: {app: after}}
-  template:
-    metadata: {labels: {app: after}}
-    spec: {containers: [{name: app, image: "nginx:1.25"}]}
-]]
+]] .. tiers_deployment("after")
     for _, width in ipairs({ 1, 8 }) do
       pcall(c.delete, c, "secrets", "good", { namespace = "tiers", wait = true })
       local err = raises("Conflict", function() c:apply_manifest(bad, { parallel = width }) end)
