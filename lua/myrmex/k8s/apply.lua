@@ -67,7 +67,6 @@ local TIER = {
 }
 local OTHER = 4
 local function tier_of(o) return TIER[o.kind] or OTHER end
-M.tier_of = tier_of
 
 --- Objects in tier order, manifest order within a tier.
 function M.order(objs)
@@ -162,13 +161,13 @@ local function raise_failures(failed)
   error(e, 0)
 end
 
-M.DEFAULT_PARALLEL = 8
+local DEFAULT_PARALLEL = 8
 
 --- Apply every object of a manifest, tier by tier (see TIER); the objects of one tier go
 --- `parallel` at a time (default 8; 1 applies them one by one). Every object of a tier is
 --- tried; if any failed, the next tiers are not applied and the first failure is raised.
 function M.apply_manifest(client, source, opts)
-  local width = opts.parallel or M.DEFAULT_PARALLEL
+  local width = opts.parallel or DEFAULT_PARALLEL
   if math.type(width) ~= "integer" or width < 1 then
     error("k8s.apply_manifest: parallel must be a positive integer", 3)
   end
