@@ -354,6 +354,37 @@ data: {a: "3"}
       assert.is_table(c:get("secrets", "good", { namespace = "tiers" }))
       raises("NotFound", function() c:get("deployments", "after", { namespace = "tiers" }) end)
     end
+
+    -- A kind the server does not have fails each of its objects after one fresh discovery,
+    -- not one per object; the rest of the tier is applied.
+    local unknown = [[
+apiVersion: example.com/v1
+kind: Frobnicator
+metadata: {name: f1, namespace: tiers}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: beside, namespace: tiers}
+spec: {selector: {app: tiers}, ports: [{port: 80}]}
+---
+apiVersion: example.com/v1
+kind: Frobnicator
+metadata: {name: f2, namespace: tiers}
+]]
+    for _, width in ipairs({ 1, 8 }) do
+      local _, before = requests_since(srv, 0)
+      local err = raises("NotFound", function() c:apply_manifest(unknown, { parallel = width }) end)
+      assert.are.equal('Frobnicator tiers/f1: the server doesn\'t have a resource type "Frobnicator" in '
+        .. 'example.com/v1 (and 1 more failed)', err.message)
+      assert.are.same({ "Frobnicator tiers/f1", "Frobnicator tiers/f2" }, { err.failed[1].object, err.failed[2].object })
+      local lists = 0
+      for _, r in ipairs((requests_since(srv, before))) do
+        if r.method == "GET" and r.path == "/api" then lists = lists + 1 end
+      end
+      assert.are.equal(1, lists)
+      assert.is_table(c:get("services", "beside", { namespace = "tiers" }))
+      c:delete("services", "beside", { namespace = "tiers" })
+    end
     assert.has_error(function() c:apply_manifest(manifest, { parallel = 0 }) end,
       "k8s.apply_manifest: parallel must be a positive integer")
   end)

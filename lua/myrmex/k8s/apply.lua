@@ -79,17 +79,23 @@ function M.order(objs)
   return sorted
 end
 
+-- The resource of obj's kind. A kind the cached discovery lacks is looked up once more after
+-- a fresh discovery: a CRD applied a moment ago shows up there.
+local function resource_of(client, obj)
+  local ok, r = pcall(client.resource, client, obj.kind, obj.apiVersion)
+  if ok then return r end
+  if errors.is(r, "Interrupted") then error(r, 0) end
+  client._resources = nil
+  return client:resource(obj.kind, obj.apiVersion)
+end
+
 --- Apply one object.
 function M.apply_object(client, obj, opts)
   if type(obj) ~= "table" or type(obj.kind) ~= "string" or type(obj.apiVersion) ~= "string"
     or type(obj.metadata) ~= "table" or type(obj.metadata.name) ~= "string" then
     error("k8s.apply: object with apiVersion, kind and metadata.name expected", 3)
   end
-  local ok, r = pcall(client.resource, client, obj.kind, obj.apiVersion)
-  if not ok then
-    client._resources = nil -- a CRD applied a moment ago shows up on the next discovery
-    r = client:resource(obj.kind, obj.apiVersion)
-  end
+  local r = resource_of(client, obj)
   local ns = r.namespaced and (obj.metadata.namespace or opts.namespace or client.namespace) or nil
   if r.namespaced and obj.metadata.namespace == nil then
     local meta = { namespace = ns }
@@ -108,28 +114,32 @@ local function describe(o)
   return o.kind .. " " .. (ns and (ns .. "/") or "") .. o.metadata.name
 end
 
--- Resolve each kind of objs[i..j] before going concurrent: kinds not known yet (CRDs applied in
--- the tier before) cost one discovery, not one per branch. What still fails, fails again in
--- apply_object, for its object.
+-- Resolve the kinds of objs[i..j] before going concurrent, each kind once: kinds not known yet
+-- (CRDs applied in the tier before) cost one discovery, not one per branch, and a kind the
+-- server does not have fails its objects without one discovery each. Returns, by index, the
+-- error of each object whose kind did not resolve.
 local function resolve_kinds(client, objs, i, j)
-  local refreshed = false
+  local by_kind, unresolved = {}, {}
   for k = i, j do
     local o = objs[k]
-    local ok, err = pcall(client.resource, client, o.kind, o.apiVersion)
-    if not ok and not refreshed and not errors.is(err, "Interrupted") then
-      client._resources, refreshed = nil, true
-      ok, err = pcall(client.resource, client, o.kind, o.apiVersion)
+    local key = o.kind .. "\0" .. o.apiVersion
+    if by_kind[key] == nil then
+      local ok, err = pcall(resource_of, client, o)
+      if not ok and errors.is(err, "Interrupted") then error(err, 0) end
+      by_kind[key] = ok or err
     end
-    if not ok and errors.is(err, "Interrupted") then error(err, 0) end
+    if by_kind[key] ~= true then unresolved[k] = by_kind[key] end
   end
+  return unresolved
 end
 
 -- Apply objs[i..j], `width` at a time; every object is tried. Failures are added to `failed`
 -- as {index, object, error}; an interruption is raised at once.
 local function apply_tier(client, objs, i, j, opts, width, results, failed)
-  resolve_kinds(client, objs, i, j)
+  local unresolved = resolve_kinds(client, objs, i, j)
   local function one(k)
-    local ok, r = pcall(M.apply_object, client, objs[k], opts)
+    local ok, r = false, unresolved[k]
+    if r == nil then ok, r = pcall(M.apply_object, client, objs[k], opts) end
     if ok then
       results[k] = r
     elseif errors.is(r, "Interrupted") then
@@ -155,6 +165,10 @@ local function raise_failures(failed)
   local e = first.error
   local more = #failed > 1 and (" (and " .. (#failed - 1) .. " more failed)") or ""
   if not errors.is(e) then error(first.object .. ": " .. errors.message(e) .. more, 0) end
+  -- A copy: objects of one unknown kind share their error, and `failed` keeps each as it was.
+  local raised = setmetatable({}, getmetatable(e))
+  for k, v in pairs(e) do raised[k] = v end
+  e = raised
   e.message = first.object .. ": " .. e.message .. more
   e.failed = {}
   for n, f in ipairs(failed) do e.failed[n] = { object = f.object, error = f.error } end
