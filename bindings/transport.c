@@ -899,10 +899,11 @@ static void push_header_line(lua_State *L, const char *p, const char *end, int m
     ;
   while (end > p && isspace((unsigned char)end[-1]))
     end--;
+  lua_pushlstring(L, p, (size_t)(end - p)); /* the value, for the list entry and the map */
   lua_createtable(L, 0, 2);
   lua_pushlstring(L, name, name_len);
   lua_setfield(L, -2, "name");
-  lua_pushlstring(L, p, (size_t)(end - p));
+  lua_pushvalue(L, -2);
   lua_setfield(L, -2, "value");
   lua_rawseti(L, list, (lua_Integer)lua_rawlen(L, list) + 1);
   luaL_Buffer b;
@@ -910,7 +911,7 @@ static void push_header_line(lua_State *L, const char *p, const char *end, int m
   for (size_t i = 0; i < name_len; i++)
     lower[i] = (char)tolower((unsigned char)name[i]);
   luaL_pushresultsize(&b, name_len);
-  lua_pushlstring(L, p, (size_t)(end - p));
+  lua_insert(L, -2);
   lua_rawset(L, map);
 }
 
