@@ -10,7 +10,7 @@ import os
 import sys
 
 FIX = os.environ.get("MYRMEX_FIXTURES",
-                     os.path.join(os.path.dirname(__file__), "../../../shared/fixtures"))
+                     os.path.join(os.path.dirname(__file__), "../../tests/fixtures"))
 out_path = sys.argv[1]
 size = int(float(sys.argv[2] if len(sys.argv) > 2 else 100) * 1024 * 1024)
 

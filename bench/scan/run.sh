@@ -13,7 +13,7 @@ size=${2:-100}
 out=${OUT:-/tmp/mx-bench-scan}
 mkdir -p "$out"
 report="$out/trivy-${size}mb.json"
-[ -f "$report" ] || MYRMEX_FIXTURES="$src/../shared/fixtures" python3 "$here/make_report.py" "$report" "$size"
+[ -f "$report" ] || MYRMEX_FIXTURES="$src/tests/fixtures" python3 "$here/make_report.py" "$report" "$size"
 bytes=$(stat -c %s "$report")
 
 myrmex="$build/myrmex $here/pipeline.lua $report $out"

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-20}
 shift || true
-FIX=${MYRMEX_FIXTURES:-../shared/fixtures}
+FIX=${MYRMEX_FIXTURES:-tests/fixtures}
 BUILD=${MYRMEX_FUZZ_BUILD:-build-fuzz}
 CC=clang cmake -B "$BUILD" -S . -DMYRMEX_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 targets=("$@")

@@ -2,7 +2,7 @@
 """A Kubernetes API server for tests: standard library + python3-yaml, loopback only.
 
 Implements what myrmex.k8s, kubectl and the Python client rely on, the way kube-apiserver
-does it (see /work/shared/fixtures/kubernetes/samples/SEMANTICS.md): discovery and OpenAPI v3,
+does it (see tests/fixtures/kubernetes/samples/SEMANTICS.md): discovery and OpenAPI v3,
 namespaced CRUD for namespaces, services, configmaps, secrets, pods, deployments (+scale,
 +status) and jobs; resourceVersion, generation, server-side apply with managedFields,
 conflicts and force; strategic/merge/JSON patches; dryRun=All; watch streams; Status bodies;

@@ -83,5 +83,5 @@ def wait_for(fn, timeout=10, every=0.05):
 
 
 def status_fixture(name):
-    with open(os.path.join("/work/shared/fixtures/kubernetes/samples/status", name)) as f:
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "kubernetes", "samples", "status", name)) as f:
         return json.load(f)

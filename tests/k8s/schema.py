@@ -27,7 +27,7 @@ def now():
     return _NOW[1]
 
 
-FIXTURES = os.environ.get("K8S_FIXTURES", "/work/shared/fixtures/kubernetes")
+FIXTURES = os.environ.get("K8S_FIXTURES", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "kubernetes"))
 DOCS = {
     "api/v1": "api__v1_openapi.json",
     "apis/apps/v1": "apis__apps__v1_openapi.json",

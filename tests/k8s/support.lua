@@ -6,7 +6,7 @@ local json = require("myrmex.json")
 
 local M = {}
 local SRC = os.getenv("MYRMEX_SOURCE_DIR") or "."
-local FIXTURES = (os.getenv("MYRMEX_FIXTURES") or (SRC .. "/../shared/fixtures")) .. "/kubernetes"
+local FIXTURES = (os.getenv("MYRMEX_FIXTURES") or (SRC .. "/tests/fixtures")) .. "/kubernetes"
 M.FIXTURES = FIXTURES
 
 local function write(path, text)

@@ -82,7 +82,7 @@ describe("myrmex.json", function()
   end)
 
   it("round-trips every scanner fixture exactly (semantically)", function()
-    local dir = (os.getenv("MYRMEX_FIXTURES") or "../shared/fixtures") .. "/scanners/trivy/"
+    local dir = (os.getenv("MYRMEX_FIXTURES") or "tests/fixtures") .. "/scanners/trivy/"
     local f = assert(io.open(dir .. "alpine-310.json"))
     local text = f:read("a")
     f:close()

@@ -1,4 +1,4 @@
--- myrmex.scan over the real Trivy, Grype and Docker Scout reports in ../shared/fixtures.
+-- myrmex.scan over the real Trivy, Grype and Docker Scout reports in tests/fixtures.
 local scan = require("myrmex.scan")
 local errors = require("myrmex.errors")
 local json = require("myrmex.json")

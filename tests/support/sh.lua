@@ -47,7 +47,7 @@ end
 --- The myrmex binary under test.
 M.bin = os.getenv("MYRMEX_BIN") or "build/myrmex"
 M.src = os.getenv("MYRMEX_SOURCE_DIR") or "."
-M.fixtures = os.getenv("MYRMEX_FIXTURES") or "../shared/fixtures"
+M.fixtures = os.getenv("MYRMEX_FIXTURES") or "tests/fixtures"
 
 --- Run myrmex with a list of arguments.
 function M.myrmex(args, opts)
