@@ -40,12 +40,16 @@ end
 ---@field field_manager? string default "myrmex"
 ---@field serviceaccount_dir? string
 ---@field exec_timeout? number seconds an exec credential plugin may take (default 30)
+---@field retries? integer retry budget of one call: 429, 5xx, lost connections (default 5)
 
 ---@param opts? myrmex.k8s.ConnectOptions
 ---@return table client
 function M.connect(opts)
   opts = check_opts("k8s.connect", opts, set { "kubeconfig", "context", "namespace", "timeout",
-    "field_manager", "serviceaccount_dir", "exec_timeout" })
+    "field_manager", "serviceaccount_dir", "exec_timeout", "retries" })
+  if opts.retries ~= nil and (math.type(opts.retries) ~= "integer" or opts.retries < 0) then
+    error("k8s.connect: retries must be a non-negative integer", 2)
+  end
   local settings
   local files = kubeconfig.files(opts.kubeconfig)
   local any = false
@@ -63,7 +67,7 @@ function M.connect(opts)
   return setmetatable({
     server = settings.server, namespace = settings.namespace, context = settings.context,
     settings = settings, timeout = opts.timeout or 30, exec_timeout = opts.exec_timeout,
-      field_manager = opts.field_manager or "myrmex",
+      field_manager = opts.field_manager or "myrmex", retries = opts.retries or 5,
     _resources = nil,
   }, Client)
 end
@@ -116,12 +120,86 @@ local function status_error(res, what)
 end
 M._status_error = status_error
 
+-- Retries as client-go makes them. 429 means the server did not process the request (max
+-- in-flight, API priority and fairness), and a 5xx that carries Retry-After comes from the
+-- server's own filters before any handler ran: both are retried whatever the method. Any
+-- other 5xx, or a connection lost mid-request, is retried only for a request that can be
+-- sent twice with the same effect (a POST could create twice; a JSON patch could add twice).
+-- A connection that could not be made sent nothing, so it is retried for every method.
+local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, PUT = true, DELETE = true }
+local RETRY_5XX = { [500] = true, [502] = true, [503] = true, [504] = true }
+M.RETRY_BASE, M.RETRY_CAP, M.RETRY_AFTER_CAP = 0.25, 8, 30
+
+local function idempotent(method, opts)
+  if method == "PATCH" then return opts.content_type ~= "application/json-patch+json" end
+  return IDEMPOTENT[method] == true
+end
+
+-- Seconds the server asked to wait (the apiserver sends whole seconds), or nil.
+local function retry_after(res)
+  local v = res.headers and res.headers["retry-after"]
+  local n = v and tonumber(v)
+  if n and n >= 0 then return math.min(n, M.RETRY_AFTER_CAP) end
+  return nil
+end
+M._retry_after = retry_after
+
+-- The wait before retry `attempt` (1-based): what the server asked for, else exponential from
+-- RETRY_BASE capped at RETRY_CAP, with "equal jitter" (half fixed, half random) so that many
+-- clients throttled together do not come back together.
+local function backoff(attempt, asked)
+  if asked then return asked end
+  local d = math.min(M.RETRY_CAP, M.RETRY_BASE * 2 ^ (attempt - 1))
+  return d / 2 + math.random() * d / 2
+end
+M._backoff = backoff
+
+-- Why `res` (or the transport error `err`) may be retried, or nil when it may not.
+local function retry_reason(method, opts, res, err)
+  if err then
+    if not errors.is(err, "Unreachable") then return nil end
+    local msg = errors.message(err)
+    if msg:find("cannot connect to", 1, true) then return "connect" end
+    if idempotent(method, opts) then return "connection" end
+    return nil
+  end
+  if res.status == 429 then return 429 end
+  if RETRY_5XX[res.status] and (retry_after(res) or idempotent(method, opts)) then return res.status end
+  return nil
+end
+
+-- Send with `once(refresh)`, retrying within the call's budget (`opts.retries`, else the
+-- client's). A 401 with an exec plugin runs the plugin again once.
+function Client:_with_retries(method, path, opts, once)
+  local budget = opts.retries or self.retries
+  local attempt, refreshed = 0, false
+  while true do
+    local ok, res = pcall(once, false)
+    if ok and res.status == 401 and self.settings.auth.kind == "exec" and not refreshed then
+      refreshed = true
+      ok, res = pcall(once, true)
+    end
+    local reason = retry_reason(method, opts, ok and res or nil, not ok and res or nil)
+    if not reason or attempt >= budget then
+      if not ok then error(res, 0) end
+      return res
+    end
+    attempt = attempt + 1
+    local delay = backoff(attempt, ok and retry_after(res) or nil)
+    log.debug("k8s: retrying request", { method = method, path = path, reason = reason, attempt = attempt,
+      budget = budget, delay = delay })
+    http.sleep(delay)
+  end
+end
+
 --- Send one request to the API server. Returns the decoded body (or the raw text when it is
 --- not JSON) and the response; raises a myrmex error for a non-2xx status, with the server's
---- Status reason and causes in `details`.
+--- Status reason and causes in `details`. Throttling (429) and 5xx answers are retried as
+--- client-go retries them (see docs/k8s.md, "Retries"), up to `opts.retries` times (default:
+--- the client's `retries`).
 ---@param method string
 ---@param path string absolute API path, e.g. "/api/v1/namespaces"
----@param opts? {query?:table, body?:any, content_type?:string, timeout?:number, raw?:boolean, on_json?:function}
+---@param opts? {query?:table, body?:any, content_type?:string, timeout?:number, raw?:boolean, on_json?:function, retries?:integer}
 ---@return any body, table response
 function Client:request(method, path, opts)
   opts = opts or {}
@@ -138,8 +216,7 @@ function Client:request(method, path, opts)
       proxy = self.settings.proxy, on_json = opts.on_json,
       basic_auth = a.kind == "basic" and { a.username, a.password } or nil })
   end
-  local res = once(false)
-  if res.status == 401 and self.settings.auth.kind == "exec" then res = once(true) end
+  local res = self:_with_retries(method, path, opts, once)
   if res.status >= 400 then error(status_error(res, opts.what), 0) end
   if opts.on_json or opts.raw then return res.body, res end
   local ok, decoded = pcall(json.decode, res.body or "")

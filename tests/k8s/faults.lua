@@ -1,0 +1,71 @@
+--- Spec helper: tests/k8s/apiserver.py with tests/k8s/faults.py in front of it (injected
+--- statuses, Retry-After, line-by-line streams), for the retry, log and watch specs. These
+--- faults are what the Python server exists for: a real API server cannot be made to answer
+--- 429 or 503 on demand.
+local server = require("tests.support.server")
+local sh = require("tests.support.sh")
+local json = require("myrmex.json")
+local http = require("myrmex.http")
+
+local M = {}
+local SRC = os.getenv("MYRMEX_SOURCE_DIR") or "."
+
+--- Start the API server and the fault proxy; returns {url=, api=, kubeconfig=, stop=, ...}.
+function M.start()
+  local dir = sh.run("mktemp -d /tmp/myrmex-k8s-faults-XXXXXX").stdout:gsub("%s+$", "")
+  local api = server.start("exec /usr/bin/python3 " .. sh.q(SRC .. "/tests/k8s/apiserver.py") .. " --delay 0.1", 20)
+  local api_url = "http://127.0.0.1:" .. api.port
+  local proxy = server.start("exec /usr/bin/python3 " .. sh.q(SRC .. "/tests/k8s/faults.py") .. " " .. api_url, 20)
+  local s = { dir = dir, api = api_url, url = "http://127.0.0.1:" .. proxy.port }
+  local cfg = { apiVersion = "v1", kind = "Config", ["current-context"] = "test",
+    clusters = { { name = "test", cluster = { server = s.url } } },
+    contexts = { { name = "test", context = { cluster = "test", user = "u", namespace = "default" } } },
+    users = { { name = "u", user = json.object() } } }
+  s.kubeconfig = dir .. "/kubeconfig"
+  local f = assert(io.open(s.kubeconfig, "wb"))
+  f:write(json.encode(cfg))
+  f:close()
+  function s.stop()
+    proxy.stop()
+    api.stop()
+    os.execute("rm -rf " .. sh.q(dir))
+  end
+  return setmetatable(s, { __index = M })
+end
+
+local function post(url, body)
+  local res = http.request({ method = "POST", url = url, body = json.encode(body or json.object()) })
+  assert(res.status == 200, res.body)
+  return json.decode(res.body)
+end
+
+--- Make the next `rule.count` requests matching rule.method / rule.path (a Python regex) fail
+--- with rule.status (and Retry-After rule.retry_after).
+function M:inject(rule) return post(self.url .. "/_faults/inject", rule) end
+
+--- Serve the next request matching `path` as a stream of `lines`, each sent only after the
+--- previous one was acknowledged (M:ack) or 15 s passed.
+function M:stream(path, lines) return post(self.url .. "/_faults/stream", { path = path, lines = lines }) end
+
+--- Acknowledge the streamed line last sent.
+function M:ack() return post(self.url .. "/_faults/ack") end
+
+--- {requests = {{method, path, status, injected}...}, stream = {{line, acked_while_streaming}...}}
+function M:log()
+  local res = http.request({ url = self.url .. "/_faults/log" })
+  return json.decode(res.body)
+end
+
+--- The logged requests whose method is `method` and whose path contains `text`.
+function M:requests(method, text)
+  local out = {}
+  for _, r in ipairs(self:log().requests) do
+    if r.method == method and r.path:find(text, 1, true) then out[#out + 1] = r end
+  end
+  return out
+end
+
+--- POST a control of the API server itself (/_test/<what>).
+function M:control(what, body) return post(self.api .. "/_test/" .. what, body) end
+
+return M
