@@ -224,6 +224,30 @@ function Client:request(method, path, opts)
   return decoded, res
 end
 
+-- Open a streamed GET (watch, followed logs) with the auth and retries of Client:request. The
+-- status is known before the body is read, so an error answer is raised as the server's
+-- Status instead of being read as events or log lines.
+function Client:_open(path, opts)
+  local function once(refresh)
+    local headers, tls = self:_auth(refresh)
+    headers.Accept = opts.accept or "application/json"
+    headers["User-Agent"] = "myrmex"
+    local a = self.settings.auth
+    local s = http.open({ method = "GET", url = self.server .. path, query = opts.query, headers = headers,
+      timeout = opts.timeout, tls = tls, engine = "k8s", proxy = self.settings.proxy,
+      basic_auth = a.kind == "basic" and { a.username, a.password } or nil })
+    if s.status >= 400 then
+      local ok, body = pcall(s.read_all, s, 1 << 20)
+      s:close()
+      return { status = s.status, headers = s.headers, body = ok and body or "" }
+    end
+    return { status = s.status, headers = s.headers, stream = s }
+  end
+  local res = self:_with_retries("GET", path, opts, once)
+  if res.status >= 400 then error(status_error(res, opts.what), 0) end
+  return res.stream
+end
+
 -- ---- discovery ------------------------------------------------------------------------------
 
 function Client:_discover()
@@ -527,9 +551,13 @@ end
 ---@field api_version? string
 
 --- Watch a collection. `fn(event)` gets `{type=ADDED|MODIFIED|DELETED|BOOKMARK, object=}` and
---- returns false to stop. A dropped stream is resumed from the last resourceVersion seen; a
---- 410 Gone (version too old) re-lists and delivers the current objects as ADDED. Stops at
---- `timeout` seconds (raising Timeout) when given.
+--- returns false to stop. Without `resource_version` the current objects come first as ADDED.
+--- A dropped stream is resumed from the last resourceVersion seen (bookmarks keep it fresh),
+--- backing off while the server is unreachable. After a 410 Gone (version too old) the
+--- collection is listed again and compared with what was delivered, as client-go's informers
+--- do: DELETED (with the last object seen) for what vanished, MODIFIED for what changed,
+--- ADDED for what is new, nothing for the rest. Stops at `timeout` seconds (raising Timeout)
+--- when given.
 ---@param kind string
 ---@param opts? myrmex.k8s.WatchOptions
 ---@param fn fun(event:table):boolean|nil
@@ -546,49 +574,94 @@ function Client:watch(kind, opts, fn)
   if opts.name then fsel = "metadata.name=" .. opts.name .. (fsel and ("," .. fsel) or "") end
   local rv = opts.resource_version
   local stopped = false
-  local gone
-  local function relist()
+  -- What the caller has been told, by namespace/name: after a 410 the re-list is compared with
+  -- it, as client-go's reflector and informer do, so the caller sees DELETED for what went
+  -- away in the gap and MODIFIED for what changed, not everything again as ADDED.
+  local known = {}
+  local function key_of(o)
+    local m = o.metadata or {}
+    return (m.namespace or "") .. "/" .. tostring(m.name)
+  end
+  local function deliver(ev)
+    local obj = ev.object
+    if type(obj) == "table" and obj.metadata then
+      if ev.type == "DELETED" then known[key_of(obj)] = nil else known[key_of(obj)] = obj end
+    end
+    if fn(ev) == false then stopped = true end
+    return not stopped
+  end
+  local function relist(diff)
     local items, lrv = self:list(kind, { namespace = opts.namespace, all_namespaces = opts.all_namespaces,
       label_selector = opts.label_selector, field_selector = fsel, api_version = opts.api_version })
+    local now = {}
     for _, it in ipairs(items) do
-      if fn({ type = "ADDED", object = it }) == false then stopped = true; break end
+      local k = key_of(it)
+      now[k] = true
+      local before = known[k]
+      local etype = "ADDED"
+      if diff and before then
+        local brv = before.metadata and before.metadata.resourceVersion
+        etype = (brv ~= it.metadata.resourceVersion) and "MODIFIED" or nil
+      end
+      if etype and not deliver({ type = etype, object = it }) then return lrv end
+    end
+    if diff then
+      local gone_keys = {}
+      for k in pairs(known) do if not now[k] then gone_keys[#gone_keys + 1] = k end end
+      table.sort(gone_keys)
+      for _, k in ipairs(gone_keys) do
+        if not deliver({ type = "DELETED", object = known[k] }) then break end
+      end
     end
     return lrv
   end
-  if rv == nil then rv = relist() end
+  if rv == nil then rv = relist(false) end
+  local failures = 0
   while not stopped do
     local left = deadline and (deadline - rt.monotonic())
     if left and left <= 0 then
       errors.raise({ code = "Timeout", engine = "k8s", message = "watch on " .. r.name .. " ended after "
         .. opts.timeout .. "s" }, 2)
     end
-    gone = false
-    local ok, err = pcall(self.request, self, "GET", path, {
-      query = { watch = "true", resourceVersion = rv, allowWatchBookmarks = "true", labelSelector = opts.label_selector,
-        fieldSelector = fsel, timeoutSeconds = left and math.max(1, math.ceil(left)) or 300 },
-      timeout = left and (left + 5) or 330,
-      on_json = function(ev)
-        local obj = ev.object or {}
-        if ev.type == "ERROR" then
-          if obj.code == 410 then gone = true return false end
-          error(status_error({ status = obj.code or 500, body = json.encode(obj) }, "watch " .. r.name), 0)
+    local gone = false
+    local ok, err = pcall(function()
+      local s <close> = self:_open(path, {
+        query = { watch = "true", resourceVersion = rv, allowWatchBookmarks = "true",
+          labelSelector = opts.label_selector, fieldSelector = fsel,
+          timeoutSeconds = left and math.max(1, math.ceil(left)) or 300 },
+        timeout = left and (left + 5) or 330, what = "watch " .. r.name })
+      for line in s:lines() do
+        if line ~= "" then
+          local ev = json.decode(line)
+          local obj = ev.object or {}
+          if ev.type == "ERROR" then
+            if obj.code == 410 then gone = true return end
+            error(status_error({ status = obj.code or 500, body = json.encode(obj) }, "watch " .. r.name), 0)
+          end
+          failures = 0
+          if obj.metadata and obj.metadata.resourceVersion then rv = obj.metadata.resourceVersion end
+          if ev.type ~= "BOOKMARK" and not deliver(ev) then return end
         end
-        if obj.metadata and obj.metadata.resourceVersion then rv = obj.metadata.resourceVersion end
-        if ev.type ~= "BOOKMARK" and fn(ev) == false then stopped = true return false end
-      end,
-    })
+      end
+    end)
     if not ok then
       if errors.is(err, "Timeout") or errors.is(err, "Unreachable") then
+        -- Reconnect from the last version seen, backing off while the server stays away.
+        failures = failures + 1
+        local delay = backoff(failures)
         log.debug("k8s watch interrupted, resuming", { resource = r.name, resource_version = rv,
-          error = errors.message(err) })
-        http.sleep(0.05)
+          error = errors.message(err), attempt = failures, delay = delay })
+        http.sleep(delay)
       elseif errors.is(err) and err.details and err.details.gone then
         gone = true
       else
         error(err, 0)
       end
     end
-    if gone then rv = relist() end
+    if gone and not stopped then
+      log.debug("k8s watch: resource version too old, listing again", { resource = r.name, resource_version = rv })
+      rv = relist(true)
+    end
   end
   return rv
 end
@@ -695,20 +768,30 @@ function Client:rollout_undo(name, opts)
   return rollout.undo(self, name, opts)
 end
 
---- A pod's log text.
+--- A pod's log text. With `on_line` the log is streamed: each line is passed as it arrives
+--- (with `follow`, until the container ends or `on_line` returns false), and the lines seen are
+--- returned too.
 ---@param pod string
----@param opts? {namespace?:string, container?:string, since?:integer, follow?:boolean, on_line?:fun(line:string)}
+---@param opts? {namespace?:string, container?:string, since?:integer, follow?:boolean, on_line?:fun(line:string):boolean|nil}
 ---@return string text
 function Client:logs(pod, opts)
   opts = check_opts("k8s.logs", opts, set { "namespace", "container", "since", "follow", "on_line" })
   local path = "/api/v1/namespaces/" .. http.escape(opts.namespace or self.namespace) .. "/pods/"
     .. http.escape(pod) .. "/log"
   local query = { container = opts.container, sinceSeconds = opts.since, follow = opts.follow and "true" or nil }
-  local body = self:request("GET", path, { query = query, raw = true, timeout = opts.follow and 0 or nil })
-  if opts.on_line then
-    for line in body:gmatch("[^\n]+") do opts.on_line(line) end
+  if not opts.on_line then
+    return (self:request("GET", path, { query = query, raw = true, timeout = opts.follow and 0 or nil }))
   end
-  return body
+  if type(opts.on_line) ~= "function" then error("k8s.logs: on_line must be a function", 2) end
+  -- Streamed: each line reaches on_line as it arrives (a followed log may never end).
+  local s <close> = self:_open(path, { query = query, accept = "*/*", what = "logs of pod " .. pod,
+    timeout = not opts.follow and self.timeout or nil })
+  local lines = {}
+  for line in s:lines() do
+    lines[#lines + 1] = line
+    if opts.on_line(line) == false then break end
+  end
+  return #lines > 0 and (table.concat(lines, "\n") .. "\n") or ""
 end
 
 ---@class myrmex.k8s.RunJobSpec

@@ -44,8 +44,10 @@ end
 function M:inject(rule) return post(self.url .. "/_faults/inject", rule) end
 
 --- Serve the next request matching `path` as a stream of `lines`, each sent only after the
---- previous one was acknowledged (M:ack) or 15 s passed.
-function M:stream(path, lines) return post(self.url .. "/_faults/stream", { path = path, lines = lines }) end
+--- previous one was acknowledged (M:ack) or `ack_timeout` seconds (default 15) passed.
+function M:stream(path, lines, ack_timeout)
+  return post(self.url .. "/_faults/stream", { path = path, lines = lines, ack_timeout = ack_timeout or 15 })
+end
 
 --- Acknowledge the streamed line last sent.
 function M:ack() return post(self.url .. "/_faults/ack") end
