@@ -80,10 +80,12 @@ struct xfer {
   int src_ref;
   xfer *from; /* BODY_STREAM: the transfer whose pull buffer we send */
   int from_ref;
-  xfer *feeds;     /* we are the `from` of this transfer */
-  int send_paused; /* our read callback returned PAUSE, waiting on `from` */
-  CURLM *own;      /* a pull source's private multi handle (see xfer_source) */
-  int hash_sent;   /* md hashes the request body as sent instead of the response */
+  xfer *feeds;        /* we are the `from` of this transfer */
+  int send_paused;    /* our read callback returned PAUSE, waiting on `from` */
+  CURLM *own;         /* a pull source's private multi handle (see xfer_source) */
+  int hash_sent;      /* md hashes the request body as sent instead of the response */
+  int upgrade;        /* a 101 (or 200) hijacked stream: the body is the raw connection */
+  curl_socket_t sock; /* upgrade: the connection's socket, for send(); BAD once closed */
 };
 
 static CURLM *multi;
@@ -151,7 +153,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   if (len <= 2 && (p[0] == '\r' || p[0] == '\n')) {
     long code = 0;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
-    if (code >= 200 && !(x->follow && code >= 300 && code < 400)) {
+    if ((code >= 200 && !(x->follow && code >= 300 && code < 400)) || (code == 101 && x->upgrade)) {
       x->headers_ready = 1;
       news++;
     }
@@ -301,6 +303,25 @@ static size_t produce(xfer *x, char *p, size_t size, size_t n) {
     return 0;
   }
   return 0;
+}
+
+/* ---- upgraded connections ---- */
+
+/* An upgraded transfer writes to its connection's socket itself (curl has no API to send on a
+ * connection it is receiving a body from), so it learns the socket when curl makes it and
+ * forgets it when curl closes it: the descriptor number could be reused by another open. */
+static int on_sockopt(void *ud, curl_socket_t fd, curlsocktype purpose) {
+  xfer *x = ud;
+  if (purpose == CURLSOCKTYPE_IPCXN)
+    x->sock = fd;
+  return CURL_SOCKOPT_OK;
+}
+
+static int on_close_socket(void *ud, curl_socket_t fd) {
+  xfer *x = ud;
+  if (x->sock == fd)
+    x->sock = CURL_SOCKET_BAD;
+  return close(fd);
 }
 
 /* ---- lifecycle ---- */
@@ -765,6 +786,7 @@ static int tr_start(lua_State *L) {
     return luaL_error(L, "http: not enough memory");
   *box = x;
   x->fd = x->body_fd = -1;
+  x->sock = CURL_SOCKET_BAD;
   x->src_ref = x->from_ref = LUA_NOREF;
   x->easy = curl_easy_init();
   if (!x->easy)
@@ -811,6 +833,22 @@ static int tr_start(lua_State *L) {
   }
   if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+  if (opt_bool(L, 1, "upgrade")) {
+    /* A connection of its own, never handed back to the pool: after the upgrade it carries
+     * the peer's raw stream and our writes, and it ends when either side closes it. */
+    x->upgrade = 1;
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+    curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
+    curl_easy_setopt(e, CURLOPT_SOCKOPTDATA, x);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, x);
+    append_header(L, &x->headers, "Connection: Upgrade");
+    const char *proto = opt_string(L, 1, "upgrade_protocol");
+    lua_pushfstring(L, "Upgrade: %s", proto ? proto : "tcp");
+    append_header(L, &x->headers, lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
   setup_tls(L, 1, x);
   setup_sink(L, 1, x);
   setup_body(L, 1, x, method);
@@ -1082,6 +1120,87 @@ static int xfer_source(lua_State *L) {
   return 1;
 }
 
+/* The writable socket of an upgraded transfer whose response said it switched, or a raise. */
+static curl_socket_t upgraded_socket(lua_State *L, xfer *x, const char *fname) {
+  if (!x->upgrade)
+    luaL_error(L, "%s: the transfer was not started with upgrade = true", fname);
+  if (!x->headers_ready)
+    luaL_error(L, "%s: the response has not arrived yet", fname);
+  long code = 0;
+  char *scheme = NULL;
+  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+  if (code != 101 && code != 200)
+    luaL_error(L, "%s: the peer answered %d, not a switch of protocols", fname, (int)code);
+  curl_easy_getinfo(x->easy, CURLINFO_SCHEME, &scheme);
+  /* Bytes written beside curl on a TLS connection would not be encrypted by its session. */
+  if (scheme && strcasecmp(scheme, "https") == 0)
+    luaL_error(L, "%s: writing to an upgraded TLS connection is not supported", fname);
+  return x->sock;
+}
+
+/* x:send(data [, from]) -> bytes sent (0: the peer is not reading yet), or nil, message once the
+ * connection is gone. Sends from byte `from` (1-based) of data. When the socket is full it waits
+ * up to 100 ms for it to drain while driving every transfer, this one's reply included, so a
+ * peer that must write before it reads more is read from meanwhile. */
+static int xfer_send(lua_State *L) {
+  xfer *x = xfer_check(L, 1);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  lua_Integer from = luaL_optinteger(L, 3, 1);
+  luaL_argcheck(L, from >= 1 && (size_t)from <= len + 1, 3, "out of range");
+  curl_socket_t fd = upgraded_socket(L, x, "send");
+  if (fd == CURL_SOCKET_BAD || x->done) {
+    luaL_pushfail(L);
+    lua_pushstring(L, "the connection is closed");
+    return 2;
+  }
+  size_t off = (size_t)from - 1;
+  if (off == len) {
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  for (int round = 0; round < 2; round++) {
+    ssize_t n = send(fd, data + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) {
+      lua_pushinteger(L, (lua_Integer)n);
+      return 1;
+    }
+    if (errno == EINTR)
+      continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      int err = errno;
+      luaL_pushfail(L);
+      lua_pushstring(L, strerror(err));
+      return 2;
+    }
+    if (round == 0) {
+      struct curl_waitfd w = {.fd = fd, .events = CURL_WAIT_POLLOUT, .revents = 0};
+      int running = 0, nfds = 0;
+      wake_paused();
+      curl_multi_poll(multi, &w, 1, 100, &nfds);
+      curl_multi_perform(multi, &running);
+      collect_done(multi);
+      wake_paused();
+      if (mx_interrupt_take())
+        return mx_raise_interrupted(L);
+      if (x->sock == CURL_SOCKET_BAD || x->done)
+        break;
+    }
+  }
+  lua_pushinteger(L, 0);
+  return 1;
+}
+
+/* x:close_write(): end our direction of an upgraded connection (the peer reads EOF, as a
+ * process does on its stdin); the peer's direction stays open until it closes it. */
+static int xfer_close_write(lua_State *L) {
+  xfer *x = xfer_check(L, 1);
+  curl_socket_t fd = upgraded_socket(L, x, "close_write");
+  if (fd != CURL_SOCKET_BAD && !x->done)
+    shutdown(fd, SHUT_WR);
+  return 0;
+}
+
 static int xfer_abort(lua_State *L) {
   xfer *x = *xfer_box(L, 1);
   if (x && !x->done) {
@@ -1138,6 +1257,7 @@ static const luaL_Reg xfer_methods[] = {
     {"result", xfer_result}, {"head", xfer_head},
     {"read", xfer_read},     {"abort", xfer_abort},
     {"pump", xfer_pump},     {"source", xfer_source},
+    {"send", xfer_send},     {"close_write", xfer_close_write},
     {"close", xfer_gc},      {NULL, NULL}};
 static const luaL_Reg tr_funcs[] = {{"start", tr_start},
                                     {"perform", tr_perform},

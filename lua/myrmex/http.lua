@@ -17,7 +17,7 @@ local KNOWN = { method = true, url = true, unix_socket = true, query = true, hea
   body = true, body_size = true, timeout = true, connect_timeout = true, low_speed_time = true,
   tls = true, basic_auth = true, retries = true, max_body = true, engine = true, to_file = true,
   digest = true, hash = true, on_data = true, on_line = true, on_json = true, proxy = true,
-  follow = true, hash_sent = true }
+  follow = true, hash_sent = true, upgrade = true }
 
 -- The scheduler of myrmex.parallel registers its branch coroutines here, so that a request made
 -- in a branch yields instead of blocking the other branches.
@@ -137,6 +137,8 @@ local function prepare(t, fname)
     connect_timeout_ms = math.floor((t.connect_timeout or 5) * 1000),
     low_speed_time = t.low_speed_time, follow = t.follow, to_file = t.to_file,
     digest = t.digest, hash = t.hash, hash_sent = t.hash_sent, max_body = t.max_body,
+    upgrade = t.upgrade and true or nil,
+    upgrade_protocol = type(t.upgrade) == "string" and t.upgrade or nil,
     sink = (t.on_data or t.on_line or t.on_json) and "pull" or nil,
   }
   if t.to_file then require("myrmex.sandbox").check_write(t.to_file, "downloading to") end
@@ -327,6 +329,46 @@ function Stream:read()
     end
     if self._own then x:pump(100) else M.wait() end
   end
+end
+
+--- The next chunk if one is there: a string, false when none has come yet, nil at the end.
+--- Never waits (a caller that also writes drains the reply with it between writes).
+---@return string|false|nil
+function Stream:read_nowait()
+  local chunk = self._x:read()
+  if chunk == nil then
+    local res, kind, msg = self._x:result()
+    if not res then fail(self._t, kind, msg) end
+  end
+  return chunk
+end
+
+--- Write to an upgraded connection (a stream opened with `upgrade`): all of `data`, waiting
+--- while the peer is not reading. `on_wait()` is called each time the socket is full, so the
+--- caller can drain the reply meanwhile (a peer that writes before it reads more). Raises
+--- Unreachable when the connection is gone.
+---@param data string
+---@param on_wait? fun()
+function Stream:send(data, on_wait)
+  local from = 1
+  while from <= #data do
+    local n, err = self._x:send(data, from)
+    if not n then
+      errors.raise({ code = "Unreachable", engine = self._t.engine or "http",
+        message = "connection to " .. address_of(self._t) .. " lost while writing: " .. err }, 2)
+    end
+    from = from + n
+    if n == 0 then
+      if on_wait then on_wait() end
+      -- Inside a parallel branch, let the others run while the peer catches up.
+      if M._branches[coroutine.running()] then coroutine.yield(M.WAIT) end
+    end
+  end
+end
+
+--- End the writing direction of an upgraded connection: the peer reads end-of-file.
+function Stream:close_write()
+  self._x:close_write()
 end
 
 --- The rest of the body as a source (streams from http.open_source only).
