@@ -31,7 +31,7 @@ local load_areas
 
 -- Client fields that may be nil on an instance; looking them up must not load the areas.
 local FIELDS = { host = true, api_version = true, offline = true, timeout = true, tls = true,
-  socket = true, base = true }
+  socket = true, base = true, builder_version = true }
 
 function Client.__index(_, k)
   local v = rawget(Client, k)
@@ -208,6 +208,69 @@ function Client:_stream(op, target, t, on_chunk)
   end)
 end
 
+--- "repo/name:tag" -> "repo/name", "tag" (a port in the registry host is not a tag).
+function H.split_ref(ref)
+  local repo, tag = ref:match("^(.+):([%w_][%w_.-]*)$")
+  if repo and not tag:find("/", 1, true) then return repo, tag end
+  return ref, nil
+end
+
+--- A streamed download into the file `to` (written to `to`.part, renamed once complete) or to
+--- a function called with each chunk. An error status raises with the engine's message (a
+--- transport-level to_file would have thrown that body away). Returns the byte count.
+function Client:_download(op, target, t, to)
+  local n, out, part = 0, nil, nil
+  if type(to) == "string" then
+    require("myrmex.sandbox").check_write(to, "writing")
+    part = to .. ".part"
+    local err
+    out, err = io.open(part, "wb")
+    if not out then
+      errors.raise({ code = "Invalid", engine = "docker", message = ("%s: cannot write %s"):format(op, err) }, 3)
+    end
+  end
+  local ok, err = pcall(self._stream, self, op, target, t, function(chunk)
+    n = n + #chunk
+    if out then
+      local wok, werr = out:write(chunk)
+      if not wok then error(errors.new { code = "Invalid", engine = "docker",
+        message = ("%s: writing %s: %s"):format(op, part, werr) }, 0) end
+    else
+      return to(chunk)
+    end
+  end)
+  if out then
+    out:close()
+    if ok then
+      local rok, rerr = os.rename(part, to)
+      if not rok then ok, err = false, errors.new { code = "Invalid", engine = "docker",
+        message = ("%s: moving %s into place: %s"):format(op, part, rerr) } end
+    end
+    if not ok then os.remove(part) end
+  end
+  if not ok then error(err, 0) end
+  return n
+end
+
+--- A hijacked request (attach, exec start): the connection is upgraded and carries the
+--- process's output one way and its stdin the other. Error statuses raise with the engine's
+--- message. Returns the open stream (myrmex.http: read, read_nowait, send, close_write, close).
+--- t: the request table of _call.
+function Client:_upgrade(op, target, t)
+  self:_check_online(op)
+  return log.span("docker", op, target, function()
+    local req = self:_request_table(t)
+    req.upgrade = "tcp"
+    local s = http.open(req)
+    if s.status >= 400 then
+      local ok, text = pcall(s.read_all, s, 65536)
+      s:close()
+      error(H.api_error(s.status, ok and text or "", t.what), 0)
+    end
+    return s
+  end)
+end
+
 --- A streamed JSON-lines request: `on_json(obj)` per message (return false to stop).
 function Client:_stream_json(op, target, t, on_json)
   local stop = false
@@ -365,6 +428,8 @@ function M.connect(opts)
   end
   local res = err
   if res.status >= 400 then error(H.api_error(res.status, res.body, "ping"), 0) end
+  -- The engine's default builder ("1" classic, "2" BuildKit), when it announces one.
+  c.builder_version = res.headers and res.headers["builder-version"]
   local server = res.headers and res.headers["api-version"]
   if server and not opts.version then
     c.api_version = M.min_version(server, M.api_version)
@@ -428,6 +493,7 @@ M._helpers = H
 function load_areas()
   areas_loaded = true
   require("myrmex.docker.images")(Client, H)
+  require("myrmex.docker.build")(Client, H)
   require("myrmex.docker.containers")(Client, H)
   require("myrmex.docker.networks")(Client, H)
 end

@@ -23,9 +23,15 @@ local function check_boolean(fname, key, v)
   return v
 end
 
+-- A number is shown by its value, anything else by its type: "got -1", "got string".
+local function shown(v)
+  if type(v) == "number" then return tostring(v) end
+  return typename(v)
+end
+
 local function check_number(fname, key, v)
-  if type(v) ~= "number" or v < 0 then
-    fail(fname, key, "expected a non-negative number, got " .. typename(v))
+  if type(v) ~= "number" or v < 0 or v ~= v then
+    fail(fname, key, "expected a non-negative number, got " .. shown(v))
   end
   return v
 end
@@ -136,7 +142,10 @@ local function check_ports(fname, key, v)
   return { exposed = exposed, bindings = bindings }
 end
 
-local MOUNT_KEYS = { type = true, source = true, target = true, read_only = true }
+local MOUNT_KEYS = { type = true, source = true, target = true, read_only = true,
+  propagation = true, tmpfs_size = true, tmpfs_mode = true }
+local PROPAGATION = { private = true, rprivate = true, shared = true, rshared = true,
+  slave = true, rslave = true }
 
 local function check_mounts(fname, key, v)
   if type(v) ~= "table" then fail(fname, key, "expected list of mounts, got " .. typename(v)) end
@@ -151,11 +160,29 @@ local function check_mounts(fname, key, v)
     if t ~= "bind" and t ~= "volume" and t ~= "tmpfs" then
       fail(fname, k .. ".type", "expected bind, volume or tmpfs, got " .. tostring(t))
     end
+    local bind, tmpfs
+    if m.propagation ~= nil then
+      if t ~= "bind" then fail(fname, k .. ".propagation", "only a bind mount has a propagation") end
+      if not PROPAGATION[m.propagation] then
+        fail(fname, k .. ".propagation", "expected private, rprivate, shared, rshared, slave or rslave, got "
+          .. tostring(m.propagation))
+      end
+      bind = { Propagation = m.propagation }
+    end
+    if m.tmpfs_size ~= nil or m.tmpfs_mode ~= nil then
+      if t ~= "tmpfs" then fail(fname, k .. ".tmpfs_size", "only a tmpfs mount has a size and a mode") end
+      tmpfs = {
+        SizeBytes = m.tmpfs_size ~= nil and check_bytes(fname, k .. ".tmpfs_size", m.tmpfs_size) or nil,
+        Mode = m.tmpfs_mode ~= nil and check_integer(fname, k .. ".tmpfs_mode", m.tmpfs_mode) or nil,
+      }
+    end
     out[i] = {
       Type = t,
       Source = m.source and check_string(fname, k .. ".source", m.source) or nil,
       Target = check_string(fname, k .. ".target", m.target),
       ReadOnly = m.read_only ~= nil and check_boolean(fname, k .. ".read_only", m.read_only) or nil,
+      BindOptions = bind,
+      TmpfsOptions = tmpfs,
     }
   end
   return out
@@ -206,6 +233,129 @@ local function check_healthcheck(fname, key, v)
   }
 end
 
+-- ulimits: {nofile = 1024 | {soft = 1024, hard = 2048}, ...} -> [{Name, Soft, Hard}], sorted.
+local function check_ulimits(fname, key, v)
+  if type(v) ~= "table" then fail(fname, key, "expected table of limits, got " .. typename(v)) end
+  local names = {}
+  for name in pairs(v) do
+    if type(name) ~= "string" or not name:match("^[%a_]+$") then
+      fail(fname, key, "expected limit names (nofile, nproc, ...), got " .. tostring(name))
+    end
+    names[#names + 1] = name
+  end
+  table.sort(names)
+  local out = json.array()
+  for _, name in ipairs(names) do
+    local l, k = v[name], key .. "." .. name
+    if math.type(l) == "integer" then l = { soft = l, hard = l } end
+    if type(l) ~= "table" then fail(fname, k, "expected integer or {soft=, hard=}, got " .. shown(l)) end
+    for lk in pairs(l) do
+      if lk ~= "soft" and lk ~= "hard" then fail(fname, k .. "." .. tostring(lk), "unknown key") end
+    end
+    local soft = check_integer(fname, k .. ".soft", l.soft)
+    local hard = l.hard == nil and soft or check_integer(fname, k .. ".hard", l.hard)
+    if soft > hard and hard >= 0 then fail(fname, k, ("soft %d above hard %d"):format(soft, hard)) end
+    out[#out + 1] = { Name = name, Soft = soft, Hard = hard }
+  end
+  return out
+end
+
+-- devices: {"/dev/fuse", "/dev/a:/dev/b:rw"} or {{host=, container=, permissions=}}.
+local function check_devices(fname, key, v)
+  if type(v) ~= "table" then fail(fname, key, "expected list of devices, got " .. typename(v)) end
+  local out = json.array()
+  for i, d in ipairs(v) do
+    local k = key .. "[" .. i .. "]"
+    local host, cont, perms
+    if type(d) == "string" then
+      local parts = {}
+      for p in (d .. ":"):gmatch("([^:]*):") do parts[#parts + 1] = p end
+      if #parts > 3 or parts[1] == "" then fail(fname, k, "bad device " .. d) end
+      host, cont, perms = parts[1], parts[2], parts[3]
+      if #parts == 2 and parts[2]:match("^[rwm]+$") then cont, perms = nil, parts[2] end
+    elseif type(d) == "table" then
+      for dk in pairs(d) do
+        if dk ~= "host" and dk ~= "container" and dk ~= "permissions" then
+          fail(fname, k .. "." .. tostring(dk), "unknown key")
+        end
+      end
+      host = check_string(fname, k .. ".host", d.host)
+      cont = d.container ~= nil and check_string(fname, k .. ".container", d.container) or nil
+      perms = d.permissions ~= nil and check_string(fname, k .. ".permissions", d.permissions) or nil
+    else
+      fail(fname, k, "expected string or table, got " .. typename(d))
+    end
+    if perms and not perms:match("^[rwm]+$") then
+      fail(fname, k, "permissions are letters of rwm, got " .. perms)
+    end
+    out[i] = { PathOnHost = host, PathInContainer = cont or host, CgroupPermissions = perms or "rwm" }
+  end
+  return out
+end
+
+-- gpus: "all" | integer count | {count=, device_ids=, driver=, capabilities=, options=}.
+local GPU_KEYS = { count = true, device_ids = true, driver = true, capabilities = true, options = true }
+local function check_gpus(fname, key, v)
+  local r
+  if v == "all" then
+    r = { Count = -1 }
+  elseif math.type(v) == "integer" and v > 0 then
+    r = { Count = v }
+  elseif type(v) == "table" then
+    for k in pairs(v) do if not GPU_KEYS[k] then fail(fname, key .. "." .. tostring(k), "unknown key") end end
+    if v.count ~= nil and v.device_ids ~= nil then fail(fname, key, "count and device_ids exclude each other") end
+    local count = v.count
+    if count == "all" then count = -1 elseif count ~= nil then count = check_integer(fname, key .. ".count", count) end
+    r = { Count = count, DeviceIDs = v.device_ids and check_list(fname, key .. ".device_ids", v.device_ids) or nil,
+      Driver = v.driver and check_string(fname, key .. ".driver", v.driver) or nil,
+      Options = v.options and check_string_map(fname, key .. ".options", v.options) or nil }
+    if v.capabilities ~= nil then
+      r.Capabilities = json.array { check_list(fname, key .. ".capabilities", v.capabilities) }
+    end
+    if r.Count == nil and r.DeviceIDs == nil then r.Count = -1 end
+  else
+    fail(fname, key, "expected \"all\", a count or a table, got " .. shown(v))
+  end
+  r.Capabilities = r.Capabilities or json.array { json.array { "gpu" } }
+  return json.array { r }
+end
+
+-- log_config: {type = "json-file", options = {["max-size"] = "10m"}}.
+local function check_log_config(fname, key, v)
+  if type(v) ~= "table" then fail(fname, key, "expected table, got " .. typename(v)) end
+  for k in pairs(v) do
+    if k ~= "type" and k ~= "options" then fail(fname, key .. "." .. tostring(k), "unknown key") end
+  end
+  return { Type = check_string(fname, key .. ".type", v.type),
+    Config = v.options and check_string_map(fname, key .. ".options", v.options) or json.object() }
+end
+
+-- ipc and pid modes: the engine's own words, checked so a typo fails here and not at start.
+local function check_mode(allowed)
+  return function(fname, key, v)
+    check_string(fname, key, v)
+    if allowed[v] or v:match("^container:.+") then return v end
+    local names = {}
+    for n in pairs(allowed) do names[#names + 1] = n end
+    table.sort(names)
+    fail(fname, key, ("expected %s or container:NAME, got %s"):format(table.concat(names, ", "), v))
+  end
+end
+local check_ipc = check_mode { host = true, private = true, shareable = true, none = true }
+local check_pid = check_mode { host = true }
+
+-- cpuset_cpus / cpuset_mems: "0-3", "0,1", "1".
+local function check_cpuset(fname, key, v)
+  check_string(fname, key, v)
+  if not v:match("^%d+%-?%d*[%d,%-]*$") then fail(fname, key, "expected a list like \"0-3\" or \"0,2\", got " .. v) end
+  return v
+end
+
+local function check_positive_integer(fname, key, v)
+  if math.type(v) ~= "integer" or v < 0 then fail(fname, key, "expected a non-negative integer, got " .. shown(v)) end
+  return v
+end
+
 local function check_user(fname, key, v)
   if math.type(v) == "integer" then return tostring(v) end
   return check_string(fname, key, v)
@@ -223,10 +373,31 @@ local FIELDS = {
   stop_signal = check_string, stop_timeout = check_integer, platform = check_string,
   tmpfs = check_string_map, shm_size = check_bytes, security_opt = check_list,
   group_add = check_list, dns = check_list, sysctls = check_string_map,
+  stdin_open = check_boolean, stdin_once = check_boolean, ulimits = check_ulimits,
+  devices = check_devices, gpus = check_gpus, log_config = check_log_config, ipc = check_ipc,
+  pid_mode = check_pid, cpuset_cpus = check_cpuset, cpuset_mems = check_cpuset,
+  cpu_shares = check_positive_integer,
 }
 
+--- stdin for run_container and exec: a string, a function(write) that calls write(data) as
+--- often as it likes, or {file = PATH}. Returns it, or raises naming the key.
+---@param fname string
+---@param key string
+---@param v any
+---@return string|function|{file:string}|nil
+function M.check_stdin(fname, key, v)
+  if v == nil or type(v) == "string" or type(v) == "function" then return v end
+  if type(v) == "table" then
+    for k in pairs(v) do if k ~= "file" then fail(fname, key .. "." .. tostring(k), "unknown key") end end
+    if type(v.file) == "string" then return v end
+  end
+  error(("%s: %s: expected a string, a function(write) or {file = PATH}, got %s"):format(fname, key,
+    typename(v)), 0)
+end
+
 local RUN_FIELDS = { wait = check_boolean, timeout = check_number, remove = check_boolean,
-  stdout = check_boolean, stderr = check_boolean }
+  stdout = check_boolean, stderr = check_boolean,
+  stdin = function(fname, key, v) return M.check_stdin(fname, "config." .. key, v) end }
 
 --- Check a config table; returns a normalized copy. Raises "<fname>: config.<key>: ..." for an
 --- unknown key or a wrong type. `run` allows the run_container keys (wait, timeout, remove).
@@ -271,7 +442,53 @@ local function host_config(c)
     GroupAdd = c.group_add,
     Dns = c.dns,
     Sysctls = c.sysctls,
+    Ulimits = c.ulimits,
+    Devices = c.devices,
+    DeviceRequests = c.gpus,
+    LogConfig = c.log_config,
+    IpcMode = c.ipc,
+    PidMode = c.pid_mode,
+    CpusetCpus = c.cpuset_cpus,
+    CpusetMems = c.cpuset_mems,
+    CpuShares = c.cpu_shares,
   }
+end
+
+-- update_container's keys: key -> {checker, the API field, a conversion}.
+local UPDATE = {
+  memory = { check_bytes, "Memory" }, memory_swap = { function(f, k, v)
+    if v == -1 then return -1 end
+    return check_bytes(f, k, v)
+  end, "MemorySwap" },
+  memory_reservation = { check_bytes, "MemoryReservation" },
+  cpus = { check_number, "NanoCpus", function(v) return math.floor(v * 1e9) end },
+  cpu_shares = { check_positive_integer, "CpuShares" },
+  cpu_period = { check_positive_integer, "CpuPeriod" }, cpu_quota = { check_integer, "CpuQuota" },
+  cpuset_cpus = { check_cpuset, "CpusetCpus" }, cpuset_mems = { check_cpuset, "CpusetMems" },
+  pids_limit = { check_integer, "PidsLimit" }, blkio_weight = { check_positive_integer, "BlkioWeight" },
+  restart = { check_restart, "RestartPolicy" },
+}
+
+--- The keys update_container accepts.
+M.UPDATE_KEYS = {}
+for k in pairs(UPDATE) do M.UPDATE_KEYS[k] = true end
+
+--- The /containers/{id}/update body for update_container's options, each checked like the
+--- create keys of the same name ("docker.update_container: config.cpus: ...").
+---@param fname string
+---@param o table
+---@return table
+function M.update_body(fname, o)
+  if type(o) ~= "table" then error(("%s: options table expected, got %s"):format(fname, typename(o)), 0) end
+  local body = {}
+  for k, v in pairs(o) do
+    local u = type(k) == "string" and UPDATE[k]
+    if not u then fail(fname, tostring(k), "unknown key") end
+    local checked = u[1](fname, k, v)
+    body[u[2]] = u[3] and u[3](checked) or checked
+  end
+  if next(body) == nil then error(fname .. ": nothing to update", 0) end
+  return body
 end
 
 --- The create-container request body for a checked config.
@@ -294,6 +511,11 @@ function M.to_api(c)
     StopTimeout = c.stop_timeout,
     AttachStdout = true,
     AttachStderr = true,
+    -- stdin given to run_container is written once and closed: the engine then closes the
+    -- process's stdin too (StdinOnce), so `cat` ends.
+    OpenStdin = (c.stdin_open or c.stdin ~= nil) or nil,
+    AttachStdin = (c.stdin_open or c.stdin ~= nil) or nil,
+    StdinOnce = (c.stdin_once or c.stdin ~= nil) or nil,
     HostConfig = host_config(c),
   }
 end

@@ -169,7 +169,125 @@ end
 local LOGS_OPTS = { follow = true, since = true, ["until"] = true, tail = true, timestamps = true,
   stdout = true, stderr = true, on_stdout = true, on_stderr = true, tty = true }
 local EXEC_OPTS = { cmd = true, env = true, workdir = true, user = true, privileged = true,
-  tty = true, on_stdout = true, on_stderr = true }
+  tty = true, on_stdout = true, on_stderr = true, stdin = true }
+local ATTACH_OPTS = { stdin = true, stdout = true, stderr = true, logs = true, stream = true, tty = true }
+
+-- Output queued by an attach handle while its writer waits for the engine to read, at most:
+-- past it the writer waits without taking more (a reader that never reads bounds the memory).
+local ATTACH_QUEUE_CAP = 8 << 20
+
+-- Write stdin (a string, a function(write) or {file = PATH}, see config.check_stdin) into an
+-- upgraded stream, then end our direction so the process reads end-of-file. `drain` runs
+-- whenever the engine is not reading, to take the output meanwhile: a process that writes
+-- before it reads more (cat) would otherwise stall with us.
+local function feed_stdin(s, stdin, drain)
+  local function write(data)
+    if type(data) ~= "string" then
+      error("docker: stdin write(data): string expected, got " .. type(data), 2)
+    end
+    s:send(data, drain)
+  end
+  if type(stdin) == "string" then
+    write(stdin)
+  elseif type(stdin) == "function" then
+    stdin(write)
+  else
+    local f, msg = io.open(stdin.file, "rb")
+    if not f then errors.raise({ code = "NotFound", engine = "docker", message = "stdin: " .. msg }, 0) end
+    local ok, err = pcall(function()
+      for chunk in function() return f:read(1 << 16) end do write(chunk) end
+    end)
+    f:close()
+    if not ok then error(err, 0) end
+  end
+  s:close_write()
+end
+
+-- Move the output of an upgraded stream into a demultiplexer: what has come so far, or
+-- (to_end) everything until the engine closes the stream.
+local function pump(s, dm, to_end)
+  while true do
+    local chunk
+    if to_end then chunk = s:read() else chunk = s:read_nowait() end
+    if not chunk then return end
+    dm:feed(chunk)
+  end
+end
+
+---@class myrmex.docker.Attach
+---@field id string the container
+---@field closed boolean
+local Attach = {}
+Attach.__name = "myrmex.docker.Attach"
+function Attach:__index(k)
+  local v = fields(self)[k]
+  if v == nil then return Attach[k] end
+  return v
+end
+function Attach:__tostring()
+  return ("docker.attach(%s%s)"):format(tostring(self.id):sub(1, 12), self.closed and ", closed" or "")
+end
+
+local function attach_stream(self, fname)
+  local f = fields(self)
+  if f.closed then error(("docker.attach: %s: the attach handle is closed"):format(fname), 3) end
+  return f
+end
+
+--- Write to the container's stdin (the attach was made with stdin = true). Waits while the
+--- container is not reading; output that arrives meanwhile is kept for read().
+---@param data string
+function Attach:write(data)
+  local f = attach_stream(self, "write")
+  if not f.stdin then error("docker.attach: write: the attach was made without stdin = true", 2) end
+  if type(data) ~= "string" then error("docker.attach: write: string expected, got " .. type(data), 2) end
+  f.s:send(data, function() if f.queued < ATTACH_QUEUE_CAP then pump(f.s, f.dm) end end)
+end
+
+--- Close the container's stdin (with stdin_once, as run_container sets it, the engine then
+--- closes the process's stdin: `cat` exits). Output can still be read.
+function Attach:close_write()
+  local f = attach_stream(self, "close_write")
+  if f.stdin and not f.write_closed then
+    f.write_closed = true
+    f.s:close_write()
+  end
+end
+
+--- The next piece of output: stream ("stdout" or "stderr"), data; nil once the container
+--- closed its output (it exited, or the attach ended).
+---@return string|nil stream, string|nil data
+function Attach:read()
+  local f = attach_stream(self, "read")
+  while f.head > #f.queue do
+    f.queue, f.head, f.queued = {}, 1, 0
+    local chunk = f.s:read()
+    if not chunk then return nil end
+    f.dm:feed(chunk)
+  end
+  local item = f.queue[f.head]
+  f.queue[f.head], f.head = nil, f.head + 1
+  f.queued = f.queued - #item[2]
+  return item[1], item[2]
+end
+
+--- Everything until the end of the output: {stdout=, stderr=}.
+---@return {stdout:string, stderr:string}
+function Attach:read_all()
+  local out = { stdout = {}, stderr = {} }
+  for kind, data in self.read, self do table.insert(out[kind], data) end
+  return { stdout = table.concat(out.stdout), stderr = table.concat(out.stderr) }
+end
+
+--- End the attach (also <close>): the connection is closed; the container keeps running.
+function Attach:close()
+  local f = fields(self)
+  if f.closed then return end
+  f.closed = true
+  f.s:close()
+end
+-- No __gc of its own: the stream's transfer has one, which aborts it.
+Attach.__close = Attach.close
 local STATS_OPTS = { stream = true, on_stats = true }
 
 return function(Client, H)
@@ -304,6 +422,23 @@ return function(Client, H)
       return ct
     end
     local ok, err = pcall(function()
+      if c.stdin ~= nil then
+        -- Attached before the start, so no output is missed and stdin is there from the
+        -- first read; the output then comes from this stream rather than from the logs.
+        local a <close> = self:attach(ct, { stdin = true, stdout = c.stdout ~= false,
+          stderr = c.stderr ~= false })
+        local f = fields(a)
+        self:start_container(ct)
+        local sink, result = output_sink({})
+        f.dm = stream.demux(sink, c.tty)
+        feed_stdin(f.s, c.stdin, function() pump(f.s, f.dm) end)
+        f.write_closed = true
+        if not wait then return end
+        pump(f.s, f.dm, true)
+        ct.exit_code = self:wait_container(ct, { timeout = c.timeout })
+        ct.stdout, ct.stderr = result()
+        return
+      end
       self:start_container(ct)
       if not wait then return end
       ct.exit_code = self:wait_container(ct, { timeout = c.timeout })
@@ -375,16 +510,23 @@ return function(Client, H)
     local cfg = config.check("docker.exec", { image = "-", cmd = o.cmd, env = o.env,
       workdir = o.workdir, user = o.user })
     if not cfg.cmd then H.misuse("exec", "cmd required") end
+    local stdin = config.check_stdin("docker.exec", "stdin", o.stdin)
     return self:_mutate("exec", id, { cmd = cfg.cmd }, function()
       local r = self:_call("exec_create", id, { method = "POST", path = cpath(H.path(id), "/exec"),
         json = { Cmd = cfg.cmd, Env = cfg.env, WorkingDir = cfg.workdir, User = cfg.user,
           Privileged = o.privileged or false, Tty = o.tty or false,
-          AttachStdout = true, AttachStderr = true } })
+          AttachStdin = stdin ~= nil, AttachStdout = true, AttachStderr = true } })
       local sink, result = output_sink(o)
       local dm = stream.demux(sink, o.tty)
-      self:_stream("exec_start", r.Id, { method = "POST", path = "/exec/" .. r.Id .. "/start",
-        json = { Detach = false, Tty = o.tty or false }, timeout = false },
-        function(chunk) dm:feed(chunk) end)
+      local start = { method = "POST", path = "/exec/" .. r.Id .. "/start",
+        json = { Detach = false, Tty = o.tty or false }, timeout = false }
+      if stdin ~= nil then
+        local s <close> = self:_upgrade("exec_start", r.Id, start)
+        feed_stdin(s, stdin, function() pump(s, dm) end)
+        pump(s, dm, true)
+      else
+        self:_stream("exec_start", r.Id, start, function(chunk) dm:feed(chunk) end)
+      end
       local out, err = result()
       return { exit_code = exec_exit_code(self, r.Id), stdout = out, stderr = err }
     end, { exit_code = 0, stdout = "", stderr = "" })
@@ -407,6 +549,154 @@ return function(Client, H)
     end
     self:_stream_json("container_stats", id, { path = cpath(H.path(id), "/stats"),
       query = { stream = true }, timeout = false }, function(s) return o.on_stats(derive_stats(s)) end)
+  end
+
+  --- Attach to a container's streams. Returns a handle with write(data), close_write(),
+  --- read() -> stream, data (nil at the end), read_all() and close() (also <close>). stdin
+  --- needs a container created with stdin_open = true; stdout and stderr default to true;
+  --- logs = true replays the output so far first; stream = false gives only that replay.
+  ---@param ref string|myrmex.docker.Container
+  ---@param o? {stdin?:boolean, stdout?:boolean, stderr?:boolean, logs?:boolean, stream?:boolean, tty?:boolean}
+  ---@return myrmex.docker.Attach
+  function Client:attach(ref, o)
+    local id = ref_id("attach", ref)
+    o = H.options("attach", o, ATTACH_OPTS)
+    for _, k in ipairs { "stdin", "stdout", "stderr", "logs", "stream", "tty" } do
+      if o[k] ~= nil and type(o[k]) ~= "boolean" then
+        H.misuse("attach", ("option %s: expected boolean, got %s"):format(k, type(o[k])))
+      end
+    end
+    if is_ref(ref) and ref.planned then H.misuse("attach", "cannot attach to a planned container") end
+    local s = self:_upgrade("attach_container", id, { method = "POST", path = cpath(H.path(id), "/attach"),
+      timeout = false, query = { stream = o.stream ~= false, logs = o.logs or nil, stdin = o.stdin or nil,
+        stdout = o.stdout ~= false, stderr = o.stderr ~= false } })
+    local f = { client = self, id = id, s = s, stdin = o.stdin or false, queue = {}, head = 1,
+      queued = 0, closed = false }
+    local ok, tty = pcall(is_tty, self, ref, o)
+    if not ok then
+      s:close()
+      error(tty, 0)
+    end
+    f.dm = stream.demux(function(kind, data)
+      f.queue[#f.queue + 1] = { kind, data }
+      f.queued = f.queued + #data
+    end, tty)
+    return rt.handle(Attach, f)
+  end
+
+  --- Change a container's limits while it runs (docker update): memory, memory_swap,
+  --- memory_reservation, cpus, cpu_shares, cpu_period, cpu_quota, cpuset_cpus, cpuset_mems,
+  --- pids_limit, blkio_weight, restart. Returns the engine's warnings (a list, often empty).
+  ---@param ref string|myrmex.docker.Container
+  ---@param o table
+  ---@return string[]
+  function Client:update_container(ref, o)
+    local id = ref_id("update_container", ref)
+    local body = config.update_body("docker.update_container", o)
+    return self:_mutate("update_container", id, body, function()
+      local r = self:_call("update_container", id, { method = "POST", path = cpath(H.path(id), "/update"),
+        json = body })
+      local warnings = type(r) == "table" and type(r.Warnings) == "table" and r.Warnings or {}
+      for _, w in ipairs(warnings) do log.warn("docker: " .. tostring(w), { container = id }) end
+      return warnings
+    end, {})
+  end
+
+  --- Make an image from a container's filesystem (docker commit). `tag` is "repo[:tag]",
+  --- `changes` Dockerfile instructions (a string or a list: "ENV A=1", "CMD [\"sh\"]"),
+  --- `message` the commit message, `author`, `pause` (default true: the container is paused
+  --- while committing). Returns the new image id ("sha256:...").
+  ---@param ref string|myrmex.docker.Container
+  ---@param o? {tag?:string, changes?:string|string[], message?:string, author?:string, pause?:boolean}
+  ---@return string
+  function Client:commit_container(ref, o)
+    local id = ref_id("commit_container", ref)
+    o = H.options("commit_container", o, H.set { "tag", "changes", "message", "author", "pause" })
+    local changes = o.changes
+    if type(changes) == "string" then changes = { changes } end
+    if changes ~= nil and type(changes) ~= "table" then
+      H.misuse("commit_container", "changes: expected a string or a list of strings, got " .. type(changes))
+    end
+    for i, c in ipairs(changes or {}) do
+      if type(c) ~= "string" then
+        H.misuse("commit_container", ("changes[%d]: expected string, got %s"):format(i, type(c)))
+      end
+    end
+    for _, k in ipairs { "tag", "message", "author" } do
+      if o[k] ~= nil and type(o[k]) ~= "string" then
+        H.misuse("commit_container", ("%s: expected string, got %s"):format(k, type(o[k])))
+      end
+    end
+    local repo, tag
+    if o.tag then repo, tag = H.split_ref(o.tag) end
+    return self:_mutate("commit_container", id, o, function()
+      local r = self:_call("commit_container", id, { method = "POST", path = "/commit", json = {},
+        query = { container = id, repo = repo, tag = tag, comment = o.message, author = o.author,
+          pause = o.pause ~= false, changes = changes and H.multi(changes) or nil } })
+      return r.Id
+    end, "sha256:planned")
+  end
+
+  --- Stream a container's filesystem as a tar (docker export) into the file `to` (written
+  --- beside it and renamed when complete) or to a function called with each chunk. Memory
+  --- stays bounded whatever the size. Returns the number of bytes.
+  ---@param ref string|myrmex.docker.Container
+  ---@param to string|fun(chunk:string)
+  ---@return integer
+  function Client:export_container(ref, to)
+    local id = ref_id("export_container", ref)
+    if type(to) ~= "string" and type(to) ~= "function" then
+      H.misuse("export_container", "a file path or a function(chunk) expected, got " .. type(to))
+    end
+    return self:_download("export_container", id, { path = cpath(H.path(id), "/export"), timeout = false }, to)
+  end
+
+  local KINDS = { [0] = "changed", [1] = "added", [2] = "deleted" }
+
+  --- What changed in a container's filesystem since it was created (docker diff):
+  --- {{path=, kind="added"|"changed"|"deleted"}...}, in the engine's order.
+  ---@param ref string|myrmex.docker.Container
+  ---@return {path:string, kind:string}[]
+  function Client:container_changes(ref)
+    local id = ref_id("container_changes", ref)
+    local r = self:_call("container_changes", id, { path = cpath(H.path(id), "/changes") })
+    local out = {}
+    for i, c in ipairs(type(r) == "table" and r or {}) do
+      out[i] = { path = c.Path, kind = KINDS[c.Kind] or tostring(c.Kind) }
+    end
+    return out
+  end
+
+  --- Resize the TTY of a container created with tty = true: h rows, w columns.
+  ---@param ref string|myrmex.docker.Container
+  ---@param o {h:integer, w:integer}
+  function Client:resize(ref, o)
+    local id = ref_id("resize", ref)
+    o = H.options("resize", o, H.set { "h", "w" })
+    for _, k in ipairs { "h", "w" } do
+      if math.type(o[k]) ~= "integer" or o[k] < 1 then
+        H.misuse("resize", ("%s: expected a positive integer, got %s"):format(k, tostring(o[k])))
+      end
+    end
+    return self:_mutate("resize", id, o, function()
+      self:_call("resize", id, { method = "POST", path = cpath(H.path(id), "/resize"),
+        query = { h = o.h, w = o.w } })
+      return true
+    end)
+  end
+
+  --- Remove stopped containers (docker container prune). `filters` as for list calls
+  --- ({label = {"a=b"}, ["until"] = "1h"}). Returns {deleted = ids, space_reclaimed = bytes}.
+  ---@param o? {filters?:table}
+  ---@return {deleted:string[], space_reclaimed:integer}
+  function Client:prune_containers(o)
+    o = H.options("prune_containers", o, H.set { "filters" })
+    return self:_mutate("prune_containers", nil, o, function()
+      local r = self:_call("prune_containers", nil, { method = "POST", path = "/containers/prune",
+        query = { filters = H.filters(o.filters) } })
+      local deleted = r.ContainersDeleted
+      return { deleted = type(deleted) == "table" and deleted or {}, space_reclaimed = r.SpaceReclaimed or 0 }
+    end, { deleted = {}, space_reclaimed = 0 })
   end
 
   -- A tar source for copy_to: a directory's contents, one file, or a tar source as is.
@@ -519,7 +809,9 @@ return function(Client, H)
     remove = "remove_container", wait = "wait_container", inspect = "inspect_container",
     top = "top_container", rename = "rename_container", logs = "container_logs",
     exec = "exec", stats = "container_stats", copy_to = "copy_to_container",
-    copy_from = "copy_from_container",
+    copy_from = "copy_from_container", attach = "attach", update = "update_container",
+    commit = "commit_container", export = "export_container", changes = "container_changes",
+    resize = "resize",
   }
   for short, long in pairs(METHODS) do
     Container[short] = function(self, ...)
