@@ -163,6 +163,7 @@ static void *hook_alloc(size_t n) {
 typedef struct {
   cJSON *tree;
   char *text;
+  char *marked; /* the text with \u0000 escapes replaced by 0xFF (see mark_nuls) */
   arena arena;
 } json_box;
 
@@ -170,6 +171,7 @@ static json_box *new_box(lua_State *L) {
   json_box *box = lua_newuserdatauv(L, sizeof(json_box), 0);
   box->tree = NULL;
   box->text = NULL;
+  box->marked = NULL;
   box->arena.blocks = box->arena.cur = NULL;
   luaL_setmetatable(L, TREE_MT);
   return box;
@@ -187,6 +189,25 @@ static int is_null(lua_State *L, int idx) {
 /* ---- decode ---- */
 
 static void push_value(lua_State *L, cJSON *item, int depth);
+
+/* Set while a tree parsed from a NUL-marked text is converted: 0xFF in its strings stands for
+ * U+0000 (see mark_nuls). Decoding is single-threaded, like the cJSON hooks. */
+static int converting_marked;
+
+/* cJSON strings end at their first NUL, so a decoded U+0000 would cut the string there. In a
+ * marked tree 0xFF, a byte valid UTF-8 never holds, stands for it and is turned back here. */
+static void push_string(lua_State *L, const char *s) {
+  size_t n = strlen(s);
+  if (!converting_marked || !memchr(s, 0xFF, n)) {
+    lua_pushlstring(L, s, n);
+    return;
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < n; i++)
+    luaL_addchar(&b, (unsigned char)s[i] == 0xFF ? '\0' : s[i]);
+  luaL_pushresult(&b);
+}
 
 /* Stack slots of the marker metatables during a conversion (see convert). */
 #define ARRAY_MT_SLOT 2
@@ -212,10 +233,13 @@ static void push_container(lua_State *L, cJSON *item, int depth) {
   cJSON *c;
   while ((c = item->child) != NULL) {
     push_value(L, c, depth + 1);
-    if (array)
+    if (array) {
       lua_rawseti(L, -2, ++i);
-    else
-      lua_setfield(L, -2, c->string);
+    } else {
+      push_string(L, c->string);
+      lua_insert(L, -2);
+      lua_rawset(L, -3);
+    }
     item->child = c->next;
     arena_free(c->valuestring);
     arena_free(c->string);
@@ -230,7 +254,7 @@ static void push_value(lua_State *L, cJSON *item, int depth) {
     luaL_error(L, "json.decode: nesting deeper than %d levels", MAX_DEPTH);
   luaL_checkstack(L, 4, "json.decode: nesting too deep");
   if (cJSON_IsString(item))
-    lua_pushstring(L, item->valuestring);
+    push_string(L, item->valuestring);
   else if (cJSON_IsNumber(item))
     push_number(L, item->valuedouble);
   else if (cJSON_IsBool(item))
@@ -344,6 +368,58 @@ static cJSON *parse_text(json_box *box, const char *s, size_t n, size_t base, ch
   return root;
 }
 
+/* Whether the valid JSON text s[0..n) has a \u0000 escape (not an escaped backslash followed
+ * by "u0000"); when `out` is given, the text is copied there with each such escape replaced by
+ * the one byte 0xFF, and the copy's length returned. */
+static size_t mark_nuls(const char *s, size_t n, char *out) {
+  size_t found = 0, k = 0;
+  int in_string = 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (in_string && c == '\\') {
+      if (i + 5 < n && memcmp(s + i + 1, "u0000", 5) == 0) {
+        found++;
+        if (out)
+          out[k++] = (char)0xFF;
+        i += 5;
+        continue;
+      }
+      if (out)
+        out[k++] = c;
+      c = s[++i];
+    } else if (c == '"') {
+      in_string = !in_string;
+    }
+    if (out)
+      out[k++] = c;
+  }
+  return out ? k : found;
+}
+
+/* A text with U+0000 in a string is parsed again from its marked copy (rare: only then is the
+ * text scanned twice). Errors were already reported by the first parse, with true offsets.
+ * Sets converting_marked for the conversion that follows. */
+static cJSON *reparse_marked(json_box *box, cJSON *root, const char *s, size_t n) {
+  converting_marked = 0;
+  if (!memmem(s, n, "\\u0000", 6) || mark_nuls(s, n, NULL) == 0)
+    return root;
+  converting_marked = 1;
+  box->marked = malloc(n);
+  if (!box->marked)
+    return NULL;
+  size_t m = mark_nuls(s, n, box->marked);
+  arena_destroy(&box->arena);
+  cJSON_Hooks hooks = {hook_alloc, arena_free};
+  parsing_arena = &box->arena;
+  cJSON_InitHooks(&hooks);
+  root = cJSON_ParseWithLengthOpts(box->marked, m, NULL, 0);
+  cJSON_InitHooks(NULL);
+  parsing_arena = NULL;
+  free(box->marked);
+  box->marked = NULL;
+  return root;
+}
+
 /* Documents from this many bytes up are converted with the collector stopped: the conversion
  * makes no garbage, so every step it took would only re-traverse the growing tables. Below it
  * the collector is left alone, because restarting it sets its debt to zero and so forces a
@@ -358,6 +434,7 @@ static int push_tree(lua_State *L, json_box *box, cJSON *root, size_t text_size)
   lua_pushcfunction(L, convert);
   lua_pushlightuserdata(L, root);
   int status = lua_pcall(L, 1, 1, 0);
+  converting_marked = 0;
   if (running)
     lua_gc(L, LUA_GCRESTART);
   arena_destroy(&box->arena);
@@ -374,7 +451,10 @@ static int json_decode(lua_State *L) {
   cJSON *root = parse_text(box, s, n, 0, msg, sizeof msg);
   if (!root)
     return luaL_error(L, "json.decode: %s", msg);
-  return push_tree(L, box, root, n);
+  cJSON *marked = reparse_marked(box, root, s, n);
+  if (!marked)
+    return luaL_error(L, "json.decode: not enough memory");
+  return push_tree(L, box, marked, n);
 }
 
 /* Read a whole file into box->text (its length into *n); NULL, or what failed. The size is
@@ -424,18 +504,23 @@ static int json_decode_file(lua_State *L) {
   cJSON *root = parse_text(box, box->text + skip, n - skip, skip, msg, sizeof msg);
   if (!root)
     return luaL_error(L, "json.decode_file: %s: %s", path, msg);
+  cJSON *marked = reparse_marked(box, root, box->text + skip, n - skip);
   free(box->text);
   box->text = NULL;
-  return push_tree(L, box, root, n);
+  if (!marked)
+    return luaL_error(L, "json.decode_file: %s: not enough memory", path);
+  return push_tree(L, box, marked, n);
 }
 
 static int box_gc(lua_State *L) {
   json_box *box = luaL_checkudata(L, 1, TREE_MT);
   cJSON_Delete(box->tree);
   free(box->text);
+  free(box->marked);
   arena_destroy(&box->arena);
   box->tree = NULL;
   box->text = NULL;
+  box->marked = NULL;
   return 0;
 }
 

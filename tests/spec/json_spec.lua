@@ -43,6 +43,23 @@ describe("myrmex.json", function()
     assert.are.equal('{"a":null}', json.encode(v))
   end)
 
+  it("decodes \\u0000 inside strings and keys as a NUL byte, whole (cJSON strings end at NUL)", function()
+    local v = json.decode('{"a":"x\\u0000y","k\\u0000":"\\\\u0000","l":["\\u0000\\u0000"]}')
+    assert.are.equal("x\0y", v.a)
+    assert.are.equal("\\u0000", v["k\0"]) -- an escaped backslash before u0000 is no NUL
+    assert.are.equal("\0\0", v.l[1])
+    -- 0xFF stands for NUL while converting: a real U+00FF next to one is kept
+    assert.are.equal("\195\191", json.decode('["\\u0000", "\195\191"]')[2])
+    local path = os.tmpname()
+    local f = assert(io.open(path, "wb"))
+    f:write('{"a":"x\\u0000y"}')
+    f:close()
+    assert.are.equal("x\0y", json.decode_file(path).a)
+    os.remove(path)
+    -- errors keep the offsets of the text as given
+    assert.matches("at byte 12 near .x", select(2, pcall(json.decode, '["\\u0000", x]')))
+  end)
+
   it("keeps huge numbers as floats and Lua integers exact", function()
     local v = json.decode("[123456789012345678901234567890, 1e400]")
     assert.are.equal("float", math.type(v[1]))
