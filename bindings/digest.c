@@ -3,6 +3,7 @@
  * layers are hashed in constant memory.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -136,11 +137,40 @@ static int digest_file(lua_State *L) {
   return 2;
 }
 
+/* base64(s [, "url"]) -> text: standard base64 with padding, or the URL-safe alphabet without
+ * padding (RFC 4648 section 5: what Kubernetes ApplySet ids use). OpenSSL encodes; only the
+ * alphabet is swapped here. */
+static int digest_base64(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  static const char *const modes[] = {"std", "url", NULL};
+  int url = luaL_checkoption(L, 2, "std", modes);
+  if (n > (size_t)INT_MAX / 4 * 3 - 3)
+    return luaL_error(L, "digest.base64: input of %I bytes is too large", (lua_Integer)n);
+  luaL_Buffer b;
+  size_t cap = 4 * ((n + 2) / 3) + 1; /* EVP_EncodeBlock adds a NUL */
+  unsigned char *out = (unsigned char *)luaL_buffinitsize(L, &b, cap);
+  int m = EVP_EncodeBlock(out, (const unsigned char *)s, (int)n);
+  if (url) {
+    for (int i = 0; i < m; i++) {
+      if (out[i] == '+')
+        out[i] = '-';
+      else if (out[i] == '/')
+        out[i] = '_';
+    }
+    while (m > 0 && out[m - 1] == '=')
+      m--;
+  }
+  luaL_pushresultsize(&b, (size_t)m);
+  return 1;
+}
+
 static const luaL_Reg digest_meta[] = {{"__gc", digest_gc}, {"__close", digest_gc}, {NULL, NULL}};
 static const luaL_Reg digest_methods[] = {
     {"update", digest_update}, {"final", digest_final}, {NULL, NULL}};
 static const luaL_Reg digest_funcs[] = {
-    {"new", digest_new}, {"string", digest_string}, {"file", digest_file}, {NULL, NULL}};
+    {"new", digest_new}, {"string", digest_string}, {"file", digest_file},
+    {"base64", digest_base64}, {NULL, NULL}};
 
 int luaopen_myrmex_core_digest(lua_State *L) {
   mx_crypto_load(L);

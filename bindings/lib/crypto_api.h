@@ -8,7 +8,7 @@
 
 // clang-format off
 #define MX_CRYPTO_FUNCS(X) \
-  X(EVP_DecodeBlock) X(EVP_DigestFinal_ex) X(EVP_DigestInit_ex) X(EVP_DigestUpdate)            \
+  X(EVP_DecodeBlock) X(EVP_EncodeBlock) X(EVP_DigestFinal_ex) X(EVP_DigestInit_ex) X(EVP_DigestUpdate)            \
   X(EVP_MD_CTX_free) X(EVP_MD_CTX_get0_md) X(EVP_MD_CTX_new) X(EVP_MD_get0_name)               \
   X(EVP_get_digestbyname) X(EVP_sha256) X(EVP_sha512)
 // clang-format on
@@ -32,6 +32,7 @@ extern struct mx_crypto_api mx_crypto;
 #define EVP_DigestUpdate (*mx_crypto.EVP_DigestUpdate)
 #define EVP_DigestFinal_ex (*mx_crypto.EVP_DigestFinal_ex)
 #define EVP_DecodeBlock (*mx_crypto.EVP_DecodeBlock)
+#define EVP_EncodeBlock (*mx_crypto.EVP_EncodeBlock)
 #endif
 
 #endif

@@ -20,6 +20,13 @@ M.string = core.string
 ---@return string|nil digest, integer|string size_or_err
 M.file = core.file
 
+--- Base64 of a string (OpenSSL): standard with padding, or with `"url"` the URL-safe alphabet
+--- without padding (RFC 4648 section 5).
+---@param s string
+---@param variant? "std"|"url"
+---@return string
+M.base64 = core.base64
+
 --- Split "sha256:hex" into algorithm and hex; nil when malformed.
 ---@param d string
 ---@return string|nil alg, string|nil hex

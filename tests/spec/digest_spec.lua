@@ -34,6 +34,22 @@ describe("myrmex.digest", function()
     assert.is_nil(digest.parse("md5:" .. string.rep("a", 32)))
   end)
 
+  it("encodes base64 as coreutils does, and the URL-safe variant without padding", function()
+    for _, s in ipairs({ "", "f", "fo", "foo", "hello?>", string.rep("\255\0\1", 100) }) do
+      local tmp = os.tmpname()
+      local f = assert(io.open(tmp, "wb"))
+      f:write(s)
+      f:close()
+      local p = assert(io.popen("base64 -w0 " .. tmp))
+      local want = p:read("a")
+      p:close()
+      os.remove(tmp)
+      assert.are.equal(want, digest.base64(s))
+      assert.are.equal((want:gsub("=", ""):gsub("%+", "-"):gsub("/", "_")), digest.base64(s, "url"))
+    end
+    assert.has_error(function() digest.base64("x", "hex") end)
+  end)
+
   it("rejects unknown algorithms", function()
     assert.has_error(function() digest.new("md5") end)
   end)
