@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -347,6 +348,7 @@ typedef struct {
   size_t out_len, out_off, out_cap;
   char *chunk;
   char *extra_path, *extra_name; /* a Dockerfile from outside the context */
+  char *ignore_path;             /* the context's .dockerignore, rewritten when extra_name is set */
   size_t rootlen;
   char err[PATH_MAX + 128];
 } pack_state;
@@ -415,6 +417,8 @@ static int pack_visit(pack_state *ps, FTSENT *f) {
     return pack_fail(ps, "read", f->fts_path);
   }
   const char *rel = f->fts_path + ps->rootlen + 1;
+  if (ps->ignore_path && f->fts_level == 1 && strcmp(rel, ".dockerignore") == 0)
+    return 0; /* written after the walk, naming the Dockerfile from outside (pack_ignore) */
   if (matcher_excluded(&ps->m, rel)) {
     if (f->fts_info == FTS_D && !matcher_may_reinclude(&ps->m, rel))
       fts_set(ps->fts, f, FTS_SKIP);
@@ -467,6 +471,51 @@ static int pack_extra(pack_state *ps) {
   return pack_emit(ps, e, fd);
 }
 
+/* The context's .dockerignore (or an empty one) with the outside Dockerfile's generated name
+ * appended, as the docker CLI does: the daemon then leaves that file out of `COPY .`. */
+static int pack_ignore(pack_state *ps) {
+  char *text = NULL;
+  size_t len = 0;
+  struct stat st;
+  int fd = open(ps->ignore_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    if (st.st_size > (1 << 20)) {
+      close(fd);
+      errno = EFBIG;
+      return pack_fail(ps, "read", ps->ignore_path);
+    }
+    text = malloc((size_t)st.st_size + strlen(ps->extra_name) + 3);
+    ssize_t n = text ? read(fd, text, (size_t)st.st_size) : -1;
+    close(fd);
+    if (n < 0) {
+      free(text);
+      return pack_fail(ps, "read", ps->ignore_path);
+    }
+    len = (size_t)n;
+  } else {
+    if (fd >= 0)
+      close(fd);
+    text = malloc(strlen(ps->extra_name) + 3);
+  }
+  if (!text) {
+    errno = ENOMEM;
+    return pack_fail(ps, "write", ".dockerignore");
+  }
+  len += (size_t)sprintf(text + len, "\n%s\n", ps->extra_name);
+  struct archive_entry *e = archive_entry_new();
+  archive_entry_set_pathname(e, ".dockerignore");
+  archive_entry_set_filetype(e, AE_IFREG);
+  archive_entry_set_perm(e, 0644);
+  archive_entry_set_size(e, (la_int64_t)len);
+  archive_entry_set_mtime(e, time(NULL), 0);
+  int rc = archive_write_header(ps->a, e) < ARCHIVE_WARN || archive_write_data(ps->a, text, len) < 0
+               ? pack_fail_archive(ps, "write", ".dockerignore")
+               : 0;
+  archive_entry_free(e);
+  free(text);
+  return rc;
+}
+
 /* Stream the next chunk of the current file. A file that shrank is an error: the header has
  * promised its size already. */
 static int pack_data(pack_state *ps) {
@@ -505,6 +554,8 @@ static int pack_step(pack_state *ps) {
   }
   case PACK_EXTRA:
     ps->phase = PACK_FINISH;
+    if (pack_ignore(ps) < 0)
+      return -1;
     return pack_extra(ps);
   case PACK_FINISH:
     ps->phase = PACK_DONE;
@@ -547,6 +598,7 @@ static void pack_close(void *ud) {
   free(ps->chunk);
   free(ps->extra_path);
   free(ps->extra_name);
+  free(ps->ignore_path);
   free(ps);
 }
 
@@ -593,6 +645,11 @@ static const char *pack_dockerfile(lua_State *L, pack_state *ps, const char *roo
            rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
   ps->extra_path = strdup(real);
   ps->extra_name = strdup(name);
+  lua_pushfstring(L, "%s/.dockerignore", root);
+  ps->ignore_path = strdup(lua_tostring(L, -1));
+  lua_pop(L, 1);
+  if (!ps->extra_path || !ps->extra_name || !ps->ignore_path)
+    luaL_error(L, "archive.pack: out of memory");
   lua_pushstring(L, name);
   return lua_tostring(L, -1);
 }
@@ -610,7 +667,7 @@ static void pack_open_archive(lua_State *L, pack_state *ps) {
     luaL_error(L, "archive.pack: %s", archive_error_string(ps->a));
 }
 
-/* pack{dir=, exclude=?, dockerfile=?} -> source, dockerfile name inside the tar (or nil). */
+/* pack{dir=, exclude=?, dockerfile=?, buildkit=?} -> source, Dockerfile name in the tar or nil */
 static int ar_pack(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "dir");
@@ -637,7 +694,13 @@ static int ar_pack(lua_State *L) {
     matcher_from_lua(L, lua_absindex(L, -1), &ps->m, "archive.pack");
   }
   lua_pop(L, 1);
-  pack_keep(L, ps, ".dockerignore");
+  /* The classic builder applies .dockerignore itself and needs it; BuildKit reads none from an
+   * uploaded context (every pattern is applied here), so there it goes only where it matches. */
+  lua_getfield(L, 1, "buildkit");
+  int buildkit = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (!buildkit)
+    pack_keep(L, ps, ".dockerignore");
   lua_getfield(L, 1, "dockerfile");
   const char *df = lua_tostring(L, -1);
   if (!df)
