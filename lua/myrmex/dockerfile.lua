@@ -413,7 +413,6 @@ end
 ---@field args table<string,string> global ARGs
 
 local PARSE_OPTS = { args = "table" }
-local LINT_OPTS = { args = "table", ignore = "table" }
 
 --- Parse a Dockerfile. Raises "dockerfile.parse: line N: ..." on syntax errors.
 ---@param text string
@@ -461,565 +460,87 @@ function M.parse(text, opts)
     stages = state.stages, args = state.global_args }
 end
 
--- ------------------------------------------------------------------ shell scripts
-
-local SHELLS = set_of({ "sh", "bash", "ash", "dash", "zsh", "/bin/sh", "/bin/bash", "/bin/ash",
-  "/bin/dash", "/usr/bin/bash", "/usr/bin/env" })
-
---- Split a POSIX shell script into simple commands: {words=, line=, piped=, subshell=}.
---- Quotes, escapes, comments, $(...) and `...` are skipped over, so a | inside them is not a
---- pipe.
-local function shell_commands(script, line)
-  local cmds, cur, word, i, depth = {}, nil, {}, 1, 0
-  local function start()
-    if not cur then cur = { words = {}, line = line, subshell = depth > 0 } end
-  end
-  local function end_word()
-    if #word > 0 then
-      start()
-      cur.words[#cur.words + 1] = table.concat(word)
-      word = {}
-    end
-  end
-  local function end_cmd(op)
-    end_word()
-    if cur then
-      cur.op = op
-      cmds[#cmds + 1] = cur
-      cur = nil
-    end
-  end
-  while i <= #script do
-    local c = script:sub(i, i)
-    local two = script:sub(i, i + 1)
-    if c == "'" then
-      local j = script:find("'", i + 1, true) or #script
-      word[#word + 1] = script:sub(i + 1, j - 1)
-      line = line + select(2, script:sub(i, j):gsub("\n", ""))
-      i = j
-    elseif c == '"' then
-      local j = i + 1
-      while j <= #script and script:sub(j, j) ~= '"' do
-        if script:sub(j, j) == "\\" then j = j + 1 end
-        j = j + 1
-      end
-      word[#word + 1] = script:sub(i + 1, j - 1)
-      line = line + select(2, script:sub(i, j):gsub("\n", ""))
-      i = j
-    elseif c == "\\" then
-      if script:sub(i + 1, i + 1) == "\n" then line = line + 1 else word[#word + 1] = script:sub(i + 1, i + 1) end
-      i = i + 1
-    elseif two == "$(" or c == "`" then
-      local close, j, d = c == "`" and "`" or ")", i + (c == "`" and 1 or 2), 1
-      while j <= #script and d > 0 do
-        local x = script:sub(j, j)
-        if close == ")" and x == "(" then d = d + 1 elseif x == close then d = d - 1 end
-        j = j + 1
-      end
-      word[#word + 1] = script:sub(i, j - 1)
-      i = j - 1
-    elseif c == "#" and #word == 0 then
-      local j = script:find("\n", i, true) or #script + 1
-      i = j - 1
-    elseif two == "&&" or two == "||" then
-      end_cmd(two)
-      i = i + 1
-    elseif c == "&" and (script:sub(i - 1, i - 1):match("[<>]") or script:sub(i + 1, i + 1) == ">") then
-      word[#word + 1] = c -- 2>&1, &>file: a redirection, not a separator
-    elseif c == "|" or c == ";" or c == "&" then
-      end_cmd(c)
-    elseif c == "\n" then
-      end_cmd("\n")
-      line = line + 1
-    elseif c == "(" and #word == 0 then
-      end_cmd(nil)
-      depth = depth + 1
-    elseif c == ")" then
-      end_cmd(nil)
-      depth = math.max(depth - 1, 0)
-    elseif c:match("%s") then
-      end_word()
-    else
-      word[#word + 1] = c
-    end
-    i = i + 1
-  end
-  end_cmd(nil)
-  for k, cmd in ipairs(cmds) do
-    cmd.piped = cmd.op == "|" or (k > 1 and cmds[k - 1].op == "|")
-    -- `FOO=bar cmd` and `sudo`-less lookups want the command name first.
-    while cmd.words[1] and cmd.words[1]:match("^[%a_][%w_]*=") do table.remove(cmd.words, 1) end
-    -- `sudo apt-get install` is still an apt-get install; the sudo itself is remembered.
-    if cmd.words[1] == "sudo" then
-      cmd.sudo = true
-      table.remove(cmd.words, 1)
-      while cmd.words[1] and cmd.words[1]:match("^%-") do table.remove(cmd.words, 1) end
-    end
-  end
-  return cmds
-end
-
---- The shell code a RUN executes, as {text=, line=} pieces: the command line (heredoc
---- markers removed) and each heredoc body fed to a shell. Bodies fed to other programs
---- (python3 <<EOF, cat <<EOF > file) are data, not shell.
-local function run_scripts(ins)
-  if ins.form == "exec" then return {} end
-  local head = ins.args
-  for _, doc in ipairs(ins.heredocs) do head = head:gsub(doc.marker:gsub("%p", "%%%0"), "", 1) end
-  local pieces = { { text = head, line = ins.line } }
-  local first = words(head)[1]
-  for _, doc in ipairs(ins.heredocs) do
-    -- With no command, BuildKit runs a body that starts with #! as a script of that
-    -- interpreter, so `#!/usr/bin/env python3` is Python, not shell.
-    local interp, arg = doc.content:match("^#!%s*(%S+)[ \t]*(%S*)")
-    local prog = interp and ((interp:match("/env$") and arg ~= "") and arg or interp:match("[^/]+$"))
-    if (first == nil and (not prog or SHELLS[prog])) or SHELLS[first] then
-      pieces[#pieces + 1] = { text = doc.content, line = doc.line }
-    end
-  end
-  return pieces
-end
-
-local function commands_of(ins)
-  local all = {}
-  for _, p in ipairs(run_scripts(ins)) do
-    for _, c in ipairs(shell_commands(p.text, p.line)) do all[#all + 1] = c end
-  end
-  return all
-end
-
-local function has_word(cmd, w)
-  for _, x in ipairs(cmd.words) do if x == w then return true end end
-  return false
-end
-
-local function is_apt(cmd)
-  local w = cmd.words[1]
-  return w == "apt-get" or w == "apt"
-end
-
-local function apt_sub(cmd, sub)
-  return is_apt(cmd) and has_word(cmd, sub)
-end
-
--- ------------------------------------------------------------------ lint rules
-
-local function final_chain(df)
-  local chain, st = {}, df.stages[#df.stages]
-  while st do
-    chain[st.index] = true
-    st = st.base_stage and df.stages[st.base_stage]
-  end
-  return chain
-end
-
-local function mount_covers(ins, prefixes)
-  for _, m in ipairs(ins.mounts or {}) do
-    if (m.type == "cache" or m.type == "tmpfs") and type(m.target) == "string" then
-      local t = m.target:gsub("/+$", "")
-      for _, p in ipairs(prefixes) do
-        if t == p or p:sub(1, #t + 1) == t .. "/" or t:sub(1, #p + 1) == p .. "/" then return true end
-      end
-    end
-  end
-  return false
-end
-
-local function image_parts(ref)
-  local name, digest = ref:match("^(.-)@(.+)$")
-  name = name or ref
-  local last = name:match("[^/]*$")
-  local tag = last:match(":(.+)$")
-  return tag, digest
-end
-
-local ARCHIVE_EXT = { "%.tar$", "%.tar%.gz$", "%.tgz$", "%.tar%.bz2$", "%.tbz2?$", "%.tar%.xz$",
-  "%.txz$", "%.tar%.zst$", "%.tar%.lz$" }
-
-local function is_remote_or_archive(src)
-  if src:match("^https?://") or src:match("^git@") or src:match("%.git$") or src:match("%.git#") then
-    return true
-  end
-  for _, pat in ipairs(ARCHIVE_EXT) do if src:lower():match(pat) then return true end end
-  return false
-end
-
-local function copy_sources(ins)
-  local list = ins.words or ins.json or words(ins.args)
-  local srcs = {}
-  for k = 1, #list - 1 do srcs[#srcs + 1] = list[k] end
-  return srcs
-end
-
-local DEP_INSTALL = {
-  { "npm", "ci" }, { "npm", "install" }, { "npm", "i" }, { "yarn", "install" }, { "yarn" },
-  { "pnpm", "install" }, { "pip", "install" }, { "pip3", "install" }, { "poetry", "install" },
-  { "go", "mod", "download" }, { "bundle", "install" }, { "composer", "install" },
-  { "cargo", "fetch" }, { "uv", "sync" }, { "pipenv", "install" },
-}
-
-local function installs_dependencies(cmd)
-  for _, pat in ipairs(DEP_INSTALL) do
-    local ok = true
-    for k, w in ipairs(pat) do if cmd.words[k] ~= w then ok = false break end end
-    if ok and #pat == 1 and #cmd.words > 1 and not cmd.words[2]:match("^%-") then ok = false end
-    if ok then return true end
-  end
-  return cmd.words[1] == "python" and cmd.words[2] == "-m" and cmd.words[3] == "pip"
-    and cmd.words[4] == "install"
-end
-
-local function pipefail_shell(stage_shell)
-  if not stage_shell then return false end
-  for _, w in ipairs(stage_shell) do if w == "pipefail" or w:match("pipefail") then return true end end
-  return false
-end
-
-local function posix_shell(stage_shell)
-  if not stage_shell then return true end
-  local exe = (stage_shell[1] or ""):lower()
-  return not (exe:match("pwsh") or exe:match("powershell") or exe:match("cmd"))
-end
-
-local function sets_pipefail(cmd)
-  if cmd.words[1] ~= "set" then return false end
-  for k = 2, #cmd.words do
-    if cmd.words[k] == "pipefail" and cmd.words[k - 1]:match("^%-%a*o$") then return true end
-  end
-  return false
-end
-
---- Each rule: id, severity, and check(df, ctx, report). report(ins_or_line, message).
---- Checks share one signature, so some leave an argument unused.
--- luacheck: push no unused args
-local RULES = {}
-
-local function rule(id, severity, summary, fn)
-  RULES[#RULES + 1] = { id = id, severity = severity, summary = summary, check = fn }
-end
-
-rule("DL3006", "warning", "Always tag the version of an image explicitly", function(df, ctx, report)
-  for _, st in ipairs(df.stages) do
-    local img = st.image
-    local from_stage = false
-    for k = 1, st.index - 1 do if df.stages[k].name == img:lower() then from_stage = true end end
-    local tag, digest = image_parts(img)
-    if not from_stage and img ~= "scratch" and img ~= "" and not tag and not digest then
-      report(st.line, "base image '" .. img .. "' has no tag: pin a version (image:1.2.3)")
-    end
-  end
-end)
-
-rule("DL3007", "warning", "Using latest is prone to errors", function(df, ctx, report)
-  for _, st in ipairs(df.stages) do
-    if image_parts(st.image) == "latest" then
-      report(st.line, "base image '" .. st.image .. "' uses latest: pin a version")
-    end
-  end
-end)
-
-rule("DL3015", "info", "Avoid additional packages by specifying --no-install-recommends",
-  function(df, ctx, report)
-    for _, ins in ipairs(ctx.runs) do
-      for _, cmd in ipairs(commands_of(ins)) do
-        if apt_sub(cmd, "install") and not has_word(cmd, "--no-install-recommends")
-          and not table.concat(cmd.words, " "):find("Install-Recommends=false", 1, true) then
-          report(cmd.line, "apt-get install without --no-install-recommends")
-        end
-      end
-    end
-  end)
-
-rule("DL3009", "info", "Delete the apt-get lists after installing something", function(df, ctx, report)
-  for _, ins in ipairs(ctx.runs) do
-    if ctx.final[ins.stage] and not mount_covers(ins, { "/var/lib/apt/lists" }) then
-      local updated, removed = nil, false
-      for _, cmd in ipairs(commands_of(ins)) do
-        if apt_sub(cmd, "update") then updated = updated or cmd end
-        if cmd.words[1] == "rm" then
-          for _, w in ipairs(cmd.words) do
-            if w:match("^/var/lib/apt/lists") then removed = true end
-          end
-        end
-      end
-      if updated and not removed then
-        report(updated.line, "apt-get update leaves /var/lib/apt/lists in the image: "
-          .. "rm -rf /var/lib/apt/lists/* in the same RUN, or use a cache mount")
-      end
-    end
-  end
-end)
-
-rule("DL3003", "warning", "Use WORKDIR to switch to a directory", function(df, ctx, report)
-  for _, ins in ipairs(ctx.runs) do
-    for _, cmd in ipairs(commands_of(ins)) do
-      if cmd.words[1] == "cd" and not cmd.subshell then
-        report(cmd.line, "cd in RUN: use WORKDIR to change directory")
-      end
-    end
-  end
-end)
-
-rule("DL3004", "error", "Do not use sudo", function(df, ctx, report)
-  for _, ins in ipairs(ctx.runs) do
-    for _, cmd in ipairs(commands_of(ins)) do
-      if cmd.sudo then
-        report(cmd.line, "sudo in RUN: builds run as root already; use USER to drop privileges")
-      end
-    end
-  end
-end)
-
-rule("DL3020", "error", "Use COPY instead of ADD for files and folders", function(df, ctx, report)
-  for _, ins in ipairs(df.instructions) do
-    if ins.cmd == "ADD" then
-      local local_src = #ins.heredocs > 0
-      for _, src in ipairs(copy_sources(ins)) do
-        if not src:match("^<<") and not is_remote_or_archive(src) then local_src = true end
-      end
-      if local_src then report(ins, "ADD of local files: use COPY (ADD is for URLs and archives)") end
-    end
-  end
-end)
-
-rule("DL3002", "warning", "Last USER should not be root", function(df, ctx, report)
-  if ctx.last_user then
-    local u = trim(ctx.last_user.expanded or ctx.last_user.args)
-    local name = u:match("^([^:]+)") or ""
-    -- Docker takes a decimal user id as a number: 00 and +0 are uid 0 too.
-    if name == "root" or (name:match("^%+?%d+$") and tonumber(name) == 0) then
-      report(ctx.last_user, "the final image runs as root: switch to an unprivileged USER")
-    end
-  end
-end)
-
-rule("MX001", "warning", "The final image has no USER (runs as root)", function(df, ctx, report)
-  local final = df.stages[#df.stages]
-  local root = df.stages[final.index]
-  while root.base_stage do root = df.stages[root.base_stage] end
-  if not ctx.last_user and not root.image:lower():find("nonroot", 1, true) then
-    report(final.line, "no USER in the final stage: the container runs as root")
-  end
-end)
-
-rule("DL4003", "warning", "Multiple CMD instructions found", function(df, ctx, report)
-  for _, st in ipairs(df.stages) do
-    local seen = false
-    for _, ins in ipairs(st.instructions) do
-      if ins.cmd == "CMD" then
-        if seen then report(ins, "more than one CMD in a stage: only the last one takes effect") end
-        seen = true
-      end
-    end
-  end
-end)
-
-rule("DL4004", "error", "Multiple ENTRYPOINT instructions found", function(df, ctx, report)
-  for _, st in ipairs(df.stages) do
-    local seen = false
-    for _, ins in ipairs(st.instructions) do
-      if ins.cmd == "ENTRYPOINT" then
-        if seen then report(ins, "more than one ENTRYPOINT in a stage: only the last one takes effect") end
-        seen = true
-      end
-    end
-  end
-end)
-
-rule("DL3025", "warning", "Use arguments JSON notation for CMD and ENTRYPOINT arguments",
-  function(df, ctx, report)
-    for _, ins in ipairs(df.instructions) do
-      if (ins.cmd == "CMD" or ins.cmd == "ENTRYPOINT") and ins.form == "shell" then
-        report(ins, "shell-form " .. ins.cmd .. ": signals go to /bin/sh, not to the program; "
-          .. "use the JSON form [\"prog\", \"arg\"]")
-      end
-    end
-  end)
-
-rule("DL4006", "warning", "Set the SHELL option -o pipefail before RUN with a pipe in it",
-  function(df, ctx, report)
-    for _, ins in ipairs(ctx.runs) do
-      local shell = ctx.shell_at[ins]
-      if posix_shell(shell) and not pipefail_shell(shell) then
-        local armed = false
-        for _, cmd in ipairs(commands_of(ins)) do
-          if sets_pipefail(cmd) then armed = true end
-          if cmd.piped and not armed then
-            report(cmd.line, "a pipe without pipefail hides failures of all but the last command: "
-              .. "SHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"] or set -o pipefail")
-            break
-          end
-        end
-      end
-    end
-  end)
-
-rule("DL3059", "info", "Multiple consecutive RUN instructions. Consider consolidation.",
-  function(df, ctx, report)
-    for _, st in ipairs(df.stages) do
-      local prev
-      for _, ins in ipairs(st.instructions) do
-        if ins.cmd == "RUN" and prev and prev.cmd == "RUN" then
-          local a, b = {}, {}
-          for _, f in ipairs(prev.flags) do a[#a + 1] = f.name .. "=" .. tostring(f.value) end
-          for _, f in ipairs(ins.flags) do b[#b + 1] = f.name .. "=" .. tostring(f.value) end
-          table.sort(a)
-          table.sort(b)
-          if table.concat(a, " ") == table.concat(b, " ") then
-            report(ins, "consecutive RUN instructions with the same flags: join them to save a layer")
-          end
-        end
-        prev = ins
-      end
-    end
-  end)
-
-rule("DL3042", "warning", "Avoid use of cache directory with pip. Use `pip install --no-cache-dir <package>`",
-  function(df, ctx, report)
-    for _, ins in ipairs(ctx.runs) do
-      local st = df.stages[ins.stage]
-      if ctx.final[ins.stage] and not mount_covers(ins, { "/root/.cache/pip", "/root/.cache" })
-        and not (st.env.PIP_NO_CACHE_DIR and st.env.PIP_NO_CACHE_DIR ~= "")
-        and not (st.env.PIP_CACHE_DIR and mount_covers(ins, { st.env.PIP_CACHE_DIR })) then
-        for _, cmd in ipairs(commands_of(ins)) do
-          local pip = (cmd.words[1] == "pip" or cmd.words[1] == "pip3") and cmd.words[2] == "install"
-            or (cmd.words[2] == "-m" and cmd.words[3] == "pip" and cmd.words[4] == "install")
-          if pip and not has_word(cmd, "--no-cache-dir") then
-            report(cmd.line, "pip install keeps its cache in the image: --no-cache-dir, or a cache mount")
-          end
-        end
-      end
-    end
-  end)
-
-local function whole_context_copy(ins)
-  if ins.cmd ~= "COPY" then return false end
-  for _, f in ipairs(ins.flags) do if f.name == "from" then return false end end
-  for _, src in ipairs(copy_sources(ins)) do
-    if src == "." or src == "./" or src == "*" then return true end
-  end
-  return false
-end
-
-local function first_install(ins)
-  if ins.cmd ~= "RUN" then return nil end
-  for _, cmd in ipairs(commands_of(ins)) do
-    if installs_dependencies(cmd) then return cmd end
-  end
-  return nil
-end
-
---- Dependencies installed before the whole context is copied are cached; the usual second
---- install after it (the project itself: `uv sync`, `pip install .`) is then fine.
-rule("MX002", "warning", "COPY of the whole context before installing dependencies",
-  function(df, ctx, report)
-    for _, st in ipairs(df.stages) do
-      local whole, installed = nil, false
-      for _, ins in ipairs(st.instructions) do
-        local cmd = first_install(ins)
-        if whole_context_copy(ins) and not whole and not installed then
-          whole = ins
-        elseif cmd and whole then
-          report(whole, "the whole context is copied before '" .. table.concat(cmd.words, " ", 1,
-            math.min(#cmd.words, 3)) .. "' (line " .. cmd.line .. "): any source change "
-            .. "re-installs dependencies; copy the dependency manifests first")
-          break
-        elseif cmd then
-          installed = true
-        end
-      end
-    end
-  end)
-
--- luacheck: pop
-
---- The stage-wide facts several rules need: RUNs, the SHELL in force, the last USER.
-local function lint_context(df)
-  local ctx = { runs = {}, shell_at = {}, final = final_chain(df) }
-  local shells = {}
-  for _, st in ipairs(df.stages) do
-    shells[st.index] = st.base_stage and shells[st.base_stage] or nil
-    for _, ins in ipairs(st.instructions) do
-      if ins.cmd == "SHELL" and ins.json then shells[st.index] = ins.json end
-      if ins.cmd == "RUN" then
-        ctx.runs[#ctx.runs + 1] = ins
-        ctx.shell_at[ins] = shells[st.index]
-      end
-      if ins.cmd == "USER" and ctx.final[st.index] then ctx.last_user = ins end
-    end
-  end
-  return ctx
-end
-
---- Rule ids named in `# hadolint ignore=DL3003,DL4006` or `# ignore=...` comments right
---- above an instruction.
-local function inline_ignores(ins)
-  local ids = {}
-  for _, c in ipairs(ins.comments or {}) do
-    local list = c:match("^#%s*hadolint%s+ignore%s*=%s*(.-)%s*$") or c:match("^#%s*ignore%s*=%s*(.-)%s*$")
-      or c:match("^#%s*myrmex%s+ignore%s*=%s*(.-)%s*$")
-    if list then for id in list:gmatch("[%w]+") do ids[id] = true end end
-  end
-  return ids
-end
-
---- The instruction that contains a line (for findings reported by line).
-local function instruction_at(df, line)
-  for _, ins in ipairs(df.instructions) do
-    if line >= ins.line and line <= ins.end_line then return ins end
-  end
-  return nil
-end
+-- ------------------------------------------------------------------ lint
 
 ---@class myrmex.LintFinding
----@field rule string rule id (hadolint's where one exists: DL3006, ...; MX001/MX002 are ours)
+---@field rule string rule id: hadolint's (DL3006, ...), ShellCheck's (SC2086) or ours (MX001)
 ---@field line integer
----@field severity "error"|"warning"|"info"
+---@field column integer|nil for ShellCheck findings inside a heredoc body
+---@field severity "error"|"warning"|"info"|"style"
 ---@field message string
 
---- Lint a Dockerfile. A syntax error is returned as one finding with rule DL1000.
+---@class myrmex.LintOptions
+---@field args? table<string,string> build arguments, as for parse
+---@field ignore? string[]|table<string,boolean> rule ids not to run or report
+---@field override? table<string,string[]> severity -> rule ids: {error={"DL3008"}}
+---@field trusted_registries? string[] registries DL3026 allows (`*.corp.example` matches subdomains)
+---@field label_schema? table<string,string> label -> text|url|semver|hash|rfc3339|spdx|email
+---@field strict_labels? boolean labels outside label_schema are DL3050 findings
+---@field disable_ignore_pragma? boolean `# hadolint ignore=` comments are not honoured
+---@field shell? boolean|string false: no ShellCheck; a path: that shellcheck binary
+
+local LINT_OPTS = { args = "table", ignore = "table", override = "table", trusted_registries = "table",
+  label_schema = "table", strict_labels = "boolean", disable_ignore_pragma = "boolean",
+  shell = "boolean|string" }
+
+--- Lint a Dockerfile. A syntax error is returned as one finding with rule DL1000 (DL3061
+--- for an instruction before the first FROM).
 ---@param text string
----@param opts? {ignore?: string[]|table<string,boolean>, args?: table<string,string>}
+---@param opts? myrmex.LintOptions
 ---@return myrmex.LintFinding[]
 function M.lint(text, opts)
   if type(text) ~= "string" then
     error("dockerfile.lint: text must be a string, got " .. type(text), 2)
   end
   opts = check.options("dockerfile", "lint", opts, LINT_OPTS)
-  local ignore = {}
-  for k, v in pairs(opts.ignore or {}) do
-    if type(k) == "number" then ignore[v] = true elseif v then ignore[k] = true end
-  end
-  local ok, df = pcall(M.parse, text, { args = opts.args })
-  if not ok then
-    local line = tonumber(tostring(df):match("line (%d+)")) or 1
-    return { { rule = "DL1000", line = line, severity = "error", message = tostring(df) } }
-  end
-  local ctx = lint_context(df)
-  local findings = {}
-  for _, r in ipairs(RULES) do
-    if not ignore[r.id] then
-      r.check(df, ctx, function(where, message)
-        local line = type(where) == "table" and where.line or where
-        local ins = type(where) == "table" and where or instruction_at(df, line)
-        if ins and inline_ignores(ins)[r.id] then return end
-        findings[#findings + 1] = { rule = r.id, line = line, severity = r.severity, message = message }
-      end)
-    end
-  end
-  table.sort(findings, function(a, b)
-    if a.line ~= b.line then return a.line < b.line end
-    return a.rule < b.rule
-  end)
-  return findings
+  local ok, res = pcall(require("myrmex.dockerfile.lint").lint, text, opts)
+  if not ok then error(res, 2) end
+  return res
 end
 
---- The rules lint() knows: {id=, severity=, summary=} in a stable order.
+--- The rules lint() knows: {id=, severity=, summary=} in a stable order (by id).
 ---@return {id:string, severity:string, summary:string}[]
 function M.rules()
   local out = {}
-  for _, r in ipairs(RULES) do out[#out + 1] = { id = r.id, severity = r.severity, summary = r.summary } end
+  for _, r in ipairs(require("myrmex.dockerfile.rules").list) do
+    out[#out + 1] = { id = r.id, severity = r.severity, summary = r.summary }
+  end
   return out
+end
+
+--- True when a finding is at or above `threshold`, as hadolint's --failure-threshold decides
+--- its exit status. `none` never fails.
+---@param findings myrmex.LintFinding[]
+---@param threshold? "error"|"warning"|"info"|"style"|"ignore"|"none" default info
+---@return boolean
+function M.fails(findings, threshold)
+  return require("myrmex.dockerfile.lint").fails(findings, threshold)
+end
+
+--- hadolint's configuration: `.hadolint.yaml` (opts.file, or the first of hadolint's default
+--- places), then the HADOLINT_* environment variables. Returns {lint=<options for lint>,
+--- failure_threshold=, format=, no_fail=, no_color=, file=}.
+---@param opts? {file?: string, env?: boolean}
+---@return table
+function M.config(opts)
+  opts = check.options("dockerfile", "config", opts, { file = "string", env = "boolean" })
+  return require("myrmex.dockerfile.lint").config(opts)
+end
+
+--- Findings as text in one of hadolint's output formats: tty, json, checkstyle, codeclimate,
+--- gitlab_codeclimate, sarif, sonarqube. A finding's `file` (or opts.file) names its file.
+---@param findings myrmex.LintFinding[]
+---@param fmt string
+---@param opts? {file?: string, color?: boolean}
+---@return string
+function M.format(findings, fmt, opts)
+  opts = check.options("dockerfile", "format", opts, { file = "string", color = "boolean" })
+  local formats = require("myrmex.dockerfile.format")
+  if type(fmt) ~= "string" or not formats[fmt] then
+    error("dockerfile.format: format must be one of " .. table.concat(formats.NAMES, ", ") .. ", got "
+      .. tostring(fmt), 2)
+  end
+  return formats[fmt](findings, opts)
 end
 
 -- ------------------------------------------------------------------ generate
@@ -1082,9 +603,13 @@ local function healthcheck_line(out, spec, probe)
   end
 end
 
+-- Debian's archive keeps only the current version of a package, so a pinned `pkg=1.2-3`
+-- breaks the build at the next point release; the pinned base image tag is what fixes the
+-- release. DL3008 is therefore silenced, visibly, on this one instruction.
 local function apt_install(packages)
   if #packages == 0 then return nil end
-  return "RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \\\n"
+  return "# hadolint ignore=DL3008\n"
+    .. "RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \\\n"
     .. "    --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \\\n"
     .. "    rm -f /etc/apt/apt.conf.d/docker-clean \\\n"
     .. "    && apt-get update \\\n"
@@ -1262,7 +787,7 @@ function M.generate(spec)
 end
 
 -- Exposed for tests and for other modules (image.optimize reads RUN lines with it).
-M._shell_commands = shell_commands
+M._shell_commands = require("myrmex.dockerfile.shell").split
 M._expand = expand
 
 return M
