@@ -134,16 +134,17 @@ function M.containers()
 end
 
 --- Start tests/support/docker_proxy.py in the background. opts: {die_after=seconds,
---- mute=true, cut_save_after=BYTES, tcp=PORT, tls={cert=, key=, client_ca=?}}. Returns {host = "unix://..." or
+--- mute=true, cut_save_after=BYTES, builder_version="1", tcp=PORT, tls={cert=, key=, client_ca=?}}. Returns {host = "unix://..." or
 --- "tcp://127.0.0.1:PORT", pid, stop()}.
----@param opts? {die_after?:number, mute?:boolean, cut_save_after?:integer, tcp?:integer, tls?:table}
+---@param opts? {die_after?:number, mute?:boolean, cut_save_after?:integer, builder_version?:string, tcp?:integer, tls?:table}
 ---@return {host:string, pid:integer, stop:fun()}
 function M.proxy(opts)
   opts = opts or {}
   local listen = opts.tcp and ("127.0.0.1:" .. opts.tcp) or ("/tmp/" .. M.name("proxy") .. ".sock")
   local out = os.tmpname()
   local flags = { opts.die_after and ("--die-after " .. opts.die_after) or "", opts.mute and "--mute" or "",
-    opts.cut_save_after and ("--cut-save-after " .. math.tointeger(opts.cut_save_after)) or "" }
+    opts.cut_save_after and ("--cut-save-after " .. math.tointeger(opts.cut_save_after)) or "",
+    opts.builder_version and ("--builder-version " .. sh.q(opts.builder_version)) or "" }
   if opts.tls then
     flags[#flags + 1] = "--tls-cert " .. sh.q(opts.tls.cert) .. " --tls-key " .. sh.q(opts.tls.key)
     if opts.tls.client_ca then flags[#flags + 1] = "--tls-client-ca " .. sh.q(opts.tls.client_ca) end

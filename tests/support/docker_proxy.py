@@ -3,14 +3,16 @@
 goes away.
 
     docker_proxy.py LISTEN [--upstream /var/run/docker.sock] [--die-after SECONDS] [--mute]
-                    [--cut-save-after BYTES] [--tls-cert PEM --tls-key KEY [--tls-client-ca PEM]]
+                    [--cut-save-after BYTES] [--builder-version V]
+                    [--tls-cert PEM --tls-key KEY [--tls-client-ca PEM]]
 
 LISTEN is a unix socket path, or 127.0.0.1:PORT. Every connection is relayed byte for byte
 to the upstream engine, two threads per connection. --die-after exits after that many
 seconds, dropping every connection mid-stream (the engine "going away"); --mute accepts
 connections and never answers (an engine that hangs); --cut-save-after drops a connection
 once that many bytes of an image save reply (`GET /images/.../get`) have been relayed (a save
-stream broken part-way, independent of timing); --tls-* serve TLS on a TCP port,
+stream broken part-way, independent of timing); --builder-version adds "Builder-Version: V" to every reply head (an
+engine announcing its default builder, as Docker 23+ does in /_ping); --tls-* serve TLS on a TCP port,
 requiring a client certificate signed by --tls-client-ca when given (as dockerd --tlsverify).
 The pid is printed on stdout once listening.
 """
@@ -38,7 +40,7 @@ def listener(spec):
     return s
 
 
-def pump(src, dst, cut=None, upstream=True):
+def pump(src, dst, cut=None, upstream=True, builder=None):
     """Relay src to dst. `cut` (per connection, shared by its two pumps) is set with
     --cut-save-after: the client-to-engine pump marks a save request in it, and the
     engine-to-client pump stops once the save reply has used up its byte budget."""
@@ -57,6 +59,9 @@ def pump(src, dst, cut=None, upstream=True):
                     dst.sendall(data[:room])
                     break
                 cut["sent"] += len(data)
+            if builder is not None and not upstream and data.startswith(b"HTTP/1.1 "):
+                # dockerd writes a reply head in one piece; every head carries Api-Version.
+                data = data.replace(b"\r\nApi-Version: ", b"\r\nBuilder-Version: " + builder + b"\r\nApi-Version: ", 1)
             dst.sendall(data)
     except OSError:
         pass
@@ -83,7 +88,8 @@ def serve(conn, args, ctx, held):
     if args.cut_save_after is not None:
         cut = {"budget": args.cut_save_after, "saving": False, "sent": 0}
     threading.Thread(target=pump, args=(conn, up, cut, True), daemon=True).start()
-    threading.Thread(target=pump, args=(up, conn, cut, False), daemon=True).start()
+    builder = args.builder_version.encode() if args.builder_version else None
+    threading.Thread(target=pump, args=(up, conn, cut, False, builder), daemon=True).start()
 
 
 def main():
@@ -93,6 +99,7 @@ def main():
     ap.add_argument("--die-after", type=float, default=None)
     ap.add_argument("--mute", action="store_true")
     ap.add_argument("--cut-save-after", type=int, default=None)
+    ap.add_argument("--builder-version")
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--tls-client-ca")
