@@ -43,7 +43,12 @@ return {
         return d:prune_volumes({ filters = p.label ~= "" and { label = p.label } or nil })
       end)
     end
-    log.info("pruned", { space_reclaimed = (out.images or {}).SpaceReclaimed })
+    local reclaimed = 0
+    for _, kind in ipairs { "images", "volumes" } do
+      reclaimed = reclaimed + ((out[kind] or {}).space_reclaimed or 0)
+    end
+    out.space_reclaimed = reclaimed
+    log.info("pruned", { space_reclaimed = reclaimed })
     return out
   end,
 }

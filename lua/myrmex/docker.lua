@@ -125,8 +125,20 @@ function H.api_error(status, body, what)
   if type(obj) == "table" and type(obj.message) == "string" then msg = obj.message end
   msg = msg:gsub("%s+$", "")
   if msg == "" then msg = "HTTP " .. status end
+  -- Engines of the 20.10 line wrap some errors in themselves: "no such image: x: No such
+  -- image: x". Said once is enough.
+  local half = (#msg - 2) // 2
+  if msg:sub(half + 1, half + 2) == ": " and msg:sub(1, half):lower() == msg:sub(half + 3):lower() then
+    msg = msg:sub(half + 3)
+  end
+  local code = errors.from_status(status) or "Engine"
+  -- A reference the engine cannot parse is the caller's input, not the engine failing: it
+  -- answers 500 for it (tag, commit, create), which would read as an engine fault.
+  if status == 500 and (msg:find("^invalid reference format") or msg:find("invalid tag format", 1, true)) then
+    code = "Invalid"
+  end
   return errors.new {
-    code = errors.from_status(status) or "Engine",
+    code = code,
     status = status,
     engine = "docker",
     message = what and (what .. ": " .. msg) or msg,
@@ -349,12 +361,24 @@ local function current_context()
   return host, tls
 end
 
+-- DOCKER_TLS_VERIFY: TLS verified against DOCKER_CERT_PATH/ca.pem with the client pair there.
+-- DOCKER_TLS alone (as the docker CLI reads it): TLS without verifying the engine, the client
+-- pair sent when DOCKER_CERT_PATH has one.
 local function env_tls()
-  local verify = os.getenv("DOCKER_TLS_VERIFY")
-  if not verify or verify == "" then return nil end
   local dir = os.getenv("DOCKER_CERT_PATH")
   if not dir or dir == "" then dir = docker_config_dir() end
-  return { ca = dir .. "/ca.pem", cert = dir .. "/cert.pem", key = dir .. "/key.pem" }
+  local verify = os.getenv("DOCKER_TLS_VERIFY")
+  if verify and verify ~= "" then
+    return { ca = dir .. "/ca.pem", cert = dir .. "/cert.pem", key = dir .. "/key.pem" }
+  end
+  local plain = os.getenv("DOCKER_TLS")
+  if not plain or plain == "" then return nil end
+  local rt = require("myrmex.core.runtime")
+  local tls = { insecure = true }
+  if rt.stat(dir .. "/cert.pem") and rt.stat(dir .. "/key.pem") then
+    tls.cert, tls.key = dir .. "/cert.pem", dir .. "/key.pem"
+  end
+  return tls
 end
 
 --- Where to connect: returns host, tls (a transport tls table or nil).
@@ -496,6 +520,7 @@ function load_areas()
   require("myrmex.docker.build")(Client, H)
   require("myrmex.docker.containers")(Client, H)
   require("myrmex.docker.networks")(Client, H)
+  require("myrmex.docker.system")(Client, H)
 end
 
 return M

@@ -740,8 +740,10 @@ return function(Client, H)
     local id = ref_id("copy_from_container", ref)
     o = H.options("copy_from_container", o, H.set { "to" })
     local tmp = os.tmpname()
-    local ok, err = pcall(self._call, self, "copy_from_container", id, { path = cpath(H.path(id), "/archive"),
-      query = { path = path }, to_file = tmp, timeout = false })
+    -- Through _download, not the transport's to_file: an error reply ("Could not find the
+    -- file /x in container y") must reach the error, not a file that is then thrown away.
+    local ok, err = pcall(self._download, self, "copy_from_container", id, { path = cpath(H.path(id), "/archive"),
+      query = { path = path }, timeout = false }, tmp)
     if not ok then
       os.remove(tmp)
       error(err, 0)
