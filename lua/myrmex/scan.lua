@@ -41,6 +41,29 @@ local function check_keys(fname, t, allowed)
   end
 end
 
+-- "HIGH,CRITICAL" or {"HIGH", "critical"} -> {"HIGH", "CRITICAL"}; a word that is no
+-- severity raises (a typo must not read as UNKNOWN and drop findings).
+local function severity_list(fname, sev)
+  if sev == nil then return nil end
+  if type(sev) ~= "string" and type(sev) ~= "table" then
+    error(fname .. ": severity must be a string or a list of strings", 4)
+  end
+  local list = type(sev) == "string" and { sev } or sev
+  local out = {}
+  for i, s in ipairs(list) do
+    if type(s) ~= "string" then error(fname .. ": severity[" .. i .. "] must be a string", 4) end
+    for part in s:gmatch("[^,%s]+") do
+      local norm = part:upper()
+      if not model.rank[norm] then
+        error(fname .. ": unknown severity '" .. part .. "' (CRITICAL, HIGH, MEDIUM, LOW, UNKNOWN)", 4)
+      end
+      out[#out + 1] = norm
+    end
+  end
+  if #out == 0 then error(fname .. ": severity names no severity", 4) end
+  return out
+end
+
 -- ---- reading reports ----
 
 -- UTF-16 (with BOM) to UTF-8: Windows shells write reports that way ("trivy ... > x.json"
@@ -139,6 +162,17 @@ local function finish(doc, format, what, opts)
   end
   local result = reader.normalize(doc)
   result.format = format == "scout" and "sarif" or format
+  -- Entries that are no finding anyone can act on (no id, not an object) are left out, but
+  -- never silently: each is logged at debug level, and once a warning with their number.
+  local dropped = result.dropped or {}
+  for _, d in ipairs(dropped) do
+    log.debug("scan: " .. what .. ": " .. d, { engine = "scan" })
+  end
+  if #dropped > 0 then
+    log.warn(string.format("scan: %s: %d entr%s left out (%s%s)", what, #dropped,
+      #dropped == 1 and "y" or "ies", dropped[1], #dropped > 1 and "; more at debug level" or ""),
+      { engine = "scan" })
+  end
   if opts.image and not result.image then result.image = opts.image end
   model.filter(result, opts)
   policy_mod.evaluate(result, opts.policy, opts.now)
@@ -176,6 +210,9 @@ function M.load_report(source, opts)
   if opts.format and not READERS[opts.format] then
     error("scan.load_report: unknown format '" .. tostring(opts.format) .. "'", 2)
   end
+  opts = { format = opts.format, policy = opts.policy, image = opts.image, now = opts.now,
+    ignore_unfixed = opts.ignore_unfixed, severity = severity_list("scan.load_report", opts.severity) }
+  if opts.policy then policy_mod.check(opts.policy) end
   local text, what = source, "report"
   if looks_like_path(source) then
     what = source
@@ -232,7 +269,10 @@ end
 -- starts with "-" cannot be taken for an option.
 local ARGV = {
   trivy = function(self, ref, o)
-    local a = { self.path, "image", "--format", "json", "--quiet" }
+    -- Trivy stops itself after its own --timeout (5 minutes unless told): it gets ours, so the
+    -- scan is capped by what the caller asked for, not by Trivy's default.
+    local a = { self.path, "image", "--format", "json", "--quiet",
+      "--timeout", string.format("%ds", math.max(1, math.ceil(o.timeout))) }
     if o.severity then a[#a + 1] = "--severity"; a[#a + 1] = table.concat(o.severity, ",") end
     if o.ignore_unfixed then a[#a + 1] = "--ignore-unfixed" end
     if o.platform then a[#a + 1] = "--platform"; a[#a + 1] = o.platform end
@@ -311,20 +351,6 @@ function M.new(opts)
     policy = opts.policy }, Scanner)
 end
 
-local function severity_list(sev)
-  if sev == nil then return nil end
-  local list = type(sev) == "string" and { sev } or sev
-  local out = {}
-  for _, s in ipairs(list) do
-    for part in s:gmatch("[^,%s]+") do
-      local norm = part:upper()
-      if not model.rank[norm] then error("scanner:scan_image: unknown severity '" .. part .. "'", 4) end
-      out[#out + 1] = norm
-    end
-  end
-  return out
-end
-
 -- stderr is logged line by line as it arrives; its tail is kept for error messages.
 local function stderr_sink(name, ref)
   local tail, partial = {}, ""
@@ -353,7 +379,8 @@ local function stderr_sink(name, ref)
   return sink
 end
 
--- Runs the scanner; returns its stdout, or raises the error that says why there is none.
+-- Runs the scanner; returns its stdout, exit status and (when a non-zero status made it
+-- look) the decoded report, or raises the error that says why there is none.
 function Scanner:_run(argv, shown, timeout)
   local name = self.backend
   local sink = stderr_sink(name, shown)
@@ -371,14 +398,27 @@ function Scanner:_run(argv, shown, timeout)
   if res.overflow then
     fail("Invalid", string.format("%s wrote more than %d bytes of output", name, self.max_output))
   end
-  if res.status ~= 0 then
-    fail("Engine", string.format("%s failed (%s): %s", name, process.describe(res),
-      msg ~= "" and msg or "no message on stderr"), { status = res.status, signal = res.signal })
+  local doc
+  if res.status ~= 0 or res.signal ~= nil then
+    -- `trivy --exit-code N` and `grype --fail-on` exit non-zero after printing a whole report:
+    -- that report is the scan, and the policy judges it. An exit without a complete report (or
+    -- by a signal) is a failure.
+    local ok = false
+    if not res.signal and not res.stdout:find("^%s*$") then
+      ok, doc = pcall(json.decode, to_utf8(res.stdout))
+      ok = ok and type(doc) == "table" and detect(doc) ~= nil
+    end
+    if not ok then
+      fail("Engine", string.format("%s failed (%s): %s", name, process.describe(res),
+        msg ~= "" and msg or "no message on stderr"), { status = res.status, signal = res.signal })
+    end
+    log.info(string.format("%s exited with status %d after a complete report (its own fail "
+      .. "threshold); the report is used", name, res.status), { engine = "scan", target = shown })
   end
   if res.stdout:find("^%s*$") then
     fail("Invalid", name .. " printed no report" .. (msg ~= "" and (": " .. msg) or ""))
   end
-  return res.stdout
+  return res.stdout, res.status, doc
 end
 
 local SCAN_KEYS = { severity = true, ignore_unfixed = true, platform = true, input = true,
@@ -406,18 +446,22 @@ function Scanner:scan_image(ref, opts)
   end
   if ref == nil and not opts.input then error("scanner:scan_image: ref or input= is required", 2) end
   if opts.input and type(opts.input) ~= "string" then error("scanner:scan_image: input must be a path", 2) end
-  local o = { severity = severity_list(opts.severity), ignore_unfixed = opts.ignore_unfixed,
-    platform = opts.platform, input = opts.input }
+  local timeout = opts.timeout or self.timeout
+  local o = { severity = severity_list("scanner:scan_image", opts.severity),
+    ignore_unfixed = opts.ignore_unfixed, platform = opts.platform, input = opts.input,
+    timeout = timeout }
   local argv, target = ARGV[self.backend](self, ref, o)
   for _, a in ipairs(self.args) do argv[#argv + 1] = a end
   if target then argv[#argv + 1] = "--"; argv[#argv + 1] = target end
   local name = self.backend
-  local doc = decode_output(self:_run(argv, ref or opts.input, opts.timeout or self.timeout), name)
+  local out, status, decoded = self:_run(argv, ref or opts.input, timeout)
+  local doc = decoded or decode_output(out, name)
   local format = name == "scout" and "sarif" or name
   local result = finish(doc, format, name .. " output", { image = ref or opts.input,
     severity = o.severity, ignore_unfixed = opts.ignore_unfixed,
     policy = opts.policy or self.policy, now = opts.now })
   result.image = ref or result.image
+  result.scanner_status = status
   return result
 end
 
@@ -434,7 +478,10 @@ end
 ---@param now? string RFC 3339 UTC time for ignore expiry (default: now)
 ---@return table
 function M.evaluate(result, policy, now)
-  return (policy_mod.evaluate(result, policy, now))
+  if type(result) ~= "table" or type(result.findings) ~= "table" then
+    error("scan.evaluate: result expected", 2)
+  end
+  return (policy_mod.evaluate(result, policy or policy_mod.used(result), now))
 end
 
 --- The compliance report: summary, level, deciding findings, recommendations.
@@ -443,7 +490,12 @@ end
 ---@param now? string
 ---@return table
 function M.generate_compliance_report(result, policy, now)
-  return policy_mod.report(result, policy, now)
+  if type(result) ~= "table" or type(result.findings) ~= "table" then
+    error("scan.generate_compliance_report: result expected", 2)
+  end
+  -- Without a policy the result keeps the one it was judged with: a report must never turn
+  -- a failing gate into a passing one.
+  return policy_mod.report(result, policy or policy_mod.used(result), now)
 end
 
 --- Exit status for a recipe: 0 when the result passes its policy, 1 when it fails.
@@ -615,6 +667,11 @@ function M.export(result, format, path, opts)
   if not ok then
     pcall(f.close, f)
     os.remove(tmp)
+    -- A writer's error (a string that is not UTF-8, a number no JSON can hold) says what
+    -- was wrong; the file it was for is added, so a CI log names which export failed.
+    if type(werr) == "string" and not werr:find(path, 1, true) then
+      werr = "scan.export: " .. path .. ": " .. werr:gsub("^.-scan%.export: ", "")
+    end
     error(werr, 0)
   end
   local renamed, rerr = os.rename(tmp, path)

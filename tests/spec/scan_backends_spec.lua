@@ -47,7 +47,7 @@ describe("scanner back ends", function()
     assert.are.equal("trivy", s.backend)
     local r = s:scan_image("alpine:3.10", { severity = { "HIGH", "medium" }, ignore_unfixed = true,
       platform = "linux/amd64" })
-    assert.are.same({ { "trivy", "image", "--format", "json", "--quiet", "--severity", "HIGH,MEDIUM",
+    assert.are.same({ { "trivy", "image", "--format", "json", "--quiet", "--timeout", "900s", "--severity", "HIGH,MEDIUM",
       "--ignore-unfixed", "--platform", "linux/amd64", "--", "alpine:3.10" } }, plain(argv_log(dir)))
     assert.are.equal(4, #r.findings)
     assert.are.equal("alpine:3.10", r.image)

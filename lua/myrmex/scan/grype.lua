@@ -34,7 +34,7 @@ end
 local function add_cvss(out, list)
   for _, c in ipairs(tab(list) or {}) do
     local metrics = type(c) == "table" and tab(c.metrics)
-    local score = metrics and num(metrics.baseScore)
+    local score = metrics and model.score(metrics.baseScore)
     if score then
       local src = source_name(c.source)
       local entry = out[src] or {}
@@ -123,11 +123,16 @@ function M.normalize(doc)
   else
     image = str(target)
   end
-  local findings = {}
-  for _, m in ipairs(tab(doc.matches) or {}) do
+  local findings, dropped = {}, {}
+  local matches = tab(doc.matches) or {}
+  for i = 1, #matches do
+    local m = matches[i]
     local v = type(m) == "table" and tab(m.vulnerability)
     if v and str(v.id) then
       findings[#findings + 1] = finding(v, tab(m.artifact) or {}, m.relatedVulnerabilities, image)
+    else
+      dropped[#dropped + 1] = string.format("matches[%d]: %s", i, type(m) ~= "table" and
+        ("a JSON " .. type(m) .. ", not an object") or "no vulnerability with an id string")
     end
   end
   local d = tab(doc.descriptor) or {}
@@ -143,6 +148,7 @@ function M.normalize(doc)
     scanner_version = str(d.version),
     time = str(d.timestamp),
     findings = findings,
+    dropped = dropped,
   }
 end
 

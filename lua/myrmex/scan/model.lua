@@ -45,6 +45,25 @@ function M.num(v)
   return nil
 end
 
+local huge = math.huge
+
+--- A CVSS score: a number from 0 to 10, else nil. JSON such as `1e999` decodes to infinity,
+--- which no score is (and which no JSON writer can write back).
+---@param v any
+---@return number|nil
+function M.score(v)
+  if type(v) == "number" and v >= 0 and v <= 10 then return v end
+  return nil
+end
+
+--- A finite number, or nil (NaN and infinities are no data).
+---@param v any
+---@return number|nil
+function M.finite(v)
+  if type(v) == "number" and v == v and v ~= huge and v ~= -huge then return v end
+  return nil
+end
+
 --- A table (JSON array or object), or nil.
 ---@param v any
 ---@return table|nil

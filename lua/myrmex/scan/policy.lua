@@ -25,9 +25,10 @@ M.DEFAULTS = {
   levels = { critical = "CRITICAL", non_compliant = "HIGH", warning = "MEDIUM" },
 }
 
-local POLICY_KEYS = { fail_on = true, max = true, ignore = true, only_fixed = true, levels = true }
+local POLICY_KEYS = { fail_on = true, max = true, ignore = true, only_fixed = true, levels = true,
+  ignore_files = true }
 local RULE_KEYS = { id = true, package = true, purl = true, severity = true, reason = true,
-  expires = true }
+  expires = true, path = true, product = true, justification = true, source = true }
 local LEVEL_KEYS = { critical = true, non_compliant = true, warning = true }
 
 local function check_severity(s, where)
@@ -37,15 +38,38 @@ local function check_severity(s, where)
   return s:upper()
 end
 
--- "2025-01-31" means until the end of that day; a full RFC 3339 UTC time is exact.
+local DAYS = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
+
+-- A calendar date that exists ("2026-02-29" does not, "2028-02-29" does).
+local function real_date(y, m, d)
+  if m < 1 or m > 12 or d < 1 then return false end
+  local leap = (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0
+  return d <= (m == 2 and leap and 29 or DAYS[m])
+end
+
+--- "2025-01-31" means until the end of that day; a full RFC 3339 UTC time is exact. Returns
+--- the time as "YYYY-MM-DDTHH:MM:SSZ", or nil and why not.
+---@param s string
+---@return string|nil, string|nil
+function M.parse_expiry(s)
+  local y, m, d = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)$")
+  local hh, mm, ss = "23", "59", "59"
+  if not y then
+    y, m, d, hh, mm, ss = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)Z$")
+  end
+  if not y then return nil, "expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ" end
+  if not real_date(tonumber(y), tonumber(m), tonumber(d)) then return nil, "no such date" end
+  if tonumber(hh) > 23 or tonumber(mm) > 59 or tonumber(ss) > 59 then return nil, "no such time" end
+  return string.format("%s-%s-%sT%s:%s:%sZ", y, m, d, hh, mm, ss)
+end
+
 local function expiry(s, i)
   if type(s) ~= "string" then
     error("scan.policy: ignore[" .. i .. "].expires must be a date string", 4)
   end
-  if s:match("^%d%d%d%d%-%d%d%-%d%d$") then return s .. "T23:59:59Z" end
-  if s:match("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$") then return s end
-  error("scan.policy: ignore[" .. i .. "].expires: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, got "
-    .. s, 4)
+  local t, why = M.parse_expiry(s)
+  if not t then error("scan.policy: ignore[" .. i .. "].expires: " .. why .. ", got " .. s, 4) end
+  return t
 end
 
 --- Validate a policy table and fill in defaults. Misuse (unknown keys, bad severities,
@@ -76,24 +100,42 @@ function M.check(p)
     end
     out.max[s] = n
   end
-  for i, r in ipairs(p.ignore or {}) do
+  if p.ignore ~= nil and type(p.ignore) ~= "table" then error("scan.policy: ignore must be a list", 3) end
+  local rules = {}
+  for i, r in ipairs(p.ignore or {}) do rules[i] = r end
+  local files = p.ignore_files
+  if type(files) == "string" then files = { files } end
+  if files ~= nil and type(files) ~= "table" then
+    error("scan.policy: ignore_files must be a path or a list of paths", 3)
+  end
+  for i, path in ipairs(files or {}) do
+    if type(path) ~= "string" then error("scan.policy: ignore_files[" .. i .. "] must be a path", 3) end
+    -- .trivyignore, .trivyignore.yaml and OpenVEX documents, read as the policy is checked.
+    for _, r in ipairs(require("myrmex.scan.ignores").read(path)) do rules[#rules + 1] = r end
+  end
+  for i, r in ipairs(rules) do
     if type(r) ~= "table" then error("scan.policy: ignore[" .. i .. "] must be a table", 3) end
     for k in pairs(r) do
       if not RULE_KEYS[k] then
         error("scan.policy: ignore[" .. i .. "]: unknown key '" .. tostring(k) .. "'", 3)
       end
     end
-    if not (r.id or r.package or r.purl or r.severity) then
-      error("scan.policy: ignore[" .. i .. "] needs id, package, purl or severity", 3)
+    if not (r.id or r.package or r.purl or r.severity or r.path) then
+      error("scan.policy: ignore[" .. i .. "] needs id, package, purl, path or severity", 3)
+    end
+    for _, k in ipairs({ "id", "package", "purl", "path", "product", "justification", "source" }) do
+      if r[k] ~= nil and type(r[k]) ~= "string" then
+        error("scan.policy: ignore[" .. i .. "]." .. k .. " must be a string", 3)
+      end
     end
     if type(r.reason) ~= "string" or r.reason == "" then
       error("scan.policy: ignore[" .. i .. "] needs a reason", 3)
     end
     out.ignore[i] = {
-      id = r.id, package = r.package, purl = r.purl,
+      id = r.id, package = r.package, purl = r.purl, path = r.path, product = r.product,
       severity = r.severity and check_severity(r.severity, "ignore[" .. i .. "].severity"),
       reason = r.reason, expires = r.expires, until_time = r.expires and expiry(r.expires, i),
-      index = i,
+      justification = r.justification, source = r.source, index = i,
     }
   end
   return out
@@ -106,7 +148,49 @@ local function like(pattern, value)
   return pattern == value
 end
 
-local function rule_matches(r, f)
+-- A purl without qualifiers and subpath; without its version too when `loose`.
+local function purl_core(p, loose)
+  p = p:gsub("#.*$", ""):gsub("%?.*$", "")
+  if loose then p = p:gsub("@[^@/]*$", "") end
+  return p
+end
+
+-- "pkg:maven/g/a@1.0" matches a finding's "pkg:maven/g/a@1.0?type=jar" (qualifiers are the
+-- scanner's detail), "pkg:maven/g/a" any version of it, "pkg:maven/g/*" by prefix.
+local function purl_like(pattern, purl)
+  if purl == nil then return false end
+  if pattern:sub(-1) == "*" then return like(pattern, purl) end
+  if pattern == purl then return true end
+  local loose = not purl_core(pattern):find("@[^@/]*$")
+  return purl_core(pattern, loose) == purl_core(purl, loose)
+end
+
+-- A VEX product names the image: a plain reference (with or without its tag), or a
+-- pkg:oci/ or pkg:docker/ purl whose name is the repository's last part and whose version,
+-- when given, is the image's digest (or tag).
+local function product_matches(product, result)
+  local image = result.image or ""
+  local repo = image:gsub("@.*$", "")
+  local tag = repo:match(":([%w_.-]+)$")
+  if tag then repo = repo:sub(1, -#tag - 2) end
+  if not product:find("^pkg:") then
+    return product == image or product == repo or
+      (result.digest ~= nil and product == repo .. "@" .. result.digest)
+  end
+  local typ, rest = product:match("^pkg:(%a+)/(.*)$")
+  if typ ~= "oci" and typ ~= "docker" then return false end
+  rest = rest:gsub("#.*$", ""):gsub("%?.*$", "")
+  local name, version = rest:match("^(.-)@(.*)$")
+  name = (name or rest):gsub("%%40", "@"):gsub("%%3[Aa]", ":")
+  if version then version = version:gsub("%%3[Aa]", ":") end
+  local last = repo:match("([^/]+)$") or repo
+  local name_last = name:match("([^/]+)$") or name
+  if name_last ~= last then return false end
+  if not version then return true end
+  return version == result.digest or version == tag
+end
+
+local function rule_matches(r, f, result)
   if r.id and not like(r.id, f.id) then
     local alias = false
     for _, a in ipairs(f.aliases or {}) do
@@ -115,14 +199,16 @@ local function rule_matches(r, f)
     if not alias then return false end
   end
   if r.package and not like(r.package, f.package) then return false end
-  if r.purl and not like(r.purl, f.purl) then return false end
+  if r.purl and not purl_like(r.purl, f.purl) then return false end
+  if r.path and not (like(r.path, f.path) or like(r.path, f.target)) then return false end
   if r.severity and r.severity ~= f.severity then return false end
+  if r.product and not product_matches(r.product, result) then return false end
   return true
 end
 
 local function public_rule(r)
-  return { id = r.id, package = r.package, purl = r.purl, severity = r.severity,
-    reason = r.reason, expires = r.expires }
+  return { id = r.id, package = r.package, purl = r.purl, path = r.path, product = r.product,
+    severity = r.severity, reason = r.reason, expires = r.expires, source = r.source }
 end
 
 --- Judge a result: sets result.compliance, result.passed, result.ignored,
@@ -149,11 +235,12 @@ function M.evaluate(result, policy, now)
     local f = findings[i]
     local rule
     for k = 1, nactive do
-      if rule_matches(active[k], f) then rule = active[k]; break end
+      if rule_matches(active[k], f, result) then rule = active[k]; break end
     end
     if rule then
       ignored[#ignored + 1] = { id = f.id, package = f.package, severity = f.severity,
-        reason = rule.reason, rule = rule.index }
+        reason = rule.reason, rule = rule.index, justification = rule.justification,
+        source = rule.source }
     elseif not (only_fixed and not f.fixed_version) then
       counted[#counted + 1] = f
     end
@@ -342,13 +429,23 @@ function M.report(result, policy, now)
     summary = summary .. string.format("; %d expired ignore rule%s no longer applied",
       #result.expired_ignores, #result.expired_ignores == 1 and "" or "s")
   end
+  -- Each ignored finding with why, in the words of whoever decided it (a VEX justification,
+  -- a .trivyignore statement, a policy's reason) and where that was written.
+  local ignored = {}
+  for i, g in ipairs(result.ignored) do
+    local e = {}
+    for k, v in pairs(g) do e[k] = v end
+    e.text = string.format("%s in %s (%s) ignored: %s%s", g.id, g.package or "?", g.severity,
+      g.reason, g.source and (" [" .. g.source .. "]") or "")
+    ignored[i] = e
+  end
   return {
     image = result.image, digest = result.digest, scanner = result.scanner,
     level = result.compliance, passed = result.passed, summary = summary,
     counts = c, total = #counted, violations = result.violations,
     deciding = deciding(counted),
     recommendations = recommendations(result, counted),
-    ignored = result.ignored, expired_ignores = result.expired_ignores,
+    ignored = ignored, expired_ignores = result.expired_ignores,
   }
 end
 

@@ -38,8 +38,8 @@ end
 
 -- Scout writes scores as numbers, security-severity as a string: take either.
 local function number(v)
-  if type(v) == "number" then return v end
-  return type(v) == "string" and tonumber(v) or nil
+  if type(v) == "string" then v = tonumber(v) end
+  return model.score(v)
 end
 
 local function rule_cvss(props, scanner)
@@ -139,14 +139,21 @@ function M.normalize(doc)
   for _, rule in ipairs(rules) do
     if type(rule) == "table" and str(rule.id) then by_id[rule.id] = rule end
   end
-  local findings = {}
-  for _, r in ipairs(tab(run.results) or {}) do
+  local findings, dropped = {}, {}
+  local list = tab(run.results) or {}
+  for i = 1, #list do
+    local r = list[i]
+    local f
     if type(r) == "table" then
       local index = math.type(r.ruleIndex) == "integer" and r.ruleIndex or nil
       local rule = index and tab(rules[index + 1])
       if not rule or (str(r.ruleId) and rule.id ~= r.ruleId) then rule = by_id[r.ruleId] end
-      local f = finding(r, rule, scanner)
+      f = finding(r, rule, scanner)
       if f.id then findings[#findings + 1] = f end
+    end
+    if not (f and f.id) then
+      dropped[#dropped + 1] = string.format("results[%d]: %s", i, type(r) ~= "table" and
+        ("a JSON " .. type(r) .. ", not an object") or "no ruleId and no rule")
     end
   end
   local props = tab(run.properties) or {}
@@ -160,6 +167,7 @@ function M.normalize(doc)
     scanner = scanner,
     scanner_version = str(driver.version),
     findings = findings,
+    dropped = dropped,
   }
 end
 

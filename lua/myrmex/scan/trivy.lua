@@ -1,7 +1,7 @@
 --- Trivy JSON (SchemaVersion 2) -> the myrmex.scan model. Internal to myrmex.scan.
 local model = require("myrmex.scan.model")
 
-local str, tab, strings = model.str, model.tab, model.strings
+local str, tab, strings, score_of = model.str, model.tab, model.strings, model.score
 local severity_of, ecosystem = model.severity, model.ecosystem
 
 local M = {}
@@ -33,9 +33,9 @@ local function cvss_table(raw)
       local v2, v3, v4 = c.V2Score, c.V3Score, c.V40Score
       local v2v, v3v, v4v = c.V2Vector, c.V3Vector, c.V40Vector
       out[source] = {
-        v2_score = type(v2) == "number" and v2 or nil, v2_vector = str(v2v),
-        v3_score = type(v3) == "number" and v3 or nil, v3_vector = str(v3v),
-        v4_score = type(v4) == "number" and v4 or nil, v4_vector = str(v4v),
+        v2_score = score_of(v2), v2_vector = str(v2v),
+        v3_score = score_of(v3), v3_vector = str(v3v),
+        v4_score = score_of(v4), v4_vector = str(v4v),
       }
     end
   end
@@ -80,8 +80,30 @@ local function finding(v, target, eco, pkg_type)
   }
 end
 
+-- The lines a package is declared on in its lock or manifest file (Result.Packages[].
+-- Locations), as Trivy's SARIF places the package's findings there.
+local function package_lines(packages, name, version)
+  for _, p in ipairs(packages) do
+    if type(p) == "table" and str(p.Name) == name and str(p.Version) == version then
+      local lines = {}
+      for _, l in ipairs(tab(p.Locations) or {}) do
+        if type(l) == "table" and math.type(l.StartLine) == "integer" then
+          lines[#lines + 1] = { start_line = l.StartLine,
+            end_line = math.type(l.EndLine) == "integer" and l.EndLine or l.StartLine }
+        end
+      end
+      return #lines > 0 and lines or nil
+    end
+  end
+  return nil
+end
+
 local function misconfiguration(m, res)
+  local cause = tab(m.CauseMetadata) or {}
   return {
+    start_line = math.type(cause.StartLine) == "integer" and cause.StartLine or nil,
+    end_line = math.type(cause.EndLine) == "integer" and cause.EndLine or nil,
+    class = str(res.Class),
     id = str(m.ID) or str(m.AVDID), title = str(m.Title), description = str(m.Description),
     message = str(m.Message), resolution = str(m.Resolution),
     severity = severity_of(m.Severity), status = str(m.Status),
@@ -100,21 +122,33 @@ end
 ---@param doc table
 ---@return table result (counts and compliance filled by the caller)
 function M.normalize(doc)
-  local findings, misconfs = {}, {}
+  local findings, misconfs, dropped = {}, {}, {}
   local results = tab(doc.Results) or {}
   for i = 1, #results do
     local res = results[i]
     -- Each Result is let go once read: the raw report is collected while the findings grow
     -- (the findings keep only its strings and string lists).
     results[i] = false
-    if type(res) == "table" then
+    if type(res) ~= "table" then
+      dropped[#dropped + 1] = "Results[" .. i .. "]: a JSON " .. type(res) .. ", not an object"
+    else
       local pkg_type = str(res.Type)
       local eco = res.Class == "os-pkgs" and "os" or ecosystem(pkg_type)
       local target = str(res.Target)
-      for _, v in ipairs(tab(res.Vulnerabilities) or {}) do
+      local vulns = tab(res.Vulnerabilities) or {}
+      local packages = tab(res.Packages)
+      for j = 1, #vulns do
+        local v = vulns[j]
         -- an entry without an id is not a finding anyone can act on
         if type(v) == "table" and str(v.VulnerabilityID) then
-          findings[#findings + 1] = finding(v, target, eco, pkg_type)
+          local f = finding(v, target, eco, pkg_type)
+          f.class = str(res.Class)
+          if packages then f.lines = package_lines(packages, f.package, f.installed_version) end
+          findings[#findings + 1] = f
+        else
+          dropped[#dropped + 1] = string.format("Results[%d].Vulnerabilities[%d]: %s", i, j,
+            type(v) ~= "table" and ("a JSON " .. type(v) .. ", not an object")
+            or "no VulnerabilityID string")
         end
       end
       for _, m in ipairs(tab(res.Misconfigurations) or {}) do
@@ -138,6 +172,7 @@ function M.normalize(doc)
     time = str(doc.CreatedAt),
     findings = findings,
     misconfigurations = misconfs,
+    dropped = dropped,
   }
 end
 
