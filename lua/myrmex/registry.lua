@@ -126,7 +126,10 @@ function M.connect(host, opts)
   if opts.username or opts.password or opts.token then
     creds = { username = opts.username, password = opts.password, token = opts.token }
   elseif opts.config ~= false then
-    local cfg = type(opts.config) == "table" and opts.config or credentials.load_config(opts.config)
+    -- A given config (table or path) is the only one read; otherwise the user's files are
+    -- searched in skopeo's order (REGISTRY_AUTH_FILE, containers auth.json, Docker's).
+    local cfg = type(opts.config) == "table" and opts.config
+      or (opts.config and credentials.load_config(opts.config)) or nil
     creds = credentials.lookup(host == "registry-1.docker.io" and "docker.io" or bare, cfg)
   end
   local self = setmetatable({ host = bare, scheme = scheme, tls = tls, timeout = opts.timeout,

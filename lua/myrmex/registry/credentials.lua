@@ -1,6 +1,8 @@
---- Registry credentials from Docker's client configuration: `auths` entries, `credHelpers`
---- and `credsStore` through `docker-credential-<name>` helpers (their `get` protocol: the
---- server URL on stdin, JSON on stdout), run without a shell. See docs/registry.md.
+--- Registry credentials from the files users have, in skopeo's order: `REGISTRY_AUTH_FILE`
+--- (else `$XDG_RUNTIME_DIR/containers/auth.json`), `$XDG_CONFIG_HOME/containers/auth.json`,
+--- Docker's `config.json`, `~/.dockercfg`; in each, `credHelpers`, `auths` entries and
+--- `credsStore` through `docker-credential-<name>` helpers (their `get` protocol: the server
+--- URL on stdin, JSON on stdout), run without a shell. See docs/registry.md.
 local json = require("myrmex.json")
 local errors = require("myrmex.errors")
 local log = require("myrmex.log")
@@ -40,7 +42,7 @@ function M.config_dir()
   return (os.getenv("HOME") or "") .. "/.docker"
 end
 
---- The parsed config.json, or an empty table when there is none.
+--- The parsed config.json (or any auth file given), an empty table when there is none.
 ---@param path? string
 ---@return table
 function M.load_config(path)
@@ -54,6 +56,28 @@ function M.load_config(path)
     errors.raise({ code = "Invalid", engine = "registry", message = path .. ": not valid JSON" }, 2)
   end
   return cfg
+end
+
+local function env(name)
+  local v = os.getenv(name)
+  return v ~= "" and v or nil
+end
+
+--- The credential files searched, in order, as containers-auth.json(5) and skopeo read them:
+--- the primary file (`REGISTRY_AUTH_FILE`, else `$XDG_RUNTIME_DIR/containers/auth.json`),
+--- `$XDG_CONFIG_HOME/containers/auth.json` (`~/.config/...`), Docker's `config.json`
+--- (`$DOCKER_CONFIG` or `~/.docker`), and the legacy `~/.dockercfg` (`legacy = true`).
+---@return {path:string, legacy?:boolean}[]
+function M.auth_files()
+  local home = os.getenv("HOME") or ""
+  local list = {}
+  local primary = env("REGISTRY_AUTH_FILE")
+  if not primary and env("XDG_RUNTIME_DIR") then primary = env("XDG_RUNTIME_DIR") .. "/containers/auth.json" end
+  if primary then list[#list + 1] = { path = primary } end
+  list[#list + 1] = { path = (env("XDG_CONFIG_HOME") or (home .. "/.config")) .. "/containers/auth.json" }
+  list[#list + 1] = { path = M.config_dir() .. "/config.json" }
+  list[#list + 1] = { path = home .. "/.dockercfg", legacy = true }
+  return list
 end
 
 -- Docker Hub's credentials live under its v1 index URL.
@@ -99,12 +123,32 @@ function M.from_helper(helper, server)
   return { username = doc.Username or "", password = doc.Secret }
 end
 
---- Credentials for a registry host from the Docker configuration, or nil (anonymous).
+local lookup_in
+
+--- Credentials for a registry host, or nil (anonymous): from `cfg` when given, else from the
+--- first of `auth_files()` that has an entry for it. With `repo`, auth.json entries scoped to
+--- a namespace (`host/team/app`, `host/team`) are tried first, the longest first.
 ---@param host string "host:port" or "docker.io"
----@param cfg? table a parsed config.json (default: the user's)
+---@param cfg? table a parsed config.json or auth.json (default: search the user's files)
+---@param repo? string the repository the credentials are for
 ---@return {username:string, password?:string, identity_token?:string}|nil
-function M.lookup(host, cfg)
-  cfg = cfg or M.load_config()
+function M.lookup(host, cfg, repo)
+  if cfg then return lookup_in(host, cfg, repo) end
+  for _, file in ipairs(M.auth_files()) do
+    local loaded = M.load_config(file.path)
+    -- ~/.dockercfg is the bare auths map.
+    if file.legacy then loaded = { auths = loaded } end
+    local creds = next(loaded) and lookup_in(host, loaded, repo)
+    if creds then
+      log.debug("registry: credentials found", { host = host, file = file.path })
+      return creds
+    end
+  end
+  return nil
+end
+
+-- Credentials for host (and repo) from one parsed file.
+function lookup_in(host, cfg, repo)
   local keys = keys_for(host)
   if type(cfg.credHelpers) == "table" then
     for _, k in ipairs(keys) do
@@ -113,32 +157,55 @@ function M.lookup(host, cfg)
     end
   end
   if type(cfg.auths) == "table" then
+    -- Namespaced keys first, most specific first ("h/team/app", then "h/team"), then the host.
+    local order = {}
+    if type(repo) == "string" and host ~= "docker.io" then
+      local parts = {}
+      for c in repo:gmatch("[^/]+") do parts[#parts + 1] = c end
+      for n = #parts, 1, -1 do order[#order + 1] = host .. "/" .. table.concat(parts, "/", 1, n) end
+      for _, k in ipairs(order) do
+        local entry = cfg.auths[k]
+        if type(entry) == "table" then
+          local creds = M._entry(k, entry)
+          if creds then return creds end
+        end
+      end
+    end
     local wanted = {}
     for _, k in ipairs(keys) do wanted[bare(k)] = true end
     for key, entry in pairs(cfg.auths) do
-      if type(entry) == "table" and wanted[bare(key)] then
-        if type(entry.identitytoken) == "string" and entry.identitytoken ~= "" then
-          log.secret(entry.identitytoken)
-          return { username = entry.username or "<token>", identity_token = entry.identitytoken }
-        end
-        local user, pass = entry.username, entry.password
-        if type(entry.auth) == "string" and entry.auth ~= "" then
-          local plain = b64decode(entry.auth)
-          user, pass = (plain or ""):match("^([^:]*):(.*)$")
-          if not user then
-            errors.raise({ code = "Invalid", engine = "registry",
-              message = "config.json: auths[" .. key .. "].auth is not base64 user:password" }, 2)
-          end
-        end
-        if user then
-          log.secret(pass)
-          return { username = user, password = pass }
-        end
+      -- A key without a scheme but with a path is scoped to a namespace (tried above).
+      local scoped = not key:find("^%a+://") and key:find("/.", 1) ~= nil
+      if type(entry) == "table" and not scoped and wanted[bare(key)] then
+        local creds = M._entry(key, entry)
+        if creds then return creds end
       end
     end
   end
   if type(cfg.credsStore) == "string" and cfg.credsStore ~= "" then
     return M.from_helper(cfg.credsStore, keys[1])
+  end
+  return nil
+end
+
+-- The credentials of one auths entry, or nil when it holds none.
+function M._entry(key, entry)
+  if type(entry.identitytoken) == "string" and entry.identitytoken ~= "" then
+    log.secret(entry.identitytoken)
+    return { username = entry.username or "<token>", identity_token = entry.identitytoken }
+  end
+  local user, pass = entry.username, entry.password
+  if type(entry.auth) == "string" and entry.auth ~= "" then
+    local plain = b64decode(entry.auth)
+    user, pass = (plain or ""):match("^([^:]*):(.*)$")
+    if not user then
+      errors.raise({ code = "Invalid", engine = "registry",
+        message = "credentials: auths[" .. key .. "].auth is not base64 user:password" }, 3)
+    end
+  end
+  if user then
+    log.secret(pass)
+    return { username = user, password = pass }
   end
   return nil
 end

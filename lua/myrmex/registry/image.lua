@@ -9,6 +9,7 @@ local plan = require("myrmex.plan")
 local rt = require("myrmex.core.runtime")
 local archive = require("myrmex.core.archive")
 local reference = require("myrmex.registry.reference")
+local lay = require("myrmex.registry.layers")
 
 local M = {}
 local R -- myrmex.registry, set by install
@@ -405,12 +406,6 @@ end
 -- ---------------------------------------------------------------------------------------
 -- Push
 
-local function layer_media(first_bytes)
-  if first_bytes and first_bytes:sub(1, 2) == "\31\139" then return MEDIA.oci_layer_gzip end
-  if first_bytes and first_bytes:sub(1, 4) == "\40\181\47\253" then return MEDIA.oci_layer .. "+zstd" end
-  return MEDIA.oci_layer
-end
-
 -- Push one image manifest from a layout directory: blobs in parallel, then the manifest.
 local function push_layout_manifest(client, repo, dir, mbody, stats)
   local ok, m = pcall(json.decode, mbody)
@@ -527,7 +522,7 @@ local function push_archive(client, path, r, opts, stats)
       end
       d = h:final()
     end
-    info[p] = { digest = d, size = e.size, media = layer_media(first) }
+    info[p] = { digest = d, size = e.size, media = lay.media(lay.sniff(first)) }
   end)
   if not config then fail("Invalid", path .. ": config " .. item.Config .. " missing") end
   local digest = require("myrmex.digest")
@@ -537,24 +532,60 @@ local function push_archive(client, path, r, opts, stats)
   local descs = {}
   for i, l in ipairs(item.Layers or {}) do
     local li = info[l] or fail("Invalid", path .. ": layer " .. l .. " missing")
-    manifest.layers[i] = { mediaType = li.media, digest = li.digest, size = li.size }
-    descs[i] = { digest = li.digest, size = li.size, entry = l }
+    descs[i] = { digest = li.digest, size = li.size, entry = l, media = li.media, index = i }
   end
+  -- Plain tar layers are compressed on the way (gzip unless asked otherwise); compressed
+  -- ones are sent as they are unless a compression is asked for.
+  local level = opts.compression_level
   each_layer("push " .. r.repository, descs, client.parallel, function(desc)
-    if client:blob_exists(r.repository, desc.digest) then
-      stats.skipped = stats.skipped + 1
-      return
-    end
+    local fmt = lay.format_of(desc.media)
+    local target = opts.compression or (fmt == "none" and "gzip" or fmt)
+    local out = { mediaType = lay.media(target), digest = desc.digest, size = desc.size }
+    manifest.layers[desc.index] = out
     local t0 = rt.monotonic()
-    -- The entry's data goes to the request as a source: no copy through Lua, flat memory.
-    -- A dropped upload is started again from a fresh reader of the tar.
-    client:_retrying(function()
-      scan_tar(path, { [desc.entry] = true }, function(_, _, rd)
-        client:upload(r.repository, desc.digest, rd:source(), desc.size)
+    if target == fmt then
+      if client:blob_exists(r.repository, desc.digest) then
+        stats.skipped = stats.skipped + 1
+        return
+      end
+      -- The entry's data goes to the request as a source: no copy through Lua, flat memory.
+      -- A dropped upload is started again from a fresh reader of the tar.
+      client:_retrying(function()
+        scan_tar(path, { [desc.entry] = true }, function(_, _, rd)
+          client:upload(r.repository, desc.digest, rd:source(), desc.size)
+        end)
       end)
-    end)
-    stats.layers, stats.bytes = stats.layers + 1, stats.bytes + desc.size
-    log.info("registry: layer pushed", { digest = desc.digest, size = desc.size,
+    else
+      local cached = fmt == "none" and lay.cache_get(target, level, desc.digest)
+      if cached and client:blob_exists(r.repository, cached.digest) then
+        out.digest, out.size = cached.digest, cached.size
+        stats.skipped = stats.skipped + 1
+        return
+      end
+      local res
+      client:_retrying(function()
+        scan_tar(path, { [desc.entry] = true }, function(_, _, rd)
+          local src, result = lay.transcode(rd:source(), fmt, target, { level = level })
+          local got = client:upload_source(r.repository, src, nil)
+          local err
+          res, err = result()
+          if not res then
+            fail("Engine", ("%s: compressing %s: %s"):format(path, desc.entry, tostring(err)))
+          end
+          if res.digest ~= got then
+            fail("DigestMismatch", ("%s: %s was sent as %s, compressed to %s")
+              :format(path, desc.entry, got, res.digest))
+          end
+        end)
+      end)
+      if fmt == "none" and res.diff_id ~= desc.digest then
+        fail("DigestMismatch", ("%s: %s has digest %s, expected %s"):format(path, desc.entry, res.diff_id, desc.digest))
+      end
+      if fmt == "none" then lay.cache_put(target, level, res.diff_id, res.digest, res.size) end
+      out.digest, out.size = res.digest, res.size
+    end
+    stats.layers, stats.bytes = stats.layers + 1, stats.bytes + out.size
+    log.info("registry: layer pushed", { digest = out.digest, size = out.size, compression = target,
       duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
   end)
   client:upload(r.repository, cfg_digest, config, #config)
@@ -608,12 +639,22 @@ local function push_engine(client, src, r, opts, stats)
   local d = docker_client(opts)
   local info = d:inspect_image(src)
   local diff_ids = type(info.RootFS) == "table" and info.RootFS.Layers or {}
-  -- Layers the registry has (HEAD of each diff id: the blob digest of an uncompressed layer).
+  -- The save stream's layers are plain tar: compressed on the way unless asked not to.
+  local want, level = opts.compression or "gzip", opts.compression_level
+  -- Layers the registry has, in the form this push sends them: a HEAD of each diff id (the
+  -- blob digest of an uncompressed layer), or of what the layer compressed to last time.
   local have = {}
-  for _, id in ipairs(diff_ids) do have[id] = client:blob_exists(r.repository, id) ~= nil end
+  for _, id in ipairs(diff_ids) do
+    if want == "none" then
+      if client:blob_exists(r.repository, id) then have[id] = { digest = id } end
+    else
+      local c = lay.cache_get(want, level, id)
+      if c and client:blob_exists(r.repository, c.digest) then have[id] = c end
+    end
+  end
   local what = "engine save of " .. src
   local progress <close> = log.progress("push " .. r.repository, { total = #diff_ids, unit = "layers" })
-  local small, layers, v1 = {}, {}, {}
+  local small, layers_of, v1 = {}, {}, {}
   local rd <close> = archive.open(d:save_source(src))
   local function layer(p, e, first)
     local t0 = rt.monotonic()
@@ -621,23 +662,47 @@ local function push_engine(client, src, r, opts, stats)
     local v1id = p:match("^(%x+)/layer%.tar$")
     -- The digest the entry must have: its name (OCI save) or its place in the v1 chain.
     local known = named and ("sha256:" .. named) or (v1id and legacy_diff_id(v1, v1id, diff_ids))
-    local l = { digest = known, size = e.size, media = layer_media(first) }
-    if known and have[known] then
+    local fmt = lay.sniff(first)
+    -- A layer the engine already holds compressed is sent as it is unless asked otherwise.
+    local target = (opts.compression == nil and fmt ~= "none") and fmt or want
+    local l, pushed
+    pushed = true
+    if known and fmt == "none" and have[known] then
+      pushed = false
+      l = { digest = have[known].digest, size = have[known].size or e.size, media = lay.media(target),
+        diff_id = known }
       stats.skipped = stats.skipped + 1
-      log.info("registry: layer exists, skipped", { digest = known, size = e.size })
-    else
+      log.info("registry: layer exists, skipped", { digest = l.digest, size = l.size })
+    elseif target == fmt then
       local ok, got = pcall(client.upload_source, client, r.repository, rd:source(), e.size)
       if not ok then layer_failure(got, what, p, tostring(r)) end
       if known and got ~= known then
         fail("DigestMismatch", ("%s: layer %s has digest %s, expected %s"):format(what, p, got, known))
       end
-      l.digest = got
-      stats.layers, stats.bytes = stats.layers + 1, stats.bytes + e.size
-      log.info("registry: layer pushed", { digest = got, size = e.size,
+      l = { digest = got, size = e.size, media = lay.media(fmt), diff_id = fmt == "none" and got or nil }
+    else
+      -- Compressed as it goes by: both digests come from the same pass over the entry.
+      local enc, result = lay.transcode(rd:source(), fmt, target, { level = level })
+      local ok, got = pcall(client.upload_source, client, r.repository, enc, nil)
+      if not ok then layer_failure(got, what, p, tostring(r)) end
+      local res, err = result()
+      if not res then fail("Engine", ("%s: compressing layer %s: %s"):format(what, p, tostring(err))) end
+      if res.digest ~= got then
+        fail("DigestMismatch", ("%s: layer %s was sent as %s, compressed to %s"):format(what, p, got, res.digest))
+      end
+      if known and fmt == "none" and res.diff_id ~= known then
+        fail("DigestMismatch", ("%s: layer %s has digest %s, expected %s"):format(what, p, res.diff_id, known))
+      end
+      l = { digest = res.digest, size = res.size, media = lay.media(target), diff_id = res.diff_id }
+      if fmt == "none" then lay.cache_put(target, level, res.diff_id, res.digest, res.size) end
+    end
+    if pushed then
+      stats.layers, stats.bytes = stats.layers + 1, stats.bytes + l.size
+      log.info("registry: layer pushed", { digest = l.digest, size = l.size, compression = target,
         duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
     end
     progress:add(1)
-    layers[p] = l
+    layers_of[p] = l
   end
   local cur -- the entry being read, for an error from the stream itself
   local ok, err = pcall(function()
@@ -681,12 +746,12 @@ local function push_engine(client, src, r, opts, stats)
   local config = small[item.Config] or fail("Invalid", what .. ": config " .. item.Config .. " missing")
   local manifest = { schemaVersion = 2, mediaType = MEDIA.oci_manifest, layers = {} }
   for i, path in ipairs(item.Layers or {}) do
-    local l = layers[path] or fail("Invalid", what .. ": layer " .. path .. " missing")
+    local l = layers_of[path] or fail("Invalid", what .. ": layer " .. path .. " missing")
     manifest.layers[i] = { mediaType = l.media, digest = l.digest or diff_ids[i], size = l.size }
-    -- An uncompressed layer's digest is its diff id: a wrong guess above would show here,
+    -- A layer's uncompressed digest is its diff id: a wrong guess above would show here,
     -- before anything points at the image.
-    if l.media == MEDIA.oci_layer and diff_ids[i] and manifest.layers[i].digest ~= diff_ids[i] then
-      fail("Invalid", ("%s: layer %d is %s, the image says %s"):format(what, i, manifest.layers[i].digest, diff_ids[i]))
+    if l.diff_id and diff_ids[i] and l.diff_id ~= diff_ids[i] then
+      fail("Invalid", ("%s: layer %d is %s, the image says %s"):format(what, i, l.diff_id, diff_ids[i]))
     end
   end
   local cfg_digest = client:upload(r.repository, require("myrmex.digest").string(config), config, #config)
@@ -699,7 +764,9 @@ end
 --- docker-archive tar, or the name of an image in the local engine (saved, then pushed).
 local function push_image(client, src, ref, opts)
   if type(src) ~= "string" or src == "" then misuse("push_image", "source must be a string") end
-  opts = options("push_image", opts, set { "from", "name", "platform", "all_platforms", "docker" })
+  opts = options("push_image", opts, set { "from", "name", "platform", "all_platforms", "docker", "compression",
+    "compression_level" })
+  lay.check("push_image", opts.compression)
   local r = client:ref(ref)
   local from = opts.from
   if not from then
