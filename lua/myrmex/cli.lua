@@ -21,6 +21,7 @@ Usage:
   myrmex describe RECIPE           show a recipe's parameters and documentation
   myrmex RECIPE --help             the same as describe
   myrmex doctor                    check each engine: reachable, version, where configured
+  myrmex lint DOCKERFILE...        lint Dockerfiles as hadolint does (myrmex lint --help)
   myrmex version                   print the version
   myrmex FILE.lua [args...]        run a Lua script with the myrmex modules (like lua)
   myrmex -e CHUNK                  run a Lua chunk
@@ -425,6 +426,8 @@ local COMMANDS = {
     return cmd_list()
   end,
   describe = cmd_describe,
+  -- hadolint's command line and exit codes, so it can stand in for hadolint in CI.
+  lint = function(args) return require("myrmex.dockerfile.lint").main(args) end,
   doctor = function(args)
     if args[2] then usage("unexpected argument '%s'", args[2]) end
     return cmd_doctor()

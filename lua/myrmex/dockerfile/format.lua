@@ -69,8 +69,8 @@ local function cc_issue(f, opts, fingerprint)
     -- GitLab deduplicates issues across pipelines by fingerprint: the same rule on the same
     -- line of the same file with the same message is the same issue.
     local digest = require("myrmex.digest")
-    issue.fingerprint = digest.string("sha256", table.concat({ file_of(f, opts), f.rule, tostring(f.line),
-      f.message }, "\0")):match("[%x]+$")
+    issue.fingerprint = digest.string(table.concat({ file_of(f, opts), f.rule, tostring(f.line),
+      f.message }, "\0"), "sha256"):match("[%x]+$")
   end
   return issue
 end

@@ -456,4 +456,142 @@ function M.config(opts)
   return cfg
 end
 
+-- ------------------------------------------------------------------ myrmex lint
+
+M.USAGE = [[
+Usage: myrmex lint [options] DOCKERFILE...   (- reads standard input)
+
+  -f, --format FMT             tty (default), json, checkstyle, codeclimate,
+                               gitlab_codeclimate, sarif, sonarqube
+  -c, --config FILE            hadolint's configuration (default: ./.hadolint.yaml, then
+                               hadolint's places under $XDG_CONFIG_HOME and $HOME)
+  -t, --failure-threshold LVL  error, warning, info (default), style, ignore or none
+      --ignore RULE            do not report RULE (repeatable)
+      --error/--warning/--info/--style RULE   report RULE with that severity (repeatable)
+      --trusted-registry REG   registries DL3026 allows (repeatable)
+      --require-label L:TYPE   label schema entry (text url semver hash rfc3339 spdx email)
+      --strict-labels          labels outside the schema are DL3050 findings
+      --disable-ignore-pragma  do not honour # hadolint ignore= comments
+      --no-shellcheck          do not run ShellCheck on RUN scripts
+      --no-fail                exit 0 whatever the findings
+      --no-color               no colours in tty output
+HADOLINT_* variables are read as hadolint reads them. Exit status: 0 no finding at or above
+the threshold, 1 findings, a file that cannot be read, or a usage error (as hadolint).
+]]
+
+local function usage_fail(msg)
+  io.stderr:write("myrmex lint: ", msg, "\n")
+  return 1
+end
+
+--- `myrmex lint [options] FILE...`: hadolint's command line. Returns the exit status.
+---@param args string[] args[1] is "lint"
+---@return integer
+function M.main(args)
+  local formats = require("myrmex.dockerfile.format")
+  local files, cli, i = {}, { ignore = {}, override = {}, labels = {}, registries = {} }, 2
+  local value_opts = { ["-f"] = "format", ["--format"] = "format", ["-c"] = "config", ["--config"] = "config",
+    ["-t"] = "threshold", ["--failure-threshold"] = "threshold", ["--ignore"] = "ignore",
+    ["--error"] = "error", ["--warning"] = "warning", ["--info"] = "info", ["--style"] = "style",
+    ["--trusted-registry"] = "registry", ["--require-label"] = "label" }
+  local flags = { ["--strict-labels"] = "strict_labels", ["--disable-ignore-pragma"] = "disable_ignore_pragma",
+    ["--no-shellcheck"] = "no_shellcheck", ["--no-fail"] = "no_fail", ["--no-color"] = "no_color" }
+  while i <= #args do
+    local a = args[i]
+    local name, inline = a:match("^(%-%-[%w%-]+)=(.*)$")
+    name = name or a
+    if a == "-h" or a == "--help" then
+      io.stdout:write(M.USAGE)
+      return 0
+    elseif value_opts[name] then
+      local v = inline
+      if not v then
+        i = i + 1
+        v = args[i]
+      end
+      if v == nil then return usage_fail(name .. " needs a value") end
+      local key = value_opts[name]
+      if key == "ignore" then cli.ignore[#cli.ignore + 1] = v
+      elseif key == "registry" then cli.registries[#cli.registries + 1] = v
+      elseif key == "label" then
+        local l, kind = v:match("^([^:]+):(.+)$")
+        if not l or not rules.LABEL_TYPES[kind] then
+          return usage_fail(name .. ": '" .. v .. "' is not LABEL:TYPE (text, url, semver, hash, rfc3339, spdx, email)")
+        end
+        cli.labels[l] = kind
+      elseif key == "error" or key == "warning" or key == "info" or key == "style" then
+        cli.override[key] = cli.override[key] or {}
+        table.insert(cli.override[key], v)
+      elseif key == "format" then
+        local ok = false
+        for _, n in ipairs(formats.NAMES) do if n == v then ok = true end end
+        if not ok then return usage_fail(name .. ": one of " .. table.concat(formats.NAMES, ", ") .. " expected, got '" .. v .. "'") end
+        cli.format = v
+      elseif key == "threshold" then
+        if not RANK[v] then return usage_fail(name .. ": error, warning, info, style, ignore or none expected, got '" .. v .. "'") end
+        cli.threshold = v
+      else
+        cli[key] = v
+      end
+    elseif flags[a] then
+      cli[flags[a]] = true
+    elseif a ~= "-" and a:match("^%-") then
+      return usage_fail("unknown option '" .. a .. "' (see myrmex lint --help)")
+    else
+      files[#files + 1] = a
+    end
+    i = i + 1
+  end
+  if #files == 0 then return usage_fail("no Dockerfile given (see myrmex lint --help)") end
+  local ok, cfg = pcall(M.config, { file = cli.config })
+  if not ok then return usage_fail(tostring(cfg)) end
+  local o = cfg.lint
+  for _, id in ipairs(cli.ignore) do o.ignore[#o.ignore + 1] = id end
+  for level, ids in pairs(cli.override) do
+    o.override[level] = o.override[level] or {}
+    for _, id in ipairs(ids) do table.insert(o.override[level], id) end
+  end
+  if #cli.registries > 0 then o.trusted_registries = cli.registries end
+  if next(cli.labels) then
+    o.label_schema = o.label_schema or {}
+    for k, v in pairs(cli.labels) do o.label_schema[k] = v end
+  end
+  if cli.strict_labels then o.strict_labels = true end
+  if cli.disable_ignore_pragma then o.disable_ignore_pragma = true end
+  if cli.no_shellcheck then o.shell = false end
+  local fmt = cli.format or cfg.format or "tty"
+  if not formats[fmt] then return usage_fail("format '" .. fmt .. "' from " .. (cfg.file or "HADOLINT_FORMAT")
+    .. " is not one of " .. table.concat(formats.NAMES, ", ")) end
+  local threshold = cli.threshold or cfg.failure_threshold or "info"
+  local all, status = {}, 0
+  for _, path in ipairs(files) do
+    local text, err
+    if path == "-" then
+      text = io.stdin:read("a")
+    else
+      local f
+      f, err = io.open(path, "r")
+      if f then text = f:read("a") f:close() end
+    end
+    if not text then
+      io.stderr:write("myrmex lint: ", tostring(err), "\n")
+      status = 1
+    else
+      local lok, found = pcall(M.lint, text, o)
+      if not lok then
+        io.stderr:write("myrmex lint: ", path, ": ", require("myrmex.errors").message(found), "\n")
+        status = 1
+      else
+        for _, f in ipairs(found) do f.file = path all[#all + 1] = f end
+      end
+    end
+  end
+  local rt = require("myrmex.core.runtime")
+  local color = fmt == "tty" and not cli.no_color and not cfg.no_color and not os.getenv("NO_COLOR")
+    and rt.isatty(1)
+  io.stdout:write(formats[fmt](all, { color = color }))
+  if M.fails(all, threshold) and not (cli.no_fail or cfg.no_fail) then status = 1 end
+  return status
+end
+
 return M
