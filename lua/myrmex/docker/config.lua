@@ -388,7 +388,9 @@ local FIELDS = {
 function M.check_stdin(fname, key, v)
   if v == nil or type(v) == "string" or type(v) == "function" then return v end
   if type(v) == "table" then
-    for k in pairs(v) do if k ~= "file" then fail(fname, key .. "." .. tostring(k), "unknown key") end end
+    for k in pairs(v) do
+      if k ~= "file" then error(("%s: %s.%s: unknown key"):format(fname, key, tostring(k)), 0) end
+    end
     if type(v.file) == "string" then return v end
   end
   error(("%s: %s: expected a string, a function(write) or {file = PATH}, got %s"):format(fname, key,

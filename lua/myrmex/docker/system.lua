@@ -175,7 +175,8 @@ return function(Client, H)
   --- Disk usage (docker system df): the engine's lists of images, containers, volumes and
   --- build-cache records, layers_size, and per kind a summary {total=, active=, size=,
   --- reclaimable=} as the CLI prints it.
-  ---@return {images:table[], containers:table[], volumes:table[], build_cache:table[], layers_size:integer, summary:table}
+  ---@return {images:table[], containers:table[], volumes:table[], build_cache:table[],
+  ---  layers_size:integer, summary:table}
   function Client:system_df()
     local r = self:_call("system_df", nil, { path = "/system/df", timeout = false })
     local out = { images = list_or_empty(r.Images), containers = list_or_empty(r.Containers),
@@ -216,7 +217,9 @@ return function(Client, H)
     local keep
     if o.keep_storage ~= nil then
       keep = require("myrmex.docker.config").bytes(o.keep_storage)
-      if not keep then H.misuse("prune_build_cache", "keep_storage: expected bytes, got " .. tostring(o.keep_storage)) end
+      if not keep then
+        H.misuse("prune_build_cache", "keep_storage: expected bytes, got " .. tostring(o.keep_storage))
+      end
     end
     return self:_mutate("prune_build_cache", nil, o, function()
       local r = self:_call("prune_build_cache", nil, { method = "POST", path = "/build/prune", timeout = false,
