@@ -251,9 +251,9 @@ local SHELLCHECK = process.which("shellcheck")
 describe("ShellCheck inside RUN", function()
   local text = lines(
     "FROM a:1", -- 1
-    "ARG NAME", -- 2
+    "ARG name", -- 2
     "RUN echo $1 && \\", -- 3
-    "    echo $NAME", -- 4
+    "    echo $name", -- 4
     "RUN <<EOF", -- 5
     "set -e", -- 6
     "for f in $(ls); do echo $f; done", -- 7
@@ -273,10 +273,10 @@ describe("ShellCheck inside RUN", function()
     for _, f in ipairs(found) do
       if f.rule:match("^SC") then got[#got + 1] = f.line .. " " .. f.rule end
     end
-    -- $1 unquoted on the joined RUN (reported on its first line); ls in a for loop and
-    -- the unquoted $f in the heredoc body, on their own lines. The ignored RUN and the exec
-    -- form give nothing; $NAME is an ARG, so it is not "referenced but not assigned".
-    assert.are.same({ "3 SC2086", "7 SC2045", "7 SC2086" }, got)
+    -- $1 and $NAME unquoted on the joined RUN (reported on its first line); ls in a for
+    -- loop and the unquoted $f in the heredoc body, on their own lines. The ignored RUN and
+    -- the exec form give nothing.
+    assert.are.same({ "3 SC2086", "3 SC2086", "7 SC2045", "7 SC2086" }, got)
     assert.are.same({}, lines_of(dockerfile.lint(text, { shell = false }), "SC2086"))
   end)
 end)
