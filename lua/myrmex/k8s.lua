@@ -81,12 +81,14 @@ function Client:_auth(refresh)
     headers.Authorization = "Bearer " .. a.token
   elseif a.kind == "token_file" then
     local f = io.open(a.path)
-    if not f then
+    local tok = a.token
+    if f then
+      tok = f:read("a"):gsub("%s+$", "")
+      f:close()
+      log.secret(tok)
+    elseif not tok then
       errors.raise({ code = "Unauthorized", engine = "k8s", message = "token file " .. a.path .. " cannot be read" }, 0)
     end
-    local tok = f:read("a"):gsub("%s+$", "")
-    f:close()
-    log.secret(tok)
     headers.Authorization = "Bearer " .. tok
   elseif a.kind == "exec" then
     local cred = kubeconfig.exec_credential(a.exec, self.settings.cluster_info, { refresh = refresh,
@@ -125,7 +127,8 @@ M._status_error = status_error
 -- server's own filters before any handler ran: both are retried whatever the method. Any
 -- other 5xx, or a connection lost mid-request, is retried only for a request that can be
 -- sent twice with the same effect (a POST could create twice; a JSON patch could add twice).
--- A connection that could not be made sent nothing, so it is retried for every method.
+-- A connection that could not be made is not retried (client-go does not either): an
+-- unreachable server is reported at once, not after the whole budget of waits.
 local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, PUT = true, DELETE = true }
 local RETRY_5XX = { [500] = true, [502] = true, [503] = true, [504] = true }
 M.RETRY_BASE, M.RETRY_CAP, M.RETRY_AFTER_CAP = 0.25, 8, 30
@@ -158,9 +161,12 @@ M._backoff = backoff
 local function retry_reason(method, opts, res, err)
   if err then
     if not errors.is(err, "Unreachable") then return nil end
+    -- A connection reset or cut mid-answer, as client-go retries it; a proxy that refused the
+    -- tunnel answered for good.
     local msg = errors.message(err)
-    if msg:find("cannot connect to", 1, true) then return "connect" end
-    if idempotent(method, opts) then return "connection" end
+    if msg:find("lost", 1, true) and not msg:find("tunnel", 1, true) and idempotent(method, opts) then
+      return "connection"
+    end
     return nil
   end
   if res.status == 429 then return 429 end

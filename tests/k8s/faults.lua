@@ -10,13 +10,24 @@ local http = require("myrmex.http")
 local M = {}
 local SRC = os.getenv("MYRMEX_SOURCE_DIR") or "."
 
---- Start the API server and the fault proxy; returns {url=, api=, kubeconfig=, stop=, ...}.
-function M.start()
+--- Start the API server and the fault proxy; returns {url=, api=, port=, kubeconfig=, stop=,
+--- ...}. opts.tokens: bearer tokens the API server accepts (it accepts anything without);
+--- opts.tls: the API server speaks TLS (certificate for 127.0.0.1 by `s.ca`), as clients send
+--- bearer tokens only over TLS.
+function M.start(opts)
+  opts = opts or {}
   local dir = sh.run("mktemp -d /tmp/myrmex-k8s-faults-XXXXXX").stdout:gsub("%s+$", "")
-  local api = server.start("exec /usr/bin/python3 " .. sh.q(SRC .. "/tests/k8s/apiserver.py") .. " --delay 0.1", 20)
-  local api_url = "http://127.0.0.1:" .. api.port
+  local cmd = "exec /usr/bin/python3 " .. sh.q(SRC .. "/tests/k8s/apiserver.py") .. " --delay 0.1"
+  for _, t in ipairs(opts.tokens or {}) do cmd = cmd .. " --token " .. sh.q(t) end
+  if opts.tls then
+    assert(sh.run({ "bash", SRC .. "/tests/support/tlsgen.sh", dir }).code == 0)
+    cmd = cmd .. " --cert " .. dir .. "/server.pem --key " .. dir .. "/server.key"
+  end
+  local api = server.start(cmd, 20)
+  local api_url = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. api.port
   local proxy = server.start("exec /usr/bin/python3 " .. sh.q(SRC .. "/tests/k8s/faults.py") .. " " .. api_url, 20)
-  local s = { dir = dir, api = api_url, url = "http://127.0.0.1:" .. proxy.port }
+  local s = { dir = dir, api = api_url, api_port = api.port, port = proxy.port, ca = opts.tls and (dir .. "/ca.pem"),
+    url = "http://127.0.0.1:" .. proxy.port }
   local cfg = { apiVersion = "v1", kind = "Config", ["current-context"] = "test",
     clusters = { { name = "test", cluster = { server = s.url } } },
     contexts = { { name = "test", context = { cluster = "test", user = "u", namespace = "default" } } },
@@ -56,6 +67,19 @@ function M:ack() return post(self.url .. "/_faults/ack") end
 function M:log()
   local res = http.request({ url = self.url .. "/_faults/log" })
   return json.decode(res.body)
+end
+
+--- Write a kubeconfig in the server's directory: `cluster` and `user` sections, named `name`.
+function M:kubeconfig_with(name, cluster, user)
+  local cfg = { apiVersion = "v1", kind = "Config", ["current-context"] = "test",
+    clusters = { { name = "test", cluster = cluster } },
+    contexts = { { name = "test", context = { cluster = "test", user = "u", namespace = "default" } } },
+    users = { { name = "u", user = user or json.object() } } }
+  local path = self.dir .. "/" .. name
+  local f = assert(io.open(path, "wb"))
+  f:write(json.encode(cfg))
+  f:close()
+  return path
 end
 
 --- The logged requests whose method is `method` and whose path contains `text`.

@@ -15,10 +15,13 @@ Controls (never forwarded):
                         stream report: for each line, whether its ack came before the next
                         line was sent (false: the client only saw it later).
 Anything else is forwarded to the upstream, streamed back chunk by chunk (watches work).
+It is also a forward proxy for the proxy specs: an absolute-URI request for a host under
+.myrmex.test goes to the upstream (logged with "proxied": true); CONNECT is logged and refused.
 """
 import http.client
 import json
 import re
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -113,6 +116,12 @@ class Proxy(BaseHTTPRequestHandler):
         if self.path.startswith("/_faults/"):
             return self.control(data)
         method, path = self.command, self.path
+        proxied = False
+        if path.startswith("http://"):
+            u = urlsplit(path)
+            if not (u.hostname or "").endswith(".myrmex.test"):
+                return self.reply(403, b"{}")
+            path, proxied = u.path + ("?" + u.query if u.query else ""), True
         rule = self.take(RULES, lambda r: (r.get("method") in (None, method)) and re.search(r["path"], path))
         if rule:
             with LOCK:
@@ -128,11 +137,16 @@ class Proxy(BaseHTTPRequestHandler):
                 LOG.append({"method": method, "path": path, "status": 200, "injected": True})
             return self.stream(spec)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "host")}
-        conn = http.client.HTTPConnection(UP.hostname, UP.port, timeout=600)
+        if UP.scheme == "https":
+            conn = http.client.HTTPSConnection(UP.hostname, UP.port, timeout=600,
+                                               context=ssl._create_unverified_context())
+        else:
+            conn = http.client.HTTPConnection(UP.hostname, UP.port, timeout=600)
         conn.request(method, path, body=data, headers=headers)
         res = conn.getresponse()
         with LOCK:
-            LOG.append({"method": method, "path": path, "status": res.status, "injected": False})
+            LOG.append({"method": method, "path": path, "status": res.status, "injected": False,
+                        "proxied": proxied})
         self.send_response(res.status)
         for k, v in res.getheaders():
             if k.lower() not in ("transfer-encoding", "content-length", "connection"):
@@ -148,6 +162,11 @@ class Proxy(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
         conn.close()
+
+    def do_CONNECT(self):
+        with LOCK:
+            LOG.append({"method": "CONNECT", "path": self.path, "status": 403, "injected": False, "proxied": True})
+        self.reply(403, b"{}")
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
 

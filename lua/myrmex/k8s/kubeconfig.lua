@@ -159,11 +159,14 @@ local function auth_of(user, name)
     if type(e.command) ~= "string" then fail("kubeconfig user " .. name .. ": exec.command is required") end
     return { kind = "exec", exec = e }
   end
-  if type(user.token) == "string" and user.token ~= "" then
-    log.secret(user.token)
-    return { kind = "token", token = user.token }
+  local token = type(user.token) == "string" and user.token ~= "" and user.token or nil
+  if token then log.secret(token) end
+  -- With both, client-go reads the file (and re-reads it: projected tokens rotate), keeping
+  -- the inline token only for when the file cannot be read.
+  if type(user.tokenFile) == "string" and user.tokenFile ~= "" then
+    return { kind = "token_file", path = user.tokenFile, token = token }
   end
-  if type(user.tokenFile) == "string" then return { kind = "token_file", path = user.tokenFile } end
+  if token then return { kind = "token", token = token } end
   if type(user.username) == "string" then
     if type(user.password) == "string" then log.secret(user.password) end
     return { kind = "basic", username = user.username, password = user.password or "" }
@@ -172,6 +175,77 @@ local function auth_of(user, name)
     fail("kubeconfig user " .. name .. ": auth-provider plugins are not supported; use an exec plugin")
   end
   return { kind = "none" }
+end
+
+-- NO_PROXY matching as Go's net/http/httpproxy does it (what kubectl and client-go use): "*"
+-- matches everything; an IP or CIDR matches addresses; "example.com" matches it and its
+-- subdomains, ".example.com" (or "*.example.com") only the subdomains; an entry with a port
+-- matches that port only.
+local function ip_bits(s)
+  local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if not a then return nil end
+  local n = 0
+  for _, part in ipairs({ a, b, c, d }) do
+    local v = tonumber(part)
+    if v > 255 then return nil end
+    n = n * 256 + v
+  end
+  return n
+end
+
+local function no_proxy_match(entry, host, port)
+  local want_port
+  local h = entry
+  local p = entry:match(":(%d+)$")
+  if p and not entry:find("/", 1, true) then h, want_port = entry:sub(1, -(#p + 2)), p end
+  if want_port and want_port ~= port then return false end
+  local net, bits = h:match("^([%d%.]+)/(%d+)$")
+  if net then
+    local a, x = ip_bits(net), ip_bits(host)
+    bits = tonumber(bits)
+    if not a or not x or bits > 32 then return false end
+    local size = 2 ^ (32 - bits)
+    return a // size == x // size
+  end
+  if h:sub(1, 2) == "*." then h = h:sub(2) end
+  if h:sub(1, 1) == "." then return host:sub(-#h) == h end
+  return host == h or host:sub(-(#h + 1)) == "." .. h
+end
+
+--- The proxy that $HTTPS_PROXY / $HTTP_PROXY (by the server's scheme) and $NO_PROXY give for
+--- `server`, as client-go reads them: never for localhost or a loopback address, upper-case
+--- names before lower-case ones, `http://` assumed when the value has no scheme.
+---@param server string
+---@param getenv? fun(name:string):string|nil defaults to os.getenv
+---@return string|nil
+function M.env_proxy(server, getenv)
+  getenv = getenv or os.getenv
+  local function env(name)
+    local v = getenv(name)
+    if v == nil or v == "" then v = getenv(name:lower()) end
+    if v == "" then return nil end
+    return v
+  end
+  local scheme, authority = server:match("^(%a+)://([^/]*)")
+  if not scheme then return nil end
+  local host, port
+  if authority:sub(1, 1) == "[" then
+    host, port = authority:match("^%[(.-)%]:?(%d*)$")
+  else
+    host, port = authority:match("^([^:]*):?(%d*)$")
+  end
+  if not host then return nil end
+  host, scheme = host:lower(), scheme:lower()
+  port = port ~= "" and port or (scheme == "https" and "443" or "80")
+  local proxy = env(scheme == "https" and "HTTPS_PROXY" or "HTTP_PROXY")
+  if not proxy then return nil end
+  if host == "localhost" or host:match("^127%.") or host == "::1" then return nil end
+  for entry in (env("NO_PROXY") or ""):gmatch("[^,%s]+") do
+    entry = entry:lower()
+    if entry == "*" or no_proxy_match(entry, host, port) then return nil end
+  end
+  if not proxy:find("://", 1, true) then proxy = "http://" .. proxy end
+  return proxy
 end
 
 --- The connection settings of one context: server URL, namespace, TLS table for
@@ -200,7 +274,8 @@ function M.resolve(cfg, opts)
   return {
     server = cluster.server:gsub("/+$", ""), namespace = ns, context = ctx_name,
     cluster = ctx.cluster, user = ctx.user, tls = tls_of(cluster, user),
-    auth = auth_of(user, tostring(ctx.user)), proxy = cluster["proxy-url"], cluster_info = cluster,
+    auth = auth_of(user, tostring(ctx.user)), cluster_info = cluster,
+    proxy = cluster["proxy-url"] or M.env_proxy(cluster.server),
   }
 end
 
@@ -216,6 +291,7 @@ function M.in_cluster(dir)
   return {
     server = "https://" .. host .. ":" .. (port or "443"), namespace = ns and ns:gsub("%s+$", "") or "default",
     context = "in-cluster", tls = { ca = dir .. "/ca.crt" },
+    proxy = M.env_proxy("https://" .. host .. ":" .. (port or "443")),
     auth = { kind = "token_file", path = dir .. "/token" },
   }
 end
@@ -245,10 +321,25 @@ local function run_plugin(e, cluster, timeout)
   local info = { apiVersion = e.apiVersion or "client.authentication.k8s.io/v1", kind = "ExecCredential",
     spec = { interactive = false } }
   if e.provideClusterInfo and cluster then
-    info.spec.cluster = { server = cluster.server,
-      ["certificate-authority-data"] = cluster["certificate-authority-data"],
+    -- As client-go fills ExecCredential's Cluster: the CA's bytes whether the kubeconfig
+    -- inlines them or names a file, the proxy, and the cluster's exec extension as `config`.
+    local ca = cluster["certificate-authority-data"]
+    if (ca == nil or ca == "") and type(cluster["certificate-authority"]) == "string" then
+      local pem = read_file(cluster["certificate-authority"])
+      if not pem then
+        errors.raise({ code = "Unauthorized", engine = "k8s", message = "exec plugin " .. e.command
+          .. ": certificate-authority " .. cluster["certificate-authority"] .. " cannot be read" }, 0)
+      end
+      ca = require("myrmex.digest").base64(pem)
+    end
+    local config
+    for _, ext in ipairs(type(cluster.extensions) == "table" and cluster.extensions or {}) do
+      if type(ext) == "table" and ext.name == "client.authentication.k8s.io/exec" then config = ext.extension end
+    end
+    info.spec.cluster = { server = cluster.server, ["certificate-authority-data"] = ca,
       ["insecure-skip-tls-verify"] = cluster["insecure-skip-tls-verify"],
-        ["tls-server-name"] = cluster["tls-server-name"] }
+      ["tls-server-name"] = cluster["tls-server-name"], ["proxy-url"] = cluster["proxy-url"],
+      ["disable-compression"] = cluster["disable-compression"], config = config }
   end
   overrides.KUBERNETES_EXEC_INFO = json.encode(info)
   local argv = { e.command }
