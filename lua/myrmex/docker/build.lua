@@ -164,7 +164,7 @@ local function buildkit_reader(o, tags)
     local start = 1
     for line, nl in text:gmatch("([^\n]*)()\n") do
       output_line(v, (line:gsub("\r$", "")))
-      start = nl
+      start = nl + 1
     end
     v.tail = text:sub(start)
     emit { vertex = v.digest, step = v.n, name = v.name, log = l.msg, stream = l.stream }

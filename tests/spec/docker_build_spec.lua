@@ -1,0 +1,241 @@
+-- needs: docker
+-- Builds through BuildKit against the real dockerd (POST /build?version=2), compared with the
+-- docker CLI's built-in BuildKit client (Debian's 20.10 /usr/bin/docker, DOCKER_BUILDKIT=1):
+-- cache mounts, concurrent and skipped stages, the progress events, a failing step, the
+-- options BuildKit would drop, and the classic fallback for an engine that asks for it.
+-- Bases are local images only (the busybox test image, FROM scratch): nothing is pulled.
+local docker = require("myrmex.docker")
+local errors = require("myrmex.errors")
+local log = require("myrmex.log")
+local bk = require("myrmex.core.buildkit")
+local dt = require("tests.support.docker")
+local sh = require("tests.support.sh")
+
+local d, base
+setup(function()
+  d = docker.connect()
+  base = dt.image()
+end)
+teardown(function() dt.cleanup() end)
+
+local function raised(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error")
+  return err
+end
+
+local function run_in(image, cmd)
+  local c <close> = d:run_container { image = image, cmd = cmd, wait = true, network = "none",
+    labels = dt.labels }
+  assert.are.equal(0, c.exit_code, c.stderr)
+  return c.stdout
+end
+
+-- A build with its events and log lines collected.
+local function build(o)
+  local events, logged = {}, {}
+  local unhook = log.add_hook(function(rec)
+    if rec.fields and rec.fields.op == "build" then logged[#logged + 1] = rec.msg end
+  end)
+  o.labels = o.labels or dt.labels
+  o.on_progress = function(ev) events[#events + 1] = ev end
+  local ok, res = pcall(d.build_image, d, o)
+  unhook()
+  if not ok then error(res, 0) end
+  return res, events, logged
+end
+
+-- The vertexes of a run's events: name -> {started=, completed=, cached=}, last update wins.
+local function vertexes(events)
+  local out = {}
+  for _, ev in ipairs(events) do
+    if ev.vertex and ev.name and ev.current == nil and ev.log == nil and ev.warning == nil then
+      out[ev.name] = { started = ev.started, completed = ev.completed, cached = ev.cached }
+    end
+  end
+  return out
+end
+
+describe("docker build_image with BuildKit", function()
+  it("picks BuildKit on this engine and logs which builder ran", function()
+    local ctx = dt.context { Dockerfile = "FROM " .. base .. "\nRUN echo one > /one\n" }
+    local img, _, logged = build { context = ctx, tags = { dt.name("bk") .. ":1" }, network = "none" }
+    assert.are.equal("buildkit", img.builder)
+    assert.matches("^sha256:%x+$", img.id)
+    assert.are.equal("one\n", run_in(img.id, { "cat", "/one" }))
+    assert.matches("BuildKit builder", logged[1], 1, true)
+    sh.run({ "rm", "-rf", ctx })
+  end)
+
+  it("keeps a cache mount between builds", function()
+    -- A changed build arg re-runs the step (nocache would also start the mount afresh, as
+    -- `docker build --no-cache` does).
+    local ctx = dt.context { Dockerfile = "FROM " .. base .. "\nARG RUN_NO\n"
+      .. "RUN --mount=type=cache,id=" .. dt.name("cache") .. ",target=/cache "
+      .. "echo run $RUN_NO >> /cache/runs && wc -l < /cache/runs > /count\n" }
+    local tag = dt.name("cache") .. ":1"
+    build { context = ctx, tags = { tag }, buildargs = { RUN_NO = "1" }, network = "none" }
+    assert.are.equal("1\n", run_in(tag, { "cat", "/count" }))
+    build { context = ctx, tags = { tag }, buildargs = { RUN_NO = "2" }, network = "none" }
+    assert.are.equal("2\n", run_in(tag, { "cat", "/count" }))
+    sh.run({ "rm", "-rf", ctx })
+  end)
+
+  it("runs independent stages concurrently and skips a stage nothing uses", function()
+    local ctx = dt.context { Dockerfile = table.concat({
+      "FROM " .. base .. " AS left", "RUN sleep 2 && echo left > /left",
+      "FROM " .. base .. " AS right", "RUN sleep 2 && echo right > /right",
+      "FROM " .. base .. " AS unused", "RUN echo never > /never",
+      "FROM " .. base, "COPY --from=left /left /left", "COPY --from=right /right /right",
+    }, "\n") .. "\n" }
+    local img, events = build { context = ctx, tags = { dt.name("stages") .. ":1" }, nocache = true,
+      network = "none" }
+    local v = vertexes(events)
+    local left, right
+    for name, x in pairs(v) do
+      if name:find("RUN sleep 2 && echo left", 1, true) then left = x end
+      if name:find("RUN sleep 2 && echo right", 1, true) then right = x end
+      assert.is_nil(name:find("echo never", 1, true), "the unused stage ran: " .. name)
+    end
+    assert(left and right, "both stage steps are in the events")
+    -- The engine's own clock: each stage started before the other one finished.
+    assert.is_true(left.started < right.completed and right.started < left.completed,
+      ("left %.3f-%.3f, right %.3f-%.3f"):format(left.started, left.completed, right.started, right.completed))
+    assert.are.equal("left\nright\n", run_in(img.id, { "cat", "/left", "/right" }))
+    sh.run({ "rm", "-rf", ctx })
+  end)
+
+  it("lists the same steps as the docker CLI's --progress=plain", function()
+    local ctx = dt.context { Dockerfile = table.concat({
+      "FROM " .. base .. " AS build", "WORKDIR /src", "RUN echo built > out",
+      "FROM " .. base, "COPY --from=build /src/out /out", "LABEL stage=final",
+      "RUN cat /out",
+    }, "\n") .. "\n" }
+    local cli_tag, our_tag = dt.name("cli") .. ":1", dt.name("ours") .. ":1"
+    local r = sh.run(("DOCKER_BUILDKIT=1 /usr/bin/docker build --network=none --progress=plain "
+      .. "--no-cache --label myrmex.test=%s -t %s %s"):format(dt.run_id, cli_tag, sh.q(ctx)))
+    assert(r.code == 0, r.stderr)
+    local plain = "\n" .. r.stderr .. r.stdout
+    -- "#5 [build 3/3] RUN echo built > out": the first line of each vertex names it.
+    local cli, named = {}, {}
+    for n, rest in plain:gmatch("\n#(%d+) ([^\n]+)") do
+      if not named[n] then
+        named[n] = true
+        if not rest:find("^%[internal%]") then cli[rest] = true end
+      end
+    end
+    local _, events, logged = build { context = ctx, tags = { our_tag }, nocache = true, network = "none" }
+    local ours = {}
+    for name in pairs(vertexes(events)) do
+      -- The context arrives as an uploaded tar here and through the CLI's session there: the
+      -- internal loading steps differ by design ("load remote build context", "copy /context /").
+      if not name:find("^%[internal%]") and name ~= "copy /context /" then ours[name] = true end
+    end
+    assert.are.same(cli, ours)
+    assert.is_true(next(ours) ~= nil)
+    -- One log line when a step starts and one when it ends.
+    local text = table.concat(logged, "\n")
+    assert.matches("#%d+ %[stage%-1 2/3%] COPY %-%-from=build /src/out /out", text)
+    assert.matches("#%d+ DONE %d+%.%ds", text)
+    sh.run({ "rm", "-rf", ctx })
+  end)
+
+  it("marks a rebuilt step CACHED", function()
+    local ctx = dt.context { Dockerfile = "FROM " .. base .. "\nRUN echo cached-" .. dt.run_id .. " > /c\n" }
+    local tag = dt.name("cached") .. ":1"
+    build { context = ctx, tags = { tag }, network = "none" }
+    local _, events, logged = build { context = ctx, tags = { tag }, network = "none" }
+    local run
+    for name, x in pairs(vertexes(events)) do
+      if name:find("RUN echo cached", 1, true) then run = x end
+    end
+    assert.is_true(run and run.cached)
+    assert.matches("#%d+ CACHED", table.concat(logged, "\n"))
+    sh.run({ "rm", "-rf", ctx })
+  end)
+
+  it("raises a failing step with its name, exit code and last output", function()
+    local ctx = dt.context { Dockerfile = "FROM " .. base .. "\nRUN echo step one\n"
+      .. "RUN echo about to fail && echo on stderr >&2 && exit 7\nRUN echo never\n" }
+    local err = raised(build, { context = ctx, tags = { dt.name("fail") .. ":1" }, network = "none" })
+    assert.is_true(errors.is(err, "Engine"), tostring(err))
+    assert.matches("at step '[3/4] RUN echo about to fail && echo on stderr >&2 && exit 7'", err.message, 1, true)
+    assert.matches("exit code: 7", err.message, 1, true)
+    assert.matches("about to fail", err.message, 1, true)
+    assert.are.equal(7, err.details.exit_code)
+    assert.are.equal("RUN echo about to fail && echo on stderr >&2 && exit 7", err.details.step)
+    assert.are.same({ "about to fail", "on stderr" }, err.details.output)
+    sh.run({ "rm", "-rf", ctx })
+  end)
+
+  it("passes target, build args, labels and extra hosts", function()
+    local ctx = dt.context { Dockerfile = table.concat({
+      "FROM " .. base .. " AS first", "ARG GREETING=unset", "RUN echo \"$GREETING\" > /greeting",
+      "RUN grep -q 'myrmex-host' /etc/hosts && echo found > /hosts",
+      "FROM " .. base .. " AS other", "RUN exit 1",
+    }, "\n") .. "\n" }
+    local tag = dt.name("opts") .. ":1"
+    local labels = { ["myrmex.test"] = dt.run_id, stage = "first" }
+    build { context = ctx, tags = { tag }, target = "first", buildargs = { GREETING = "hello" },
+      labels = labels, extra_hosts = { "myrmex-host:127.0.0.2" }, network = "none" }
+    assert.are.equal("hello\nfound\n", run_in(tag, { "cat", "/greeting", "/hosts" }))
+    assert.are.equal("first", d:inspect_image(tag).Config.Labels.stage)
+    sh.run({ "rm", "-rf", ctx })
+  end)
+
+  it("refuses options BuildKit would drop, naming them", function()
+    local ctx = dt.context { Dockerfile = "FROM " .. base .. "\n" }
+    local function misuse(o, pattern)
+      o.context, o.builder = ctx, o.builder or "buildkit"
+      local ok, err = pcall(d.build_image, d, o)
+      assert.is_false(ok)
+      assert.are.equal("string", type(err))
+      assert.matches(pattern, err)
+    end
+    misuse({ rm = false }, "docker.build_image: rm: only the classic builder")
+    misuse({ network = "bridge" }, "docker.build_image: network: BuildKit runs steps with")
+    misuse({ no_cache_filter = { "build" } }, "docker.build_image: no_cache_filter:")
+    misuse({ builder = "classic", no_cache_filter = { "build" } }, "no_cache_filter: needs builder")
+    misuse({ builder = "kaniko" }, "docker.build_image: builder: \"buildkit\" or \"classic\" expected")
+    if d.api_version == "1.41" then
+      misuse({ shm_size = 1 << 26 }, "docker.build_image: shm_size: BuildKit on engine API 1.41 ignores it")
+      misuse({ ulimits = { nofile = { soft = 1, hard = 1 } } }, "ulimits: BuildKit on engine API 1.41")
+    end
+    sh.run({ "rm", "-rf", ctx })
+  end)
+
+  it("falls back to the classic builder when the engine says Builder-Version: 1", function()
+    local proxy = dt.proxy { builder_version = "1" }
+    local via = docker.connect { host = proxy.host }
+    assert.are.equal("1", via.builder_version)
+    local ctx = dt.context { Dockerfile = "FROM " .. base .. "\nRUN echo classic > /which\n" }
+    local logged = {}
+    local unhook = log.add_hook(function(rec)
+      if rec.fields and rec.fields.op == "build" then logged[#logged + 1] = rec.msg end
+    end)
+    local ok, img = pcall(via.build_image, via, { context = ctx, tags = { dt.name("classic") .. ":1" },
+      labels = dt.labels, shm_size = 1 << 26 })
+    unhook()
+    proxy.stop()
+    assert(ok, tostring(img))
+    assert.are.equal("classic", img.builder)
+    local text = table.concat(logged, "\n")
+    assert.matches("classic builder (the engine's default (Builder-Version: 1))", text, 1, true)
+    assert.matches("Step 2/%d+ : RUN echo classic > /which", text)
+    assert.are.equal("classic\n", run_in(img.id, { "cat", "/which" }))
+    sh.run({ "rm", "-rf", ctx })
+  end)
+end)
+
+describe("buildkit.decode_status", function()
+  it("reports a message that is not base64 or not a StatusResponse", function()
+    local t, why = bk.decode_status("not base64!")
+    assert.is_nil(t)
+    assert.matches("not base64", why)
+    t, why = bk.decode_status("\255\255\255", "binary")
+    assert.is_nil(t)
+    assert.matches("not a StatusResponse", why)
+    t = assert(bk.decode_status("", "binary"))
+    assert.are.same({ vertexes = {}, statuses = {}, logs = {}, warnings = {} }, t)
+  end)
+end)
