@@ -480,6 +480,73 @@ function Client:tag(src, dst)
 end
 
 -- ---------------------------------------------------------------------------------------
+-- Referrers (OCI distribution 1.1)
+
+--- The tag under which the referrers tag schema keeps the index of what refers to `d`
+--- ("sha256-<hex>"), used where a registry lacks the referrers API (distribution 2.8).
+---@param d string digest
+---@return string
+function M.fallback_tag(d)
+  return (d:gsub(":", "-"):sub(1, 128))
+end
+
+--- Whether the registry serves the referrers API for `repo`: a GET of it answers 200 (an
+--- index, maybe empty) where it does, 404 where it does not.
+---@param repo string
+---@param d string digest
+---@return boolean, table|nil the reply when it does
+function Client:_referrers_api(repo, d, artifact_type)
+  local res = self:_call({ method = "GET", path = repo_path(repo, "referrers", d),
+    headers = { Accept = MEDIA.oci_index },
+    query = artifact_type and { artifactType = artifact_type } or nil, max_body = M.max_manifest_size },
+    { pull_scope(repo) })
+  if res.status == 404 or res.status == 405 or res.status == 400 then return false end
+  check(res, "referrers " .. repo .. "@" .. d, 200)
+  local ok, doc = pcall(json.decode, res.body or "")
+  if not ok or type(doc) ~= "table" then
+    -- Something answered 200 that is not an index: not the referrers API.
+    return false
+  end
+  return true, { doc = doc, filters = res.headers["oci-filters-applied"] or "" }
+end
+
+--- The descriptors of the manifests that refer to `ref` (their `subject` is its digest):
+--- signatures, attestations, SBOMs, any artifact. Asked through the OCI 1.1 referrers API,
+--- else read from the tag schema fallback (the index tagged `sha256-<hex>`). Each has
+--- `mediaType`, `digest`, `size`, and `artifactType` and `annotations` when known.
+---@param ref string|myrmex.registry.Reference
+---@param opts? {artifact_type?:string} only referrers of this artifact type
+---@return table[] descriptors, boolean fallback true when the tag schema was used
+function Client:referrers(ref, opts)
+  opts = options("referrers", opts, set { "artifact_type" })
+  local r = self:ref(ref)
+  return log.span("registry", "referrers", tostring(r), function()
+    local d = r.digest or self:digest(r)
+    local api, reply = self:_referrers_api(r.repository, d, opts.artifact_type)
+    local list, filtered, fallback = {}, false, not api
+    if api then
+      list = type(reply.doc.manifests) == "table" and reply.doc.manifests or {}
+      filtered = reply.filters:find("artifactType", 1, true) ~= nil
+    else
+      local ok, m = pcall(self.manifest, self, r:with({ tag = M.fallback_tag(d), digest = false }))
+      if ok and type(m.manifest.manifests) == "table" then
+        list = m.manifest.manifests
+      elseif not ok and not errors.is(m, "NotFound") then
+        error(m, 0)
+      end
+    end
+    local out = {}
+    for _, desc in ipairs(list) do
+      if type(desc) == "table" and reference.is_digest(desc.digest)
+          and (filtered or not opts.artifact_type or desc.artifactType == opts.artifact_type) then
+        out[#out + 1] = desc
+      end
+    end
+    return out, fallback
+  end)
+end
+
+-- ---------------------------------------------------------------------------------------
 -- Blobs
 
 --- Size of a blob when the repository has it, else nil.
@@ -504,10 +571,25 @@ function Client:blob(repo, d, opts)
   opts = options("blob", opts, set { "to", "on_data", "max" })
   if not reference.is_digest(d) then misuse("blob", "digest expected, got " .. tostring(d)) end
   return log.span("registry", "blob_get", repo .. "@" .. d, function()
+    -- The transport hashes; the comparison is made here so that the error can name both
+    -- digests. A file is downloaded beside its final name and moved there once it matches.
+    local part = opts.to and (opts.to .. ".dl")
+    local alg = d:match("^(%w+):")
     local res = self:_call({ method = "GET", path = repo_path(repo, "blobs", d), follow = true,
-      to_file = opts.to, on_data = opts.on_data, digest = d, timeout = self.timeout or 0,
+      to_file = part, on_data = opts.on_data, hash = alg, timeout = self.timeout or 0,
       max_body = not (opts.to or opts.on_data) and opts.max or nil }, { pull_scope(repo) })
+    if res.status ~= 200 and part then os.remove(part) end
     check(res, "blob " .. repo .. "@" .. d, 200)
+    if res.digest ~= d then
+      if part then os.remove(part) end
+      fail({ code = "DigestMismatch", details = { expected = d, actual = res.digest },
+        message = ("blob %s@%s: content is %s (%d bytes), expected %s"):format(repo, d, tostring(res.digest),
+          res.size or 0, d) })
+    end
+    if part then
+      local moved, err = os.rename(part, opts.to)
+      if not moved then fail({ code = "Engine", message = "cannot rename " .. part .. ": " .. tostring(err) }) end
+    end
     if opts.to or opts.on_data then return res.size end
     if opts.max and #(res.body or "") > opts.max then
       fail({ code = "Invalid", message = "blob " .. d .. " larger than " .. opts.max })
@@ -524,14 +606,16 @@ end
 ---@param opts? {source?:boolean}
 ---@return table stream (s.status, s.headers, s:read(), <close>)
 function Client:blob_open(repo, d, opts)
-  opts = options("blob_open", opts, set { "source" })
+  opts = options("blob_open", opts, set { "source", "_hash" })
   self:_resolve_scheme()
   local scopes = { pull_scope(repo) }
   if self.auth.kind == nil then self:ping() end
   local headers, basic = self.auth:headers(scopes)
   local open = opts.source and http.open_source or http.open
   local s = open({ method = "GET", url = self:_base() .. repo_path(repo, "blobs", d), headers = headers,
-    basic_auth = basic, tls = self.tls, follow = true, digest = d, engine = "registry", timeout = 0 })
+    basic_auth = basic, tls = self.tls, follow = true, engine = "registry", timeout = 0,
+    -- _hash: hashed only, for a caller that compares and names both digests itself
+    digest = not opts._hash and d or nil, hash = opts._hash and d:match("^(%w+):") or nil })
   if s.status ~= 200 then
     local status = s.status
     s:close()
@@ -679,8 +763,10 @@ end
 ---@param repo string
 ---@param src userdata a source (myrmex.core.source)
 ---@param size? integer
+---@param before_commit? fun(digest:string) called once the data is sent, before the PUT that
+--- commits the blob; raising in it cancels the upload session instead
 ---@return string digest
-function Client:upload_source(repo, src, size)
+function Client:upload_source(repo, src, size, before_commit)
   if plan.active() then
     plan.record({ engine = "registry", op = "upload", target = repo, args = { size = size } })
     return "planned"
@@ -693,6 +779,13 @@ function Client:upload_source(repo, src, size)
       hash_sent = "sha256", timeout = self.timeout or 0 }, { push_scope(repo) })
     check(res, "upload " .. repo, 202)
     loc = self:_absolute(res.headers["location"] or loc)
+    if before_commit then
+      local ok, err = pcall(before_commit, res.digest)
+      if not ok then
+        pcall(self._call, self, { method = "DELETE", url = loc }, { push_scope(repo) })
+        error(err, 0)
+      end
+    end
     local put = self:_call({ method = "PUT", url = with_digest(loc, res.digest), headers = { ["Content-Length"] = "0" },
       body = "" }, { push_scope(repo) })
     check(put, "upload " .. repo .. "@" .. res.digest, 201)

@@ -194,6 +194,14 @@ local function layer_list(manifest)
   return list
 end
 
+-- The digest a stream's transfer computed, once it has ended (nil before).
+local function stream_digest(s)
+  local x = s:transfer()
+  if not x or not x:done() then return nil end
+  local res = x:result()
+  return res and res.digest
+end
+
 -- One blob from src to dst: skipped when present, mounted on the same registry, otherwise
 -- streamed from the source response into the destination request (no temp file).
 local function copy_blob(src, srepo, dst, drepo, desc, stats)
@@ -209,48 +217,248 @@ local function copy_blob(src, srepo, dst, drepo, desc, stats)
     end
   end
   local t0 = rt.monotonic()
-  local s <close> = src:blob_open(srepo, d)
-  dst:upload(drepo, d, s, tonumber(desc.size))
+  -- Hashed on the way, not checked by the transport: the destination verifies the digest
+  -- before it commits the blob, and a mismatch is then reported with both digests.
+  local s <close> = src:blob_open(srepo, d, { _hash = true })
+  local ok, err = pcall(dst.upload, dst, drepo, d, s, tonumber(desc.size))
+  if not ok then
+    local actual = stream_digest(s)
+    if actual and actual ~= d then
+      errors.raise({ code = "DigestMismatch", engine = "registry", details = { expected = d, actual = actual },
+        message = ("copy %s/%s@%s: the source sent %s, expected %s"):format(src.host, srepo, d, actual, d) })
+    end
+    error(err, 0)
+  end
   stats.copied = stats.copied + 1
   stats.bytes = stats.bytes + (tonumber(desc.size) or 0)
   log.info("registry: layer copied", { digest = d, size = desc.size,
     duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
 end
 
-local function copy_manifest_blobs(src, sr, dst, dr, m, stats)
-  each_layer("copy " .. tostring(dr), layer_list(m.manifest), dst.parallel, function(desc)
-    copy_blob(src, sr.repository, dst, dr.repository, desc, stats)
+-- A layer from src to dst in another compression: the source response is decompressed and/or
+-- compressed on its way into the destination upload. The source's digest is checked before
+-- the destination commits the blob. Returns the new descriptor.
+local function convert_blob(src, srepo, dst, drepo, desc, target, level, stats)
+  local fmt = lay.format_of(desc.mediaType)
+  local cached = fmt == "none" and lay.cache_get(target, level, desc.digest)
+  local out = {}
+  for k, v in pairs(desc) do out[k] = v end
+  out.mediaType = lay.media(target, desc.mediaType)
+  if cached and dst:blob_exists(drepo, cached.digest) then
+    out.digest, out.size = cached.digest, cached.size
+    stats.skipped = stats.skipped + 1
+    return out
+  end
+  local t0 = rt.monotonic()
+  local s <close> = src:blob_open(srepo, desc.digest, { source = true, _hash = true })
+  local conv, result = lay.transcode(s:source(), fmt, target, { level = level })
+  local res
+  dst:upload_source(drepo, conv, nil, function(sent)
+    local err
+    res, err = result()
+    if not res then fail("Engine", ("copy %s@%s: converting to %s: %s"):format(srepo, desc.digest, target, err)) end
+    if res.source_digest ~= desc.digest then
+      errors.raise({ code = "DigestMismatch", engine = "registry",
+        details = { expected = desc.digest, actual = res.source_digest },
+        message = ("copy %s/%s@%s: the source sent %s, expected %s"):format(src.host, srepo, desc.digest,
+          res.source_digest, desc.digest) })
+    end
+    if sent ~= res.digest then
+      fail("DigestMismatch", ("copy %s@%s: sent %s, converted to %s"):format(srepo, desc.digest, sent, res.digest))
+    end
   end)
+  if fmt == "none" then lay.cache_put(target, level, desc.digest, res.digest, res.size) end
+  out.digest, out.size = res.digest, res.size
+  stats.copied = stats.copied + 1
+  stats.bytes = stats.bytes + res.size
+  log.info("registry: layer copied", { digest = out.digest, from = desc.digest, compression = target,
+    size = res.size, duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
+  return out
+end
+
+-- A manifest's bytes with some layers replaced (`replaced[i]` for layer i). A Docker
+-- manifest that now holds a zstd layer becomes an OCI one (Docker's types have no zstd).
+local function rewrite_manifest(doc, replaced)
+  local out = {}
+  for k, v in pairs(doc) do out[k] = v end
+  local list, zstd = {}, false
+  for i, l in ipairs(doc.layers or {}) do
+    list[i] = replaced[i] or l
+    if lay.format_of(list[i].mediaType) == "zstd" then zstd = true end
+  end
+  out.layers = json.array(list)
+  if zstd and out.mediaType == MEDIA.docker_manifest then
+    out.mediaType = MEDIA.oci_manifest
+    local cfg = {}
+    for k, v in pairs(out.config or {}) do cfg[k] = v end
+    cfg.mediaType = MEDIA.oci_config
+    out.config = cfg
+    for i, l in ipairs(list) do
+      local f = lay.format_of(l.mediaType)
+      if f then
+        local c = {}
+        for k, v in pairs(l) do c[k] = v end
+        c.mediaType = lay.media(f)
+        list[i] = c
+      end
+    end
+  end
+  local body = json.encode(out, { sort_keys = true })
+  return body, out.mediaType or MEDIA.oci_manifest, require("myrmex.digest").string(body)
+end
+
+-- Copy the blobs of one image manifest (converted when `want` asks for another compression)
+-- and return the manifest to put: body, media type, digest (the source's when unchanged).
+local function copy_image(src, sr, dst, dr, m, stats, want, level)
+  local replaced, changed = {}, false
+  local index_of = {}
+  for i, l in ipairs(m.manifest.layers or {}) do index_of[l] = i end
+  each_layer("copy " .. tostring(dr), layer_list(m.manifest), dst.parallel, function(desc)
+    local fmt = lay.format_of(desc.mediaType)
+    if want and fmt and fmt ~= want and index_of[desc] then
+      replaced[index_of[desc]] = convert_blob(src, sr.repository, dst, dr.repository, desc, want, level, stats)
+      changed = true
+    else
+      copy_blob(src, sr.repository, dst, dr.repository, desc, stats)
+    end
+  end)
+  if not changed then return m.body, m.media_type, m.digest end
+  return rewrite_manifest(m.manifest, replaced)
+end
+
+local function platform_wanted(p, list)
+  local ps = platform_string(p)
+  for _, w in ipairs(list) do
+    if ps == w or (ps and w:match("^[^/]+/[^/]+$") and ps:sub(1, #w + 1) == w .. "/") then return w end
+  end
+  return nil
+end
+
+-- The manifests whose `subject` is one of `digests`, copied to dst with their blobs and their
+-- own referrers (a signature of an SBOM), bytes kept; cosign's `sha256-<hex>.sig/.att/.sbom`
+-- tags come along. Where dst lacks the referrers API its fallback index is updated.
+local function copy_referrers(src, sr, dst, dr, digests, stats, seen)
+  local function copy_manifest_as_is(s_ref, d_ref)
+    local m = src:manifest(s_ref)
+    if is_index(m.media_type) then
+      for _, child in ipairs(m.manifest.manifests or {}) do
+        local cm = src:manifest(sr:with({ tag = false, digest = child.digest }))
+        if not is_index(cm.media_type) then copy_image(src, sr, dst, dr, cm, stats) end
+        dst:put_manifest(dr:with({ tag = false, digest = cm.digest }), cm.body, cm.media_type)
+      end
+    else
+      copy_image(src, sr, dst, dr, m, stats)
+    end
+    dst:put_manifest(d_ref, m.body, m.media_type)
+    return m
+  end
+  for _, d in ipairs(digests) do
+    if not seen[d] then
+      seen[d] = true
+      local list = src:referrers(sr:with({ tag = false, digest = d }))
+      local added = {}
+      for _, desc in ipairs(list) do
+        if not seen[desc.digest] then
+          local at = { tag = false, digest = desc.digest }
+          copy_manifest_as_is(sr:with(at), dr:with(at))
+          stats.referrers = stats.referrers + 1
+          added[#added + 1] = desc
+          log.info("registry: referrer copied", { subject = d, digest = desc.digest,
+            artifact_type = desc.artifactType })
+          copy_referrers(src, sr, dst, dr, { desc.digest }, stats, seen)
+        end
+      end
+      if #added > 0 and not dst:_referrers_api(dr.repository, d) then
+        -- The tag schema: the index tagged sha256-<hex> on dst gets the new descriptors.
+        local tag_ref = dr:with({ tag = R.fallback_tag(d), digest = false })
+        local ok, cur = pcall(dst.manifest, dst, tag_ref)
+        if not ok and not errors.is(cur, "NotFound") then error(cur, 0) end
+        local entries, have = {}, {}
+        for _, e in ipairs(ok and cur.manifest.manifests or {}) do
+          entries[#entries + 1], have[e.digest] = e, true
+        end
+        for _, e in ipairs(added) do
+          if not have[e.digest] then entries[#entries + 1], have[e.digest] = e, true end
+        end
+        local body = json.encode({ schemaVersion = 2, mediaType = MEDIA.oci_index, manifests = json.array(entries) },
+          { sort_keys = true })
+        dst:put_manifest(tag_ref, body, MEDIA.oci_index)
+      end
+      -- cosign without OCI 1.1: signatures, attestations and SBOMs under tags named for d.
+      for _, suffix in ipairs({ ".sig", ".att", ".sbom" }) do
+        local tag = R.fallback_tag(d) .. suffix
+        local h = src:manifest_head(sr:with({ tag = tag, digest = false }))
+        if h then
+          local m = copy_manifest_as_is(sr:with({ tag = tag, digest = false }), dr:with({ tag = tag, digest = false }))
+          stats.referrers = stats.referrers + 1
+          log.info("registry: cosign tag copied", { tag = tag, digest = m.digest })
+          copy_referrers(src, sr, dst, dr, { m.digest }, stats, seen)
+        end
+      end
+    end
+  end
 end
 
 --- Copy the image `sr` on `src` to `dr` on `dst` (clients). Returns the pushed digest.
 function M.copy_between(src, sr, dst, dr, opts)
   opts = opts or {}
-  local stats = { copied = 0, mounted = 0, skipped = 0, bytes = 0 }
+  local stats = { copied = 0, mounted = 0, skipped = 0, bytes = 0, referrers = 0 }
   local top = src:manifest(sr)
   if plan.active() then
     plan.record({ engine = "registry", op = "copy", target = tostring(dr), args = { from = tostring(sr) } })
     return top.digest, stats
   end
-  local target = dr.tag and dr or dr:with({ digest = top.digest })
-  if is_index(top.media_type) and opts.all_platforms then
+  local want, level = opts.compression, opts.compression_level
+  local function target_of(d) return dr.tag and dr or dr:with({ digest = d }) end
+  -- Digests copied unchanged: what refers to them still applies, so their referrers follow.
+  local kept = {}
+  local out_digest
+  if is_index(top.media_type) and (opts.all_platforms or opts.platforms) then
+    local entries, changed, matched = {}, opts.platforms ~= nil, {}
     for _, child in ipairs(top.manifest.manifests or {}) do
-      local cm = src:manifest(sr:with({ digest = child.digest }))
-      if not is_index(cm.media_type) then copy_manifest_blobs(src, sr, dst, dr, cm, stats) end
-      dst:put_manifest(dr:with({ tag = false, digest = cm.digest }), cm.body, cm.media_type)
+      local w = opts.platforms and platform_wanted(child.platform, opts.platforms)
+      if w then matched[w] = true end
+      if not opts.platforms or w then
+        local cm = src:manifest(sr:with({ digest = child.digest }))
+        local body, mt, d = cm.body, cm.media_type, cm.digest
+        if not is_index(cm.media_type) then body, mt, d = copy_image(src, sr, dst, dr, cm, stats, want, level) end
+        dst:put_manifest(dr:with({ tag = false, digest = d }), body, mt)
+        if d == cm.digest then kept[#kept + 1] = d else changed = true end
+        local e = {}
+        for k, v in pairs(child) do e[k] = v end
+        e.digest, e.size, e.mediaType = d, #body, mt
+        entries[#entries + 1] = e
+      end
     end
-    dst:put_manifest(target, top.body, top.media_type)
-    return top.digest, stats
+    for _, w in ipairs(opts.platforms or {}) do
+      if not matched[w] then fail("NotFound", ("%s: no manifest for platform %s"):format(tostring(sr), w)) end
+    end
+    local body = top.body
+    if changed then
+      -- The index lists just what was copied, as it was copied.
+      local idx = {}
+      for k, v in pairs(top.manifest) do idx[k] = v end
+      idx.manifests = json.array(entries)
+      body = json.encode(idx, { sort_keys = true })
+    end
+    out_digest = require("myrmex.digest").string(body)
+    dst:put_manifest(target_of(out_digest), body, top.media_type)
+    if out_digest == top.digest then kept[#kept + 1] = out_digest end
+  else
+    local m = top
+    if is_index(top.media_type) then
+      local child = pick_platform(top.manifest, opts.platform or M.host_platform(), tostring(sr))
+      m = src:manifest(sr:with({ digest = child.digest }))
+    end
+    local body, mt, d = copy_image(src, sr, dst, dr, m, stats, want, level)
+    dst:put_manifest(target_of(d), body, mt)
+    if d == m.digest then kept[#kept + 1] = d end
+    out_digest = d
   end
-  local m = top
-  if is_index(top.media_type) then
-    local child = pick_platform(top.manifest, opts.platform or M.host_platform(), tostring(sr))
-    m = src:manifest(sr:with({ digest = child.digest }))
-    if not dr.tag then target = dr:with({ digest = m.digest }) end
+  if opts.referrers ~= false then
+    copy_referrers(src, sr, dst, dr, kept, stats, {})
   end
-  copy_manifest_blobs(src, sr, dst, dr, m, stats)
-  dst:put_manifest(target, m.body, m.media_type)
-  return m.digest, stats
+  return out_digest, stats
 end
 
 local function connection(opts, which)
@@ -262,20 +470,44 @@ local function connection(opts, which)
   return o
 end
 
+M.COPY_OPTIONS = { "platform", "all_platforms", "platforms", "referrers", "compression", "compression_level" }
+
+-- The copy options of `opts`, checked.
+local function copy_options(fname, opts)
+  lay.check(fname, opts.compression)
+  if opts.platforms ~= nil then
+    if type(opts.platforms) ~= "table" or #opts.platforms == 0 then
+      misuse(fname, "platforms must be a non-empty list such as {\"linux/amd64\"}")
+    end
+    for i, p in ipairs(opts.platforms) do
+      if type(p) ~= "string" or not p:match("^[%w._-]+/[%w._-]+") then
+        misuse(fname, ("platforms[%d] must be \"os/arch[/variant]\", got %s"):format(i, tostring(p)))
+      end
+    end
+  end
+  local o = {}
+  for _, k in ipairs(M.COPY_OPTIONS) do o[k] = opts[k] end
+  return o
+end
+M._copy_options = copy_options
+
 --- registry.copy(src_ref, dst_ref, opts): full references; opts.src / opts.dst hold
 --- connect options for each side (shared ones may be given at the top level);
---- opts.platform, opts.all_platforms choose what of an index is copied.
+--- opts.platform, opts.all_platforms, opts.platforms choose what of an index is copied;
+--- opts.referrers (default true) brings what refers to the image; opts.compression converts.
 function M.copy(reg, src, dst, opts)
   if type(src) ~= "string" or type(dst) ~= "string" then
     misuse("copy", "source and destination references expected")
   end
-  opts = options("copy", opts, set { "src", "dst", "platform", "all_platforms", "username", "password",
-    "token", "ca", "insecure", "plain_http", "config", "parallel" })
+  opts = options("copy", opts, set { "src", "dst", "platform", "all_platforms", "platforms", "referrers",
+    "compression", "compression_level", "username", "password", "token", "ca", "insecure", "plain_http",
+    "config", "parallel" })
+  local copts = copy_options("copy", opts)
   local sr, dr = reference.parse(src), reference.parse(dst)
   return log.span("registry", "copy", tostring(sr) .. " -> " .. tostring(dr), function()
     local sc = reg.connect(sr.registry, connection(opts, "src"))
     local dc = sr.registry == dr.registry and not opts.dst and sc or reg.connect(dr.registry, connection(opts, "dst"))
-    return M.copy_between(sc, sr, dc, dr, { platform = opts.platform, all_platforms = opts.all_platforms })
+    return M.copy_between(sc, sr, dc, dr, copts)
   end)
 end
 
@@ -810,8 +1042,14 @@ function M.install(reg, Client)
   ---@param opts? {from?:string, name?:string, platform?:string, all_platforms?:boolean, docker?:table}
   function Client:push_image(src, ref, opts) return push_image(self, src, ref, opts) end
   --- Copy an image from this registry to another client's registry (or this one).
+  ---@param ref string
+  ---@param dst myrmex.registry.Client
+  ---@param dst_ref string
+  ---@param opts? {platform?:string, all_platforms?:boolean, platforms?:string[], referrers?:boolean,
+  ---  compression?:string, compression_level?:integer}
   function Client:copy_to(ref, dst, dst_ref, opts)
-    return M.copy_between(self, self:ref(ref), dst, dst:ref(dst_ref), opts or {})
+    opts = options("copy_to", opts, set(M.COPY_OPTIONS))
+    return M.copy_between(self, self:ref(ref), dst, dst:ref(dst_ref), copy_options("copy_to", opts))
   end
 end
 

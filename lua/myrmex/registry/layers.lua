@@ -72,7 +72,8 @@ end
 
 --- Wrap `src` (a source) so that it yields the layer in format `want` instead of `have`.
 --- Returns the new source and a function that, once the source has been read to its end,
---- gives `{digest=, size=, diff_id=}` of the layer as it came out, or nil and the reason.
+--- gives `{digest=, size=, diff_id=, source_digest=}` of the layer as it came out (and the
+--- digest of what was read), or nil and the reason.
 ---@param src userdata a source
 ---@param have "gzip"|"zstd"|"none"
 ---@param want "gzip"|"zstd"|"none"
@@ -86,8 +87,14 @@ function M.transcode(src, have, want, opts)
   return src, function()
     local r, err = (enc or dec):result()
     if not r then return nil, err end
-    if enc then return { digest = r.digest, size = r.size, diff_id = r.diff_id } end
-    return { digest = r.diff_id, size = r.raw_size, diff_id = r.diff_id }
+    -- source_digest: the digest of the bytes read from `src`, as it came.
+    local source_digest = r.diff_id
+    if dec then
+      local dres = dec:result()
+      source_digest = dres and dres.digest
+    end
+    if enc then return { digest = r.digest, size = r.size, diff_id = r.diff_id, source_digest = source_digest } end
+    return { digest = r.diff_id, size = r.raw_size, diff_id = r.diff_id, source_digest = source_digest }
   end
 end
 
