@@ -1,6 +1,8 @@
 -- needs: docker
 -- Images against the real engine: builds from scratch with busybox, .dockerignore as Docker
--- applies it, failing builds, a 300 MiB context with flat memory, and the image calls.
+-- applies it, failing builds, a 300 MiB context with flat memory, and the image calls. The
+-- tests of the classic builder's own output (Step lines, its error text, LABEL history entries,
+-- the daemon applying .dockerignore) ask for it; spec:docker_build covers BuildKit.
 local docker = require("myrmex.docker")
 local errors = require("myrmex.errors")
 local archive = require("myrmex.core.archive")
@@ -56,7 +58,7 @@ describe("docker build_image", function()
     local hook = function(rec) if rec.fields and rec.fields.op == "build" then logged[#logged + 1] = rec.msg end end
     local unhook = log.add_hook(hook)
     local latest = tag:gsub(":1$", ":latest")
-    local img = d:build_image { context = ctx, tags = { tag, latest },
+    local img = d:build_image { context = ctx, tags = { tag, latest }, builder = "classic",
       buildargs = { GREETING = "hello from args" }, labels = labels { stage = "first" },
       target = "first", nocache = true, on_progress = function(m) progress[#progress + 1] = m end }
     unhook()
@@ -90,7 +92,7 @@ describe("docker build_image", function()
     local outside = dt.tmpdir { private = "outside" }
     os.execute(("ln -s %s %s/escape && ln -s src/main.c %s/link"):format(outside, ctx, ctx))
     local tag = dt.name("ignore") .. ":1"
-    d:build_image { context = ctx, tags = { tag }, labels = labels(), nocache = true }
+    d:build_image { context = ctx, tags = { tag }, labels = labels(), nocache = true, builder = "classic" }
     local files = lines_set(run_in(tag, { "sh", "-c", "cd /ctx && find . | sort" }))
     -- The Dockerfile was sent (the build ran) but the daemon drops it from the context because
     -- .dockerignore names it, exactly as with `docker build`.
@@ -125,7 +127,7 @@ describe("docker build_image", function()
     local ctx = dt.context { Dockerfile = "FROM " .. dt.IMAGE .. "\nRUN echo step one\n"
       .. "RUN echo about to fail && exit 7\nRUN echo never\n" }
     local err = raised(d.build_image, d, { context = ctx, tags = { dt.name("fail") .. ":1" },
-      labels = labels() })
+      labels = labels(), builder = "classic" })
     assert.is_true(errors.is(err, "Engine"), tostring(err))
     assert.matches("RUN echo about to fail && exit 7", err.message, 1, true)
     assert.matches("returned a non%-zero code: 7", err.message)
@@ -167,7 +169,7 @@ describe("docker images", function()
     local ctx = dt.context { Dockerfile = "FROM " .. dt.IMAGE .. "\nRUN echo layer > /layer\n"
       .. "RUN head -c 300000 /dev/urandom > /blob\n" }
     tag = dt.name("img") .. ":1"
-    d:build_image { context = ctx, tags = { tag }, labels = labels { purpose = "images-spec" } }
+    d:build_image { context = ctx, tags = { tag }, labels = labels { purpose = "images-spec" }, builder = "classic" }
     sh.run({ "rm", "-rf", ctx })
   end)
 
