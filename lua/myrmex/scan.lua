@@ -628,14 +628,16 @@ function M.diff(old, new)
 end
 
 local WRITERS = { json = export_mod.json, csv = export_mod.csv, sarif = export_mod.sarif }
+local EXPORT_KEYS = { json = {}, csv = { columns = true, csv_raw = true, bom = true },
+  sarif = { dockerfile = true, dockerfile_line = true, max_results = true } }
 
---- Write a result as "json" (the normalized model), "csv" (RFC 4180, one row per finding)
---- or "sarif" (2.1.0, for GitHub code scanning). Returns the text when `path` is nil, else
---- writes the file and returns the path.
+--- Write a result as "json" (the normalized model), "csv" (RFC 4180, one row per finding,
+--- formula-like cells neutralised) or "sarif" (2.1.0, as Trivy writes it, for GitHub code
+--- scanning). Returns the text when `path` is nil, else writes the file and returns the path.
 ---@param result table
 ---@param format "json"|"csv"|"sarif"
 ---@param path? string
----@param opts? {dockerfile?:string, dockerfile_line?:integer} SARIF: point results at this file
+---@param opts? {dockerfile?:string, dockerfile_line?:integer, max_results?:integer, columns?:string[], csv_raw?:boolean, bom?:boolean}
 ---@return string
 function M.export(result, format, path, opts)
   if type(result) ~= "table" or type(result.findings) ~= "table" then
@@ -643,6 +645,10 @@ function M.export(result, format, path, opts)
   end
   local writer = WRITERS[format]
   if not writer then error("scan.export: unknown format '" .. tostring(format) .. "' (json, csv, sarif)", 2) end
+  if opts ~= nil then
+    if type(opts) ~= "table" then error("scan.export: options table expected", 2) end
+    check_keys("scan.export", opts, EXPORT_KEYS[format])
+  end
   if path ~= nil and type(path) ~= "string" then error("scan.export: path must be a string", 2) end
   if not path then
     local parts = {}

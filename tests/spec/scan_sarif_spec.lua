@@ -1,30 +1,23 @@
 -- SARIF export: validated against the official 2.1.0 schema (python3-jsonschema, formats
--- checked), and compared field by field with
--- Trivy's own SARIF for the same scan.
+-- checked), and compared field by field with Trivy's own SARIF of the same report: the
+-- outputs of `trivy convert --format sarif` committed in tests/fixtures/sarif/trivy-convert/,
+-- and, where the test bed's trivy is installed, made again by it at run time.
 local scan = require("myrmex.scan")
 local json = require("myrmex.json")
+local log = require("myrmex.log")
 local process = require("myrmex.process")
 local rt = require("myrmex.core.runtime")
 local sh = require("tests.support.sh")
 
 local FIX = sh.fixtures .. "/scanners/"
 local SCHEMA = sh.fixtures .. "/sarif/sarif-schema-2.1.0.json"
+local CONVERTED = sh.fixtures .. "/sarif/trivy-convert/"
+local TRIVY = "/usr/local/lib/myrmex-test/bin/trivy"
+local TRIVY_FIXTURES = { "alpine-310", "debian-buster", "dockerfile", "gomod", "sl-micro-rancher5.4",
+  "webgoat-ubuntu2004-jar" }
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read, write = sh.read, sh.write
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
--- The official schema is draft-04; tests/support/validate_schema.py checks it with Debian's
--- python3-jsonschema, formats included (a bad URI fails as GitHub's upload would).
 local workdir
 local function setup()
   if workdir then return end
@@ -35,6 +28,42 @@ local function validate(paths)
   local argv = { "/usr/bin/python3", sh.src .. "/tests/support/validate_schema.py", SCHEMA }
   for _, p in ipairs(paths) do argv[#argv + 1] = p end
   return process.run { argv = argv, timeout = 300 }
+end
+
+local function is_exec(path)
+  local st = rt.stat(path)
+  return st ~= nil and st.type == "file"
+end
+
+-- What we write that Trivy does not, on purpose (docs/scan.md): our driver, fingerprints,
+-- and run properties of our own.
+local OURS = { ["runs.1.tool.driver.name"] = true, ["runs.1.tool.driver.fullName"] = true,
+  ["runs.1.tool.driver.version"] = true, ["runs.1.tool.driver.informationUri"] = true,
+  ["runs.1.properties.scanners"] = true, ["runs.1.properties.compliance"] = true }
+
+-- Every difference between Trivy's document and ours, as "path: theirs ~= ours" lines, save
+-- the documented additions.
+local function differences(theirs, ours)
+  local out = {}
+  local function walk(a, b, path)
+    if OURS[path] or path:match("^runs%.1%.results%.%d+%.partialFingerprints$") then return end
+    if json.isnull(a) then a = nil end
+    if json.isnull(b) then b = nil end
+    if type(a) == "table" and type(b) == "table" then
+      local keys = {}
+      for k in pairs(a) do keys[k] = true end
+      for k in pairs(b) do keys[k] = true end
+      for k in pairs(keys) do walk(a[k], b[k], (path == "" and "" or path .. ".") .. tostring(k)) end
+    elseif a ~= b and not (type(a) == "table" and next(a) == nil and b == nil) then
+      out[#out + 1] = path .. ": " .. tostring(a):sub(1, 60) .. " ~= " .. tostring(b):sub(1, 60)
+    end
+  end
+  walk(theirs, ours, "")
+  return out
+end
+
+local function ours_for(name)
+  return json.decode(scan.export(scan.load_report(FIX .. "trivy/" .. name .. ".json"), "sarif"))
 end
 
 describe("SARIF export", function()
@@ -56,7 +85,7 @@ describe("SARIF export", function()
 
   it("validates against the official schema for every fixture", function()
     local paths = {}
-    for _, f in ipairs({ "trivy/alpine-310.json", "trivy/debian-buster.json",
+    for _, f in ipairs({ "trivy/alpine-310.json", "trivy/debian-buster.json", "trivy/dockerfile.json",
       "trivy/webgoat-ubuntu2004-jar.json", "trivy/sl-micro-rancher5.4.json", "trivy/gomod.json",
       "grype/webgoat-ubuntu2004.json", "grype/keycloak-rhel91.json",
       "grype/presenter-image-current-schema.json", "grype/presenter-empty.json",
@@ -65,68 +94,150 @@ describe("SARIF export", function()
       scan.export(scan.load_report(FIX .. f), "sarif", out)
       paths[#paths + 1] = out
     end
-    -- odd image names and a Dockerfile location must still give valid URIs
+    -- odd image names, targets and paths, and a Dockerfile location must still give valid URIs
     local r = scan.load_report(FIX .. "trivy/alpine-310.json", { image = "x" })
     r.image = "my registry:5000/app (test) #1"
+    for _, f in ipairs(r.findings) do f.target = r.image end
+    r.findings[1].path = "C:\\odd dir\\lib [x] #1.jar"
+    local g = scan.load_report(FIX .. "grype/keycloak-rhel91.json")
+    g.image = "alpine:3.10"
+    for _, f in ipairs(g.findings) do f.path, f.target = nil, nil end
     scan.export(r, "sarif", workdir .. "/odd.sarif.json")
+    scan.export(g, "sarif", workdir .. "/scheme.sarif.json")
     scan.export(r, "sarif", workdir .. "/dockerfile.sarif.json", { dockerfile = "build/Dockerfile", dockerfile_line = 3 })
-    paths[#paths + 1] = workdir .. "/odd.sarif.json"
-    paths[#paths + 1] = workdir .. "/dockerfile.sarif.json"
+    for _, p in ipairs({ "odd", "scheme", "dockerfile" }) do paths[#paths + 1] = workdir .. "/" .. p .. ".sarif.json" end
     local res = validate(paths)
     assert.are.equal(0, res.status, res.stdout .. res.stderr)
+    local function uri(doc, i)
+      return doc.runs[1].results[i].locations[1].physicalLocation.artifactLocation.uri
+    end
     local odd = json.decode(read(workdir .. "/odd.sarif.json"))
-    assert.are.equal("my%20registry:5000/app%20%28test%29%20%231",
-      odd.runs[1].results[1].locations[1].physicalLocation.artifactLocation.uri)
+    assert.are.equal("C%3A/odd%20dir/lib%20%5Bx%5D%20%231.jar", uri(odd, 1))
+    assert.are.equal("my%20registry%3A5000/app", uri(odd, 2))
+    -- "alpine:3.10" would be an absolute URI of scheme alpine: it is the repository
+    local scheme = json.decode(read(workdir .. "/scheme.sarif.json"))
+    assert.are.equal("library/alpine", uri(scheme, 1))
     local df = json.decode(read(workdir .. "/dockerfile.sarif.json"))
     local loc = df.runs[1].results[1].locations[1].physicalLocation
     assert.are.equal("build/Dockerfile", loc.artifactLocation.uri)
     assert.are.equal(3, loc.region.startLine)
   end)
 
-  it("matches Trivy's own SARIF for the same scan, field by field", function()
-    local ours = json.decode(scan.export(scan.load_report(FIX .. "trivy/alpine-310.json"), "sarif"))
-    local theirs = json.decode(read(sh.fixtures .. "/sarif/trivy-alpine-310.sarif.json"))
-    assert.are.equal(theirs.version, ours.version)
-    assert.are.equal(theirs["$schema"], ours["$schema"])
-    local o, t = ours.runs[1], theirs.runs[1]
-    assert.are.equal(t.columnKind, o.columnKind)
-    for _, k in ipairs({ "imageName", "imageID" }) do
-      assert.are.equal(t.properties[k], o.properties[k], k)
+  it("refuses a Dockerfile line SARIF cannot hold", function()
+    local r = scan.load_report(FIX .. "trivy/alpine-310.json")
+    for _, line in ipairs({ 0, -1, 1.5, "3" }) do
+      local ok, err = pcall(scan.export, r, "sarif", nil, { dockerfile = "Dockerfile", dockerfile_line = line })
+      assert.is_false(ok, tostring(line))
+      assert.matches("scan.export: dockerfile_line must be an integer from 1", err)
     end
-    assert.are.same(t.properties.repoTags, o.properties.repoTags)
-    local orules, trules = o.tool.driver.rules, t.tool.driver.rules
-    assert.are.equal(#trules, #orules)
-    for i, tr in ipairs(trules) do
-      local or_ = orules[i]
-      for _, path in ipairs({ "id", "name", "shortDescription.text", "fullDescription.text",
-        "defaultConfiguration.level", "helpUri", "help.text", "help.markdown",
-        "properties.security-severity", "properties.precision", "properties.cvssv2_score",
-        "properties.cvssv2_vector", "properties.cvssv3_baseScore", "properties.cvssv3_vector" }) do
-        local a, b = tr, or_
-        for part in path:gmatch("[^.]+") do a, b = a[part], b[part] end
-        assert.are.equal(a, b, "rule " .. tr.id .. " " .. path)
-      end
-      assert.are.same(tr.properties.tags, or_.properties.tags)
-    end
-    assert.are.equal(#t.results, #o.results)
-    for i, tr in ipairs(t.results) do
-      local or_ = o.results[i]
-      assert.are.equal(tr.ruleId, or_.ruleId)
-      assert.are.equal(tr.ruleIndex, or_.ruleIndex)
-      assert.are.equal(tr.level, or_.level)
-      assert.are.equal(tr.message.text, or_.message.text)
-      local tl, ol = tr.locations[1], or_.locations[1]
-      assert.are.same(tl.physicalLocation.artifactLocation, ol.physicalLocation.artifactLocation)
-      assert.are.same(tl.physicalLocation.region, ol.physicalLocation.region)
-      assert.are.equal(tl.message.text, ol.message.text)
-    end
-    -- where we differ on purpose: our tool, and fingerprints Trivy does not write
-    assert.are.equal("myrmex", o.tool.driver.name)
-    assert.matches("trivy dev", o.tool.driver.fullName)
-    assert.is_nil(t.results[1].partialFingerprints)
+    local ok, err = pcall(scan.export, r, "sarif", nil, { dockerfil = "Dockerfile" })
+    assert.is_false(ok)
+    assert.matches("scan.export: unknown option 'dockerfil'", err)
   end)
 
-  it("maps severity to level and CVSS to security-severity like GitHub expects", function()
+  it("matches Trivy's upstream SARIF golden for alpine 3.10, field by field", function()
+    local theirs = json.decode(read(sh.fixtures .. "/sarif/trivy-alpine-310.sarif.json"))
+    assert.are.same({}, differences(theirs, ours_for("alpine-310")))
+  end)
+
+  for _, name in ipairs(TRIVY_FIXTURES) do
+    it("matches `trivy convert --format sarif` of " .. name .. ".json, field by field", function()
+      local committed = CONVERTED .. name .. ".sarif.json"
+      local theirs = json.decode(assert(read(committed), "missing " .. committed))
+      local ours = ours_for(name)
+      assert.are.same({}, differences(theirs, ours))
+      assert.is_true(#theirs.runs[1].results == #ours.runs[1].results)
+    end)
+  end
+
+  it("matches what the installed trivy converts now, and the committed conversions are its own", function()
+    if not is_exec(TRIVY) then
+      pending("trivy is not installed at " .. TRIVY .. " (the test bed builds it): compared with the committed conversions only")
+      return
+    end
+    for _, name in ipairs(TRIVY_FIXTURES) do
+      local out = workdir .. "/convert-" .. name .. ".sarif.json"
+      local res = process.run { argv = { TRIVY, "convert", "--quiet", "--format", "sarif", "--output", out,
+        FIX .. "trivy/" .. name .. ".json" }, timeout = 120 }
+      assert.are.equal(0, res.status, res.stderr)
+      local now = json.decode(read(out))
+      assert.are.same({}, differences(now, ours_for(name)), name)
+      local committed = json.decode(read(CONVERTED .. name .. ".sarif.json"))
+      assert.are.same({}, differences(committed, now), name)
+    end
+  end)
+
+  it("keeps fingerprints and URIs when only the image's tag changes", function()
+    local function fingerprints(image_name, ref)
+      local text = read(FIX .. "trivy/webgoat-ubuntu2004-jar.json"):gsub("webgoat/webgoat:latest", image_name)
+      local r = scan.load_report(text)
+      r.image = ref
+      local doc = json.decode(scan.export(r, "sarif"))
+      local fps, uris = {}, {}
+      for i, res in ipairs(doc.runs[1].results) do
+        fps[i] = res.partialFingerprints["myrmexVulnerability/v1"]
+        uris[i] = res.locations[1].physicalLocation.artifactLocation.uri
+      end
+      return fps, uris
+    end
+    local fa, ua = fingerprints("webgoat/webgoat:latest", "webgoat/webgoat:latest")
+    local fb, ub = fingerprints("registry.local:5000/webgoat/webgoat:v2023.8", "registry.local:5000/webgoat/webgoat:v2023.8")
+    assert.are.equal(26, #fa)
+    assert.are.same(fa, fb)
+    assert.are.same(ua, ub)
+    assert.are.equal("webgoat/webgoat", ua[1])
+  end)
+
+  it("puts a repository scan's results on its lock files, and Scout's on every location", function()
+    local g = ours_for("gomod")
+    local uris = {}
+    for _, res in ipairs(g.runs[1].results) do uris[res.locations[1].physicalLocation.artifactLocation.uri] = true end
+    assert.are.same({ ["go.mod"] = true, ["submod/go.mod"] = true, ["submod2/go.mod"] = true }, uris)
+    local scout = scan.load_report(FIX .. "scout/webgoat-ubuntu2004.sarif.json")
+    local doc = json.decode(scan.export(scout, "sarif"))
+    local raw = json.decode(read(FIX .. "scout/webgoat-ubuntu2004.sarif.json"))
+    local most = 0
+    for i, res in ipairs(doc.runs[1].results) do
+      assert.are.equal(#raw.runs[1].results[i].locations, #res.locations)
+      for k, l in ipairs(res.locations) do
+        assert.are.equal(raw.runs[1].results[i].locations[k].physicalLocation.artifactLocation.uri,
+          l.physicalLocation.artifactLocation.uri)
+      end
+      if #res.locations > most then most = #res.locations end
+    end
+    assert.are.equal(19, most)
+  end)
+
+  it("exports misconfigurations as Trivy does", function()
+    local doc = ours_for("dockerfile")
+    local run = doc.runs[1]
+    assert.are.equal(1, #run.results)
+    assert.are.equal("Misconfiguration", run.tool.driver.rules[1].name)
+    assert.are.equal("error", run.results[1].level)
+    assert.are.equal("Dockerfile", run.results[1].locations[1].physicalLocation.artifactLocation.uri)
+    assert.are.equal("8.0", run.tool.driver.rules[1].properties["security-severity"])
+  end)
+
+  it("takes security-severity from the severity's source, as Trivy does", function()
+    -- Debian rates bash's CVE-2019-18276 LOW and scores nothing; NVD's 7.8 is not the source
+    local doc = ours_for("debian-buster")
+    for _, rule in ipairs(doc.runs[1].tool.driver.rules) do
+      if rule.id == "CVE-2019-18276" then
+        assert.are.equal("2.0", rule.properties["security-severity"])
+        assert.is_nil(rule.properties.cvssv3_baseScore)
+      end
+    end
+    -- no fix: the field is empty, as in Trivy's text, not "none"
+    local r = json.decode(scan.export(scan.load_report(FIX .. "trivy/webgoat-ubuntu2004-jar.json"), "sarif"))
+    local nofix = 0
+    for _, res in ipairs(r.runs[1].results) do
+      assert.is_nil(res.message.text:find("Fixed Version: none", 1, true))
+      if res.message.text:find("Fixed Version: \n", 1, true) then nofix = nofix + 1 end
+    end
+    assert.are.equal(4, nofix)
+  end)
+
+  it("maps severity to level like GitHub expects, one rule per id", function()
     local r = scan.load_report(FIX .. "grype/webgoat-ubuntu2004.json")
     local doc = json.decode(scan.export(r, "sarif"))
     local run = doc.runs[1]
@@ -139,17 +250,34 @@ describe("SARIF export", function()
       local sev = tonumber(rule.properties["security-severity"])
       assert.is_true(sev >= 0 and sev <= 10)
     end
-    -- one rule per vulnerability id
-    local ids = {}
-    for _, f in ipairs(r.findings) do ids[f.id] = true end
-    local n = 0
-    for _ in pairs(ids) do n = n + 1 end
-    assert.are.equal(n, #run.tool.driver.rules)
-    -- no CVSS: the severity's fallback score (gomod's GHSA entries are UNKNOWN)
-    local g = json.decode(scan.export(scan.load_report(FIX .. "trivy/gomod.json"), "sarif"))
-    for _, rule in ipairs(g.runs[1].tool.driver.rules) do
-      if rule.id == "GMS-2022-20" then assert.are.equal("0.0", rule.properties["security-severity"]) end
+    local ids, n = {}, 0
+    for _, f in ipairs(r.findings) do
+      if not ids[f.id] then n = n + 1 end
+      ids[f.id] = true
     end
+    assert.are.equal(n, #run.tool.driver.rules)
+  end)
+
+  it("cuts a run past GitHub's results limit to its worst results, and says so", function()
+    local r = scan.load_report(FIX .. "trivy/webgoat-ubuntu2004-jar.json")
+    local records = {}
+    local remove = log.add_hook(function(rec) records[#records + 1] = rec end)
+    local doc = json.decode(scan.export(r, "sarif", nil, { max_results = 10 }))
+    remove()
+    local run = doc.runs[1]
+    assert.are.equal(10, #run.results)
+    assert.are.equal(16, run.properties.myrmexOmittedResults)
+    for _, res in ipairs(run.results) do assert.are.equal("error", res.level) end -- 8 CRITICAL, then HIGH
+    local warned
+    for _, rec in ipairs(records) do
+      if rec.level == "warn" and rec.msg:find("26 results are more than the 10 GitHub accepts", 1, true) then warned = true end
+    end
+    assert.is_true(warned)
+    assert.are.equal(25000, require("myrmex.scan.export").GITHUB_MAX_RESULTS)
+    -- every rule is used by a kept result
+    local used = {}
+    for _, res in ipairs(run.results) do used[res.ruleIndex + 1] = true end
+    for i in ipairs(run.tool.driver.rules) do assert.is_true(used[i]) end
   end)
 
   it("gives stable, distinct fingerprints", function()

@@ -39,15 +39,38 @@ end
 
 -- ---- CSV ----
 
---- The CSV columns, in order, with how each is taken from a finding.
+--- The default CSV columns, in order.
 M.CSV_COLUMNS = { "id", "aliases", "severity", "cvss_score", "cvss_vector", "package", "type",
   "installed_version", "fixed_version", "fix_state", "purl", "title", "target", "path", "layer",
-  "scanner", "references" }
+  "scanner", "references", "description", "primary_url" }
+
+local function joined(list)
+  return list and concat(list, " ") or ""
+end
+
+-- How each column is taken from a finding (lists joined by spaces, the score with one decimal).
+local CSV_VALUE = {
+  aliases = function(f) return joined(f.aliases) end,
+  cvss_score = function(f) return f.cvss_score and format("%.1f", f.cvss_score) or "" end,
+  scanner = function(f) return f.found_by and concat(f.found_by, " ") or f.scanner or "" end,
+  references = function(f) return joined(f.references) end,
+  cwe = function(f) return joined(f.cwe) end,
+  locations = function(f) return joined(f.locations) end,
+}
+for _, k in ipairs({ "id", "severity", "cvss_vector", "cvss_source", "package", "type", "pkg_type",
+  "installed_version", "fixed_version", "fix_state", "purl", "title", "target", "path", "layer",
+  "description", "primary_url", "scanner_severity", "published", "modified" }) do
+  CSV_VALUE[k] = function(f)
+    local v = f[k]
+    return v ~= nil and tostring(v) or ""
+  end
+end
+M.CSV_VALUE = CSV_VALUE
+
+local find, byte = string.find, string.byte
 
 -- RFC 4180: a field with a comma, quote, CR or LF is quoted, quotes doubled. Four plain
 -- finds (memchr-speed) beat one character-class pattern by 10x on long fields.
-local find = string.find
-
 local function csv_field(v)
   if v == nil then return "" end
   v = tostring(v)
@@ -59,165 +82,375 @@ local function csv_field(v)
 end
 M.csv_field = csv_field
 
-local function joined(list)
-  return list and concat(list, " ") or ""
-end
+-- A cell a spreadsheet would run as a formula: it starts with = + - @, a tab or a CR
+-- (OWASP, "CSV Injection"). Titles and descriptions come from vulnerability databases,
+-- which anyone can write to.
+local FORMULA = { [61] = true, [43] = true, [45] = true, [64] = true, [9] = true, [13] = true }
 
--- One row, column by column in CSV_COLUMNS order, handed to `emit` as pieces (written as
--- they are, never joined into a row string). Most rows need no quoting at all: the fields
--- are checked together, four memchr-speed finds over their concatenation, and quoted one by
--- one only when that finds something. Written out rather than looped: this runs for every
--- finding (a 100 MB report has tens of thousands).
-local function csv_row(f, emit)
-  local score = f.cvss_score
-  local id, aliases, sev = f.id or "", joined(f.aliases), f.severity
-  score = score and format("%.1f", score) or ""
-  local vector, pkg, typ, inst = f.cvss_vector or "", f.package or "", f.type or "", f.installed_version or ""
-  local fixed, state, purl, title = f.fixed_version or "", f.fix_state or "", f.purl or "", f.title or ""
-  local target, path, layer = f.target or "", f.path or "", f.layer or ""
-  local scanner = f.found_by and concat(f.found_by, " ") or f.scanner or ""
-  local refs = joined(f.references)
-  local all = id .. aliases .. sev .. vector .. pkg .. typ .. inst .. fixed .. state .. purl ..
-    title .. target .. path .. layer .. scanner .. refs
-  if find(all, ",", 1, true) or find(all, '"', 1, true) or find(all, "\n", 1, true) or
-    find(all, "\r", 1, true) then
-    id, aliases, vector, pkg = csv_field(id), csv_field(aliases), csv_field(vector), csv_field(pkg)
-    typ, inst, fixed, state = csv_field(typ), csv_field(inst), csv_field(fixed), csv_field(state)
-    purl, title, target, path = csv_field(purl), csv_field(title), csv_field(target), csv_field(path)
-    layer, scanner, refs, sev = csv_field(layer), csv_field(scanner), csv_field(refs), csv_field(sev)
-  end
-  emit(id, ",", aliases, ",", sev, ",", score, ",", vector, ",", pkg, ",", typ, ",", inst, ",",
-    fixed, ",", state, ",", purl, ",", title, ",", target, ",", path, ",", layer, ",", scanner,
-    ",", refs, "\r\n")
+-- OWASP's advice: prefix such a cell with a single quote (the spreadsheet then shows it as
+-- text) and quote the cell, so that a separator in it cannot start another one.
+local function neutral_field(v)
+  if FORMULA[byte(v, 1)] then return '"\'' .. v:gsub('"', '""') .. '"' end
+  return csv_field(v)
 end
+M.csv_neutral_field = neutral_field
 
 --- Findings as CSV, given to `emit` row by row: a header row, then one row per finding, CRLF
---- line ends.
+--- line ends. Options: `columns` (names from M.CSV_VALUE), `csv_raw` (no formula
+--- neutralising), `bom` (a UTF-8 byte-order mark first, for spreadsheets).
 ---@param result table
----@param _ table|nil options (none)
+---@param opts table|nil
 ---@param emit fun(...:string)
-function M.csv(result, _, emit)
-  emit(concat(M.CSV_COLUMNS, ","), "\r\n")
-  local findings = result.findings
-  for i = 1, #findings do csv_row(findings[i], emit) end
+function M.csv(result, opts, emit)
+  opts = opts or {}
+  local columns = opts.columns or M.CSV_COLUMNS
+  if type(columns) ~= "table" or #columns == 0 then
+    error("scan.export: columns must be a non-empty list of column names", 3)
+  end
+  local getters = {}
+  for i, c in ipairs(columns) do
+    getters[i] = CSV_VALUE[c]
+    if not getters[i] then
+      local names = {}
+      for k in pairs(CSV_VALUE) do names[#names + 1] = k end
+      table.sort(names)
+      error("scan.export: columns[" .. i .. "]: unknown column '" .. tostring(c) .. "' (" ..
+        concat(names, ", ") .. ")", 3)
+    end
+  end
+  local field = opts.csv_raw and csv_field or neutral_field
+  if opts.bom then emit("\239\187\191") end
+  local header = {}
+  for i, c in ipairs(columns) do header[i] = field(c) end
+  emit(concat(header, ","), "\r\n")
+  local findings, n = result.findings, #getters
+  local row = {}
+  for i = 1, #findings do
+    local f = findings[i]
+    for k = 1, n do row[k] = field(getters[k](f)) end
+    emit(concat(row, ",", 1, n), "\r\n")
+  end
 end
 
 -- ---- SARIF ----
+--
+-- Written as Trivy's own SARIF writer (pkg/report/sarif.go, v0.74) writes it, field by field,
+-- so an upload from either tool reads and ranks the same in GitHub; the spec compares the two
+-- on every Trivy fixture. What we add: our driver, partialFingerprints, run properties
+-- `scanners` and `compliance` (and `myrmexOmittedResults` when GitHub's limit cut the run).
+
+local log = require("myrmex.log")
 
 local SARIF_LEVEL = { CRITICAL = "error", HIGH = "error", MEDIUM = "warning", LOW = "note",
   UNKNOWN = "note" }
--- What security-severity says when a finding has no CVSS score (Trivy's values, so the two
--- tools rank the same in GitHub).
+-- security-severity when there is no CVSS v3 score of the severity's source (Trivy's values).
 local FALLBACK_SCORE = { CRITICAL = "9.5", HIGH = "8.0", MEDIUM = "5.5", LOW = "2.0", UNKNOWN = "0.0" }
+local RULE_NAME = { ["os-pkgs"] = "OsPackageVulnerability",
+  ["lang-pkgs"] = "LanguageSpecificPackageVulnerability", config = "Misconfiguration",
+  secret = "Secret", license = "License", ["license-file"] = "License" }
+
+--- GitHub code scanning rejects a run with more results than this (docs: "SARIF results
+--- file limits"); a longer run is cut to its worst results, with a warning.
+M.GITHUB_MAX_RESULTS = 25000
+--- ... and a result with more locations than this.
+M.GITHUB_MAX_LOCATIONS = 1000
+
+-- A container image reference's repository, as go-containerregistry's
+-- name.ParseReference(...).Context().RepositoryStr() gives it (Trivy's ToPathUri): the
+-- registry and the tag or digest dropped, "library/" added for a Docker Hub name without a
+-- namespace. nil when `s` is no reference.
+local function repository_str(s)
+  local base = s
+  local at = s:find("@", 1, true)
+  if at then
+    local dig = s:sub(at + 1)
+    if s:find("@", at + 1, true) or not dig:match("^sha256:" .. string.rep("[0-9a-f]", 64) .. "$") then
+      return nil
+    end
+    base = s:sub(1, at - 1)
+  end
+  -- a tag: after the last ":" when no "/" follows it
+  local colon = base:match("^.*():")
+  if colon and not base:find("/", colon + 1, true) then
+    local tag = base:sub(colon + 1)
+    if tag ~= "" and (#tag > 128 or not tag:match("^[%w_.%-]+$")) then return nil end
+    base = base:sub(1, colon - 1)
+  end
+  if base == "" then return nil end
+  local registry, repo = base:match("^([^/]*)/(.*)$")
+  if not (registry and (registry:find(".", 1, true) or registry:find(":", 1, true))) then
+    registry, repo = "", base
+  end
+  if #repo < 2 or #repo > 255 or not repo:match("^[a-z0-9_.%-/]+$") then return nil end
+  if registry ~= "" and not registry:match("^[%w%-%.]+:?%d*$") then return nil end
+  if (registry == "" or registry == "docker.io" or registry == "index.docker.io") and
+    not repo:find("/", 1, true) then
+    return "library/" .. repo
+  end
+  return repo
+end
+
+-- Trivy's clearURI: backslashes to slashes, module source prefixes of Terraform rewritten.
+local function clear_uri(s)
+  s = s:gsub("\\", "/")
+  if s:find("^git@github%.com:") then
+    s = s:gsub("^git@github%.com:", "github.com/"):gsub("%.git", ""):gsub("%?ref=", "/tree/")
+  elseif s:find("^git::https:/") and not s:find("^git::https://") then
+    s = s:gsub("^git::https:/", ""):gsub("%.git", "")
+  elseif s:find("^git::ssh://") then
+    s = (s:match("@(.*)$") or s):gsub("%.git", "")
+  elseif s:find("^git::") then
+    s = s:sub(6):gsub("%.git", "")
+  elseif s:find("^hg::") then
+    s = s:sub(5):gsub("%.hg", "")
+  elseif s:find("^s3::") then
+    s = s:sub(5)
+  elseif s:find("^gcs::") then
+    s = s:sub(6)
+  end
+  return s
+end
+
+-- Trivy's ToPathUri: for OS package results the target ("alpine:3.10 (alpine 3.10.2)") is
+-- an image: the "(distro)" suffix and the tag go, so the URI (and our fingerprint) stay the
+-- same when the image is re-tagged. Other targets (go.mod, a jar path) are kept.
+local function path_uri(input, class)
+  if class ~= "os-pkgs" then return input end
+  -- pathRegex `(?P<path>.+?)(?:\s*\((?:.*?)\).*?)?$`: cut before the first "(" that has a
+  -- ")" after it, and the blanks before it
+  local p = 2
+  while true do
+    local open = input:find("(", p, true)
+    if not open then break end
+    if input:find(")", open + 1, true) and not input:find("\n", open, true) then
+      local path = input:sub(1, open - 1):gsub("%s+$", "")
+      input = path ~= "" and path or input:sub(1, 1)
+      break
+    end
+    p = open + 1
+  end
+  return clear_uri(repository_str(input) or input)
+end
+M.path_uri = path_uri
 
 -- artifactLocation.uri must be a URI reference: keep path characters, escape the rest
--- (spaces and parentheses in Trivy targets, for instance).
+-- (spaces and parentheses in targets, for instance), and a ":" in the first segment, which
+-- would make it read as a URI scheme.
 local function uri_escape(s)
-  return (s:gsub("[^%w%-%._~/:@!%$&'%*%+,;=]", function(c) return format("%%%02X", c:byte()) end))
+  s = s:gsub("[^%w%-%._~/:@!%$&'%*%+,;=]", function(c) return format("%%%02X", c:byte()) end)
+  local first = s:match("^[^/]*")
+  if first:find(":", 1, true) then s = first:gsub(":", "%%3A") .. s:sub(#first + 1) end
+  return s
 end
 
-local function fix_text(f)
-  return f.fixed_version or "none"
-end
-
-local function link(f)
-  local url = f.primary_url or (f.references and f.references[1])
-  if not url then return f.id end
-  return "[" .. f.id .. "](" .. url .. ")"
-end
-
--- Texts in Trivy's words, so SARIF from either tool reads the same in GitHub.
-local HELP_TEXT = "Vulnerability %s\nSeverity: %s\nPackage: %s\nFixed Version: %s\nLink: %s\n%s"
+-- Texts in Trivy's words (pkg/report/sarif.go), so SARIF from either tool reads the same.
+local HELP_TEXT = "Vulnerability %s\nSeverity: %s\nPackage: %s\nFixed Version: %s\nLink: [%s](%s)\n%s"
 local HELP_MARKDOWN = "**Vulnerability %s**\n| Severity | Package | Fixed Version | Link |\n"
-  .. "| --- | --- | --- | --- |\n|%s|%s|%s|%s|\n\n%s"
+  .. "| --- | --- | --- | --- |\n|%s|%s|%s|[%s](%s)|\n\n%s"
 local RESULT_TEXT = "Package: %s\nInstalled Version: %s\nVulnerability %s\nSeverity: %s\n"
-  .. "Fixed Version: %s\nLink: %s"
+  .. "Fixed Version: %s\nLink: [%s](%s)"
+local MISCONF_HELP_TEXT = "Misconfiguration %s\nType: %s\nSeverity: %s\nCheck: %s\nMessage: %s\n"
+  .. "Link: [%s](%s)\n%s"
+local MISCONF_HELP_MARKDOWN = "**Misconfiguration %s**\n| Type | Severity | Check | Message | Link |\n"
+  .. "| --- | --- | --- | --- | --- |\n|%s|%s|%s|%s|[%s](%s)|\n\n%s"
+local MISCONF_TEXT = "Artifact: %s\nType: %s\nVulnerability %s\nSeverity: %s\nMessage: %s\nLink: [%s](%s)"
 local SARIF_SCHEMA = "https://raw.githubusercontent.com/oasis-tcs/sarif-spec/main/sarif-2.1/schema/"
   .. "sarif-schema-2.1.0.json"
 
-local function rule_for(f)
-  local sev = f.severity
-  local score = f.cvss_score and format("%.1f", f.cvss_score) or FALLBACK_SCORE[sev]
-  local desc = f.description or f.title or f.id
-  local url = f.primary_url or (f.references and f.references[1])
-  local pkg = f.package or "?"
-  local props = { ["security-severity"] = score, precision = "very-high",
-    tags = json.array { "vulnerability", "security", sev } }
-  local nvd = f.cvss and f.cvss.nvd
-  if nvd then
-    props.cvssv2_score, props.cvssv2_vector = nvd.v2_score, nvd.v2_vector
-    props.cvssv3_baseScore, props.cvssv3_vector = nvd.v3_score, nvd.v3_vector
+-- The link Trivy prints is PrimaryURL only; for other scanners' findings without one, the
+-- first reference.
+local function url_of(f)
+  if f.primary_url then return f.primary_url end
+  if f.scanner ~= "trivy" and f.references then return f.references[1] or "" end
+  return ""
+end
+
+-- CVSS properties and security-severity, as Trivy's toCVSSData: the CVSS of the severity's
+-- source (SeveritySource), its v3 score as security-severity, else the severity's fallback.
+-- Findings of other scanners name no such source: their best score stands in.
+local function cvss_data(f)
+  local c = f.cvss and f.severity_source and f.cvss[f.severity_source]
+  if not c and f.scanner ~= "trivy" and f.cvss_source and f.cvss then c = f.cvss[f.cvss_source] end
+  local props, score = {}, FALLBACK_SCORE[f.severity]
+  if c then
+    local function put(k, v)
+      if v ~= nil and v ~= "" and v ~= 0 then props[k] = v end
+    end
+    put("cvssv2_vector", c.v2_vector)
+    put("cvssv2_score", c.v2_score)
+    put("cvssv3_vector", c.v3_vector)
+    put("cvssv3_baseScore", c.v3_score)
+    put("cvssv40_vector", c.v4_vector)
+    put("cvssv40_baseScore", c.v4_score)
+    if c.v3_score and c.v3_score ~= 0 then score = format("%.1f", c.v3_score) end
   end
+  if not c and f.scanner ~= "trivy" and f.cvss_score then score = format("%.1f", f.cvss_score) end
+  return props, score
+end
+
+local function class_of(f)
+  return f.class or (f.type == "os" and "os-pkgs" or "lang-pkgs")
+end
+
+-- Where a finding is, as Trivy puts it: the package path inside the image (or the lock
+-- file), else the target; for an OS package the image's repository. Findings of other
+-- scanners: their path, else the image.
+local function finding_path(f, result)
+  local class = class_of(f)
+  if f.scanner == "trivy" then
+    if f.path then return path_uri(f.path, class) end
+    return path_uri(f.target or result.image or "", class)
+  end
+  if f.path then return f.path end
+  return path_uri(f.target or result.image or "image", "os-pkgs")
+end
+
+-- One SARIF entry (rule data, result data) per vulnerability finding.
+local function vuln_entry(f, result)
+  local sev, id = f.severity, f.id
+  local pkg, installed, fixed = f.package or "", f.installed_version or "", f.fixed_version or ""
+  local url, desc, title = url_of(f), f.description or "", f.title or ""
+  local path = finding_path(f, result)
+  local props, score = cvss_data(f)
+  props["security-severity"] = score
+  props.precision = "very-high"
+  props.tags = json.array { "vulnerability", "security", sev }
+  local lines = f.lines
+  local uris
+  if f.locations and #f.locations > 1 then uris = f.locations end
   return {
-    id = f.id,
-    name = f.type == "os" and "OsPackageVulnerability" or "LanguageSpecificPackageVulnerability",
-    shortDescription = { text = f.title or f.id },
-    fullDescription = { text = desc },
-    defaultConfiguration = { level = SARIF_LEVEL[sev] },
-    helpUri = url,
-    help = {
-      text = format(HELP_TEXT,
-        f.id, sev, pkg, fix_text(f), link(f), desc),
-      markdown = format(HELP_MARKDOWN,
-        f.id, sev, pkg, fix_text(f), link(f), desc),
-    },
-    properties = props,
+    id = id, sev = sev, class = class_of(f), url = url, props = props, path = path,
+    short = title, full = desc ~= "" and desc or title,
+    help_text = format(HELP_TEXT, id, sev, pkg, fixed, id, url, desc),
+    help_markdown = format(HELP_MARKDOWN, id, sev, pkg, fixed, id, url, desc),
+    message = format(RESULT_TEXT, pkg, installed, id, sev, fixed, id, url),
+    location_message = path .. ": " .. pkg .. "@" .. installed,
+    lines = lines, uris = uris,
+    -- Stable across runs, tags and scanners: the same vulnerability in the same package
+    -- version at the same place is the same alert, so GitHub tracks it instead of reopening.
+    fingerprint = id .. "|" .. (f.package or "?") .. "|" .. installed .. "|" .. path,
   }
 end
 
--- Where a finding points: the Dockerfile when given (so GitHub can show it on a file of the
--- repository), else the package path inside the image, else the image.
-local function location_uri(f, result, opts)
-  if opts.dockerfile then return opts.dockerfile end
-  return f.path or result.image or f.target or "image"
+local function misconf_entry(m)
+  local sev, id = m.severity, m.id or "?"
+  local url, uri = m.primary_url or "", clear_uri(m.target or "")
+  local check_type, msg, title = m.check_type or "", m.message or "", m.title or ""
+  local desc = m.description or ""
+  return {
+    id = id, sev = sev, class = m.class or "config", url = url, path = uri,
+    props = { ["security-severity"] = FALLBACK_SCORE[sev], precision = "very-high",
+      tags = json.array { "misconfiguration", "security", sev } },
+    short = title, full = desc,
+    help_text = format(MISCONF_HELP_TEXT, id, check_type, sev, title, msg, id, url, desc),
+    help_markdown = format(MISCONF_HELP_MARKDOWN, id, check_type, sev, title, msg, id, url, desc),
+    message = format(MISCONF_TEXT, uri, m.type or "", id, sev, msg, id, url),
+    location_message = uri,
+    lines = { { start_line = m.start_line or 0, end_line = m.end_line or 0 } },
+    fingerprint = id .. "|" .. uri .. "|" .. (m.start_line or 0),
+  }
 end
 
--- One result as JSON, handed to `emit` in pieces (written as they are): a report has tens of
--- thousands of results, and building a table (and a cJSON tree) or even one string for each
--- costs more than the text. `uris` caches the quoted location of each distinct path.
-local function result_json(f, rule_index, result, opts, uris, emit)
-  local uri = location_uri(f, result, opts)
-  local quoted_uri = uris[uri]
-  if not quoted_uri then
-    quoted_uri = quote(uri_escape(uri))
-    uris[uri] = quoted_uri
+local function rule_json(e)
+  local rule = {
+    id = e.id,
+    name = RULE_NAME[e.class] or "UnknownIssue",
+    shortDescription = { text = e.short },
+    fullDescription = { text = e.full },
+    defaultConfiguration = { level = SARIF_LEVEL[e.sev] or "none" },
+    helpUri = e.help_uri,
+    help = { text = e.help_text, markdown = e.help_markdown },
+    properties = e.props,
+  }
+  return json.encode(rule)
+end
+
+-- One result as JSON, handed to `emit` in pieces: a report has tens of thousands of results,
+-- and building a table (and a cJSON tree) for each costs more than the text.
+local function result_json(e, rule_index, opts, emit)
+  local locs = {}
+  local msg = quote(e.location_message)
+  local function add(uri, first, last)
+    -- Trivy's toSarifLocations: a missing line is line 1
+    if first == 0 and last == 0 then first, last = 1, 1 end
+    locs[#locs + 1] = '{"physicalLocation":{"artifactLocation":{"uri":' .. quote(uri_escape(uri))
+      .. ',"uriBaseId":"ROOTPATH"},"region":{"startLine":' .. first .. ',"startColumn":1,"endLine":'
+      .. last .. ',"endColumn":1}},"message":{"text":' .. msg .. '}}'
   end
-  local id, sev, pkg = f.id, f.severity, f.package or "?"
-  local installed = f.installed_version or ""
-  local line = opts.dockerfile_line or 1
-  -- Stable across runs and scanners: the same vulnerability in the same package version
-  -- at the same place is the same alert, so GitHub tracks it instead of reopening it.
-  local fingerprint = id .. "|" .. pkg .. "|" .. installed .. "|" .. (f.path or f.target or "")
-  emit('{"ruleId":', quote(id), ',"ruleIndex":', rule_index, ',"level":"', SARIF_LEVEL[sev],
-    '","message":{"text":', quote(format(RESULT_TEXT, pkg, installed, id, sev, fix_text(f), link(f))),
-    '},"locations":[{"physicalLocation":{"artifactLocation":{"uri":', quoted_uri,
-    ',"uriBaseId":"ROOTPATH"},"region":{"startLine":', line, ',"startColumn":1,"endLine":', line,
-    ',"endColumn":1}},"message":{"text":',
-    quote((result.image or f.target or uri) .. ": " .. pkg .. "@" .. installed),
-    '}}],"partialFingerprints":{"myrmexVulnerability/v1":', quote(fingerprint), "}}")
+  if opts.dockerfile then
+    add(opts.dockerfile, opts.dockerfile_line or 1, opts.dockerfile_line or 1)
+  elseif e.uris then
+    for i = 1, math.min(#e.uris, M.GITHUB_MAX_LOCATIONS) do add(e.uris[i], 1, 1) end
+  elseif e.lines then
+    for i = 1, math.min(#e.lines, M.GITHUB_MAX_LOCATIONS) do
+      add(e.path, e.lines[i].start_line, e.lines[i].end_line)
+    end
+  else
+    add(e.path, 1, 1)
+  end
+  emit('{"ruleId":', quote(e.id), ',"ruleIndex":', rule_index, ',"level":"',
+    SARIF_LEVEL[e.sev] or "none", '","message":{"text":', quote(e.message), '},"locations":[',
+    concat(locs, ","), '],"partialFingerprints":{"myrmexVulnerability/v1":', quote(e.fingerprint), "}}")
 end
 
---- A SARIF 2.1.0 log, given to `emit` piece by piece: one rule per vulnerability id (in order
---- of first appearance), one result per finding.
+local RANK = { CRITICAL = 5, HIGH = 4, MEDIUM = 3, LOW = 2, UNKNOWN = 1 }
+
+--- A SARIF 2.1.0 log, given to `emit` piece by piece: one rule per id (in order of first
+--- appearance, described by the last finding of that id, as Trivy's writer does), one result
+--- per finding, then one per misconfiguration.
 ---@param result table
----@param opts? {dockerfile?:string, dockerfile_line?:integer}
+---@param opts? {dockerfile?:string, dockerfile_line?:integer, max_results?:integer}
 ---@param emit fun(...:string|integer)
 function M.sarif(result, opts, emit)
   opts = opts or {}
-  if opts.dockerfile_line ~= nil and not math.tointeger(opts.dockerfile_line) then
-    error("scan.export: dockerfile_line must be an integer", 3)
+  local line = opts.dockerfile_line
+  if line ~= nil and (math.type(line) ~= "integer" and not (type(line) == "number" and math.tointeger(line))
+    or line < 1) then
+    error("scan.export: dockerfile_line must be an integer from 1 (SARIF lines start at 1), got "
+      .. tostring(line), 3)
   end
-  opts = { dockerfile = opts.dockerfile, dockerfile_line = math.tointeger(opts.dockerfile_line) }
-  local findings = result.findings
-  local order, index, last = {}, {}, {}
+  if opts.dockerfile ~= nil and (type(opts.dockerfile) ~= "string" or opts.dockerfile == "") then
+    error("scan.export: dockerfile must be a path", 3)
+  end
+  local max = opts.max_results or M.GITHUB_MAX_RESULTS
+  if not math.tointeger(max) or max < 1 then error("scan.export: max_results must be a positive integer", 3) end
+  opts = { dockerfile = opts.dockerfile, dockerfile_line = math.tointeger(line) }
+  local findings, misconfs = result.findings, result.misconfigurations or {}
+  local n = #findings + #misconfs
+  -- Past GitHub's limit the upload would be rejected whole: keep the worst `max` (in report
+  -- order), say so, and record how many were left out in the run's properties.
+  local keep
+  if n > max then
+    local all = {}
+    for i = 1, #findings do all[i] = { i, RANK[findings[i].severity] or 0 } end
+    for i = 1, #misconfs do all[#all + 1] = { -i, RANK[misconfs[i].severity] or 0 } end
+    table.sort(all, function(a, b)
+      if a[2] ~= b[2] then return a[2] > b[2] end
+      return (a[1] > 0 and a[1] or #findings - a[1]) < (b[1] > 0 and b[1] or #findings - b[1])
+    end)
+    keep = {}
+    for i = 1, max do keep[all[i][1]] = true end
+    log.warn(string.format("scan: SARIF for %s: %d results are more than the %d GitHub accepts "
+      .. "per run; the %d least severe are left out (run.properties.myrmexOmittedResults)",
+      result.image or "the result", n, max, n - max), { engine = "scan" })
+  end
+  local entries = {}
   for i = 1, #findings do
-    local f = findings[i]
-    local id = f.id
-    if not index[id] then
-      order[#order + 1] = id
-      index[id] = #order - 1
+    if not keep or keep[i] then entries[#entries + 1] = vuln_entry(findings[i], result) end
+  end
+  for i = 1, #misconfs do
+    if not keep or keep[-i] then entries[#entries + 1] = misconf_entry(misconfs[i]) end
+  end
+  -- Rules as go-sarif's AddRule makes them: one per id in order of first appearance, its
+  -- texts and properties from the last entry of that id, helpUri from the last that had one.
+  local order, index, last, help_uri = {}, {}, {}, {}
+  for _, e in ipairs(entries) do
+    if not index[e.id] then
+      order[#order + 1] = e.id
+      index[e.id] = #order - 1
     end
-    last[id] = f
+    last[e.id] = e
+    if e.url ~= "" then help_uri[e.id] = e.url end
   end
   local scanners = {}
   for _, s in ipairs(result.scanners or {}) do
@@ -231,24 +464,29 @@ function M.sarif(result, opts, emit)
   }
   emit('{"version":"2.1.0","$schema":' .. quote(SARIF_SCHEMA) .. ',"runs":[{"tool":{"driver":' ..
     driver:sub(1, -2) .. ',"rules":[')
-  -- A rule describes its id with the last finding of that id, as Trivy's own SARIF does.
   for i, id in ipairs(order) do
-    emit(i > 1 and ",\n" or "\n", json.encode(rule_for(last[id])))
+    local e = last[id]
+    e.help_uri = help_uri[id]
+    emit(i > 1 and ",\n" or "\n", rule_json(e))
   end
   emit(']}},"results":[')
-  local uris = {}
-  for i = 1, #findings do
-    local f = findings[i]
+  for i, e in ipairs(entries) do
     emit(i > 1 and ",\n" or "\n")
-    result_json(f, index[f.id], result, opts, uris, emit)
+    result_json(e, index[e.id], opts, emit)
   end
-  emit('],"columnKind":"utf16CodeUnits","properties":' .. json.encode {
-    imageName = result.image, imageID = result.image_id,
-    repoDigests = result.digest and json.array { (result.image or "") .. "@" .. result.digest } or nil,
-    repoTags = result.repo_tags and json.array(result.repo_tags) or nil,
-    scanners = json.array(scanners),
-    compliance = result.compliance,
-  } .. "}]}\n")
+  -- Trivy writes the image's properties for container images only, nulls included.
+  local props = { scanners = json.array(scanners), compliance = result.compliance,
+    myrmexOmittedResults = keep and (n - max) or nil }
+  local atype = result.artifact_type
+  if atype == "container_image" or ((atype == nil or atype == "image") and result.image) then
+    props.imageName = result.image or json.null
+    props.imageID = result.image_id or ""
+    props.repoTags = result.repo_tags and json.array(result.repo_tags) or json.null
+    props.repoDigests = result.repo_digests and json.array(result.repo_digests)
+      or (result.digest and json.array { (result.image or ""):gsub("[:@].*$", "") .. "@" .. result.digest })
+      or json.null
+  end
+  emit('],"columnKind":"utf16CodeUnits","properties":' .. json.encode(props) .. "}]}\n")
 end
 
 return M
