@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# BuildKit builds (issue 16), myrmex beside the docker CLI's own BuildKit client (Debian's
+# 20.10 /usr/bin/docker, DOCKER_BUILDKIT=1), same engine, runs interleaved:
+#   cold   a multi-stage build of two independent 3 s stages, no cache
+#   warm   a rebuild after one file of the context changed (the steps before it cached)
+#   big    a build whose context holds a 300 MiB file
+# Prints each run's wall seconds and client peak RSS (KiB, /usr/bin/time), then the medians.
+# Usage: bench/docker/build.sh [build/myrmex] [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${1:-build/myrmex}
+RUNS=${2:-3}
+B=bench/docker
+IMAGE=$(MYRMEX_LUA_PATH=lua "$BIN" -e 'package.path = "./?.lua;" .. package.path
+  io.write(require("tests.support.docker").image())')
+work=$(mktemp -d /tmp/mx-bench-build-XXXXXX)
+trap 'docker images -q --filter label=myrmex.bench=1 | sort -u | xargs -r docker rmi -f >/dev/null 2>&1; rm -rf "$work"' EXIT
+echo "image $IMAGE, $(docker version --format 'engine {{.Server.Version}} API {{.Server.APIVersion}}'), load $(cut -d' ' -f1-3 /proc/loadavg), myrmex $(git rev-parse --short HEAD)"
+
+mkdir -p "$work/multi/src" "$work/big"
+for i in $(seq 1 200); do echo "file $i" > "$work/multi/src/f$i.txt"; done
+cat > "$work/multi/Dockerfile" <<DF
+FROM $IMAGE AS left
+RUN sleep 3 && echo left > /left
+FROM $IMAGE AS right
+RUN sleep 3 && echo right > /right
+FROM $IMAGE
+COPY --from=left /left /left
+COPY --from=right /right /right
+COPY src /src
+RUN cat /src/*.txt | wc -l > /count
+DF
+printf 'FROM %s\nCOPY small /small\n' "$IMAGE" > "$work/big/Dockerfile"
+echo s > "$work/big/small"
+head -c 314572800 /dev/urandom > "$work/big/big.bin"
+
+declare -A T R
+measure() { # name kind cmd...
+  local name=$1 kind=$2; shift 2
+  local tf="$work/time"
+  /usr/bin/time -f "%e %M" -o "$tf" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+  read -r secs rss < "$tf"
+  printf '%-6s %-7s %6.2f s %7d KiB\n' "$kind" "$name" "$secs" "$rss"
+  T[$kind.$name]+="$secs "
+  R[$kind.$name]+="$rss "
+}
+cli() { DOCKER_BUILDKIT=1 /usr/bin/docker build -q --network=none --label myrmex.bench=1 "$@"; }
+
+for run in $(seq 1 "$RUNS"); do
+  measure cli cold cli --no-cache -t mx-bench-build:cli "$work/multi"
+  measure myrmex cold "$BIN" $B/build.lua "$work/multi" mx-bench-build:mx nocache
+  echo "changed $run" >> "$work/multi/src/f1.txt"
+  measure cli warm cli -t mx-bench-build:cli "$work/multi"
+  echo "changed again $run" >> "$work/multi/src/f2.txt"
+  measure myrmex warm "$BIN" $B/build.lua "$work/multi" mx-bench-build:mx
+  measure cli big cli -t mx-bench-build:clibig "$work/big"
+  measure myrmex big "$BIN" $B/build.lua "$work/big" mx-bench-build:mxbig
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+echo "== medians of $RUNS runs: wall s (client peak RSS KiB)"
+for kind in cold warm big; do
+  c=$(echo "${T[$kind.cli]}" | median); m=$(echo "${T[$kind.myrmex]}" | median)
+  cr=$(echo "${R[$kind.cli]}" | median); mr=$(echo "${R[$kind.myrmex]}" | median)
+  printf '%-5s cli %6.2f (%6d)   myrmex %6.2f (%6d)   myrmex/cli %.2fx\n' "$kind" "$c" "$cr" "$m" "$mr" \
+    "$(awk -v a="$m" -v b="$c" 'BEGIN {print a / b}')"
+done
