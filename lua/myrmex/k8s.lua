@@ -205,7 +205,8 @@ end
 --- the client's `retries`).
 ---@param method string
 ---@param path string absolute API path, e.g. "/api/v1/namespaces"
----@param opts? {query?:table, body?:any, content_type?:string, timeout?:number, raw?:boolean, on_json?:function, retries?:integer}
+---@param opts? {query?:table, body?:any, content_type?:string, timeout?:number, raw?:boolean,
+---  on_json?:function, retries?:integer}
 ---@return any body, table response
 function Client:request(method, path, opts)
   opts = opts or {}
@@ -720,12 +721,28 @@ local apply = require("myrmex.k8s.apply")
 --- Applied in tiers (namespaces, CRDs, config and policy, the rest, admission hooks), the
 --- objects of a tier `parallel` at a time (default 8). Every object of a tier is tried; a
 --- failure stops before the next tier and raises the first one, naming its object, with
---- `failed` listing them all. Returns the applied objects in the order applied.
+--- `failed` listing them all. CRDs are waited for (Established, and served by discovery, at
+--- most `crd_timeout` seconds, default 60) before the objects of their kinds are applied.
+--- With `applyset` the objects are recorded as an ApplySet (KEP-3659, as `kubectl apply
+--- --applyset`); with `prune` too, the set's members the manifest no longer has are deleted.
+--- Returns the applied objects in the order applied, and with `prune` what was deleted.
+---@class myrmex.k8s.ApplyManifestOptions
+---@field field_manager? string
+---@field force? boolean
+---@field dry_run? boolean
+---@field namespace? string
+---@field parallel? integer
+---@field crd_timeout? number
+---@field applyset? string the parent: "NAME" (a Secret), "configmaps/NAME", "RESOURCE.GROUP/NAME"
+---@field prune? boolean
+---@field tooling? string "name/version" on the parent (default "myrmex/v1"); "kubectl/..." shares it with kubectl
+
 ---@param source string text or path
----@param opts? {field_manager?:string, force?:boolean, dry_run?:boolean, namespace?:string, parallel?:integer}
----@return table[] objects
+---@param opts? myrmex.k8s.ApplyManifestOptions
+---@return table[] objects, string[]|nil pruned "Kind namespace/name" of each deleted member
 function Client:apply_manifest(source, opts)
-  opts = check_opts("k8s.apply_manifest", opts, set { "field_manager", "force", "dry_run", "namespace", "parallel" })
+  opts = check_opts("k8s.apply_manifest", opts, set { "field_manager", "force", "dry_run", "namespace", "parallel",
+    "crd_timeout", "applyset", "prune", "tooling" })
   return apply.apply_manifest(self, source, opts)
 end
 
@@ -778,7 +795,8 @@ end
 --- (with `follow`, until the container ends or `on_line` returns false), and the lines seen are
 --- returned too.
 ---@param pod string
----@param opts? {namespace?:string, container?:string, since?:integer, follow?:boolean, on_line?:fun(line:string):boolean|nil}
+---@param opts? {namespace?:string, container?:string, since?:integer, follow?:boolean,
+---  on_line?:fun(line:string):boolean|nil}
 ---@return string text
 function Client:logs(pod, opts)
   opts = check_opts("k8s.logs", opts, set { "namespace", "container", "since", "follow", "on_line" })

@@ -176,6 +176,61 @@ local function raise_failures(failed)
 end
 
 local DEFAULT_PARALLEL = 8
+M.CRD_TIMEOUT = 60
+
+-- The condition of `crd` of that type, or nil.
+local function condition(crd, ctype)
+  for _, c in ipairs((crd.status or {}).conditions or {}) do
+    if c.type == ctype then return c end
+  end
+  return nil
+end
+
+-- Wait until each CRD applied in objs[i..j] is Established and discovery serves its kind, so
+-- that the next tier's custom resources find it (the API server answers 404 for a kind it
+-- accepted a moment ago but does not serve yet). Bounded: Timeout names the CRD and the last
+-- conditions seen.
+local function wait_crds(client, objs, i, j, results, timeout)
+  local rt = require("myrmex.core.runtime")
+  local http = require("myrmex.http")
+  for k = i, j do
+    local o = objs[k]
+    if o.kind == "CustomResourceDefinition" and results[k] then
+      local name = o.metadata.name
+      local deadline = rt.monotonic() + timeout
+      local crd = results[k]
+      local served = false
+      while true do
+        local est = condition(crd, "Established")
+        if est and est.status == "True" then
+          local spec = crd.spec or {}
+          local version
+          for _, v in ipairs(spec.versions or {}) do
+            if v.served and (v.storage or not version) then version = v.name end
+          end
+          local ok, doc = pcall(client.request, client, "GET", "/apis/" .. spec.group .. "/" .. tostring(version))
+          for _, r in ipairs(ok and type(doc) == "table" and doc.resources or {}) do
+            if r.name == spec.names.plural then served = true end
+          end
+          if served then break end
+        end
+        if rt.monotonic() > deadline then
+          local seen = {}
+          for _, c in ipairs((crd.status or {}).conditions or {}) do
+            seen[#seen + 1] = c.type .. "=" .. tostring(c.status) .. (c.reason and (" (" .. c.reason .. ")") or "")
+          end
+          errors.raise({ code = "Timeout", engine = "k8s", message = "CustomResourceDefinition " .. name
+            .. (est and est.status == "True" and " is Established but discovery does not list it" or
+              " is not Established") .. " after " .. timeout .. "s (conditions: "
+            .. (#seen > 0 and table.concat(seen, ", ") or "none") .. ")" }, 0)
+        end
+        http.sleep(0.1)
+        crd = client:get("customresourcedefinitions.apiextensions.k8s.io", name)
+      end
+      client._resources = nil
+    end
+  end
+end
 
 --- Apply every object of a manifest, tier by tier (see TIER); the objects of one tier go
 --- `parallel` at a time (default 8; 1 applies them one by one). Every object of a tier is
@@ -185,8 +240,23 @@ function M.apply_manifest(client, source, opts)
   if math.type(width) ~= "integer" or width < 1 then
     error("k8s.apply_manifest: parallel must be a positive integer", 3)
   end
+  local crd_timeout = opts.crd_timeout or M.CRD_TIMEOUT
+  if type(crd_timeout) ~= "number" or crd_timeout <= 0 then
+    error("k8s.apply_manifest: crd_timeout must be a positive number of seconds", 3)
+  end
+  if opts.prune and not opts.applyset then
+    error("k8s.apply_manifest: prune needs an applyset (the set says what may be deleted)", 3)
+  end
   local text, origin = read_source(source)
   local objs = M.order(M.parse(text, origin))
+  local set
+  if opts.applyset then
+    local applyset = require("myrmex.k8s.applyset")
+    set = applyset.open(client, opts.applyset, opts)
+    for k, o in ipairs(objs) do objs[k] = applyset.label(set, o) end
+    applyset.before(set, client, objs, opts)
+  end
+  local waits = not opts.dry_run and not require("myrmex.plan").active()
   local results, failed = {}, {}
   local i = 1
   while i <= #objs do
@@ -194,9 +264,18 @@ function M.apply_manifest(client, source, opts)
     while j < #objs and tier_of(objs[j + 1]) == tier_of(objs[i]) do j = j + 1 end
     apply_tier(client, objs, i, j, opts, width, results, failed)
     if #failed > 0 then raise_failures(failed) end
+    if waits and tier_of(objs[i]) == TIER.CustomResourceDefinition then
+      wait_crds(client, objs, i, j, results, crd_timeout)
+    end
     i = j + 1
   end
-  return results
+  local pruned
+  if set then
+    local applyset = require("myrmex.k8s.applyset")
+    if opts.prune then pruned = applyset.prune(set, client, objs, opts) end
+    applyset.after(set, client, opts)
+  end
+  return results, pruned
 end
 
 return M
