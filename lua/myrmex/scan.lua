@@ -16,6 +16,8 @@ local M = {}
 M.SEVERITIES = model.SEVERITIES
 ---@type string[] compliance levels from best to worst
 M.LEVELS = policy_mod.LEVELS
+---@type string[] the default CSV columns, in order
+M.CSV_COLUMNS = export_mod.CSV_COLUMNS
 
 local READERS = {
   trivy = require("myrmex.scan.trivy"),

@@ -165,6 +165,15 @@ local function purl_like(pattern, purl)
   return purl_core(pattern, loose) == purl_core(purl, loose)
 end
 
+-- A finding without a purl (Trivy gives none for some jars) is matched by the name and
+-- version scanners print for the purl: "pkg:maven/g/a@1.0" is package "g:a" at 1.0.
+local function purl_names(pattern, f)
+  if pattern:find("*", 1, true) then return false end
+  local p = model.parse_purl(pattern)
+  if not p or model.purl_package_name(p) ~= f.package then return false end
+  return p.version == nil or p.version == f.installed_version
+end
+
 -- A VEX product names the image: a plain reference (with or without its tag), or a
 -- pkg:oci/ or pkg:docker/ purl whose name is the repository's last part and whose version,
 -- when given, is the image's digest (or tag).
@@ -199,7 +208,9 @@ local function rule_matches(r, f, result)
     if not alias then return false end
   end
   if r.package and not like(r.package, f.package) then return false end
-  if r.purl and not purl_like(r.purl, f.purl) then return false end
+  if r.purl and not purl_like(r.purl, f.purl) and not (f.purl == nil and purl_names(r.purl, f)) then
+    return false
+  end
   if r.path and not (like(r.path, f.path) or like(r.path, f.target)) then return false end
   if r.severity and r.severity ~= f.severity then return false end
   if r.product and not product_matches(r.product, result) then return false end
