@@ -514,63 +514,174 @@ end
 -- ---------------------------------------------------------------------------------------
 -- Pull
 
+-- A layer downloaded in another compression into the layout: the response is converted on
+-- its way into a file beside blobs/sha256, moved under its new digest once the source's
+-- digest has been checked. Returns the new descriptor.
+local function fetch_converted(client, repo, desc, dir, want, level)
+  local fmt = lay.format_of(desc.mediaType)
+  local s <close> = client:blob_open(repo, desc.digest, { source = true, _hash = true })
+  local conv, result = lay.transcode(s:source(), fmt, want, { level = level })
+  local tmp = dir .. "/blobs/sha256/." .. hex(desc.digest) .. "." .. want .. ".tmp"
+  local f, ferr = io.open(tmp, "wb")
+  if not f then fail("Engine", "cannot write " .. tostring(ferr)) end
+  local ok, err = pcall(function()
+    while true do
+      local b = conv:read(1 << 20)
+      if not b then break end
+      assert(f:write(b))
+    end
+  end)
+  f:close()
+  local res, rerr = result()
+  if not ok or not res or res.source_digest ~= desc.digest then
+    os.remove(tmp)
+    if res and res.source_digest ~= desc.digest then
+      errors.raise({ code = "DigestMismatch", engine = "registry",
+        details = { expected = desc.digest, actual = res.source_digest },
+        message = ("blob %s@%s: content is %s, expected %s")
+          :format(repo, desc.digest, res.source_digest, desc.digest) })
+    end
+    if not ok then error(err, 0) end
+    fail("Engine", ("pull %s@%s: converting to %s: %s"):format(repo, desc.digest, want, tostring(rerr)))
+  end
+  local moved, merr = os.rename(tmp, dir .. "/blobs/sha256/" .. hex(res.digest))
+  if not moved then fail("Engine", "cannot rename " .. tmp .. ": " .. tostring(merr)) end
+  local out = {}
+  for k, v in pairs(desc) do out[k] = v end
+  out.mediaType, out.digest, out.size = lay.media(want, desc.mediaType), res.digest, res.size
+  return out
+end
+
 -- Download the config and layers of one manifest into blobs/sha256 of a layout directory.
-local function fetch_blobs(client, repo, manifest, dir, stats)
+-- A blob already there is used when its digest checks out, else fetched again. With `want`
+-- set, tar layers in another compression are converted; returns the replaced layers by
+-- index (empty when none).
+local function fetch_blobs(client, repo, manifest, dir, stats, want, level)
+  local index_of, replaced = {}, {}
+  for i, l in ipairs(manifest.layers or {}) do index_of[l] = i end
   each_layer("pull " .. repo, layer_list(manifest), client.parallel, function(desc)
-    local path = dir .. "/blobs/sha256/" .. hex(desc.digest)
-    local st = rt.stat(path)
-    if st and st.size == tonumber(desc.size) then return end
+    local fmt = lay.format_of(desc.mediaType)
     local t0 = rt.monotonic()
-    client:blob(repo, desc.digest, { to = path })
+    if want and fmt and fmt ~= want and index_of[desc] then
+      replaced[index_of[desc]] = fetch_converted(client, repo, desc, dir, want, level)
+    else
+      local path = dir .. "/blobs/sha256/" .. hex(desc.digest)
+      local st = rt.stat(path)
+      if st and st.size == tonumber(desc.size) then
+        local have = require("myrmex.digest").file(path)
+        if have == desc.digest then return end
+        log.warn("registry: blob in the layout does not match its digest, fetched again",
+          { path = path, digest = desc.digest, actual = have })
+      end
+      client:blob(repo, desc.digest, { to = path })
+    end
     stats.bytes = stats.bytes + (tonumber(desc.size) or 0)
     stats.layers = stats.layers + 1
     log.info("registry: layer pulled", { digest = desc.digest, size = desc.size,
       duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
   end)
+  return replaced
+end
+
+-- One image manifest into the layout (its blobs, converted when asked, then its bytes);
+-- returns the manifest as stored ({body, media_type, digest, size, manifest}).
+local function pull_manifest(client, repo, m, dir, stats, want, level)
+  local replaced = fetch_blobs(client, repo, m.manifest, dir, stats, want, level)
+  if next(replaced) then
+    local body, mt, d = rewrite_manifest(m.manifest, replaced)
+    m = { body = body, media_type = mt, digest = d, size = #body, manifest = json.decode(body) }
+  end
+  write_file(dir .. "/blobs/sha256/" .. hex(m.digest), m.body)
+  return m
+end
+
+-- index.json of a layout with `entry` added: an entry with the same ref name is replaced,
+-- the others are kept (as skopeo does).
+local function add_to_index(dir, entry)
+  local path = dir .. "/index.json"
+  local text = read_file(path)
+  local index = { schemaVersion = 2, mediaType = MEDIA.oci_index, manifests = {} }
+  if text then
+    local ok, doc = pcall(json.decode, text)
+    if not ok or type(doc) ~= "table" or (doc.manifests ~= nil and type(doc.manifests) ~= "table") then
+      fail("Invalid", path .. ": not an OCI index")
+    end
+    index = doc
+  end
+  local name = entry.annotations["org.opencontainers.image.ref.name"]
+  local list = {}
+  for _, e in ipairs(index.manifests or {}) do
+    local ann = type(e) == "table" and type(e.annotations) == "table" and e.annotations or {}
+    local en = ann["org.opencontainers.image.ref.name"]
+    if en ~= name then list[#list + 1] = e end
+  end
+  list[#list + 1] = entry
+  index.manifests = json.array(list)
+  index.schemaVersion = index.schemaVersion or 2
+  write_file(path, json.encode(index, { sort_keys = true }))
 end
 
 -- Pull into an OCI image layout directory; returns {digest=, manifest=, config_digest=}.
 local function pull_layout(client, r, dir, opts, stats)
   mkdir_p(dir .. "/blobs/sha256")
+  local want, level = opts.compression, opts.compression_level
   local top = client:manifest(r)
   local chosen = top
   if is_index(top.media_type) then
     if opts.all_platforms then
+      local entries, changed = {}, false
       for _, child in ipairs(top.manifest.manifests or {}) do
         local cm = client:manifest(r:with({ digest = child.digest }))
-        fetch_blobs(client, r.repository, cm.manifest, dir, stats)
-        write_file(dir .. "/blobs/sha256/" .. hex(cm.digest), cm.body)
+        if not is_index(cm.media_type) then
+          cm = pull_manifest(client, r.repository, cm, dir, stats, want, level)
+        else
+          write_file(dir .. "/blobs/sha256/" .. hex(cm.digest), cm.body)
+        end
+        local e = {}
+        for k, v in pairs(child) do e[k] = v end
+        if cm.digest ~= child.digest then
+          e.digest, e.size, e.mediaType, changed = cm.digest, cm.size, cm.media_type, true
+        end
+        entries[#entries + 1] = e
       end
+      if changed then
+        local idx = {}
+        for k, v in pairs(top.manifest) do idx[k] = v end
+        idx.manifests = json.array(entries)
+        local body = json.encode(idx, { sort_keys = true })
+        chosen = { body = body, media_type = top.media_type, digest = require("myrmex.digest").string(body),
+          size = #body, manifest = idx }
+      end
+      write_file(dir .. "/blobs/sha256/" .. hex(chosen.digest), chosen.body)
     else
       local child = pick_platform(top.manifest, opts.platform or M.host_platform(), tostring(r))
-      chosen = client:manifest(r:with({ digest = child.digest }))
+      chosen = pull_manifest(client, r.repository, client:manifest(r:with({ digest = child.digest })), dir, stats,
+        want, level)
     end
-  end
-  if chosen == top and is_index(top.media_type) then
-    write_file(dir .. "/blobs/sha256/" .. hex(top.digest), top.body)
   else
-    fetch_blobs(client, r.repository, chosen.manifest, dir, stats)
-    write_file(dir .. "/blobs/sha256/" .. hex(chosen.digest), chosen.body)
+    chosen = pull_manifest(client, r.repository, top, dir, stats, want, level)
   end
   write_file(dir .. "/oci-layout", '{"imageLayoutVersion":"1.0.0"}')
-  local index = { schemaVersion = 2, mediaType = MEDIA.oci_index, manifests = { {
-    mediaType = chosen.media_type, digest = chosen.digest, size = chosen.size,
+  add_to_index(dir, { mediaType = chosen.media_type, digest = chosen.digest, size = chosen.size,
     annotations = { ["org.opencontainers.image.ref.name"] = r.tag or r.digest,
-      ["io.containerd.image.name"] = tostring(r) } } } }
-  write_file(dir .. "/index.json", json.encode(index, { sort_keys = true }))
+      ["io.containerd.image.name"] = tostring(r) } })
   return chosen
 end
 
 -- A docker-archive tar (Docker 25+ layout: OCI layout plus manifest.json) from a layout dir.
+-- Pulled by digest, the image gets no tag (RepoTags stays empty).
 local function write_docker_archive(dir, chosen, r, path)
   local m = chosen.manifest
-  local layers = {}
-  for i, l in ipairs(m.layers or {}) do layers[i] = "blobs/sha256/" .. hex(l.digest) end
-  local repo_tag = (r.registry == reference.default_registry and r.repository:gsub("^library/", "") or
-    (r.registry .. "/" .. r.repository)) .. ":" .. (r.tag or "latest")
+  local list = {}
+  for i, l in ipairs(m.layers or {}) do list[i] = "blobs/sha256/" .. hex(l.digest) end
+  local tags = {}
+  if r.tag then
+    tags[1] = (r.registry == reference.default_registry and r.repository:gsub("^library/", "") or
+      (r.registry .. "/" .. r.repository)) .. ":" .. r.tag
+  end
   local docker_manifest = json.encode(json.array({ {
-    Config = "blobs/sha256/" .. hex(m.config.digest), RepoTags = json.array({ repo_tag }),
-    Layers = json.array(layers) } }))
+    Config = "blobs/sha256/" .. hex(m.config.digest), RepoTags = json.array(tags),
+    Layers = json.array(list) } }))
   local w <close> = archive.writer(path, { format = "pax" })
   w:add({ path = "blobs", type = "dir", mode = 493 })
   w:add({ path = "blobs/sha256", type = "dir", mode = 493 })
@@ -596,7 +707,9 @@ end
 --- Pull an image: into an OCI layout directory (format "oci", the default), a docker-archive
 --- tar ("docker-archive"), or the local engine ("engine", through load).
 local function pull_image(client, ref, opts)
-  opts = options("pull_image", opts, set { "to", "format", "platform", "all_platforms", "docker" })
+  opts = options("pull_image", opts, set { "to", "format", "platform", "all_platforms", "docker", "compression",
+    "compression_level" })
+  lay.check("pull_image", opts.compression)
   local format = opts.format or "oci"
   if format ~= "oci" and format ~= "docker-archive" and format ~= "engine" then
     misuse("pull_image", "format must be \"oci\", \"docker-archive\" or \"engine\"")
@@ -638,14 +751,62 @@ end
 -- ---------------------------------------------------------------------------------------
 -- Push
 
--- Push one image manifest from a layout directory: blobs in parallel, then the manifest.
-local function push_layout_manifest(client, repo, dir, mbody, stats)
+-- Push one layer file of a layout in another compression: read, converted and uploaded in
+-- one pass (retried from the file when the upload is dropped). Returns the new descriptor.
+local function push_converted(client, repo, path, desc, want, level, stats)
+  local fmt = lay.format_of(desc.mediaType)
+  local out = {}
+  for k, v in pairs(desc) do out[k] = v end
+  out.mediaType = lay.media(want, desc.mediaType)
+  local cached = fmt == "none" and lay.cache_get(want, level, desc.digest)
+  if cached and client:blob_exists(repo, cached.digest) then
+    out.digest, out.size = cached.digest, cached.size
+    stats.skipped = stats.skipped + 1
+    return out
+  end
+  local res
+  client:_retrying(function()
+    local conv, result = lay.transcode(require("myrmex.core.source").from_file(path), fmt, want, { level = level })
+    client:upload_source(repo, conv, nil, function(sent)
+      local err
+      res, err = result()
+      if not res then fail("Engine", ("layout blob %s: converting to %s: %s"):format(path, want, tostring(err))) end
+      if res.source_digest ~= desc.digest then
+        errors.raise({ code = "DigestMismatch", engine = "registry",
+          details = { expected = desc.digest, actual = res.source_digest },
+          message = ("layout blob %s: content is %s, expected %s"):format(path, res.source_digest, desc.digest) })
+      end
+      if sent ~= res.digest then
+        fail("DigestMismatch", ("layout blob %s: sent %s, converted to %s"):format(path, sent, res.digest))
+      end
+    end)
+  end)
+  if fmt == "none" then lay.cache_put(want, level, desc.digest, res.digest, res.size) end
+  out.digest, out.size = res.digest, res.size
+  stats.layers, stats.bytes = stats.layers + 1, stats.bytes + res.size
+  return out
+end
+
+-- Push one image manifest from a layout directory: blobs in parallel, then the manifest is
+-- returned for the caller to put: its bytes as stored, or rewritten when `want` converted
+-- layers (body, media type, digest; nil digest when unchanged).
+local function push_layout_manifest(client, repo, dir, mbody, stats, want, level)
   local ok, m = pcall(json.decode, mbody)
   if not ok or type(m) ~= "table" then fail("Invalid", "layout manifest is not JSON") end
+  local index_of, replaced = {}, {}
+  for i, l in ipairs(m.layers or {}) do index_of[l] = i end
   each_layer("push " .. repo, layer_list(m), client.parallel, function(desc)
     local path = dir .. "/blobs/sha256/" .. hex(desc.digest)
     if not rt.stat(path) then fail("NotFound", "layout " .. dir .. " lacks blob " .. desc.digest) end
     local t0 = rt.monotonic()
+    local fmt = lay.format_of(desc.mediaType)
+    if want and fmt and fmt ~= want and index_of[desc] then
+      local out = push_converted(client, repo, path, desc, want, level, stats)
+      replaced[index_of[desc]] = out
+      log.info("registry: layer pushed", { digest = out.digest, from = desc.digest, size = out.size,
+        compression = want, duration_ms = math.floor((rt.monotonic() - t0) * 1000) })
+      return
+    end
     local _, uploaded = client:_retrying(function()
       return client:upload(repo, desc.digest, { file = path }, tonumber(desc.size))
     end)
@@ -657,14 +818,18 @@ local function push_layout_manifest(client, repo, dir, mbody, stats)
       stats.skipped = stats.skipped + 1
     end
   end)
-  return m
+  if next(replaced) then return rewrite_manifest(m, replaced) end
+  return mbody, nil, nil
 end
 
--- Push from an OCI image layout directory. `name` picks an index entry by ref.name.
+-- Push from an OCI image layout directory. `name` picks an index entry by ref.name. The
+-- manifests are pushed as stored unless `compression` asks for layers to be converted.
 local function push_layout(client, dir, r, opts, stats)
+  local want, level = opts.compression, opts.compression_level
   local idx_text = read_file(dir .. "/index.json")
   if not idx_text then fail("NotFound", dir .. ": no index.json (not an OCI layout)") end
-  local index = json.decode(idx_text)
+  local okj, index = pcall(json.decode, idx_text)
+  if not okj or type(index) ~= "table" then fail("Invalid", dir .. "/index.json: not JSON") end
   local entries = index.manifests or {}
   local entry = entries[1]
   if opts.name then
@@ -678,25 +843,43 @@ local function push_layout(client, dir, r, opts, stats)
   end
   local mpath = dir .. "/blobs/sha256/" .. hex(entry.digest)
   local body = read_file(mpath) or fail("NotFound", "layout " .. dir .. " lacks " .. entry.digest)
+  local function push_child(cbody, media)
+    local nbody, nmt = push_layout_manifest(client, r.repository, dir, cbody, stats, want, level)
+    return nbody, nmt or media
+  end
   if is_index(entry.mediaType) then
     local sub = json.decode(body)
     if opts.all_platforms == false then
       local child = pick_platform(sub, opts.platform or M.host_platform(), dir)
-      local cbody = read_file(dir .. "/blobs/sha256/" .. hex(child.digest))
-      push_layout_manifest(client, r.repository, dir, cbody, stats)
-      return client:put_manifest(r, cbody, child.mediaType)
+      local cbody, cmt = push_child(read_file(dir .. "/blobs/sha256/" .. hex(child.digest)), child.mediaType)
+      return client:put_manifest(r, cbody, cmt)
     end
+    local list, changed = {}, false
     for _, child in ipairs(sub.manifests or {}) do
       local cbody = read_file(dir .. "/blobs/sha256/" .. hex(child.digest))
+      local e = child
       if cbody then
-        push_layout_manifest(client, r.repository, dir, cbody, stats)
-        client:put_manifest(r:with({ tag = false, digest = child.digest }), cbody, child.mediaType)
+        local nbody, nmt = push_child(cbody, child.mediaType)
+        local d = client:put_manifest(r:with({ tag = false, digest = require("myrmex.digest").string(nbody) }),
+          nbody, nmt)
+        if d ~= child.digest then
+          e = {}
+          for k, v in pairs(child) do e[k] = v end
+          e.digest, e.size, e.mediaType, changed = d, #nbody, nmt, true
+        end
       end
+      list[#list + 1] = e
+    end
+    if changed then
+      local idx = {}
+      for k, v in pairs(sub) do idx[k] = v end
+      idx.manifests = json.array(list)
+      body = json.encode(idx, { sort_keys = true })
     end
     return client:put_manifest(r, body, entry.mediaType)
   end
-  push_layout_manifest(client, r.repository, dir, body, stats)
-  return client:put_manifest(r, body, entry.mediaType)
+  local nbody, nmt = push_child(body, entry.mediaType)
+  return client:put_manifest(r, nbody, nmt)
 end
 
 -- Walk a tar once: fn(entry, reader) for each regular file whose path is in `want`.
