@@ -44,16 +44,16 @@ measure() { # name kind cmd...
   T[$kind.$name]+="$secs "
   R[$kind.$name]+="$rss "
 }
-cli() { DOCKER_BUILDKIT=1 /usr/bin/docker build -q --network=none --label myrmex.bench=1 "$@"; }
+cli=(env DOCKER_BUILDKIT=1 /usr/bin/docker build -q --network=none --label myrmex.bench=1)
 
 for run in $(seq 1 "$RUNS"); do
-  measure cli cold cli --no-cache -t mx-bench-build:cli "$work/multi"
+  measure cli cold "${cli[@]}" --no-cache -t mx-bench-build:cli "$work/multi"
   measure myrmex cold "$BIN" $B/build.lua "$work/multi" mx-bench-build:mx nocache
   echo "changed $run" >> "$work/multi/src/f1.txt"
-  measure cli warm cli -t mx-bench-build:cli "$work/multi"
+  measure cli warm "${cli[@]}" -t mx-bench-build:cli "$work/multi"
   echo "changed again $run" >> "$work/multi/src/f2.txt"
   measure myrmex warm "$BIN" $B/build.lua "$work/multi" mx-bench-build:mx
-  measure cli big cli -t mx-bench-build:clibig "$work/big"
+  measure cli big "${cli[@]}" -t mx-bench-build:clibig "$work/big"
   measure myrmex big "$BIN" $B/build.lua "$work/big" mx-bench-build:mxbig
 done
 
