@@ -120,7 +120,8 @@ function M.sarif(findings, opts)
         region = region } } }) }
   end
   local doc = {
-    ["$schema"] = "https://raw.githubusercontent.com/oasis-tcs/sarif-spec/main/sarif-2.1/schema/sarif-schema-2.1.0.json",
+    ["$schema"] = "https://raw.githubusercontent.com/oasis-tcs/sarif-spec/main/sarif-2.1/schema/"
+      .. "sarif-schema-2.1.0.json",
     version = "2.1.0",
     runs = json.array({ {
       tool = { driver = { name = "myrmex-dockerfile-lint", informationUri = "https://github.com/hadolint/hadolint",

@@ -525,10 +525,14 @@ function M.main(args)
       elseif key == "format" then
         local ok = false
         for _, n in ipairs(formats.NAMES) do if n == v then ok = true end end
-        if not ok then return usage_fail(name .. ": one of " .. table.concat(formats.NAMES, ", ") .. " expected, got '" .. v .. "'") end
+        if not ok then
+          return usage_fail(name .. ": one of " .. table.concat(formats.NAMES, ", ") .. " expected, got '" .. v .. "'")
+        end
         cli.format = v
       elseif key == "threshold" then
-        if not RANK[v] then return usage_fail(name .. ": error, warning, info, style, ignore or none expected, got '" .. v .. "'") end
+        if not RANK[v] then
+          return usage_fail(name .. ": error, warning, info, style, ignore or none expected, got '" .. v .. "'")
+        end
         cli.threshold = v
       else
         cli[key] = v

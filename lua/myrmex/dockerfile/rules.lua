@@ -838,7 +838,8 @@ local function valid_rfc3339(v)
   local y, mo, d, h, mi, s, zone = v:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)%.?%d*(.*)$")
   if not y then return false end
   y, mo, d, h, mi, s = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(s)
-  local dim = { 31, (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)) and 29 or 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
+  local feb = (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)) and 29 or 28
+  local dim = { 31, feb, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
   if mo < 1 or mo > 12 or d < 1 or d > dim[mo] or h > 23 or mi > 59 or s > 60 then return false end
   return zone == "Z" or zone == "z" or zone:match("^[+-]%d%d:%d%d$") ~= nil
 end

@@ -1,0 +1,164 @@
+-- needs: docker
+-- myrmex.image checked against dive itself (the test bed's /usr/local/lib/myrmex-test/bin/dive):
+-- images built here FROM scratch with busybox, whose layers delete files and a directory,
+-- overwrite files, make an opaque directory (a directory removed and made again in one RUN),
+-- hard-link a file and change only a file's mode. For each, image.analyze must give exactly
+-- dive's --json efficiency, wasted bytes, image size and per-path inefficiencies, and
+-- image.check must pass or fail as `dive --ci` does on the same thresholds.
+local image = require("myrmex.image")
+local json = require("myrmex.json")
+local dt = require("tests.support.docker")
+local sh = require("tests.support.sh")
+
+local DIVE = os.getenv("MYRMEX_DIVE") or "/usr/local/lib/myrmex-test/bin/dive"
+local f = io.open(DIVE, "r")
+local have_dive = f ~= nil
+if f then f:close() end
+
+local function rand(n)
+  local r = assert(io.open("/dev/urandom", "rb"))
+  local s = r:read(n)
+  r:close()
+  return s
+end
+
+local BB = "/bin/busybox"
+local function run(script)
+  return 'RUN ["' .. BB .. '", "sh", "-c", "' .. script:gsub("%f[%w]([%l]+)%f[^%w]", {
+    rm = BB .. " rm", mkdir = BB .. " mkdir", ln = BB .. " ln", chmod = BB .. " chmod", cp = BB .. " cp",
+    echo = BB .. " echo", dd = BB .. " dd", mv = BB .. " mv", touch = BB .. " touch" }) .. '"]'
+end
+
+-- name -> Dockerfile (the context holds busybox and the files of FILES)
+local IMAGES = {
+  churn = table.concat({
+    "FROM scratch",
+    "COPY busybox /bin/busybox",
+    "COPY a.bin b.bin c.bin /data/",
+    "COPY tree /tree/",
+    run("rm /data/a.bin && rm -rf /tree/sub"), -- a deleted file and a deleted directory
+    "COPY b2.bin /data/b.bin", -- an overwrite with another size
+    run("rm -rf /tree && mkdir /tree && echo fresh > /tree/new.txt"), -- an opaque directory
+    run("ln /data/c.bin /data/c.link"), -- a hard link (copies c.bin up)
+    run("chmod 600 /data/b.bin"), -- a mode change only
+    "COPY c.bin /data/c.bin", -- the same bytes again
+  }, "\n") .. "\n",
+  clean = "FROM scratch\nCOPY busybox /bin/busybox\nCOPY a.bin /data/\n",
+  waste = table.concat({
+    "FROM scratch",
+    "COPY busybox /bin/busybox",
+    "COPY big.bin /data/",
+    run("rm /data/big.bin"),
+    "COPY big.bin /data/again.bin",
+    run("chmod 640 /data/again.bin"),
+  }, "\n") .. "\n",
+}
+local ORDER = { "churn", "clean", "waste" }
+
+local refs, work = {}, nil
+
+local function dive(args, cwd)
+  local cmd = { DIVE }
+  for _, a in ipairs(args) do cmd[#cmd + 1] = a end
+  local q = {}
+  for _, a in ipairs(cmd) do q[#q + 1] = sh.q(a) end
+  return sh.run("cd " .. sh.q(cwd) .. " && " .. table.concat(q, " "))
+end
+
+local function dive_json(ref)
+  local out = work .. "/" .. ref:gsub("[^%w]", "_") .. ".json"
+  local r = dive({ "--source", "docker", ref, "--json", out }, work)
+  assert(r.code == 0, "dive failed: " .. r.stdout .. r.stderr)
+  local fh = assert(io.open(out, "r"))
+  local doc = json.decode(fh:read("a"))
+  fh:close()
+  return doc
+end
+
+setup(function()
+  if not have_dive then return end
+  work = dt.context({
+    ["a.bin"] = rand(30000), ["b.bin"] = rand(12000), ["b2.bin"] = rand(17000), ["c.bin"] = rand(9000),
+    ["tree/x"] = rand(2000), ["tree/sub/y"] = rand(3000), ["tree/sub/deeper/z"] = rand(4000),
+    ["big.bin"] = rand(400000),
+  })
+  for _, name in ipairs(ORDER) do
+    local fh = assert(io.open(work .. "/Dockerfile." .. name, "w"))
+    fh:write(IMAGES[name])
+    fh:close()
+    local ref = dt.name("dive-" .. name):lower() .. ":1"
+    local r = sh.run(("DOCKER_BUILDKIT=0 docker build -q --label %s -f %s -t %s %s"):format(
+      sh.q(dt.label_filter), sh.q(work .. "/Dockerfile." .. name), ref, sh.q(work)))
+    assert(r.code == 0, r.stderr)
+    refs[name] = ref
+  end
+end)
+
+teardown(function()
+  dt.cleanup()
+  if work then sh.run({ "rm", "-rf", work }) end
+end)
+
+local function normalize(path) return (path:gsub("^/", "")) end
+
+describe("image.analyze against dive --json", function()
+  for _, name in ipairs(ORDER) do
+    it("gives dive's efficiency, wasted bytes, size and inefficient paths: " .. name, function()
+      if not have_dive then
+        pending("dive is not built yet (" .. DIVE .. ")")
+        return
+      end
+      local d = dive_json(refs[name])
+      local a = image.analyze(refs[name], { top = 1000 })
+      assert.are.equal(#d.layer, #a.layers)
+      assert.are.equal(d.image.sizeBytes, a.size)
+      assert.are.equal(d.image.inefficientBytes, a.wasted_bytes)
+      -- dive writes the float64 it computed; both divide the same two sums.
+      assert.are.equal(d.image.efficiencyScore, a.efficiency)
+      local theirs, ours = {}, {}
+      for _, r in ipairs(d.image.fileReference or {}) do
+        theirs[#theirs + 1] = ("%s %d %d"):format(normalize(r.file), r.count, r.sizeBytes)
+      end
+      for _, r in ipairs(a.inefficiencies) do
+        ours[#ours + 1] = ("%s %d %d"):format(normalize(r.path), r.count, r.bytes)
+      end
+      table.sort(theirs)
+      table.sort(ours)
+      assert.are.same(theirs, ours)
+      for i, L in ipairs(d.layer) do assert.are.equal(L.sizeBytes, a.layers[i].size, "layer " .. i) end
+      if name ~= "clean" then assert.is_true(#ours > 0, "the image has inefficiencies") end
+    end)
+  end
+end)
+
+describe("image.check against dive --ci", function()
+  -- {min_efficiency, max_wasted_bytes, max_wasted_share}: around each image's figures, so
+  -- each threshold decides both ways somewhere.
+  local POLICIES = {
+    { 0.9, 20000000, 0.1 }, -- dive's defaults but for the bytes
+    { 0.5, 1000, 0.9 },
+    { 0.99, 100000000, 0.99 },
+    { 0.1, 100000000, 0.05 },
+  }
+  for _, name in ipairs(ORDER) do
+    it("passes and fails as dive --ci does: " .. name, function()
+      if not have_dive then
+        pending("dive is not built yet (" .. DIVE .. ")")
+        return
+      end
+      local a = image.analyze(refs[name])
+      local verdicts = {}
+      for _, p in ipairs(POLICIES) do
+        local r = dive({ "--ci", "--source", "docker", refs[name], "--lowestEfficiency", tostring(p[1]),
+          "--highestWastedBytes", tostring(p[2]), "--highestUserWastedPercent", tostring(p[3]) }, work)
+        assert(r.code == 0 or r.code == 1, "dive --ci: " .. r.stdout .. r.stderr)
+        local ours = image.check(a, { min_efficiency = p[1], max_wasted_bytes = p[2], max_wasted_share = p[3] })
+        verdicts[#verdicts + 1] = (r.code == 0 and "PASS" or "FAIL") .. " " .. (ours.pass and "PASS" or "FAIL")
+        assert.are.equal(r.code == 0, ours.pass, ("policy %s/%s/%s: dive says %s\n%s"):format(
+          p[1], p[2], p[3], r.code == 0 and "pass" or "fail", r.stdout))
+      end
+      if name == "waste" then assert.are.equal("FAIL FAIL", verdicts[1]) end
+      if name == "clean" then assert.are.equal("PASS PASS", verdicts[1]) end
+    end)
+  end
+end)
