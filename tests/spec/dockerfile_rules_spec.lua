@@ -279,6 +279,20 @@ describe("ShellCheck inside RUN", function()
     assert.are.same({ "3 SC2086", "3 SC2086", "7 SC2045", "7 SC2086" }, got)
     assert.are.same({}, lines_of(dockerfile.lint(text, { shell = false }), "SC2086"))
   end)
+
+  it("keeps a heredoc body's own #! line first, so bash syntax is bash and lines still match", function()
+    if not SHELLCHECK then
+      pending("shellcheck is not installed (Debian: apt-get install shellcheck)")
+      return
+    end
+    local found = dockerfile.lint("FROM a:1\nRUN <<EOF\n#!/bin/bash\nset -e\n[[ -d /x ]] && echo $x\nEOF\nUSER 1\n")
+    local got = {}
+    for _, f in ipairs(found) do
+      if f.rule:match("^SC") then got[#got + 1] = f.line .. ":" .. tostring(f.column) .. " " .. f.rule end
+    end
+    -- No SC1128 (shebang not first) and no SC3010 ([[ ]] in sh): only $x, on line 5.
+    assert.are.same({ "5:21 SC2086", "5:21 SC2154" }, got)
+  end)
 end)
 
 describe("dockerfile.format", function()

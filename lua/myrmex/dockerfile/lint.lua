@@ -151,10 +151,20 @@ local function shellcheck(df, ctx, exe, pragma_shell, add)
           if piece.text:match("%S") then
             local path = os.tmpname()
             local f = assert(io.open(path, "w"))
-            f:write(table.concat(header, "\n"), "\n", piece.text, piece.text:match("\n$") and "" or "\n")
+            local body, head = piece.text, header
+            -- A body's own #! line names its shell and must stay the first line: it takes
+            -- the header's place and leaves an empty line, so line numbers still match.
+            local bang = piece.heredoc and body:match("^(#![^\n]*)")
+            if bang then
+              head = { bang, table.unpack(header, 2) }
+              body = body:sub(#bang + 1)
+              head[#head + 1] = ""
+              body = body:gsub("^\n", "", 1)
+            end
+            f:write(table.concat(head, "\n"), "\n", body, body:match("\n$") and "" or "\n")
             f:close()
             files[#files + 1] = path
-            map[path] = { ins = ins, piece = piece, offset = #header }
+            map[path] = { ins = ins, piece = piece, offset = bang and #head - 1 or #header }
           end
         end
       end
