@@ -178,9 +178,15 @@ end
 local DEFAULT_PARALLEL = 8
 M.CRD_TIMEOUT = 60
 
+-- The conditions of a CRD as a list (JSON null, as a fresh CRD has them, is none).
+local function conditions(crd)
+  local st = type(crd.status) == "table" and crd.status or {}
+  return type(st.conditions) == "table" and st.conditions or {}
+end
+
 -- The condition of `crd` of that type, or nil.
 local function condition(crd, ctype)
-  for _, c in ipairs((crd.status or {}).conditions or {}) do
+  for _, c in ipairs(conditions(crd)) do
     if c.type == ctype then return c end
   end
   return nil
@@ -216,7 +222,7 @@ local function wait_crds(client, objs, i, j, results, timeout)
         end
         if rt.monotonic() > deadline then
           local seen = {}
-          for _, c in ipairs((crd.status or {}).conditions or {}) do
+          for _, c in ipairs(conditions(crd)) do
             seen[#seen + 1] = c.type .. "=" .. tostring(c.status) .. (c.reason and (" (" .. c.reason .. ")") or "")
           end
           errors.raise({ code = "Timeout", engine = "k8s", message = "CustomResourceDefinition " .. name
