@@ -404,6 +404,7 @@ end
 ---@field pairs string[][]|nil ENV and LABEL: {{key, value}, ...} unquoted and substituted
 ---@field comments string[] comment lines right above the instruction
 ---@field stage integer|nil index of the stage it belongs to
+---@field trigger myrmex.DockerfileInstruction|nil ONBUILD only: the instruction it registers
 
 ---@class myrmex.Dockerfile
 ---@field directives table<string,string> syntax, escape, check
@@ -450,7 +451,13 @@ function M.parse(text, opts)
           ins.end_line = i - 1
         end
       end
+      if ins.cmd == "ONBUILD" and ins.args:match("%S") then
+        -- The trigger runs in a downstream build; it is kept parsed (not applied) for lint.
+        ins.trigger = make_instruction(ins.args, start, ins.end_line, raw, {})
+        ins.trigger.heredocs = {}
+      end
       apply(state, ins)
+      if ins.trigger then ins.trigger.stage = ins.stage end
       instructions[#instructions + 1] = ins
       comments = {}
     end

@@ -174,6 +174,8 @@ describe("dockerfile rules", function()
     assert.are.same({}, lines_of(lint("FROM a:1\nRUN python3 <<EOF\nprint('apt-get install x')\nEOF\n"), "DL3008"))
     -- --from through an ARG, and a stage defined later is not "previously defined".
     assert.are.same({ 2 }, lines_of(lint("FROM a:1 AS one\nCOPY --from=two /a /a\nFROM a:1 AS two\n"), "DL3022"))
+    -- An ONBUILD RUN trigger is a RUN for the command rules.
+    assert.are.same({ 2 }, lines_of(lint("FROM a:1\nONBUILD RUN apt-get install -y x\n"), "DL3008"))
     -- Builder stages the final image does not use keep their caches.
     assert.are.same({}, lines_of(lint("FROM a:1 AS b\nRUN yum install -y x-1\nFROM a:1\n"), "DL3032"))
   end)

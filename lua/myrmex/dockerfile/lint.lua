@@ -35,9 +35,10 @@ local function lint_context(df, config)
     shells[st.index] = st.base_stage and shells[st.base_stage] or nil
     for _, ins in ipairs(st.instructions) do
       if ins.cmd == "SHELL" and ins.json then shells[st.index] = ins.json end
-      if ins.cmd == "RUN" then
-        ctx.runs[#ctx.runs + 1] = ins
-        ctx.shell_at[ins] = shells[st.index]
+      local run = ins.cmd == "RUN" and ins or (ins.trigger and ins.trigger.cmd == "RUN" and ins.trigger)
+      if run then
+        ctx.runs[#ctx.runs + 1] = run
+        ctx.shell_at[run] = shells[st.index]
       end
       if ins.cmd == "USER" and ctx.final[st.index] then ctx.last_user = ins end
     end
