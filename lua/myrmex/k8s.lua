@@ -109,6 +109,12 @@ local function status_error(res, what)
     msg = body.message
     details = { reason = body.reason, causes = body.details and body.details.causes, status = body }
     if body.reason == "Expired" or body.reason == "Gone" then details.gone = true end
+    -- Who denied it, when admission did: the server names the webhook or the policy only in
+    -- the message, in these words.
+    local m = type(msg) == "string" and msg or ""
+    details.webhook = m:match('admission webhook "([^"]+)" denied the request')
+    local policy, binding = m:match("ValidatingAdmissionPolicy '([^']+)' with binding '([^']+)' denied request")
+    details.policy, details.binding = policy, binding
   end
   msg = msg or ((res.body or ""):sub(1, 300))
   if details and details.causes and #details.causes > 0 then
