@@ -230,7 +230,7 @@ static void finish(cstream *cs) {
 /* Read from the wrapped source; -1 with cs->err set on failure. */
 static ssize_t inner_read(cstream *cs, unsigned char *buf, size_t n) {
   char err[160] = "";
-  if (mx_interrupt_pending) {
+  if (mx_interrupt_due()) {
     set_err(cs, "%s", "interrupted");
     return -1;
   }

@@ -37,6 +37,8 @@ void mx_interrupt_hook(lua_State *L, lua_Debug *ar) {
     lua_sethook(L, mx_interrupt_hook, LUA_MASKCOUNT, DEADLINE_COUNT);
   if (mx_interrupt_take())
     mx_raise_interrupted(L);
+  if (mx_interrupt_pending && lua_gethookmask(L) == 0) /* deferred by cleanup: look again later */
+    lua_sethook(L, mx_interrupt_hook, LUA_MASKCOUNT, MX_DEFERRED_COUNT);
   if (mx_deadline > 0 && mx_monotonic() > mx_deadline) {
     mx_deadline = 0; /* once: cleanup after the error may run */
     mx_raise_error(L, "Timeout", NULL, "sandbox: the recipe's time limit was exceeded");
@@ -101,8 +103,14 @@ static int rt_memory(lua_State *L) {
   return 3;
 }
 
+int (*mx_interrupt_deferred)(void) = NULL;
+
+int mx_interrupt_due(void) {
+  return mx_interrupt_pending && !(mx_interrupt_deferred && mx_interrupt_deferred());
+}
+
 int mx_interrupt_take(void) {
-  if (!mx_interrupt_pending)
+  if (!mx_interrupt_due())
     return 0;
   mx_interrupt_pending = 0;
   return 1;
@@ -142,9 +150,27 @@ int mx_raise_interrupted(lua_State *L) {
                         mx_interrupt_signal == SIGTERM ? "terminated" : "interrupted");
 }
 
+/* interrupted() -> true and the signal's number once SIGINT or SIGTERM came, false before:
+ * it stays true after the Interrupted error was raised (and maybe caught), so the exit status
+ * can still say the run was stopped. */
 static int rt_interrupted(lua_State *L) {
-  lua_pushboolean(L, mx_interrupt_signal != 0);
-  return 1;
+  int sig = mx_interrupt_signal;
+  lua_pushboolean(L, sig != 0);
+  if (sig == 0)
+    return 1;
+  lua_pushinteger(L, sig);
+  return 2;
+}
+
+/* interrupt_later(): an Interrupted error that was caught to let a state-changing request
+ * finish is raised again by the next wait in C (transport, process, sleep) rather than at an
+ * arbitrary instruction: no hook is set, so the code that receives the request's reply (a
+ * container's id) keeps it until it makes its next call. No-op when no signal came. */
+static int rt_interrupt_later(lua_State *L) {
+  (void)L;
+  if (mx_interrupt_signal != 0)
+    mx_interrupt_pending = 1;
+  return 0;
 }
 
 static int rt_check_interrupt(lua_State *L) {
@@ -343,6 +369,7 @@ static const luaL_Reg runtime_funcs[] = {{"interrupted", rt_interrupted},
                                          {"handle", rt_handle},
                                          {"fields", rt_fields},
                                          {"check_interrupt", rt_check_interrupt},
+                                         {"interrupt_later", rt_interrupt_later},
                                          {"monotonic", rt_monotonic},
                                          {"time", rt_time},
                                          {"isatty", rt_isatty},

@@ -13,9 +13,19 @@
 extern volatile sig_atomic_t mx_interrupt_signal;  /* 0, or the signal that asked us to stop */
 extern volatile sig_atomic_t mx_interrupt_pending; /* set by a signal, consumed when raised */
 
-/* 1 once per signal: the caller must then raise Interrupted (mx_raise_interrupted). Consuming
- * it lets cleanup code (<close> handlers removing a container) still talk to engines. */
+/* 1 once per run (the host turns only the first signal into an interruption): the caller must
+ * then raise Interrupted (mx_raise_interrupted). Consuming it lets cleanup code (<close>
+ * handlers removing a container) still talk to engines. 0 while cleanup runs (a <close>
+ * handler, coroutine.close; see mx_interrupt_deferred): the interruption waits for its end. */
 int mx_interrupt_take(void);
+
+/* 1 when an interruption is pending and would be raised now (mx_interrupt_take without
+ * consuming it), for a C loop that reports it as a read error rather than raising. */
+int mx_interrupt_due(void);
+
+/* Set by the host: 1 while the running code is cleanup that an interruption must not cut
+ * short. NULL (never deferred) in a state without the host, such as the C tests. */
+extern int (*mx_interrupt_deferred)(void);
 
 /* Raise the standard Interrupted error object (never returns). */
 int mx_raise_interrupted(lua_State *L);
@@ -39,7 +49,10 @@ void *mx_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 extern double mx_deadline;
 
 /* The count hook that raises Interrupted or Timeout; it removes itself when no deadline is
- * set, so a signal handler installs it for one check (lua_sethook is async-signal-safe). */
+ * set, so a signal handler installs it for one check (lua_sethook is async-signal-safe). An
+ * interruption deferred by cleanup keeps it set, checking every MX_DEFERRED_COUNT
+ * instructions until the cleanup has returned. */
+#define MX_DEFERRED_COUNT 1000
 void mx_interrupt_hook(lua_State *L, lua_Debug *ar);
 
 /* Monotonic seconds. */

@@ -1092,7 +1092,7 @@ static ssize_t own_read(void *ud, char *out, size_t n, char *err, size_t errlen)
       snprintf(err, errlen, "%s", why[0] ? why : curl_easy_strerror(x->result));
       return -1;
     }
-    if (mx_interrupt_pending) {
+    if (mx_interrupt_due()) {
       snprintf(err, errlen, "interrupted");
       return -1;
     }

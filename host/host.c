@@ -95,7 +95,14 @@ void mx_open(lua_State *L) {
  * Hooks belong to a thread, so the handler sets one on every thread that is running: the
  * main thread and each coroutine being resumed, which coroutine.resume and coroutine.wrap
  * record here. A coroutine spinning in Lua would otherwise never see a hook set on the main
- * thread. A third signal gives up on cleanup.
+ * thread.
+ *
+ * Only the first signal becomes an Interrupted error. The same signal often comes twice:
+ * timeout(1) and CI runners send it to the process and then to its process group, and under
+ * load the second one lands after the first was raised, in the middle of the cleanup it
+ * started (a parallel branch's coroutine.close, a <close> handler removing a container); a
+ * second error there skipped that cleanup. So a repeat only counts, and the third signal
+ * gives up on cleanup: it exits at once with 128 + the first signal (130 or 143).
  */
 #define MAX_RUNNING 200 /* Lua's own C-call limit stops deeper resume nesting first */
 static lua_State *volatile running[MAX_RUNNING];
@@ -109,11 +116,59 @@ static void hook_running(void) {
 }
 
 static void on_signal(int sig) {
+  if (++signal_count >= 3)
+    _exit(128 + (mx_interrupt_signal ? mx_interrupt_signal : sig));
+  if (mx_interrupt_signal != 0)
+    return; /* a repeat: the run is already being stopped, its cleanup must not be cut short */
   mx_interrupt_signal = sig;
   mx_interrupt_pending = 1;
-  if (++signal_count >= 3)
-    _exit(130);
   hook_running();
+}
+
+/*
+ * Cleanup an interruption must not cut short: a <close> handler run by the end of its block
+ * (Lua names its frame the "close" metamethod) on any running thread, or anything under
+ * coroutine.close (parallel closing a finished branch runs the <close> variables its error
+ * left pending). The interruption stays pending and is raised once that returns; a handler
+ * removing a container would otherwise stop half-way, leaving the container. Only walked
+ * when a signal is pending (mx_interrupt_take, the hook).
+ */
+static volatile sig_atomic_t closing = 0; /* coroutine.close calls in progress */
+
+static int in_close_handler(lua_State *L) {
+  lua_Debug ar;
+  for (int level = 0; lua_getstack(L, level, &ar); level++) {
+    if (lua_getinfo(L, "n", &ar) && ar.namewhat && strcmp(ar.namewhat, "metamethod") == 0 &&
+        ar.name && strcmp(ar.name, "close") == 0)
+      return 1;
+  }
+  return 0;
+}
+
+static int interrupt_deferred(void) {
+  if (closing > 0)
+    return 1;
+  int n = nrunning < MAX_RUNNING ? nrunning : MAX_RUNNING;
+  for (int i = 0; i < n; i++)
+    if (in_close_handler(running[i]))
+      return 1;
+  return 0;
+}
+
+/* coroutine.close, counted in `closing`; an interruption that waited for it is raised by the
+ * caller's next instruction. */
+static int close_recorded(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTHREAD); /* here, so that the message names 'close' */
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  closing = closing + 1;
+  int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+  closing = closing - 1;
+  if (mx_interrupt_pending)
+    lua_sethook(L, mx_interrupt_hook, LUA_MASKCOUNT, 1);
+  if (status != LUA_OK)
+    return lua_error(L);
+  return lua_gettop(L);
 }
 
 /* Calls upvalue 1 (the standard resume or a wrap function) with the stack's arguments while
@@ -162,7 +217,11 @@ static void record_coroutines(lua_State *L) {
   lua_getfield(L, -1, "wrap");
   lua_pushcclosure(L, wrap_recorded, 1);
   lua_setfield(L, -2, "wrap");
+  lua_getfield(L, -1, "close");
+  lua_pushcclosure(L, close_recorded, 1);
+  lua_setfield(L, -2, "close");
   lua_pop(L, 1);
+  mx_interrupt_deferred = interrupt_deferred;
 }
 
 void mx_install_signals(lua_State *L) {
@@ -172,7 +231,10 @@ void mx_install_signals(lua_State *L) {
   record_coroutines(L);
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
+  /* Each blocks the other while it runs, so the two never interleave in on_signal. */
   sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGINT);
+  sigaddset(&sa.sa_mask, SIGTERM);
   /* No SA_RESTART: a blocking poll() returns EINTR and the waiter sees the flag at once. */
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);

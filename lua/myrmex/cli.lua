@@ -1,6 +1,6 @@
 --- The command line of the myrmex binary. host/main.c calls cli.main(argv) and exits with
 --- the status it returns: 0 success, 1 recipe failed, 2 usage or parameter error,
---- 130 interrupted.
+--- 130 interrupted by SIGINT, 143 by SIGTERM.
 local rt = require("myrmex.core.runtime")
 local log = require("myrmex.log")
 local errors = require("myrmex.errors")
@@ -9,7 +9,14 @@ local plan = require("myrmex.plan")
 
 local M = {}
 
-local EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+local EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+-- 128 + the signal, as a shell reports a process a signal ended: 130 for SIGINT, 143 for
+-- SIGTERM (an Interrupted error raised without one, as tests do, counts as SIGINT).
+local function exit_interrupted()
+  local _, sig = rt.interrupted()
+  return 128 + (sig or 2)
+end
 
 local HELP = [[
 myrmex — container pipelines as Lua recipes
@@ -45,7 +52,8 @@ Options for run and plan:
   -h, --help             this text
 
 Recipe path: ./recipes, then $MYRMEX_PATH (colon-separated), then the installed library.
-Exit status: 0 success, 1 the recipe failed, 2 usage or parameter error, 130 interrupted.
+Exit status: 0 success, 1 the recipe failed, 2 usage or parameter error, 130 interrupted
+(SIGINT), 143 terminated (SIGTERM).
 ]]
 
 local function usage(fmt, ...)
@@ -191,7 +199,7 @@ local function report_failure(caught, path)
   log.error("recipe failed: " .. msg, { recipe = path, at = where, code = type(e) == "table" and e.code or nil,
     step = type(e) == "table" and e.step or nil })
   if log.enabled("debug") then io.stderr:write(log.redact(caught.trace), "\n") end
-  if errors.is(e, "Interrupted") then return EXIT_INTERRUPTED end
+  if errors.is(e, "Interrupted") then return exit_interrupted() end
   return EXIT_FAIL
 end
 
@@ -415,7 +423,7 @@ local function run_script(args, first)
   if recipe.is_usage_error(e) then return report_failure(caught, script) end
   io.stderr:write("myrmex: ", log.redact(errors.message(e)), "\n")
   if log.enabled("debug") then io.stderr:write(caught.trace, "\n") end
-  return errors.is(e, "Interrupted") and EXIT_INTERRUPTED or EXIT_FAIL
+  return errors.is(e, "Interrupted") and exit_interrupted() or EXIT_FAIL
 end
 
 local COMMANDS = {
@@ -477,17 +485,23 @@ function M.main(argv)
     if recipe.is_usage_error(e) or errors.is(e) then return e end
     return debug.traceback(errors.message(e), 2)
   end, argv)
-  if ok then return res or EXIT_OK end
-  if recipe.is_usage_error(res) then
+  local code
+  if ok then
+    code = res or EXIT_OK
+  elseif recipe.is_usage_error(res) then
     io.stderr:write("myrmex: ", log.redact(res.message), "\n")
-    return EXIT_USAGE
-  end
-  if errors.is(res, "Interrupted") then
+    code = EXIT_USAGE
+  elseif errors.is(res, "Interrupted") then
     io.stderr:write("myrmex: interrupted\n")
-    return EXIT_INTERRUPTED
+    return exit_interrupted()
+  else
+    io.stderr:write("myrmex: ", log.redact(errors.message(res)), "\n")
+    code = EXIT_FAIL
   end
-  io.stderr:write("myrmex: ", log.redact(errors.message(res)), "\n")
-  return EXIT_FAIL
+  -- A run a signal stopped says so even when its Interrupted error was caught on the way
+  -- (a pcall in a recipe, or turned into another error): CI must not read it as a result.
+  if rt.interrupted() then return exit_interrupted() end
+  return code
 end
 
 return M

@@ -170,6 +170,7 @@ function Client:_request_table(t)
     timeout = t.timeout == nil and self.timeout or t.timeout or nil,
     body = t.body,
     to_file = t.to_file,
+    finish_on_cancel = t.finish_on_cancel,
   }
   if t.json ~= nil then
     req.body = json.encode(t.json)

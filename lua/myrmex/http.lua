@@ -24,12 +24,50 @@ local KNOWN = { method = true, url = true, unix_socket = true, query = true, hea
 M._branches = setmetatable({}, { __mode = "k" })
 M.WAIT = setmetatable({}, { __name = "myrmex.http.wait" })
 
+-- Cancelling a branch (another branch failed, or Ctrl-C reached the scheduler): the scheduler
+-- resumes it once with a Cancel carrying the error, and the branch's wait raises that error
+-- there, so the branch unwinds through its own pcalls and <close> handlers, which may still
+-- make requests. A request made with finish_on_cancel (a container create: its reply names
+-- what there is to undo) is finished first; the error then waits in _cancelled until the
+-- branch's next request or wait.
+local Cancel = { __name = "myrmex.http.cancel" }
+M._holding = setmetatable({}, { __mode = "k" }) -- branch -> finish_on_cancel requests in flight
+M._cancelled = setmetatable({}, { __mode = "k" }) -- branch -> the cancellation it has yet to raise
+
+--- The value the scheduler resumes a branch with to cancel it (internal: myrmex.parallel).
+---@param err any the error the branch is to raise
+---@return table
+function M._cancel(err)
+  return setmetatable({ err = err }, Cancel)
+end
+
+-- Raise a cancellation this branch has been holding, unless a request still holds it.
+local function raise_cancelled(co)
+  local err = M._cancelled[co]
+  if err ~= nil and not M._holding[co] then
+    M._cancelled[co] = nil
+    error(err, 0)
+  end
+end
+
+--- Yield to the scheduler from a branch (internal: myrmex.parallel uses it when it is itself
+--- a branch); raises the branch's cancellation.
+---@param co thread the running branch
+function M._yield(co)
+  raise_cancelled(co)
+  local r = coroutine.yield(M.WAIT)
+  if getmetatable(r) == Cancel then
+    M._cancelled[co] = r.err
+    raise_cancelled(co)
+  end
+end
+
 --- Wait for transfers to progress: yield to the scheduler inside a parallel branch, drive the
 --- multi handle here otherwise.
 function M.wait()
   local co = coroutine.running()
   if M._branches[co] then
-    coroutine.yield(M.WAIT)
+    M._yield(co)
   else
     core.perform(100)
   end
@@ -44,7 +82,7 @@ function M.sleep(seconds)
     rt.sleep(seconds)
     return
   end
-  while rt.monotonic() < deadline do coroutine.yield(M.WAIT) end
+  while rt.monotonic() < deadline do M._yield(co) end
 end
 
 --- URL-encode a string for use in a path component or a query value.
@@ -166,7 +204,39 @@ local function prepare(t, fname)
   return o
 end
 
+-- finish_on_cancel in a branch: hold its cancellation while the request is in flight.
+local function hold(co)
+  M._holding[co] = (M._holding[co] or 0) + 1
+  return setmetatable({}, { __close = function()
+    local n = M._holding[co] - 1
+    M._holding[co] = n > 0 and n or nil
+  end })
+end
+
+-- finish_on_cancel: an Interrupted error or a cancellation while the transfer is in flight is
+-- taken, the transfer driven to its end, and the error raised again by the branch's next
+-- request or wait, or, outside a branch, by the next wait in C. There is one Interrupted per
+-- run, so the second drive is not cut short (a third signal still exits).
+local function wait_to_end(x, co, branch)
+  local function drive()
+    while not x:done() do M.wait() end
+  end
+  local ok, err = pcall(drive)
+  if ok then return end
+  if not errors.is(err, "Interrupted") then error(err, 0) end
+  drive()
+  if branch then
+    M._cancelled[co] = M._cancelled[co] or err
+  else
+    rt.interrupt_later()
+  end
+end
+
 local function run_once(t, o)
+  local co = coroutine.running()
+  local branch = M._branches[co]
+  if branch then raise_cancelled(co) end -- a cancelled branch starts nothing new
+  local held <close> = t.finish_on_cancel and branch and hold(co) or nil
   local x <close> = core.start(o)
   local pull = t.on_data or t.on_line or t.on_json
   if pull then
@@ -224,6 +294,8 @@ local function run_once(t, o)
       pending = pending .. "\n"
       deliver("")
     end
+  elseif t.finish_on_cancel then
+    wait_to_end(x, co, branch)
   else
     while not x:done() do M.wait() end
   end

@@ -19,8 +19,9 @@ end
 --- (default 8). Returns the results in the same shape: results[k] is the value branch k
 --- returned when it returned one (nil for none), or a packed table {v1, v2, n = 2} when it
 --- returned several; opts.pack = true packs every branch's values.
---- The first error cancels the other branches (their <close> variables run, their transfers
---- are aborted) and is raised again naming the branch.
+--- The first error (a branch's, or Interrupted on Ctrl-C / SIGTERM) cancels the other
+--- branches: each has that error raised where it waits, so its pcalls and <close> variables
+--- run, and it is driven until it ends; then the error is raised again naming the branch.
 ---@param fns table<any, function>
 ---@param opts? {max?:integer, pack?:boolean}
 ---@return table results
@@ -40,6 +41,18 @@ function M.run(fns, opts)
   end)
   local results, running, next_i = {}, {}, 1
   local failure
+  local me = coroutine.running()
+
+  -- Whatever ends this call, no branch is left suspended with its <close> variables pending:
+  -- the draining below ends every branch; this closes any it could not reach (this scheduler
+  -- is itself a branch being closed, or a bug in the draining).
+  local _ <close> = setmetatable({}, { __close = function()
+    for _, b in ipairs(running) do
+      http._branches[b.co] = nil
+      coroutine.close(b.co)
+    end
+    running = {}
+  end })
 
   local function start(k)
     local co = coroutine.create(function() return table.pack(fns[k]()) end)
@@ -47,51 +60,90 @@ function M.run(fns, opts)
     running[#running + 1] = { co = co, key = k }
   end
 
-  local function cancel_all()
-    for _, b in ipairs(running) do
-      http._branches[b.co] = nil
-      coroutine.close(b.co)
-    end
-    running = {}
+  -- A branch that ended (returned or raised): out of the transport's branches, and closed, so
+  -- the <close> variables an error left pending run now.
+  local function finish(b)
+    http._branches[b.co] = nil
+    coroutine.close(b.co)
   end
 
-  while true do
-    while #running < max and next_i <= #keys do
-      start(keys[next_i])
-      next_i = next_i + 1
-    end
-    if #running == 0 then break end
+  local function wait_io()
+    if http._branches[me] then http._yield(me) else core.perform(20) end
+  end
+
+  -- Resume each branch once; a branch that raised becomes the failure.
+  local function round()
     local still = {}
     for _, b in ipairs(running) do
-      if not failure then
+      if failure then
+        still[#still + 1] = b
+      else
+        b.started = true
         local ok, res = coroutine.resume(b.co)
         if not ok then
           failure = branch_error(tostring(b.key), res)
           failure = failure ~= nil and failure or "parallel branch " .. tostring(b.key) .. " failed"
-          http._branches[b.co] = nil
-          coroutine.close(b.co)
+          finish(b)
         elseif coroutine.status(b.co) == "dead" then
-          http._branches[b.co] = nil
+          finish(b)
           -- One value stays itself; several come back packed (res.n), so none is lost.
           if opts.pack or res.n > 1 then results[b.key] = res else results[b.key] = res[1] end
         else
           still[#still + 1] = b
         end
-      else
-        still[#still + 1] = b
       end
     end
     running = still
-    if failure then
-      cancel_all()
-      error(failure, 2)
-    end
-    if #running > 0 then
+  end
+
+  local function schedule()
+    while not failure do
+      while #running < max and next_i <= #keys do
+        start(keys[next_i])
+        next_i = next_i + 1
+      end
+      if #running == 0 then return end
+      round()
       -- Only yielded branches remain: let their transfers progress.
-      local co = coroutine.running()
-      if http._branches[co] then coroutine.yield(http.WAIT) else core.perform(20) end
+      if not failure and #running > 0 then wait_io() end
     end
   end
+
+  -- Cancel every branch left: raise the failure once in each where it waits, then drive it
+  -- until it ends, as its cleanup may make requests. A branch never resumed is only closed.
+  local function drain()
+    while #running > 0 do
+      local still = {}
+      for _, b in ipairs(running) do
+        if coroutine.status(b.co) ~= "suspended" or not b.started then
+          finish(b) -- dead (an error may have struck between its resume and its close) or unstarted
+        else
+          local token
+          if not b.cancelled then
+            b.cancelled = true
+            token = http._cancel(failure)
+          end
+          coroutine.resume(b.co, token)
+          if coroutine.status(b.co) == "dead" then finish(b) else still[#still + 1] = b end
+        end
+      end
+      running = still
+      if #running > 0 then wait_io() end
+    end
+  end
+
+  -- An error raised here rather than in a branch (Interrupted from the transport's wait or
+  -- from the signal hook, between two resumes) fails the run like a branch's error; one
+  -- arriving while draining (the first Ctrl-C during the cleanup of a branch's failure) takes
+  -- over, so the exit says interrupted, and the draining goes on.
+  local ok, err = pcall(schedule)
+  if not ok then failure = err ~= nil and err or "parallel: scheduler failed" end
+  for _ = 1, 3 do
+    if #running == 0 then break end
+    ok, err = pcall(drain)
+    if not ok and errors.is(err, "Interrupted") then failure = err end
+  end
+  if failure ~= nil then error(failure, 2) end
   return results
 end
 

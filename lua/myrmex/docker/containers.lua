@@ -319,8 +319,10 @@ return function(Client, H)
       local p = plan.record { engine = "docker", op = op, target = c.name or c.image, args = body }
       return handle(self, p.id, c.name, { planned = true, tty = c.tty })
     end
+    -- finish_on_cancel: a create abandoned by Ctrl-C would still make a container, one whose
+    -- id nobody has to remove it by.
     local r = self:_call(op, c.name or c.image, { method = "POST", path = "/containers/create",
-      query = { name = c.name, platform = c.platform }, json = body })
+      query = { name = c.name, platform = c.platform }, json = body, finish_on_cancel = true })
     for _, w in ipairs(type(r.Warnings) == "table" and r.Warnings or {}) do
       log.warn("docker: " .. tostring(w), { container = c.name or r.Id })
     end
@@ -758,22 +760,29 @@ return function(Client, H)
   end
 
   --- Create and start many containers concurrently (at most `max` at a time, default 8).
-  --- Returns the handles in order; on any failure the ones that started are removed and the
-  --- first error is raised.
+  --- Returns the handles in order; on any failure, Ctrl-C and SIGTERM included, the ones that
+  --- started are removed and the first error is raised.
   ---@param configs table[]
   ---@param o? {max?:integer}
   ---@return myrmex.docker.Container[]
   function Client:run_containers(configs, o)
     o = H.options("run_containers", o, H.set { "max" })
-    local fns = {}
+    local fns, made = {}, {}
     for i, cfg in ipairs(configs) do
       config.check("docker.run_containers[" .. i .. "]", cfg, true)
-      fns[i] = function() return self:run_container(cfg) end
+      fns[i] = function()
+        made[i] = self:run_container(cfg)
+        return made[i]
+      end
     end
-    local results, err = run_all(fns, o.max)
+    -- An Interrupted error that reached the scheduler rather than a branch raises out of
+    -- run_all; the handles made so far are in `made` either way. (A branch stopped between
+    -- its create and its start removes its own container: run_container does.)
+    local ok, results, err = pcall(run_all, fns, o.max)
+    if not ok then results, err = made, results end
     if err then
       local cleanup = {}
-      for _, ct in pairs(results) do
+      for _, ct in pairs(made) do
         cleanup[#cleanup + 1] = function() Container.__close(ct) end
       end
       run_all(cleanup, o.max)
