@@ -1,4 +1,5 @@
 // etcd for the test bed (see tests/tools/README.md).
+// rename server etcd
 module myrmex.test/tools/etcd
 
 go 1.24.0

@@ -1,4 +1,5 @@
 // trivy for the test bed (see tests/tools/README.md).
+// env GOEXPERIMENT=jsonv2
 module myrmex.test/tools/trivy
 
 go 1.26.3
