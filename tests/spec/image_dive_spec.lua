@@ -38,8 +38,11 @@ local IMAGES = {
     "COPY tree /tree/",
     run("rm /data/a.bin && rm -rf /tree/sub"), -- a deleted file and a deleted directory
     "COPY b2.bin /data/b.bin", -- an overwrite with another size
-    run("rm -rf /tree && mkdir /tree && echo fresh > /tree/new.txt"), -- an opaque directory
-    run("ln /data/c.bin /data/c.link"), -- a hard link (copies c.bin up)
+    -- Removed and made again: an opaque directory on overlay2, whiteouts of each entry on
+    -- fuse-overlayfs and vfs. The "opaque" image below has the marker whatever the driver.
+    run("rm -rf /tree && mkdir /tree && echo fresh > /tree/new.txt"),
+    -- Hard links: within one layer (a link entry), and to a file of a lower layer.
+    run("dd if=/dev/zero of=/data/z.bin bs=1000 count=5 && ln /data/z.bin /data/z.link && ln /data/c.bin /data/c.link"),
     run("chmod 600 /data/b.bin"), -- a mode change only
     "COPY c.bin /data/c.bin", -- the same bytes again
   }, "\n") .. "\n",
@@ -53,7 +56,70 @@ local IMAGES = {
     run("chmod 640 /data/again.bin"),
   }, "\n") .. "\n",
 }
-local ORDER = { "churn", "clean", "waste" }
+local ORDER = { "churn", "clean", "waste", "opaque" }
+
+-- The storage driver decides whether `docker build` writes opaque markers, so this image is
+-- made as a docker-archive by hand and loaded: layer 2 makes o/d opaque (hiding f1 and
+-- sub/f2 of layer 1), layer 3 has a file and a hard link to it, layer 4 changes only the
+-- mode of that file, layer 5 deletes a directory with a whiteout.
+local OPAQUE_LAYERS = {
+  { ["bin/busybox"] = "busybox", ["o/d/f1"] = 3000, ["o/d/sub/f2"] = 2000, ["o/keep"] = 1000 },
+  { ["o/d/.wh..wh..opq"] = 0, ["o/d/new"] = 1500 },
+  { ["h/one"] = 5000, ["h/two"] = "link:h/one" },
+  { ["h/one"] = { 5000, "600" } },
+  { ["o/.wh.d"] = 0 },
+}
+
+local function load_opaque(dir, ref)
+  local diff_ids, layer_files, history = {}, {}, {}
+  for i, files in ipairs(OPAQUE_LAYERS) do
+    local root = dir .. "/opaque-l" .. i
+    local links = {}
+    assert(os.execute("mkdir -p " .. sh.q(root)))
+    for path, what in pairs(files) do
+      local full = root .. "/" .. path
+      assert(os.execute("mkdir -p " .. sh.q(full:match("^(.*)/"))))
+      if what == "busybox" then
+        assert(os.execute(("cp %s %s"):format(BB, sh.q(full))))
+      elseif type(what) == "string" then
+        links[#links + 1] = { path, what:match("^link:(.+)$") }
+      else
+        local size, mode = what, nil
+        if type(what) == "table" then size, mode = what[1], what[2] end
+        local fh = assert(io.open(full, "wb"))
+        fh:write(rand(size))
+        fh:close()
+        if mode then assert(os.execute(("chmod %s %s"):format(mode, sh.q(full)))) end
+      end
+    end
+    for _, l in ipairs(links) do
+      assert(os.execute(("cd %s && ln %s %s"):format(sh.q(root), sh.q(l[2]), sh.q(l[1]))))
+    end
+    local tarname = "layer" .. i .. ".tar"
+    local r = sh.run(("cd %s && tar --sort=name --owner=0 --group=0 --numeric-owner -cf %s/%s *"):format(
+      sh.q(root), sh.q(dir), tarname))
+    assert(r.code == 0, r.stderr)
+    local sum = sh.run(("sha256sum %s/%s"):format(sh.q(dir), tarname)).stdout:match("^(%x+)")
+    diff_ids[i] = "sha256:" .. sum
+    layer_files[i] = tarname
+    history[i] = { created_by = "layer " .. i }
+  end
+  local config = json.encode({ architecture = "amd64", os = "linux",
+    config = { Labels = { ["myrmex.test"] = dt.run_id } },
+    rootfs = { type = "layers", diff_ids = json.array(diff_ids) }, history = json.array(history) })
+  local fh = assert(io.open(dir .. "/config.json", "w"))
+  fh:write(config)
+  fh:close()
+  fh = assert(io.open(dir .. "/manifest.json", "w"))
+  fh:write(json.encode(json.array({ { Config = "config.json", RepoTags = json.array({ ref }),
+    Layers = json.array(layer_files) } })))
+  fh:close()
+  local files = { "manifest.json", "config.json" }
+  for _, lf in ipairs(layer_files) do files[#files + 1] = lf end
+  local r = sh.run(("cd %s && tar -cf opaque.tar %s && docker load -q -i opaque.tar"):format(sh.q(dir),
+    table.concat(files, " ")))
+  assert(r.code == 0, r.stderr)
+end
 
 local refs, work = {}, nil
 
@@ -83,6 +149,11 @@ setup(function()
     ["big.bin"] = rand(400000),
   })
   for _, name in ipairs(ORDER) do
+    if name == "opaque" then
+      refs[name] = dt.name("dive-opaque"):lower() .. ":1"
+      load_opaque(work, refs[name])
+      goto continue
+    end
     local fh = assert(io.open(work .. "/Dockerfile." .. name, "w"))
     fh:write(IMAGES[name])
     fh:close()
@@ -91,6 +162,7 @@ setup(function()
       sh.q(dt.label_filter), sh.q(work .. "/Dockerfile." .. name), ref, sh.q(work)))
     assert(r.code == 0, r.stderr)
     refs[name] = ref
+    ::continue::
   end
 end)
 
