@@ -182,6 +182,89 @@ c:tags("secure/app")
     end)
   end)
 
+  describe("credential files in skopeo's order", function()
+    local reg
+
+    setup(function() reg = R.start({ mode = "tls", users = { [USER] = PASS } }) end)
+    teardown(function() if reg then reg:stop() end end)
+
+    it("reads REGISTRY_AUTH_FILE, then $XDG_RUNTIME_DIR's, ~/.config's auth.json, then Docker's", function()
+      local root = work .. "/authfiles"
+      local home, run, docker_dir = root .. "/home", root .. "/run", root .. "/docker"
+      os.execute("mkdir -p " .. sh.q(home .. "/.config/containers") .. " " .. sh.q(run .. "/containers") .. " "
+        .. sh.q(docker_dir))
+      local function auth_json(user, pass)
+        local enc = sh.run({ "sh", "-c", "printf %s " .. sh.q(user .. ":" .. pass) .. " | base64 -w0" }).stdout
+        return json.encode({ auths = { [reg.host] = { auth = enc } } })
+      end
+      local good, bad = auth_json(USER, PASS), auth_json(USER, "wrong-password")
+      local script = root .. "/tags.lua"
+      write(script, ([[
+local c = require("myrmex.registry").connect(%q, { ca = %q })
+print(table.concat(c:tags("secure/app"), ","))
+]]):format(reg.host, reg.tls.ca))
+      local function try(files, env_extra)
+        for _, p in ipairs({ home .. "/.config/containers/auth.json", run .. "/containers/auth.json",
+          docker_dir .. "/config.json", root .. "/override.json" }) do os.remove(p) end
+        for path, text in pairs(files) do write(path, text) end
+        local env = { HOME = home, XDG_RUNTIME_DIR = run, XDG_CONFIG_HOME = "", DOCKER_CONFIG = docker_dir,
+          REGISTRY_AUTH_FILE = "", MYRMEX_LUA_PATH = os.getenv("MYRMEX_LUA_PATH") }
+        for k, v in pairs(env_extra or {}) do env[k] = v end
+        local r = sh.myrmex({ script }, { env = env })
+        assert.is_nil(r.stderr:find(PASS, 1, true))
+        return r
+      end
+      local pushed = registry.connect(reg.host, { ca = reg.tls.ca, username = USER, password = PASS })
+      pushed:push_image(work .. "/img", "secure/app:v1")
+      -- Each file alone is found.
+      for _, path in ipairs({ home .. "/.config/containers/auth.json", run .. "/containers/auth.json",
+        docker_dir .. "/config.json" }) do
+        local r = try({ [path] = good })
+        assert.are.equal(0, r.code, path .. ": " .. r.stderr)
+        assert.are.equal("v1\n", r.stdout)
+      end
+      local r = try({ [root .. "/override.json"] = good }, { REGISTRY_AUTH_FILE = root .. "/override.json" })
+      assert.are.equal(0, r.code, r.stderr)
+      -- The first file with an entry for the registry wins: the runtime file before ~/.config
+      -- and Docker's, REGISTRY_AUTH_FILE instead of the runtime file.
+      r = try({ [run .. "/containers/auth.json"] = good, [home .. "/.config/containers/auth.json"] = bad,
+        [docker_dir .. "/config.json"] = bad })
+      assert.are.equal(0, r.code, r.stderr)
+      r = try({ [home .. "/.config/containers/auth.json"] = bad, [docker_dir .. "/config.json"] = good })
+      assert.are_not.equal(0, r.code)
+      assert.truthy(r.stderr:find("Unauthorized", 1, true), r.stderr)
+      r = try({ [root .. "/override.json"] = good, [run .. "/containers/auth.json"] = bad },
+        { REGISTRY_AUTH_FILE = root .. "/override.json" })
+      assert.are.equal(0, r.code, r.stderr)
+      r = try({ [root .. "/override.json"] = bad, [run .. "/containers/auth.json"] = good },
+        { REGISTRY_AUTH_FILE = root .. "/override.json" })
+      assert.are_not.equal(0, r.code)
+      -- A file without an entry for this registry is passed over.
+      r = try({ [run .. "/containers/auth.json"] = json.encode({ auths = { ["other.example"] = { auth = "eDp5" } } }),
+        [docker_dir .. "/config.json"] = good })
+      assert.are.equal(0, r.code, r.stderr)
+    end)
+
+    it("lists the files in order and matches namespaced auth.json keys, the longest first", function()
+      local files = credentials.auth_files()
+      assert.truthy(#files >= 3)
+      assert.truthy(files[#files].path:match("/%.dockercfg$"))
+      assert.is_true(files[#files].legacy)
+      local cfg = { auths = {
+        ["reg.example:5000"] = { auth = "aG9zdDpob3N0LXBhc3M=" },          -- host:host-pass
+        ["reg.example:5000/team"] = { auth = "dGVhbTp0ZWFtLXBhc3M=" },     -- team:team-pass
+        ["reg.example:5000/team/app"] = { auth = "YXBwOmFwcC1wYXNz" },     -- app:app-pass
+      } }
+      assert.are.same({ username = "app", password = "app-pass" },
+        credentials.lookup("reg.example:5000", cfg, "team/app"))
+      assert.are.same({ username = "team", password = "team-pass" },
+        credentials.lookup("reg.example:5000", cfg, "team/other"))
+      assert.are.same({ username = "host", password = "host-pass" },
+        credentials.lookup("reg.example:5000", cfg, "elsewhere/x"))
+      assert.are.same({ username = "host", password = "host-pass" }, credentials.lookup("reg.example:5000", cfg))
+    end)
+  end)
+
   describe("token auth", function()
     local reg
 

@@ -144,14 +144,13 @@ describe("myrmex.core.compress", function()
 end)
 
 describe("registry: compressed pushes, copies and pulls", function()
-  local reg, reg2, c, c2, work, base
+  local reg, reg2, c, work, base
   local refs = {}
 
   setup(function()
     reg = R.start({ mode = "plain" })
     reg2 = R.start({ mode = "plain" })
     c = registry.connect(reg.host, { config = false })
-    c2 = registry.connect(reg2.host, { config = false })
     work = R.tmpdir()
     layers.cache_dir = work .. "/cache"
     base = dt.image()
