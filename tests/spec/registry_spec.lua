@@ -396,6 +396,124 @@ describe("registry (plain HTTP registry)", function()
     assert.is_nil(c:manifest_head("app/planned:1"))
   end)
 
+  it("copies of a tampered blob raise DigestMismatch with both digests, and put no tag", function()
+    local t = R.make_layout(work .. "/ctamper", { tag = "t", files = { ["y"] = ("B"):rep(6000) } })
+    c:push_image(work .. "/ctamper", "app/ctamper:t")
+    local victim = t.layers[2]
+    local path = reg:blob_path(victim)
+    local data = read(path)
+    local bad = data:gsub("BBBB", "BBBC", 1)
+    local f = assert(io.open(path, "wb"))
+    f:write(bad)
+    f:close()
+    local other = R.start({ mode = "plain" })
+    local ok, err = pcall(function()
+      local oc = registry.connect(other.host, { config = false })
+      for _, opts in ipairs({ { config = false }, { config = false, compression = "gzip" } }) do
+        local e = raises("DigestMismatch", function()
+          registry.copy(reg.host .. "/app/ctamper:t", other.host .. "/far/ctamper:t", opts)
+        end)
+        local msg = tostring(e)
+        assert.truthy(msg:find("expected " .. victim, 1, true), msg)
+        assert.truthy(msg:find(digest.string(bad), 1, true), msg)
+        assert.are.equal(victim, e.details.expected)
+        assert.are.equal(digest.string(bad), e.details.actual)
+        assert.is_nil(oc:manifest_head("far/ctamper:t"))
+        assert.is_nil(oc:blob_exists("far/ctamper", victim))
+      end
+    end)
+    other:stop()
+    f = assert(io.open(path, "wb"))
+    f:write(data)
+    f:close()
+    assert(ok, err)
+  end)
+
+  it("pulls add to an OCI layout's index.json, replacing only the entry with the same name", function()
+    local dir = work .. "/shared-layout"
+    c:push_image(work .. "/img", "app/two:v2")
+    c:pull_image("app/one:v1", { to = dir })
+    c:pull_image("app/two:v2", { to = dir })
+    local index = json.decode(read(dir .. "/index.json"))
+    assert.are.equal(2, #index.manifests)
+    c:pull_image("app/one:v1", { to = dir })
+    index = json.decode(read(dir .. "/index.json"))
+    local names = {}
+    for _, e in ipairs(index.manifests) do names[#names + 1] = e.annotations["org.opencontainers.image.ref.name"] end
+    table.sort(names)
+    assert.are.same({ "v1", "v2" }, names)
+    -- skopeo reads both images out of the one layout.
+    for _, n in ipairs(names) do
+      assert.are.equal(img.config_digest, json.decode(skopeo({ "inspect", "--raw", "oci:" .. dir .. ":" .. n })).config.digest)
+    end
+  end)
+
+  it("checks blobs already in a layout: a corrupted one of the same size is fetched again", function()
+    local dir = work .. "/verify-layout"
+    c:pull_image("app/one:v1", { to = dir })
+    local victim = dir .. "/blobs/sha256/" .. img.layers[1]:sub(8)
+    local good = read(victim)
+    local f = assert(io.open(victim, "wb"))
+    f:write(("\0"):rep(#good))
+    f:close()
+    local lines = sh.capture_log(function() c:pull_image("app/one:v1", { to = dir }) end)
+    assert.are.equal(img.layers[1], (digest.file(victim)))
+    local warned = false
+    for _, rec in ipairs(lines) do
+      if tostring(rec.msg):find("does not match its digest", 1, true) then warned = true end
+    end
+    assert.is_true(warned)
+  end)
+
+  it("pulls by digest into a docker-archive without inventing a tag", function()
+    local tar = work .. "/by-digest.tar"
+    c:pull_image("app/one@" .. img.digest, { to = tar, format = "docker-archive" })
+    local archive = require("myrmex.core.archive")
+    local rd <close> = archive.open(tar)
+    local manifest
+    for e in rd:entries() do
+      if e.path == "manifest.json" then manifest = json.decode(rd:read_all(1 << 20)) end
+    end
+    assert.are.same({}, manifest[1].RepoTags)
+    local out = json.decode(skopeo({ "inspect", "docker-archive:" .. tar }))
+    assert.are.equal(#img.layers, #out.Layers)
+    -- By tag, the tag is kept.
+    c:pull_image("app/one:v1", { to = tar, format = "docker-archive" })
+    rd:close()
+    local rd2 <close> = archive.open(tar)
+    for e in rd2:entries() do
+      if e.path == "manifest.json" then manifest = json.decode(rd2:read_all(1 << 20)) end
+    end
+    assert.are.same({ reg.host .. "/app/one:v1" }, manifest[1].RepoTags)
+  end)
+
+  it("copies a chosen subset of an index's platforms and rewrites the index to match", function()
+    local other = R.start({ mode = "plain" })
+    local ok, err = pcall(function()
+      local oc = registry.connect(other.host, { config = false })
+      local d = registry.copy(reg.host .. "/app/one:multi", other.host .. "/far/subset:1",
+        { config = false, platforms = { "linux/arm64" } })
+      local m = oc:manifest("far/subset:1")
+      assert.are.equal(d, m.digest)
+      assert.are_not.equal(c:digest("app/one:multi"), d)
+      assert.are.equal(1, #m.manifest.manifests)
+      assert.are.equal(img.digest, m.manifest.manifests[1].digest)
+      assert.are.equal(img.manifest, oc:manifest("far/subset@" .. img.digest).body)
+      -- Both platforms asked for: the index is copied as it is.
+      assert.are.equal(c:digest("app/one:multi"), (registry.copy(reg.host .. "/app/one:multi",
+        other.host .. "/far/subset:2", { config = false, platforms = { "linux/amd64", "linux/arm64" } })))
+      raises("NotFound", function()
+        registry.copy(reg.host .. "/app/one:multi", other.host .. "/far/subset:3",
+          { config = false, platforms = { "linux/s390x" } })
+      end)
+      local okm, msg = pcall(registry.copy, reg.host .. "/app/one:multi", other.host .. "/x:1", { platforms = "linux" })
+      assert.is_false(okm)
+      assert.truthy(tostring(msg):find("registry.copy: platforms must be", 1, true), tostring(msg))
+    end)
+    other:stop()
+    assert(ok, err)
+  end)
+
   it("deletes a manifest by tag (resolved to its digest)", function()
     c:push_image(work .. "/img", "app/del:1")
     local d = c:delete("app/del:1")

@@ -414,10 +414,12 @@ function M.copy_between(src, sr, dst, dr, opts)
   local kept = {}
   local out_digest
   if is_index(top.media_type) and (opts.all_platforms or opts.platforms) then
-    local entries, changed, matched = {}, opts.platforms ~= nil, {}
+    local entries, changed, matched = {}, false, {}
     for _, child in ipairs(top.manifest.manifests or {}) do
       local w = opts.platforms and platform_wanted(child.platform, opts.platforms)
       if w then matched[w] = true end
+      -- A platform left out changes the index; with all of them kept it is copied as it is.
+      if opts.platforms and not w then changed = true end
       if not opts.platforms or w then
         local cm = src:manifest(sr:with({ digest = child.digest }))
         local body, mt, d = cm.body, cm.media_type, cm.digest
