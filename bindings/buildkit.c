@@ -2,6 +2,8 @@
  * myrmex.core.buildkit: BuildKit's progress messages, decoded in C.
  *
  *   decode_status(data [, "base64" | "binary"]) -> table | nil, message
+ *   decode_message(type, bytes) -> table | nil, message   a session message (below)
+ *   encode_message(type, table) -> bytes
  *
  * dockerd streams a BuildKit build's progress as JSON lines {"id":"moby.buildkit.trace",
  * "aux":"<base64>"}, each aux a protobuf moby.buildkit.v1.StatusResponse. The message types
@@ -10,6 +12,10 @@
  * declare. The Lua side (lua/myrmex/docker/build.lua) turns the tables into events and log
  * lines. A malformed message is returned as nil and a reason, not raised: it came from the
  * engine, and the caller raises it as an Invalid error naming the build.
+ *
+ * The session messages (bindings/proto/buildkit_session.proto: GetSecretRequest, ...) are
+ * flat messages of scalars; they go through protobuf-c's descriptors generically, by field
+ * name, so a new one needs only its line in the .proto and in SESSION_TYPES.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -18,6 +24,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "buildkit_session.pb-c.h"
 #include "buildkit_status.pb-c.h"
 #include "lib/crypto_api.h"
 
@@ -202,13 +209,143 @@ static int bk_decode_status(lua_State *L) {
   return 1;
 }
 
+static const ProtobufCMessageDescriptor *const SESSION_TYPES[] = {
+    &myrmex__session__get_secret_request__descriptor,
+    &myrmex__session__get_secret_response__descriptor,
+    &myrmex__session__credentials_request__descriptor,
+    &myrmex__session__credentials_response__descriptor,
+    &myrmex__session__check_agent_request__descriptor,
+    &myrmex__session__bytes_message__descriptor,
+    &myrmex__session__health_check_request__descriptor,
+    &myrmex__session__health_check_response__descriptor,
+    NULL};
+
+static const ProtobufCMessageDescriptor *session_type(lua_State *L, int idx) {
+  const char *name = luaL_checkstring(L, idx);
+  for (int i = 0; SESSION_TYPES[i]; i++)
+    if (strcmp(SESSION_TYPES[i]->short_name, name) == 0)
+      return SESSION_TYPES[i];
+  luaL_argerror(L, idx, lua_pushfstring(L, "unknown session message type '%s'", name));
+  return NULL;
+}
+
+/* A message box: __gc frees an unpacked message if building its table raised. */
+typedef struct {
+  ProtobufCMessage *msg;
+} message_box;
+
+static int message_box_gc(lua_State *L) {
+  message_box *b = luaL_checkudata(L, 1, "myrmex.buildkit.message");
+  if (b->msg) {
+    protobuf_c_message_free_unpacked(b->msg, NULL);
+    b->msg = NULL;
+  }
+  return 0;
+}
+
+/* decode_message(type, bytes) -> {field = value, ...} | nil, why */
+static int bk_decode_message(lua_State *L) {
+  const ProtobufCMessageDescriptor *d = session_type(L, 1);
+  size_t n;
+  const char *data = luaL_checklstring(L, 2, &n);
+  message_box *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->msg = NULL;
+  luaL_setmetatable(L, "myrmex.buildkit.message");
+  b->msg = protobuf_c_message_unpack(d, NULL, n, (const uint8_t *)data);
+  if (!b->msg) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "not a %s protobuf (%I bytes)", d->short_name, (lua_Integer)n);
+    return 2;
+  }
+  lua_createtable(L, 0, (int)d->n_fields);
+  for (unsigned i = 0; i < d->n_fields; i++) {
+    const ProtobufCFieldDescriptor *f = &d->fields[i];
+    const char *at = (const char *)b->msg + f->offset;
+    if (f->label == PROTOBUF_C_LABEL_REPEATED)
+      continue;
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_STRING:
+      lua_pushstring(L, *(char *const *)(const void *)at);
+      break;
+    case PROTOBUF_C_TYPE_BYTES: {
+      const ProtobufCBinaryData *bd = (const void *)at;
+      lua_pushlstring(L, bd->len ? (const char *)bd->data : "", bd->len);
+      break;
+    }
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_ENUM:
+      lua_pushinteger(L, *(const int32_t *)(const void *)at);
+      break;
+    default:
+      continue;
+    }
+    lua_setfield(L, -2, f->name);
+  }
+  protobuf_c_message_free_unpacked(b->msg, NULL);
+  b->msg = NULL;
+  return 1;
+}
+
+/* encode_message(type, {field = value}) -> bytes. Unknown keys are misuse. */
+static int bk_encode_message(lua_State *L) {
+  const ProtobufCMessageDescriptor *d = session_type(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, 2)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING ||
+        !protobuf_c_message_descriptor_get_field_by_name(d, lua_tostring(L, -1)))
+      return luaL_error(L, "buildkit.encode_message: %s has no field '%s'", d->short_name,
+                        luaL_tolstring(L, -1, NULL));
+  }
+  /* The message lives in a userdata (its strings point into Lua strings held on the stack). */
+  ProtobufCMessage *m = lua_newuserdatauv(L, d->sizeof_message, 0);
+  protobuf_c_message_init(d, m);
+  for (unsigned i = 0; i < d->n_fields; i++) {
+    const ProtobufCFieldDescriptor *f = &d->fields[i];
+    char *at = (char *)m + f->offset;
+    if (f->label == PROTOBUF_C_LABEL_REPEATED || lua_getfield(L, 2, f->name) == LUA_TNIL)
+      continue; /* the value stays on the stack, anchoring a string */
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_STRING:
+      *(const char **)(void *)at = luaL_checkstring(L, -1);
+      break;
+    case PROTOBUF_C_TYPE_BYTES: {
+      size_t len;
+      const char *p = luaL_checklstring(L, -1, &len);
+      ProtobufCBinaryData *bd = (void *)at;
+      bd->data = (uint8_t *)(uintptr_t)p, bd->len = len;
+      break;
+    }
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_ENUM:
+      *(int32_t *)(void *)at = (int32_t)luaL_checkinteger(L, -1);
+      break;
+    default:
+      return luaL_error(L, "buildkit.encode_message: field '%s' has a type not handled", f->name);
+    }
+  }
+  size_t len = protobuf_c_message_get_packed_size(m);
+  uint8_t *out = lua_newuserdatauv(L, len ? len : 1, 0);
+  protobuf_c_message_pack(m, out);
+  lua_pushlstring(L, (const char *)out, len);
+  return 1;
+}
+
 static const luaL_Reg box_meta[] = {{"__gc", box_gc}, {NULL, NULL}};
 
-static const luaL_Reg bk_funcs[] = {{"decode_status", bk_decode_status}, {NULL, NULL}};
+static const luaL_Reg bk_funcs[] = {{"decode_status", bk_decode_status},
+                                    {"decode_message", bk_decode_message},
+                                    {"encode_message", bk_encode_message},
+                                    {NULL, NULL}};
 
 int luaopen_myrmex_core_buildkit(lua_State *L) {
   luaL_newmetatable(L, STATUS_BOX_MT);
   luaL_setfuncs(L, box_meta, 0);
+  lua_pop(L, 1);
+  luaL_newmetatable(L, "myrmex.buildkit.message");
+  lua_pushcfunction(L, message_box_gc);
+  lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   luaL_newlib(L, bk_funcs);
   return 1;

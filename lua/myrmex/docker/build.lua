@@ -260,6 +260,7 @@ end
 ---@field shm_size? integer bytes of /dev/shm for RUN steps (classic builder)
 ---@field ulimits? table<string,{soft:integer, hard:integer}> (classic builder)
 ---@field rm? boolean remove intermediate containers (classic builder, default true)
+---@field secrets? table<string, {file?:string, env?:string}> build secrets for RUN --mount=type=secret (BuildKit)
 ---@field timeout? number seconds
 ---@field on_progress? fun(ev:table) BuildKit: one structured event per update; classic: each JSON message
 
@@ -267,7 +268,7 @@ local BUILD_OPTS = {
   context = true, dockerfile = true, tags = true, buildargs = true, labels = true,
   target = true, nocache = true, pull = true, platform = true, on_progress = true,
   network = true, timeout = true, rm = true, extra_hosts = true, cache_from = true,
-  builder = true, shm_size = true, ulimits = true, no_cache_filter = true,
+  builder = true, shm_size = true, ulimits = true, no_cache_filter = true, secrets = true,
 }
 
 -- Network modes BuildKit in dockerd accepts for RUN steps.
@@ -330,8 +331,8 @@ return function(Client, H)
   end
 
   local function check_classic_options(o)
-    if o.no_cache_filter ~= nil then
-      H.misuse("build_image", "no_cache_filter: needs builder = \"buildkit\"")
+    for _, k in ipairs { "no_cache_filter", "secrets" } do
+      if o[k] ~= nil then H.misuse("build_image", k .. ": needs builder = \"buildkit\"") end
     end
   end
 
@@ -350,6 +351,12 @@ return function(Client, H)
       out[#out + 1] = { Name = k, Soft = l.soft, Hard = l.hard }
     end
     return out
+  end
+
+  -- A BuildKit session serving the build's secrets (docker/session.lua).
+  function Client:_build_session(o)
+    local session = require("myrmex.docker.session")
+    return session.open(self, { secrets = session.read_secrets(o.secrets, "build_image") })
   end
 
   --- Build an image from a context directory, with BuildKit (POST /build?version=2) or the
@@ -390,10 +397,25 @@ return function(Client, H)
         else
           query.rm, query.forcerm = o.rm ~= false, o.rm ~= false
         end
-        local ok, err = pcall(self._stream_json, self, "build_image", tags[1] or o.context, {
-          method = "POST", path = "/build", body = src, timeout = o.timeout or false,
-          headers = { ["Content-Type"] = "application/x-tar" }, query = query,
-        }, r.message)
+        -- Secrets need BuildKit's session: the engine asks myrmex for them while RUN steps
+        -- mount them, over a second connection served beside the build.
+        local sess <close> = o.secrets and self:_build_session(o) or nil
+        if sess then query.session = sess.id end
+        local function run()
+          local ok, err = pcall(self._stream_json, self, "build_image", tags[1] or o.context, {
+            method = "POST", path = "/build", body = src, timeout = o.timeout or false,
+            headers = { ["Content-Type"] = "application/x-tar" }, query = query,
+          }, r.message)
+          if sess then sess:stop() end
+          return { ok, err }
+        end
+        local outcome
+        if sess then
+          outcome = require("myrmex.parallel").run({ build = run, session = function() sess:serve() end }).build
+        else
+          outcome = run()
+        end
+        local ok, err = outcome[1], outcome[2]
         r.finish()
         if not ok then error(err, 0) end
         if r.error then errors.raise(r.failure(), 0) end
