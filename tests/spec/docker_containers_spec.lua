@@ -280,8 +280,11 @@ describe("container logs", function()
 
   it("streams 50 MB of output with flat memory", function()
     local size = 50 * 1024 * 1024
+    -- A daemon.json may rotate json-file logs below 50 MB (this test bed's: max-size 10m,
+    -- max-file 3): one file of 100 MB keeps them whole.
     local c <close> = d:run_container(cfg { wait = true, stdout = false, cmd = { "sh", "-c",
-      ("yes $(head -c 1023 /dev/zero | tr '\\0' x) | head -c %d; echo done >&2"):format(size) } })
+      ("yes $(head -c 1023 /dev/zero | tr '\\0' x) | head -c %d; echo done >&2"):format(size) },
+      log_config = { type = "json-file", options = { ["max-size"] = "100m", ["max-file"] = "1" } } })
     assert.are.equal(0, c.exit_code)
     collectgarbage()
     local before = dt.peak_rss_kib()
