@@ -74,9 +74,10 @@ local find, byte = string.find, string.byte
 local function csv_field(v)
   if v == nil then return "" end
   v = tostring(v)
-  if find(v, ",", 1, true) or find(v, '"', 1, true) or find(v, "\n", 1, true) or
-    find(v, "\r", 1, true) then
-    return '"' .. v:gsub('"', '""') .. '"'
+  -- gsub walks a string byte by byte; a plain find first spares it most long fields
+  if find(v, '"', 1, true) then return '"' .. v:gsub('"', '""') .. '"' end
+  if find(v, ",", 1, true) or find(v, "\n", 1, true) or find(v, "\r", 1, true) then
+    return '"' .. v .. '"'
   end
   return v
 end
@@ -90,7 +91,9 @@ local FORMULA = { [61] = true, [43] = true, [45] = true, [64] = true, [9] = true
 -- OWASP's advice: prefix such a cell with a single quote (the spreadsheet then shows it as
 -- text) and quote the cell, so that a separator in it cannot start another one.
 local function neutral_field(v)
-  if FORMULA[byte(v, 1)] then return '"\'' .. v:gsub('"', '""') .. '"' end
+  if FORMULA[byte(v, 1)] then
+    return '"\'' .. (find(v, '"', 1, true) and v:gsub('"', '""') or v) .. '"'
+  end
   return csv_field(v)
 end
 M.csv_neutral_field = neutral_field
@@ -118,7 +121,8 @@ function M.csv(result, opts, emit)
         concat(names, ", ") .. ")", 3)
     end
   end
-  local field = opts.csv_raw and csv_field or neutral_field
+  local raw = opts.csv_raw
+  local field = raw and csv_field or neutral_field
   if opts.bom then emit("\239\187\191") end
   local header = {}
   for i, c in ipairs(columns) do header[i] = field(c) end
@@ -127,7 +131,20 @@ function M.csv(result, opts, emit)
   local row = {}
   for i = 1, #findings do
     local f = findings[i]
-    for k = 1, n do row[k] = field(getters[k](f)) end
+    for k = 1, n do row[k] = getters[k](f) end
+    -- Most rows need no quoting at all: the cells are checked together, four memchr-speed
+    -- finds over their concatenation, and quoted one by one only when that finds something;
+    -- a formula is told by its first byte.
+    local all = concat(row, "", 1, n)
+    if find(all, ",", 1, true) or find(all, '"', 1, true) or find(all, "\n", 1, true) or
+      find(all, "\r", 1, true) then
+      for k = 1, n do row[k] = field(row[k]) end
+    elseif not raw then
+      for k = 1, n do
+        local v = row[k]
+        if FORMULA[byte(v, 1)] then row[k] = neutral_field(v) end
+      end
+    end
     emit(concat(row, ",", 1, n), "\r\n")
   end
 end
@@ -305,30 +322,46 @@ local function finding_path(f, result)
   return path_uri(f.target or result.image or "image", "os-pkgs")
 end
 
--- One SARIF entry (rule data, result data) per vulnerability finding.
-local function vuln_entry(f, result)
+-- One SARIF entry per vulnerability finding: what its result needs. The rule's texts (long:
+-- they hold the description) are made only for the last entry of each id (rule_data).
+local function vuln_entry(f, result, paths)
   local sev, id = f.severity, f.id
-  local pkg, installed, fixed = f.package or "", f.installed_version or "", f.fixed_version or ""
-  local url, desc, title = url_of(f), f.description or "", f.title or ""
-  local path = finding_path(f, result)
+  local pkg, installed = f.package or "", f.installed_version or ""
+  local url = url_of(f)
+  -- finding_path parses an image reference for OS packages: once per distinct target
+  local key = (f.path or "") .. "\0" .. (f.target or "") .. "\0" .. (f.class or f.type or "") .. "\0" .. f.scanner
+  local path = paths[key]
+  if not path then
+    path = finding_path(f, result)
+    paths[key] = path
+  end
+  local uris
+  if f.locations and #f.locations > 1 then uris = f.locations end
+  return {
+    id = id, sev = sev, url = url, path = path, f = f,
+    message = format(RESULT_TEXT, pkg, installed, id, sev, f.fixed_version or "", id, url),
+    location_message = path .. ": " .. pkg .. "@" .. installed,
+    lines = f.lines, uris = uris,
+    -- Stable across runs, tags and scanners: the same vulnerability in the same package
+    -- version at the same place is the same alert, so GitHub tracks it instead of reopening.
+    fingerprint = id .. "|" .. (f.package or "?") .. "|" .. installed .. "|" .. path,
+  }
+end
+
+-- The rule of a vulnerability entry, from its finding.
+local function vuln_rule(e)
+  local f = e.f
+  local sev, id, url = e.sev, e.id, e.url
+  local pkg, fixed = f.package or "", f.fixed_version or ""
+  local desc, title = f.description or "", f.title or ""
   local props, score = cvss_data(f)
   props["security-severity"] = score
   props.precision = "very-high"
   props.tags = json.array { "vulnerability", "security", sev }
-  local lines = f.lines
-  local uris
-  if f.locations and #f.locations > 1 then uris = f.locations end
   return {
-    id = id, sev = sev, class = class_of(f), url = url, props = props, path = path,
-    short = title, full = desc ~= "" and desc or title,
+    class = class_of(f), props = props, short = title, full = desc ~= "" and desc or title,
     help_text = format(HELP_TEXT, id, sev, pkg, fixed, id, url, desc),
     help_markdown = format(HELP_MARKDOWN, id, sev, pkg, fixed, id, url, desc),
-    message = format(RESULT_TEXT, pkg, installed, id, sev, fixed, id, url),
-    location_message = path .. ": " .. pkg .. "@" .. installed,
-    lines = lines, uris = uris,
-    -- Stable across runs, tags and scanners: the same vulnerability in the same package
-    -- version at the same place is the same alert, so GitHub tracks it instead of reopening.
-    fingerprint = id .. "|" .. (f.package or "?") .. "|" .. installed .. "|" .. path,
   }
 end
 
@@ -337,13 +370,16 @@ local function misconf_entry(m)
   local url, uri = m.primary_url or "", clear_uri(m.target or "")
   local check_type, msg, title = m.check_type or "", m.message or "", m.title or ""
   local desc = m.description or ""
-  return {
-    id = id, sev = sev, class = m.class or "config", url = url, path = uri,
+  local rule = {
+    class = m.class or "config",
     props = { ["security-severity"] = FALLBACK_SCORE[sev], precision = "very-high",
       tags = json.array { "misconfiguration", "security", sev } },
     short = title, full = desc,
     help_text = format(MISCONF_HELP_TEXT, id, check_type, sev, title, msg, id, url, desc),
     help_markdown = format(MISCONF_HELP_MARKDOWN, id, check_type, sev, title, msg, id, url, desc),
+  }
+  return {
+    id = id, sev = sev, url = url, path = uri, rule = rule,
     message = format(MISCONF_TEXT, uri, m.type or "", id, sev, msg, id, url),
     location_message = uri,
     lines = { { start_line = m.start_line or 0, end_line = m.end_line or 0 } },
@@ -351,46 +387,57 @@ local function misconf_entry(m)
   }
 end
 
-local function rule_json(e)
-  local rule = {
+local function rule_json(e, help_uri)
+  local r = e.rule or vuln_rule(e)
+  return json.encode {
     id = e.id,
-    name = RULE_NAME[e.class] or "UnknownIssue",
-    shortDescription = { text = e.short },
-    fullDescription = { text = e.full },
+    name = RULE_NAME[r.class] or "UnknownIssue",
+    shortDescription = { text = r.short },
+    fullDescription = { text = r.full },
     defaultConfiguration = { level = SARIF_LEVEL[e.sev] or "none" },
-    helpUri = e.help_uri,
-    help = { text = e.help_text, markdown = e.help_markdown },
-    properties = e.props,
+    helpUri = help_uri,
+    help = { text = r.help_text, markdown = r.help_markdown },
+    properties = r.props,
   }
-  return json.encode(rule)
 end
 
 -- One result as JSON, handed to `emit` in pieces: a report has tens of thousands of results,
--- and building a table (and a cJSON tree) for each costs more than the text.
-local function result_json(e, rule_index, opts, emit)
-  local locs = {}
-  local msg = quote(e.location_message)
-  local function add(uri, first, last)
-    -- Trivy's toSarifLocations: a missing line is line 1
-    if first == 0 and last == 0 then first, last = 1, 1 end
-    locs[#locs + 1] = '{"physicalLocation":{"artifactLocation":{"uri":' .. quote(uri_escape(uri))
-      .. ',"uriBaseId":"ROOTPATH"},"region":{"startLine":' .. first .. ',"startColumn":1,"endLine":'
-      .. last .. ',"endColumn":1}},"message":{"text":' .. msg .. '}}'
+-- and building a table (and a cJSON tree) for each costs more than the text. `quoted` caches
+-- the escaped, quoted form of each distinct location URI.
+local function location(quoted, uri, first, last, msg)
+  local q = quoted[uri]
+  if not q then
+    q = quote(uri_escape(uri))
+    quoted[uri] = q
   end
+  -- Trivy's toSarifLocations: a missing line is line 1
+  if first == 0 and last == 0 then first, last = 1, 1 end
+  return '{"physicalLocation":{"artifactLocation":{"uri":' .. q .. ',"uriBaseId":"ROOTPATH"},'
+    .. '"region":{"startLine":' .. first .. ',"startColumn":1,"endLine":' .. last
+    .. ',"endColumn":1}},"message":{"text":' .. msg .. '}}'
+end
+
+local function result_json(e, rule_index, opts, quoted, emit)
+  local msg = quote(e.location_message)
+  local locs
   if opts.dockerfile then
-    add(opts.dockerfile, opts.dockerfile_line or 1, opts.dockerfile_line or 1)
-  elseif e.uris then
-    for i = 1, math.min(#e.uris, M.GITHUB_MAX_LOCATIONS) do add(e.uris[i], 1, 1) end
-  elseif e.lines then
-    for i = 1, math.min(#e.lines, M.GITHUB_MAX_LOCATIONS) do
-      add(e.path, e.lines[i].start_line, e.lines[i].end_line)
+    locs = location(quoted, opts.dockerfile, opts.dockerfile_line or 1, opts.dockerfile_line or 1, msg)
+  elseif e.uris or e.lines then
+    local list = {}
+    if e.uris then
+      for i = 1, math.min(#e.uris, M.GITHUB_MAX_LOCATIONS) do list[i] = location(quoted, e.uris[i], 1, 1, msg) end
+    else
+      for i = 1, math.min(#e.lines, M.GITHUB_MAX_LOCATIONS) do
+        list[i] = location(quoted, e.path, e.lines[i].start_line, e.lines[i].end_line, msg)
+      end
     end
+    locs = concat(list, ",")
   else
-    add(e.path, 1, 1)
+    locs = location(quoted, e.path, 1, 1, msg)
   end
   emit('{"ruleId":', quote(e.id), ',"ruleIndex":', rule_index, ',"level":"',
     SARIF_LEVEL[e.sev] or "none", '","message":{"text":', quote(e.message), '},"locations":[',
-    concat(locs, ","), '],"partialFingerprints":{"myrmexVulnerability/v1":', quote(e.fingerprint), "}}")
+    locs, '],"partialFingerprints":{"myrmexVulnerability/v1":', quote(e.fingerprint), "}}")
 end
 
 local RANK = { CRITICAL = 5, HIGH = 4, MEDIUM = 3, LOW = 2, UNKNOWN = 1 }
@@ -434,9 +481,9 @@ function M.sarif(result, opts, emit)
       .. "per run; the %d least severe are left out (run.properties.myrmexOmittedResults)",
       result.image or "the result", n, max, n - max), { engine = "scan" })
   end
-  local entries = {}
+  local entries, paths = {}, {}
   for i = 1, #findings do
-    if not keep or keep[i] then entries[#entries + 1] = vuln_entry(findings[i], result) end
+    if not keep or keep[i] then entries[#entries + 1] = vuln_entry(findings[i], result, paths) end
   end
   for i = 1, #misconfs do
     if not keep or keep[-i] then entries[#entries + 1] = misconf_entry(misconfs[i]) end
@@ -465,14 +512,13 @@ function M.sarif(result, opts, emit)
   emit('{"version":"2.1.0","$schema":' .. quote(SARIF_SCHEMA) .. ',"runs":[{"tool":{"driver":' ..
     driver:sub(1, -2) .. ',"rules":[')
   for i, id in ipairs(order) do
-    local e = last[id]
-    e.help_uri = help_uri[id]
-    emit(i > 1 and ",\n" or "\n", rule_json(e))
+    emit(i > 1 and ",\n" or "\n", rule_json(last[id], help_uri[id]))
   end
   emit(']}},"results":[')
+  local quoted = {}
   for i, e in ipairs(entries) do
     emit(i > 1 and ",\n" or "\n")
-    result_json(e, index[e.id], opts, emit)
+    result_json(e, index[e.id], opts, quoted, emit)
   end
   -- Trivy writes the image's properties for container images only, nulls included.
   local props = { scanners = json.array(scanners), compliance = result.compliance,
