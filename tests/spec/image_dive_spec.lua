@@ -142,7 +142,6 @@ local function dive_json(ref)
 end
 
 setup(function()
-  if not have_dive then return end
   work = dt.context({
     ["a.bin"] = rand(30000), ["b.bin"] = rand(12000), ["b2.bin"] = rand(17000), ["c.bin"] = rand(9000),
     ["tree/x"] = rand(2000), ["tree/sub/y"] = rand(3000), ["tree/sub/deeper/z"] = rand(4000),
@@ -172,6 +171,25 @@ teardown(function()
 end)
 
 local function normalize(path) return (path:gsub("^/", "")) end
+
+describe("image.analyze follows dive's view of the stack", function()
+  -- The opaque image by hand, as dive reads it. dive drops the opaque marker, so when layer 5
+  -- deletes o/d it weighs f1 3000 + sub/f2 2000 + new 1500 = 6500 (a reading of the file
+  -- system would say 1500). Leaves: bin/busybox B, o/d/f1 3000, o/d/sub/f2 2000, o/keep
+  -- 1000 | o/d/new 1500 | h/one 5000, h/two 0 (a link) | h/one 5000 again | o/d 6500.
+  it("weighs a whiteout of a directory made opaque before with what dive still sees under it", function()
+    local fh = assert(io.open(BB, "rb"))
+    local B = fh:seek("end")
+    fh:close()
+    local a = image.analyze(refs.opaque, { top = 1000 })
+    assert.are.equal(5, #a.layers)
+    assert.are.equal((B + 19000) / (B + 24000), a.efficiency)
+    assert.are.equal(10000, a.wasted_bytes)
+    assert.are.same({ { path = "h/one", count = 2, bytes = 10000 } }, a.inefficiencies)
+    -- The file system itself is the real one: f1 and sub/f2 went with the opaque layer.
+    assert.are.equal(3000 + 2000 + 5000, a.hidden_bytes - 1500)
+  end)
+end)
 
 describe("image.analyze against dive --json", function()
   for _, name in ipairs(ORDER) do

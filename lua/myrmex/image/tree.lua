@@ -51,10 +51,11 @@ local function fs_link(fs, p, par)
 end
 
 -- Create the missing directories from par up (implicit in tars that list only files).
-local function fs_parents(fs, par, layer)
+local function fs_parents(fs, par, layer, ghost)
   while par ~= "" and not fs.meta[par] do
     local up = parent(par)
     fs.meta[par], fs.size[par] = pack("d", layer, 493), 0
+    if ghost and ghost.size[par] then ghost.size[par], ghost.dir[par] = nil, nil end
     fs_link(fs, par, up)
     par = up
   end
@@ -107,6 +108,90 @@ local function layer_parents(ppath)
   return has_kid
 end
 
+-- dive's own view of the stack differs from the file system in two ways, and its whiteout
+-- sizes follow its view: it never applies an opaque marker (".wh..wh..opq" entries are
+-- dropped), and a file that replaces a directory keeps the directory's children. What the
+-- real file system lost that way lives on in `ghost` (size per path, kids per parent, the
+-- same shape as fs), so a later whiteout of a directory weighs what dive sees under it. It is
+-- empty unless an image has opaque directories or files over directories.
+local function ghost_add(g, p, size, dir)
+  g.size[p], g.dir[p] = size, dir or nil
+  local par = parent(p)
+  while true do
+    local k = g.kids[par]
+    if not k then
+      k = {}
+      g.kids[par] = k
+    end
+    if k[p] then break end
+    k[p] = true
+    if par == "" then break end
+    p, par = par, parent(par)
+  end
+end
+
+-- Move what is below fs path p (not p itself) into the ghost.
+local function ghost_take(fs, g, p)
+  local k = fs.kids[p]
+  if not k then return end
+  for c in pairs(k) do
+    ghost_add(g, c, fs.size[c], is_dir(fs, c))
+    ghost_take(fs, g, c)
+  end
+end
+
+local function ghost_subtree(g, p)
+  local total = g.size[p] or 0
+  local k = g.kids[p]
+  if k then
+    for c in pairs(k) do total = total + ghost_subtree(g, c) end
+  end
+  return total
+end
+
+local function ghost_remove(g, p)
+  local k = g.kids[p]
+  if k then
+    for c in pairs(k) do ghost_remove(g, c) end
+    g.kids[p] = nil
+  end
+  g.size[p], g.dir[p] = nil, nil
+  local pk = g.kids[parent(p)]
+  if pk then pk[p] = nil end
+end
+
+-- dive visits a layer's leaves depth first in name order, whiteouts under their ".wh." name;
+-- a whiteout of a path its stack does not have stops that visit (an error it only logs), so
+-- the leaves after it in that order are not counted. Returns the set of leaf indexes dive
+-- visits before stopping.
+local function visited_before_stop(rpath, rkind, leaves, missing)
+  local function key(i)
+    local p = rpath[i]
+    if rkind[i] == "w" then
+      local par, base = p:match("^(.*)/([^/]*)$")
+      p = par and (par .. "/.wh." .. base) or (".wh." .. p)
+    end
+    local parts = {}
+    for seg in p:gmatch("[^/]+") do parts[#parts + 1] = seg end
+    return parts
+  end
+  local keys = {}
+  for _, i in ipairs(leaves) do keys[i] = key(i) end
+  table.sort(leaves, function(a, b)
+    local ka, kb = keys[a], keys[b]
+    for j = 1, math.min(#ka, #kb) do
+      if ka[j] ~= kb[j] then return ka[j] < kb[j] end
+    end
+    return #ka < #kb
+  end)
+  local keep = {}
+  for _, i in ipairs(leaves) do
+    if missing[i] then break end
+    keep[i] = true
+  end
+  return keep
+end
+
 --- Stack the layers. `recs` are scan records in layer order (bottom first); `opts.top` is
 --- the length of the largest-files, largest-dirs and inefficiency lists (default 10).
 ---@param recs table[]
@@ -115,21 +200,50 @@ end
 function M.stack(recs, opts)
   local top = opts and opts.top or 10
   local fs = new_fs()
+  local ghost = { size = {}, dir = {}, kids = {} }
   local ecum, emin, ecnt = {}, {}, {}
   local hidden, hidden_bytes = {}, 0 -- bytes of lower layers no longer visible
   local layers = {}
   for li, rec in ipairs(recs) do
-    -- dive's efficiency: every leaf of this layer's tree, against the stack below it.
-    -- (An opaque directory the layer does not list is a leaf of size 0 for dive: it adds
-    -- nothing to either sum, so it is not visited.)
+    -- dive's efficiency: every leaf of this layer's tree, against dive's stack below it.
     local rpath, rsize, rkind, rmode, rpar = scan.arrays(rec)
     local n = #rpath
     local has_kid = layer_parents(rpar)
+    -- The leaves dive visits, and each whiteout's weight in dive's view of the layers below.
+    local leaves, wsize, missing, listed = {}, {}, nil, nil
     for i = 1, n do
       local p, k = rpath[i], rkind[i]
-      if k ~= "q" and p ~= "" and not has_kid[p] then
-        local s = rsize[i]
-        if k == "w" then s = is_dir(fs, p) and fs_subtree(fs, p) or 0 end
+      if k == "q" then
+        -- The marker is dropped, but the directory it names exists in dive's layer tree:
+        -- a leaf of size 0 when nothing else of the layer is below or at it.
+        if not listed then
+          listed = {}
+          for j = 1, n do if rkind[j] ~= "q" then listed[rpath[j]] = true end end
+        end
+        if p ~= "" and not has_kid[p] and not listed[p] then
+          listed[p] = true
+          leaves[#leaves + 1] = i
+        end
+      elseif p ~= "" and not has_kid[p] then
+        leaves[#leaves + 1] = i
+        if k == "w" then
+          local m, gs = fs.meta[p], ghost.size[p]
+          if m then
+            wsize[i] = m & 7 == DIR and fs_subtree(fs, p) + ghost_subtree(ghost, p) or 0
+          elseif gs then
+            wsize[i] = ghost.dir[p] and ghost_subtree(ghost, p) or 0
+          else
+            missing = missing or {}
+            missing[i] = true
+          end
+        end
+      end
+    end
+    local keep = missing and visited_before_stop(rpath, rkind, leaves, missing)
+    for _, i in ipairs(leaves) do
+      local p, k = rpath[i], rkind[i]
+      if not keep or keep[i] then
+        local s = k == "q" and 0 or wsize[i] or rsize[i]
         -- Most paths are seen once: only repeats get a count and a minimum.
         local c = ecum[p]
         if c == nil then
@@ -158,9 +272,11 @@ function M.stack(recs, opts)
       local k, p = rkind[i], rpath[i]
       if k == "w" then
         if fs.meta[p] then fs_remove(fs, p, gone) end
+        if ghost.size[p] or ghost.kids[p] then ghost_remove(ghost, p) end
       elseif k == "q" then
         local kids = fs.kids[p]
         if kids then
+          ghost_take(fs, ghost, p)
           for c in pairs(kids) do fs_remove(fs, c, gone) end
         end
       end
@@ -176,6 +292,7 @@ function M.stack(recs, opts)
           if old == "d" and k ~= "d" then
             local kids = fs.kids[p]
             if kids then
+              ghost_take(fs, ghost, p)
               for c in pairs(kids) do fs_remove(fs, c, gone) end
             end
           end
@@ -187,9 +304,11 @@ function M.stack(recs, opts)
           end
         else
           if k ~= "d" then L.added, L.added_bytes = L.added + 1, L.added_bytes + s end
-          fs_parents(fs, rpar[i], li)
+          fs_parents(fs, rpar[i], li, ghost)
           fs_link(fs, p, rpar[i])
         end
+        -- dive replaces the payload of a node it has and keeps its children.
+        if ghost.size[p] then ghost.size[p], ghost.dir[p] = nil, nil end
         fs.meta[p], fs.size[p] = pack(k, li, mode), s
       end
     end
