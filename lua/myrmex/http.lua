@@ -17,7 +17,7 @@ local KNOWN = { method = true, url = true, unix_socket = true, query = true, hea
   body = true, body_size = true, timeout = true, connect_timeout = true, low_speed_time = true,
   tls = true, basic_auth = true, retries = true, max_body = true, engine = true, to_file = true,
   digest = true, hash = true, on_data = true, on_line = true, on_json = true, proxy = true,
-  follow = true, hash_sent = true, upgrade = true }
+  follow = true, hash_sent = true, upgrade = true, finish_on_cancel = true }
 
 -- The scheduler of myrmex.parallel registers its branch coroutines here, so that a request made
 -- in a branch yields instead of blocking the other branches.
