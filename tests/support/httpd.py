@@ -77,6 +77,26 @@ class Handler(BaseHTTPRequestHandler):
                 "body_len": len(body), "body_sha256": hashlib.sha256(body).hexdigest(),
                 "body": body.decode("utf-8", "replace") if len(body) < 4096 else None,
                 "client_cert": cert}))
+        if p == "/upgrade":
+            # A hijacked connection, as Docker's attach does: 101, then every byte received
+            # comes back upper-cased until the client ends its direction, then "END" and close.
+            if self.headers.get("Upgrade", "").lower() != q.get("proto", "tcp"):
+                return self._send(400, "upgrade expected")
+            self.send_response(101)
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Upgrade", q.get("proto", "tcp"))
+            self.end_headers()
+            self.wfile.flush()
+            while True:
+                data = self.rfile.read1(65536)
+                if not data:
+                    break
+                self.wfile.write(data.upper())
+                self.wfile.flush()
+            self.wfile.write(b"END")
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if p == "/bytes":
             n = int(q.get("n", "0"))
             self.send_response(200)
