@@ -9,10 +9,12 @@
 #include "archive_api.h"
 #include "crypto_api.h"
 #include "curl_api.h"
+#include "lws_api.h"
 
 struct mx_curl_api mx_curl;
 struct mx_archive_api mx_archive;
 struct mx_crypto_api mx_crypto;
+struct mx_lws_api mx_lws;
 
 /* Opens soname, or raises. RTLD_LAZY: the library's own calls bind when first made. */
 static void *open_lib(lua_State *L, const char *soname) {
@@ -48,3 +50,4 @@ static void *resolve(lua_State *L, void *h, const char *soname, const char *name
 MX_LOADER(mx_curl_load, mx_curl, MX_SONAME_CURL, MX_CURL_FUNCS)
 MX_LOADER(mx_archive_load, mx_archive, MX_SONAME_ARCHIVE, MX_ARCHIVE_FUNCS)
 MX_LOADER(mx_crypto_load, mx_crypto, MX_SONAME_CRYPTO, MX_CRYPTO_FUNCS)
+MX_LOADER(mx_lws_load, mx_lws, MX_SONAME_LWS, MX_LWS_FUNCS)

@@ -18,5 +18,6 @@
 void mx_curl_load(lua_State *L);
 void mx_archive_load(lua_State *L);
 void mx_crypto_load(lua_State *L);
+void mx_lws_load(lua_State *L);
 
 #endif
