@@ -58,8 +58,8 @@ typedef struct slot {
 } slot;
 
 typedef struct cstream {
-  int decode;   /* 1: decompress (gzip, zstd or plain, detected), 0: compress */
-  int format;   /* compress: FMT_GZIP / FMT_ZSTD; decode: what was detected */
+  int decode; /* 1: decompress (gzip, zstd or plain, detected), 0: compress */
+  int format; /* compress: FMT_GZIP / FMT_ZSTD; decode: what was detected */
   int level;
   int refs;     /* the source and the job handle; freed when both are gone */
   int finished; /* the whole output has been handed out */
@@ -234,7 +234,8 @@ static ssize_t inner_read(cstream *cs, unsigned char *buf, size_t n) {
     set_err(cs, "%s", "interrupted");
     return -1;
   }
-  ssize_t got = cs->inner->closed ? -1 : cs->inner->read(cs->inner->ud, (char *)buf, n, err, sizeof err);
+  ssize_t got =
+      cs->inner->closed ? -1 : cs->inner->read(cs->inner->ud, (char *)buf, n, err, sizeof err);
   if (got < 0)
     set_err(cs, "%s", err[0] ? err : "the wrapped source failed");
   if (got == 0)
@@ -293,7 +294,8 @@ static int gzip_fill(cstream *cs) {
       memcpy(cs->tail_dict, s->in + s->in_len - DICT_SIZE, DICT_SIZE);
       cs->tail_dict_len = DICT_SIZE;
     } else if (s->in_len > 0) {
-      size_t keep = cs->tail_dict_len + s->in_len > DICT_SIZE ? DICT_SIZE - s->in_len : cs->tail_dict_len;
+      size_t keep =
+          cs->tail_dict_len + s->in_len > DICT_SIZE ? DICT_SIZE - s->in_len : cs->tail_dict_len;
       memmove(cs->tail_dict, cs->tail_dict + cs->tail_dict_len - keep, keep);
       memcpy(cs->tail_dict + keep, s->in, s->in_len);
       cs->tail_dict_len = keep + s->in_len;
@@ -400,7 +402,8 @@ static ssize_t zstd_read(cstream *cs, char *buf, size_t n) {
       cs->zin = (ZSTD_inBuffer){cs->ibuf, (size_t)got, 0};
     }
     /* In multi-threaded mode this blocks only when no input could be taken in. */
-    size_t rc = ZSTD_compressStream2(cs->zc, &cs->zout, &cs->zin, cs->inner_eof ? ZSTD_e_end : ZSTD_e_continue);
+    size_t rc = ZSTD_compressStream2(cs->zc, &cs->zout, &cs->zin,
+                                     cs->inner_eof ? ZSTD_e_end : ZSTD_e_continue);
     if (ZSTD_isError(rc)) {
       set_err(cs, "zstd: %s", ZSTD_getErrorName(rc));
       return -1;
@@ -615,7 +618,8 @@ static int job_tostring(lua_State *L) {
   return 1;
 }
 
-static int opt_int_field(lua_State *L, int t, const char *k, int def, int lo, int hi, const char *fname) {
+static int opt_int_field(lua_State *L, int t, const char *k, int def, int lo, int hi,
+                         const char *fname) {
   if (lua_isnoneornil(L, t))
     return def;
   lua_getfield(L, t, k);
@@ -646,8 +650,10 @@ static cstream *push_pair(lua_State *L, int inner_idx, int decode) {
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, -3, 1);
   cstream *cs = calloc(1, sizeof *cs);
-  if (!cs)
+  if (!cs) {
     luaL_error(L, "compress: not enough memory");
+    return NULL; /* not reached: luaL_error does not return */
+  }
   b->cs = cs;
   cs->refs = 1; /* the job; the source takes its reference once it is live */
   cs->decode = decode;
@@ -677,14 +683,19 @@ static int compress_encoder(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_getfield(L, 2, "format");
   const char *fname = lua_tostring(L, -1);
-  int fmt = !fname ? FMT_NONE : !strcmp(fname, "gzip") ? FMT_GZIP : !strcmp(fname, "zstd") ? FMT_ZSTD : FMT_NONE;
+  int fmt = !fname                   ? FMT_NONE
+            : !strcmp(fname, "gzip") ? FMT_GZIP
+            : !strcmp(fname, "zstd") ? FMT_ZSTD
+                                     : FMT_NONE;
   lua_pop(L, 1);
   if (fmt == FMT_NONE)
     return luaL_error(L, "compress.encoder: format must be \"gzip\" or \"zstd\"");
-  int level = opt_int_field(L, 2, "level", fmt == FMT_GZIP ? Z_DEFAULT_COMPRESSION : 3, fmt == FMT_GZIP ? -1 : 1,
-                            fmt == FMT_GZIP ? 9 : ZSTD_maxCLevel(), "encoder");
+  int level =
+      opt_int_field(L, 2, "level", fmt == FMT_GZIP ? Z_DEFAULT_COMPRESSION : 3,
+                    fmt == FMT_GZIP ? -1 : 1, fmt == FMT_GZIP ? 9 : ZSTD_maxCLevel(), "encoder");
   int threads = opt_int_field(L, 2, "threads", online_cpus(), 1, MAX_THREADS, "encoder");
-  int block_bytes = opt_int_field(L, 2, "block_size", 256 * 1024, 64 * 1024, 16 * 1024 * 1024, "encoder");
+  int block_bytes =
+      opt_int_field(L, 2, "block_size", 256 * 1024, 64 * 1024, 16 * 1024 * 1024, "encoder");
   cstream *cs = push_pair(L, 1, 0);
   cs->format = fmt;
   cs->level = level;
