@@ -174,6 +174,13 @@ describe("dockerfile rules", function()
     assert.are.same({}, lines_of(lint("FROM a:1\nRUN python3 <<EOF\nprint('apt-get install x')\nEOF\n"), "DL3008"))
     -- --from through an ARG, and a stage defined later is not "previously defined".
     assert.are.same({ 2 }, lines_of(lint("FROM a:1 AS one\nCOPY --from=two /a /a\nFROM a:1 AS two\n"), "DL3022"))
+    -- ARG values: a tag that is latest through a build argument, and one given by opts.args.
+    assert.are.same({ 2 }, lines_of(lint("ARG TAG=latest\nFROM alpine:$TAG\n"), "DL3007"))
+    assert.are.same({}, lines_of(lint("ARG TAG=latest\nFROM alpine:$TAG\n", { args = { TAG = "3.20" } }), "DL3007"))
+    assert.are.same({ 3 }, lines_of(lint("FROM a:1\nARG P=70000\nEXPOSE $P\n"), "DL3011"))
+    -- A RUN with a secret mount cannot be merged with one without it.
+    assert.are.same({}, lines_of(lint("FROM a:1\nRUN a\nRUN --mount=type=secret,id=npmrc,target=/root/.npmrc b\n"),
+      "DL3059"))
     -- An ONBUILD RUN trigger is a RUN for the command rules.
     assert.are.same({ 2 }, lines_of(lint("FROM a:1\nONBUILD RUN apt-get install -y x\n"), "DL3008"))
     -- Builder stages the final image does not use keep their caches.
