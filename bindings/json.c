@@ -198,7 +198,7 @@ static int converting_marked;
  * marked tree 0xFF, a byte valid UTF-8 never holds, stands for it and is turned back here. */
 static void push_string(lua_State *L, const char *s) {
   size_t n = strlen(s);
-  if (!converting_marked || !memchr(s, 0xFF, n)) {
+  if (!converting_marked || !strchr(s, (char)0xFF)) {
     lua_pushlstring(L, s, n);
     return;
   }
@@ -404,7 +404,7 @@ static cJSON *reparse_marked(json_box *box, cJSON *root, const char *s, size_t n
   if (!memmem(s, n, "\\u0000", 6) || mark_nuls(s, n, NULL) == 0)
     return root;
   converting_marked = 1;
-  box->marked = malloc(n);
+  box->marked = malloc(n + 1);
   if (!box->marked)
     return NULL;
   size_t m = mark_nuls(s, n, box->marked);

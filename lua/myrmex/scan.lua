@@ -639,7 +639,8 @@ local EXPORT_KEYS = { json = {}, csv = { columns = true, csv_raw = true, bom = t
 ---@param result table
 ---@param format "json"|"csv"|"sarif"
 ---@param path? string
----@param opts? {dockerfile?:string, dockerfile_line?:integer, max_results?:integer, columns?:string[], csv_raw?:boolean, bom?:boolean}
+---@param opts? {dockerfile?:string, dockerfile_line?:integer, max_results?:integer,
+---  columns?:string[], csv_raw?:boolean, bom?:boolean}
 ---@return string
 function M.export(result, format, path, opts)
   if type(result) ~= "table" or type(result.findings) ~= "table" then
