@@ -1138,15 +1138,18 @@ static curl_socket_t upgraded_socket(lua_State *L, xfer *x, const char *fname) {
   return x->sock;
 }
 
-/* x:send(data [, from]) -> bytes sent (0: the peer is not reading yet), or nil, message once the
- * connection is gone. Sends from byte `from` (1-based) of data. When the socket is full it waits
- * up to 100 ms for it to drain while driving every transfer, this one's reply included, so a
- * peer that must write before it reads more is read from meanwhile. */
+/* x:send(data [, from [, drain_first]]) -> bytes sent (0: the peer is not reading yet), or nil,
+ * message once the connection is gone. Sends from byte `from` (1-based) of data. When the socket
+ * is full it waits up to 100 ms for it to drain while driving every transfer, this one's reply
+ * included, so a peer that must write before it reads more is read from meanwhile. With
+ * drain_first, a full socket while reply bytes wait unread returns 0 at once instead: the peer
+ * may be blocked writing them (a full pull buffer pauses curl), so waiting could only time out. */
 static int xfer_send(lua_State *L) {
   xfer *x = xfer_check(L, 1);
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
   lua_Integer from = luaL_optinteger(L, 3, 1);
+  int drain_first = lua_toboolean(L, 4);
   luaL_argcheck(L, from >= 1 && (size_t)from <= len + 1, 3, "out of range");
   curl_socket_t fd = upgraded_socket(L, x, "send");
   if (fd == CURL_SOCKET_BAD || x->done) {
@@ -1173,6 +1176,8 @@ static int xfer_send(lua_State *L) {
       lua_pushstring(L, strerror(err));
       return 2;
     }
+    if (round == 0 && drain_first && x->body.len > x->pull_off)
+      break;
     if (round == 0) {
       struct curl_waitfd w = {.fd = fd, .events = CURL_WAIT_POLLOUT, .revents = 0};
       int running = 0, nfds = 0;

@@ -236,7 +236,7 @@ local function run_once(t, o)
   local co = coroutine.running()
   local branch = M._branches[co]
   if branch then raise_cancelled(co) end -- a cancelled branch starts nothing new
-  local held <close> = t.finish_on_cancel and branch and hold(co) or nil
+  local _ <close> = t.finish_on_cancel and branch and hold(co) or nil
   local x <close> = core.start(o)
   local pull = t.on_data or t.on_line or t.on_json
   if pull then
@@ -417,21 +417,22 @@ end
 
 --- Write to an upgraded connection (a stream opened with `upgrade`): all of `data`, waiting
 --- while the peer is not reading. `on_wait()` is called each time the socket is full, so the
---- caller can drain the reply meanwhile (a peer that writes before it reads more). Raises
+--- caller can drain the reply meanwhile (a peer that writes before it reads more); it returns
+--- false when it took nothing, and the writer then waits for the peer instead. Raises
 --- Unreachable when the connection is gone.
 ---@param data string
----@param on_wait? fun()
+---@param on_wait? fun():boolean?
 function Stream:send(data, on_wait)
-  local from = 1
+  local from, drains = 1, on_wait ~= nil
   while from <= #data do
-    local n, err = self._x:send(data, from)
+    local n, err = self._x:send(data, from, drains)
     if not n then
       errors.raise({ code = "Unreachable", engine = self._t.engine or "http",
         message = "connection to " .. address_of(self._t) .. " lost while writing: " .. err }, 2)
     end
     from = from + n
     if n == 0 then
-      if on_wait then on_wait() end
+      if on_wait then drains = on_wait() ~= false end
       -- Inside a parallel branch, let the others run while the peer catches up.
       if M._branches[coroutine.running()] then coroutine.yield(M.WAIT) end
     end

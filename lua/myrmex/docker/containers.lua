@@ -241,7 +241,10 @@ function Attach:write(data)
   local f = attach_stream(self, "write")
   if not f.stdin then error("docker.attach: write: the attach was made without stdin = true", 2) end
   if type(data) ~= "string" then error("docker.attach: write: string expected, got " .. type(data), 2) end
-  f.s:send(data, function() if f.queued < ATTACH_QUEUE_CAP then pump(f.s, f.dm) end end)
+  f.s:send(data, function()
+    if f.queued >= ATTACH_QUEUE_CAP then return false end
+    pump(f.s, f.dm)
+  end)
 end
 
 --- Close the container's stdin (with stdin_once, as run_container sets it, the engine then
