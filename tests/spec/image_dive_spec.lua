@@ -61,13 +61,19 @@ local ORDER = { "churn", "clean", "waste", "opaque" }
 -- The storage driver decides whether `docker build` writes opaque markers, so this image is
 -- made as a docker-archive by hand and loaded: layer 2 makes o/d opaque (hiding f1 and
 -- sub/f2 of layer 1), layer 3 has a file and a hard link to it, layer 4 changes only the
--- mode of that file, layer 5 deletes a directory with a whiteout.
+-- mode of that file, layer 5 deletes the opaque directory, layer 6 puts a file where the
+-- directory r/dir was, layer 7 deletes r, and layer 8 deletes a path that never existed
+-- between two files.
 local OPAQUE_LAYERS = {
-  { ["bin/busybox"] = "busybox", ["o/d/f1"] = 3000, ["o/d/sub/f2"] = 2000, ["o/keep"] = 1000 },
+  { ["bin/busybox"] = "busybox", ["o/d/f1"] = 3000, ["o/d/sub/f2"] = 2000, ["o/keep"] = 1000,
+    ["r/dir/a"] = 700, ["r/dir/b"] = 300 },
   { ["o/d/.wh..wh..opq"] = 0, ["o/d/new"] = 1500 },
   { ["h/one"] = 5000, ["h/two"] = "link:h/one" },
   { ["h/one"] = { 5000, "600" } },
   { ["o/.wh.d"] = 0 },
+  { ["r/dir"] = 400 },
+  { [".wh.r"] = 0 },
+  { ["-pre"] = 50, [".wh.nothere"] = 0, ["zz"] = 100 },
 }
 
 local function load_opaque(dir, ref)
@@ -96,8 +102,8 @@ local function load_opaque(dir, ref)
       assert(os.execute(("cd %s && ln %s %s"):format(sh.q(root), sh.q(l[2]), sh.q(l[1]))))
     end
     local tarname = "layer" .. i .. ".tar"
-    local r = sh.run(("cd %s && tar --sort=name --owner=0 --group=0 --numeric-owner -cf %s/%s *"):format(
-      sh.q(root), sh.q(dir), tarname))
+    local r = sh.run(("tar --sort=name --owner=0 --group=0 --numeric-owner -cf %s/%s -C %s ."):format(
+      sh.q(dir), tarname, sh.q(root)))
     assert(r.code == 0, r.stderr)
     local sum = sh.run(("sha256sum %s/%s"):format(sh.q(dir), tarname)).stdout:match("^(%x+)")
     diff_ids[i] = "sha256:" .. sum
@@ -173,21 +179,27 @@ end)
 local function normalize(path) return (path:gsub("^/", "")) end
 
 describe("image.analyze follows dive's view of the stack", function()
-  -- The opaque image by hand, as dive reads it. dive drops the opaque marker, so when layer 5
-  -- deletes o/d it weighs f1 3000 + sub/f2 2000 + new 1500 = 6500 (a reading of the file
-  -- system would say 1500). Leaves: bin/busybox B, o/d/f1 3000, o/d/sub/f2 2000, o/keep
-  -- 1000 | o/d/new 1500 | h/one 5000, h/two 0 (a link) | h/one 5000 again | o/d 6500.
-  it("weighs a whiteout of a directory made opaque before with what dive still sees under it", function()
+  -- The opaque image by hand, as dive reads it. Leaves: bin/busybox B, o/d/f1 3000,
+  -- o/d/sub/f2 2000, o/keep 1000, r/dir/a 700, r/dir/b 300 | o/d/new 1500 | h/one 5000,
+  -- h/two 0 (a link) | h/one 5000 again | o/d: dive drops the opaque marker, so it weighs
+  -- f1 + sub/f2 + new = 6500 (the file system would say 1500) | r/dir 400 | r: dive kept
+  -- a and b under the file r/dir, so 400 + 700 + 300 = 1400 | -pre 50, then the whiteout of
+  -- "nothere", which dive's stack lacks: its visit of the layer stops there, so zz (after it
+  -- by name) is not counted.
+  -- Sum B + 26850, smallest per path B + 21850 (h/one is seen twice, 5000 each time).
+  it("weighs whiteouts in dive's view of the stack, and stops where dive's visit stops", function()
     local fh = assert(io.open(BB, "rb"))
     local B = fh:seek("end")
     fh:close()
     local a = image.analyze(refs.opaque, { top = 1000 })
-    assert.are.equal(5, #a.layers)
-    assert.are.equal((B + 19000) / (B + 24000), a.efficiency)
+    assert.are.equal(8, #a.layers)
+    assert.are.equal((B + 21850) / (B + 26850), a.efficiency)
     assert.are.equal(10000, a.wasted_bytes)
     assert.are.same({ { path = "h/one", count = 2, bytes = 10000 } }, a.inefficiencies)
-    -- The file system itself is the real one: f1 and sub/f2 went with the opaque layer.
-    assert.are.equal(3000 + 2000 + 5000, a.hidden_bytes - 1500)
+    -- The file system itself is the real one: f1 and sub/f2 went with the opaque layer, h/one
+    -- was overwritten, o/d/new deleted, a and b replaced by the file r/dir, r/dir deleted.
+    assert.are.equal(3000 + 2000 + 5000 + 1500 + 1000 + 400, a.hidden_bytes)
+    assert.are.equal(6, a.files) -- bin/busybox, h/one, h/two, o/keep, -pre, zz
   end)
 end)
 
