@@ -253,8 +253,9 @@ M.path_uri = path_uri
 -- artifactLocation.uri must be a URI reference: keep path characters, escape the rest
 -- (spaces and parentheses in targets, for instance), and a ":" in the first segment, which
 -- would make it read as a URI scheme.
-local function uri_escape(s)
+local function uri_escape(s, absolute)
   s = s:gsub("[^%w%-%._~/:@!%$&'%*%+,;=]", function(c) return format("%%%02X", c:byte()) end)
+  if absolute then return s end
   local first = s:match("^[^/]*")
   if first:find(":", 1, true) then s = first:gsub(":", "%%3A") .. s:sub(#first + 1) end
   return s
@@ -442,6 +443,52 @@ end
 
 local RANK = { CRITICAL = 5, HIGH = 4, MEDIUM = 3, LOW = 2, UNKNOWN = 1 }
 
+-- Trivy sorts each Result's vulnerabilities before it writes any format (types.BySeverity:
+-- package name, package id, installed version, severity worst first, id, path), so a report
+-- of an older Trivy is written in that order too; findings of other scanners keep theirs.
+local function trivy_order(findings)
+  local sorted, any = {}, false
+  for i = 1, #findings do
+    sorted[i] = findings[i]
+    any = any or findings[i].result_index ~= nil
+  end
+  if not any then return findings end
+  local pos = {}
+  for i, f in ipairs(findings) do pos[f] = i end
+  table.sort(sorted, function(a, b)
+    local ra, rb = a.result_index, b.result_index
+    if ra == nil or rb == nil or ra ~= rb then
+      if ra and rb then return ra < rb end
+      return pos[a] < pos[b]
+    end
+    local x, y = a.package or "", b.package or ""
+    if x ~= y then return x < y end
+    x, y = a.pkg_id or "", b.pkg_id or ""
+    if x ~= y then return x < y end
+    x, y = a.installed_version or "", b.installed_version or ""
+    if x ~= y then return x < y end
+    x, y = RANK[a.severity] or 0, RANK[b.severity] or 0
+    if x ~= y then return x > y end
+    if a.id ~= b.id then return a.id < b.id end
+    x, y = a.path or "", b.path or ""
+    if x ~= y then return x < y end
+    return pos[a] < pos[b]
+  end)
+  return sorted
+end
+
+-- Trivy's pathToFileURI for the scanned directory of a repository or filesystem scan.
+local function root_uri(name)
+  if name:sub(1, 1) ~= "/" then
+    name = (require("myrmex.core.runtime").realpath(".") or ".") .. "/" .. name
+  end
+  local parts = {}
+  for seg in name:gmatch("[^/]+") do
+    if seg == ".." then parts[#parts] = nil elseif seg ~= "." then parts[#parts + 1] = seg end
+  end
+  return "file:///" .. concat(parts, "/") .. (#parts > 0 and "/" or "")
+end
+
 --- A SARIF 2.1.0 log, given to `emit` piece by piece: one rule per id (in order of first
 --- appearance, described by the last finding of that id, as Trivy's writer does), one result
 --- per finding, then one per misconfiguration.
@@ -462,7 +509,12 @@ function M.sarif(result, opts, emit)
   local max = opts.max_results or M.GITHUB_MAX_RESULTS
   if not math.tointeger(max) or max < 1 then error("scan.export: max_results must be a positive integer", 3) end
   opts = { dockerfile = opts.dockerfile, dockerfile_line = math.tointeger(line) }
-  local findings, misconfs = result.findings, result.misconfigurations or {}
+  local findings = trivy_order(result.findings)
+  -- Trivy writes failed checks only (passed ones appear with --include-non-failures)
+  local misconfs = {}
+  for _, m in ipairs(result.misconfigurations or {}) do
+    if m.status == nil or m.status == "FAIL" then misconfs[#misconfs + 1] = m end
+  end
   local n = #findings + #misconfs
   -- Past GitHub's limit the upload would be rejected whole: keep the worst `max` (in report
   -- order), say so, and record how many were left out in the run's properties.
@@ -532,7 +584,12 @@ function M.sarif(result, opts, emit)
       or (result.digest and json.array { (result.image or ""):gsub("[:@].*$", "") .. "@" .. result.digest })
       or json.null
   end
-  emit('],"columnKind":"utf16CodeUnits","properties":' .. json.encode(props) .. "}]}\n")
+  local base = ""
+  if (atype == "repository" or atype == "filesystem") and result.image then
+    -- where ROOTPATH (every result's uriBaseId) is: the scanned directory
+    base = ',"originalUriBaseIds":{"ROOTPATH":{"uri":' .. quote(uri_escape(root_uri(result.image), true)) .. "}}"
+  end
+  emit('],"columnKind":"utf16CodeUnits"', base, ',"properties":', json.encode(props), "}]}\n")
 end
 
 return M

@@ -143,6 +143,7 @@ function M.normalize(doc)
         if type(v) == "table" and str(v.VulnerabilityID) then
           local f = finding(v, target, eco, pkg_type)
           f.class = str(res.Class)
+          f.result_index = i
           if packages then f.lines = package_lines(packages, f.package, f.installed_version) end
           findings[#findings + 1] = f
         else
