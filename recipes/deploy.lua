@@ -42,7 +42,7 @@ return {
   params = {
     image = { type = "string", required = true, doc = "image reference to deploy" },
     name = { type = "string", default = "app", doc = "Deployment and Service name" },
-    namespace = { type = "string", default = "default" },
+    namespace = { type = "string", doc = "default: the namespace of the kubeconfig context, as kubectl" },
     replicas = { type = "integer", default = 2 },
     port = { type = "integer", default = 0, doc = "container port (0: no Service)" },
     cpu = { type = "string", default = "100m" },
