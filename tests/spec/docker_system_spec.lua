@@ -52,8 +52,27 @@ describe("system_df", function()
 end)
 
 describe("prune_build_cache", function()
-  -- Only a filter that selects no record of anyone's: the engine's build cache is shared
-  -- with the other specs and users of this engine, and this spec creates no cache record.
+  -- The engine's build cache is shared with the other specs and users of this engine: only
+  -- records this spec made (a RUN naming this run's id) are selected, by id.
+  it("removes the record a BuildKit build of this run left, by id, and reports its size", function()
+    local marker = "mxt-bc-" .. dt.run_id
+    local tag = marker .. ":1"
+    local dir = dt.tmpdir { Dockerfile = "FROM " .. IMAGE .. "\nRUN echo " .. marker .. " > /m\n" }
+    local img = d:build_image { context = dir, tags = { tag }, labels = dt.labels, builder = "buildkit" }
+    assert.are.equal("buildkit", img.builder)
+    local mine
+    for _, r in ipairs(d:system_df().build_cache) do
+      if tostring(r.Description):find(marker, 1, true) then mine = r end
+    end
+    assert.is_table(mine, "no build-cache record names " .. marker)
+    local r = d:prune_build_cache { all = true, filters = { id = mine.ID } }
+    assert.are.same({ mine.ID }, r.deleted)
+    assert.are.equal(mine.Size, r.space_reclaimed)
+    for _, rec in ipairs(d:system_df().build_cache) do assert.are_not.equal(mine.ID, rec.ID) end
+    d:remove_image(tag, { force = true })
+    sh.run({ "rm", "-rf", dir })
+  end)
+
   it("passes its filters to the engine and returns what it reclaimed", function()
     local r = d:prune_build_cache { all = true, filters = { id = "mxt-none-" .. dt.run_id } }
     assert.are.same({}, r.deleted)
