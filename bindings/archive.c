@@ -25,12 +25,14 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "fsutil_wire.pb-c.h"
 #include "lib/archive_api.h"
 #include "lib/crypto_api.h"
 #include "runtime.h"
@@ -2047,6 +2049,362 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *meta,
   lua_pop(L, 1);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* sync_walk: the sender side of BuildKit's file sync (FileSync/DiffCopy in the build session). */
+/* The engine asks for a directory with include/exclude patterns; the sender walks it and      */
+/* sends one STAT packet per entry in walk order (names sorted, parents first: the order the   */
+/* receiver checks), then the data of each file the receiver requests by its STAT's ordinal.   */
+/* The receiver compares the stats with its copy from the last build and requests only what    */
+/* changed, which is what makes a rebuild after a one-file change send one file.              */
+
+#define SYNC_MT "myrmex.archive.sync"
+#define SYNC_CHUNK ((size_t)32768)
+
+typedef struct {
+  FTS *fts;
+  mx_matcher inc, exc;
+  int has_inc, has_exc;
+  size_t rootlen;
+  char **files; /* by STAT ordinal: the relative path of a regular file, else NULL */
+  size_t nfiles, capfiles;
+  /* Directories walked into but not sent yet (include patterns: sent before the first entry
+   * under them that is included), as the chain from the top. */
+  struct pend {
+    char *rel;
+    struct stat st;
+    short level;
+  } pend[64];
+  int npend;
+  int done;
+  char *root;
+  /* the file being sent */
+  int fd;
+  uint32_t fd_id;
+  char *chunk;
+} sync_walker;
+
+/* Go's os.FileMode for a stat: permission bits plus the type and special bits Go defines. */
+static uint32_t go_mode(mode_t m) {
+  uint32_t g = m & 0777;
+  if (S_ISDIR(m))
+    g |= 1u << 31;
+  else if (S_ISLNK(m))
+    g |= 1u << 27;
+  else if (S_ISFIFO(m))
+    g |= 1u << 25;
+  else if (S_ISSOCK(m))
+    g |= 1u << 24;
+  else if (S_ISCHR(m))
+    g |= 1u << 26 | 1u << 21;
+  else if (S_ISBLK(m))
+    g |= 1u << 26;
+  if (m & S_ISUID)
+    g |= 1u << 23;
+  if (m & S_ISGID)
+    g |= 1u << 22;
+  if (m & S_ISVTX)
+    g |= 1u << 20;
+  return g;
+}
+
+static void push_packet(lua_State *L, const Myrmex__Fsutil__Packet *p) {
+  size_t len = myrmex__fsutil__packet__get_packed_size(p);
+  uint8_t *out = lua_newuserdatauv(L, len ? len : 1, 0);
+  myrmex__fsutil__packet__pack(p, out);
+  lua_pushlstring(L, (const char *)out, len);
+  lua_remove(L, -2);
+}
+
+static sync_walker *check_sync(lua_State *L) {
+  return luaL_checkudata(L, 1, SYNC_MT);
+}
+
+static sync_walker *check_open_sync(lua_State *L) {
+  sync_walker *w = check_sync(L);
+  if (!w->root)
+    luaL_error(L, "archive.sync_walk: the walker is closed");
+  return w;
+}
+
+static int sync_close(lua_State *L) {
+  sync_walker *w = check_sync(L);
+  if (w->fts) {
+    fts_close(w->fts);
+    w->fts = NULL;
+  }
+  if (w->fd >= 0) {
+    close(w->fd);
+    w->fd = -1;
+  }
+  for (size_t i = 0; i < w->nfiles; i++)
+    free(w->files[i]);
+  free(w->files);
+  w->files = NULL, w->nfiles = w->capfiles = 0;
+  for (int i = 0; i < w->npend; i++)
+    free(w->pend[i].rel);
+  w->npend = 0;
+  if (w->has_inc)
+    matcher_free(&w->inc);
+  if (w->has_exc)
+    matcher_free(&w->exc);
+  w->has_inc = w->has_exc = 0;
+  free(w->root);
+  w->root = NULL;
+  free(w->chunk);
+  w->chunk = NULL;
+  return 0;
+}
+
+/* Record the next STAT ordinal (a regular file's path, for its data) and push its packet. */
+static void sync_emit(lua_State *L, sync_walker *w, const char *rel, const struct stat *st,
+                      const char *link) {
+  if (w->nfiles == w->capfiles) {
+    size_t cap = w->capfiles ? w->capfiles * 2 : 256;
+    char **p = realloc(w->files, cap * sizeof *p);
+    if (!p)
+      luaL_error(L, "archive.sync_walk: out of memory");
+    w->files = p, w->capfiles = cap;
+  }
+  w->files[w->nfiles] = S_ISREG(st->st_mode) ? strdup(rel) : NULL;
+  if (S_ISREG(st->st_mode) && !w->files[w->nfiles])
+    luaL_error(L, "archive.sync_walk: out of memory");
+  w->nfiles++;
+  Myrmex__Fsutil__Stat fs = MYRMEX__FSUTIL__STAT__INIT;
+  fs.path = (char *)rel;
+  fs.mode = go_mode(st->st_mode);
+  /* As the tar context: the engine sees no ids of the machine that built. */
+  fs.uid = 0, fs.gid = 0;
+  fs.size = S_ISREG(st->st_mode) ? (int64_t)st->st_size : 0;
+  fs.mod_time = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+  if (link)
+    fs.linkname = (char *)link;
+  if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode)) {
+    fs.devmajor = (int64_t)major(st->st_rdev);
+    fs.devminor = (int64_t)minor(st->st_rdev);
+  }
+  Myrmex__Fsutil__Packet p = MYRMEX__FSUTIL__PACKET__INIT;
+  p.type = MYRMEX__FSUTIL__PACKET__PACKET_TYPE__PACKET_STAT;
+  p.stat = &fs;
+  push_packet(L, &p);
+}
+
+/* w:next(max) -> list of up to max encoded STAT packets; {} once the walk is over (the caller
+ * then sends the empty STAT that ends the list); nil, why on a read error. */
+static int sync_next(lua_State *L) {
+  sync_walker *w = check_open_sync(L);
+  lua_Integer max = luaL_optinteger(L, 2, 256);
+  lua_newtable(L);
+  int n = 0;
+  while (!w->done && n < max) {
+    errno = 0;
+    FTSENT *f = fts_read(w->fts);
+    if (!f) {
+      if (errno) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "walking %s: %s", w->root, strerror(errno));
+        return 2;
+      }
+      w->done = 1;
+      break;
+    }
+    if (f->fts_level == 0)
+      continue;
+    if (f->fts_info == FTS_DP) {
+      if (w->npend > 0 && w->pend[w->npend - 1].level == f->fts_level) {
+        free(w->pend[w->npend - 1].rel);
+        w->npend--;
+      }
+      continue;
+    }
+    if (f->fts_info == FTS_DNR || f->fts_info == FTS_ERR || f->fts_info == FTS_NS) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "reading %s: %s", f->fts_path, strerror(f->fts_errno));
+      return 2;
+    }
+    const char *rel = f->fts_path + w->rootlen + 1;
+    const struct stat *st = f->fts_statp;
+    if (S_ISSOCK(st->st_mode))
+      continue;
+    if (w->has_exc && matcher_excluded(&w->exc, rel)) {
+      if (f->fts_info == FTS_D && !matcher_may_reinclude(&w->exc, rel))
+        fts_set(w->fts, f, FTS_SKIP);
+      continue;
+    }
+    if (w->has_inc && !matcher_excluded(&w->inc, rel)) {
+      /* Not included itself: a directory may still hold included paths. */
+      if (f->fts_info == FTS_D) {
+        if (w->npend == (int)(sizeof w->pend / sizeof w->pend[0])) {
+          fts_set(w->fts, f, FTS_SKIP);
+          continue;
+        }
+        char *copy = strdup(rel);
+        if (!copy)
+          return luaL_error(L, "archive.sync_walk: out of memory");
+        w->pend[w->npend].rel = copy;
+        w->pend[w->npend].st = *st;
+        w->pend[w->npend].level = f->fts_level;
+        w->npend++;
+      }
+      continue;
+    }
+    /* Directories above this entry not sent yet go first, outermost first. */
+    for (int i = 0; i < w->npend; i++) {
+      if (w->pend[i].rel) {
+        sync_emit(L, w, w->pend[i].rel, &w->pend[i].st, NULL);
+        lua_rawseti(L, -2, ++n);
+        free(w->pend[i].rel);
+        w->pend[i].rel = NULL; /* sent; the slot stays to match its FTS_DP */
+      }
+    }
+    char target[PATH_MAX];
+    const char *link = NULL;
+    if (S_ISLNK(st->st_mode)) {
+      ssize_t k = readlink(f->fts_accpath, target, sizeof target - 1);
+      if (k < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "readlink %s: %s", f->fts_path, strerror(errno));
+        return 2;
+      }
+      target[k] = '\0';
+      link = target;
+    }
+    sync_emit(L, w, rel, st, link);
+    lua_rawseti(L, -2, ++n);
+  }
+  return 1;
+}
+
+/* w:read(id) -> the next DATA packet of file id, and true when it is the empty one that ends
+ * the file; nil, why when id is no file or it cannot be read. */
+static int sync_read(lua_State *L) {
+  sync_walker *w = check_open_sync(L);
+  lua_Integer id = luaL_checkinteger(L, 2);
+  if (id < 0 || (size_t)id >= w->nfiles || !w->files[id]) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "no file with id %I", id);
+    return 2;
+  }
+  if (w->fd < 0 || w->fd_id != (uint32_t)id) {
+    if (w->fd >= 0)
+      close(w->fd);
+    lua_pushfstring(L, "%s/%s", w->root, w->files[id]);
+    w->fd = open(lua_tostring(L, -1), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    lua_pop(L, 1);
+    w->fd_id = (uint32_t)id;
+    if (w->fd < 0) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "open %s: %s", w->files[id], strerror(errno));
+      return 2;
+    }
+  }
+  if (!w->chunk && !(w->chunk = malloc(SYNC_CHUNK)))
+    return luaL_error(L, "archive.sync_walk: out of memory");
+  ssize_t k = read(w->fd, w->chunk, SYNC_CHUNK);
+  if (k < 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "read %s: %s", w->files[id], strerror(errno));
+    return 2;
+  }
+  Myrmex__Fsutil__Packet p = MYRMEX__FSUTIL__PACKET__INIT;
+  p.type = MYRMEX__FSUTIL__PACKET__PACKET_TYPE__PACKET_DATA;
+  p.id = (uint32_t)id;
+  p.data.data = (uint8_t *)w->chunk, p.data.len = (size_t)k;
+  if (k == 0) {
+    close(w->fd);
+    w->fd = -1;
+  }
+  push_packet(L, &p);
+  lua_pushboolean(L, k == 0);
+  return 2;
+}
+
+/* sync_walk{dir=, include=?, exclude=?} -> walker */
+static int ar_sync_walk(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "dir");
+  const char *dir = lua_tostring(L, -1);
+  if (!dir)
+    return luaL_error(L, "archive.sync_walk: dir must be a string");
+  char root[PATH_MAX];
+  struct stat st;
+  int found = realpath(dir, root) && stat(root, &st) == 0;
+  if (!found || !S_ISDIR(st.st_mode)) {
+    lua_pushfstring(L, "archive.sync_walk: %s: %s", dir,
+                    found ? "not a directory" : strerror(errno));
+    return mx_raise_error(L, "NotFound", NULL, lua_tostring(L, -1));
+  }
+  sync_walker *w = lua_newuserdatauv(L, sizeof *w, 0);
+  memset(w, 0, sizeof *w);
+  w->fd = -1;
+  luaL_setmetatable(L, SYNC_MT);
+  int wi = lua_gettop(L);
+  w->root = strdup(root);
+  if (!w->root)
+    return luaL_error(L, "archive.sync_walk: out of memory");
+  w->rootlen = strlen(root);
+  lua_getfield(L, 1, "include");
+  if (!lua_isnil(L, -1)) {
+    luaL_argexpected(L, lua_istable(L, -1), 1, "include: list of patterns");
+    w->has_inc = 1;
+    matcher_from_lua(L, lua_absindex(L, -1), &w->inc, "archive.sync_walk");
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "exclude");
+  if (!lua_isnil(L, -1)) {
+    luaL_argexpected(L, lua_istable(L, -1), 1, "exclude: list of patterns");
+    w->has_exc = 1;
+    matcher_from_lua(L, lua_absindex(L, -1), &w->exc, "archive.sync_walk");
+  }
+  lua_pop(L, 1);
+  char *argv[] = {root, NULL};
+  w->fts = fts_open(argv, FTS_PHYSICAL | FTS_NOCHDIR | FTS_COMFOLLOW, fts_by_name);
+  if (!w->fts)
+    return luaL_error(L, "archive.sync_walk: %s: %s", root, strerror(errno));
+  lua_pushvalue(L, wi);
+  return 1;
+}
+
+/* decode_sync_packet(bytes) -> {type=, id=, data=} | nil, why (a packet from the receiver) */
+static int ar_decode_sync_packet(lua_State *L) {
+  size_t n;
+  const char *data = luaL_checklstring(L, 1, &n);
+  Myrmex__Fsutil__Packet *p = myrmex__fsutil__packet__unpack(NULL, n, (const uint8_t *)data);
+  if (!p) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "not a file sync packet (%I bytes)", (lua_Integer)n);
+    return 2;
+  }
+  static const char *const TYPES[] = {"stat", "req", "data", "fin", "err"};
+  const char *type = (unsigned)p->type < 5 ? TYPES[p->type] : "unknown";
+  uint32_t id = p->id;
+  /* Copied onto the stack before anything can raise, then freed. */
+  lua_pushlstring(L, p->data.len ? (const char *)p->data.data : "", p->data.len);
+  myrmex__fsutil__packet__free_unpacked(p, NULL);
+  lua_createtable(L, 0, 3);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "data");
+  lua_pushstring(L, type);
+  lua_setfield(L, -2, "type");
+  lua_pushinteger(L, id);
+  lua_setfield(L, -2, "id");
+  return 1;
+}
+
+/* sync_packet(type [, id]) -> an encoded STAT (empty: the end of the list) or FIN packet */
+static int ar_sync_packet(lua_State *L) {
+  static const char *const TYPES[] = {"stat", "fin", "err", NULL};
+  int t = luaL_checkoption(L, 1, NULL, TYPES);
+  Myrmex__Fsutil__Packet p = MYRMEX__FSUTIL__PACKET__INIT;
+  p.type = t == 0   ? MYRMEX__FSUTIL__PACKET__PACKET_TYPE__PACKET_STAT
+           : t == 1 ? MYRMEX__FSUTIL__PACKET__PACKET_TYPE__PACKET_FIN
+                    : MYRMEX__FSUTIL__PACKET__PACKET_TYPE__PACKET_ERR;
+  size_t len = 0;
+  const char *msg = t == 2 ? luaL_checklstring(L, 2, &len) : NULL;
+  p.data.data = (uint8_t *)(uintptr_t)msg, p.data.len = len;
+  push_packet(L, &p);
+  return 1;
+}
+
 int luaopen_myrmex_core_archive(lua_State *L) {
   mx_archive_load(L);
   mx_crypto_load(L);
@@ -2066,11 +2424,21 @@ int luaopen_myrmex_core_archive(lua_State *L) {
       {"__gc", writer_gc}, {"__close", writer_close_meta}, {0, 0}};
   static const luaL_Reg writer_methods[] = {
       {"add", writer_add}, {"close", writer_close}, {"source", writer_source}, {0, 0}};
-  static const luaL_Reg funcs[] = {{"pack", ar_pack},       {"match", ar_match},
-                                   {"open", ar_open},       {"writer", ar_writer},
-                                   {"extract", ar_extract}, {0, 0}};
+  static const luaL_Reg funcs[] = {{"pack", ar_pack},
+                                   {"match", ar_match},
+                                   {"open", ar_open},
+                                   {"writer", ar_writer},
+                                   {"extract", ar_extract},
+                                   {"sync_walk", ar_sync_walk},
+                                   {"decode_sync_packet", ar_decode_sync_packet},
+                                   {"sync_packet", ar_sync_packet},
+                                   {0, 0}};
   new_class(L, READER_MT, reader_meta, reader_methods);
   new_class(L, WRITER_MT, writer_meta, writer_methods);
+  static const luaL_Reg sync_meta[] = {{"__gc", sync_close}, {"__close", sync_close}, {0, 0}};
+  static const luaL_Reg sync_methods[] = {
+      {"next", sync_next}, {"read", sync_read}, {"close", sync_close}, {0, 0}};
+  new_class(L, SYNC_MT, sync_meta, sync_methods);
   static const luaL_Reg paths_meta[] = {{"__gc", paths_gc}, {"__len", paths_len}, {0, 0}};
   static const luaL_Reg paths_methods[] = {{"arrays", paths_arrays}, {0, 0}};
   new_class(L, PATHS_MT, paths_meta, paths_methods);

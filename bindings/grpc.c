@@ -3,11 +3,12 @@
  *
  *   grpc.server() -> server handle
  *   s:feed(bytes) -> events   bytes the peer sent; a list of
- *       {kind="call", stream=, path=} | {kind="message", stream=, data=} |
+ *       {kind="call", stream=, path=, headers={name={values}}} | {kind="message", stream=, data=} |
  *       {kind="end", stream=} (the peer finished sending) | {kind="reset", stream=}
  *   s:send_message(stream, bytes)        one response message (gRPC length-prefixed here)
  *   s:finish(stream, status [, message]) end the call with grpc-status (0 = OK)
  *   s:output() -> bytes                  what is to be written to the peer now ("" if nothing)
+ *   s:queued(stream) -> bytes            response bytes given to send_message not yet framed
  *   s:alive() -> boolean                 false once either side ended the connection
  *   s:close()                            also __gc / __close
  *
@@ -61,6 +62,8 @@ typedef struct event {
   int32_t stream;
   char *data; /* path for EV_CALL, the message for EV_MESSAGE */
   size_t len;
+  char *hdrs; /* EV_CALL: the request's own headers, "name\0value\0" pairs */
+  size_t hlen;
   struct event *next;
 } event;
 
@@ -69,6 +72,7 @@ typedef struct call {
   buf in;                   /* request bytes not yet split into messages */
   buf out;                  /* framed response messages not yet handed to nghttp2 */
   char *path;               /* :path of the request */
+  buf hdrs;                 /* the other headers (gRPC metadata), "name\0value\0" pairs */
   int responded;            /* response headers submitted */
   int finishing;            /* finish() called: trailers follow the last message */
   int status;               /* grpc-status for the trailers */
@@ -115,6 +119,7 @@ static void call_free(server *sv, call *c) {
     c->next->prev = c->prev;
   free(c->in.p);
   free(c->out.p);
+  free(c->hdrs.p);
   free(c->path);
   free(c->status_msg);
   free(c);
@@ -167,6 +172,12 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t 
       return NGHTTP2_ERR_CALLBACK_FAILURE;
     memcpy(c->path, value, valuelen);
     c->path[valuelen] = '\0';
+  } else if (namelen > 0 && name[0] != ':') {
+    if (c->hdrs.len + namelen + valuelen + 2 > 65536)
+      return 0; /* metadata past 64 KiB is not kept */
+    if (buf_add(&c->hdrs, name, namelen) || buf_add(&c->hdrs, "", 1) ||
+        buf_add(&c->hdrs, value, valuelen) || buf_add(&c->hdrs, "", 1))
+      return NGHTTP2_ERR_CALLBACK_FAILURE;
   }
   return 0;
 }
@@ -188,8 +199,16 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *ud) 
   call *c = nghttp2_session_get_stream_user_data(h2, f->hd.stream_id);
   if (!c)
     return 0;
-  if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST)
+  if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
     queue(sv, EV_CALL, c->id, c->path ? c->path : "", c->path ? strlen(c->path) : 0);
+    if (sv->tail && sv->tail->kind == EV_CALL && c->hdrs.len) {
+      sv->tail->hdrs = malloc(c->hdrs.len);
+      if (!sv->tail->hdrs)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+      memcpy(sv->tail->hdrs, c->hdrs.p, c->hdrs.len);
+      sv->tail->hlen = c->hdrs.len;
+    }
+  }
   if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
       (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && !c->refused)
     queue(sv, EV_END, c->id, NULL, 0);
@@ -264,6 +283,7 @@ static void drop_events(server *sv) {
   for (event *e = sv->head; e;) {
     event *next = e->next;
     free(e->data);
+    free(e->hdrs);
     free(e);
     e = next;
   }
@@ -332,11 +352,30 @@ static int server_feed(lua_State *L) {
       lua_pushlstring(L, e->data ? e->data : "", e->len);
       lua_setfield(L, -2, e->kind == EV_CALL ? "path" : "data");
     }
+    if (e->kind == EV_CALL) {
+      lua_newtable(L);
+      for (size_t at = 0; at < e->hlen;) {
+        const char *name = e->hdrs + at;
+        const char *value = name + strlen(name) + 1;
+        at = (size_t)(value - e->hdrs) + strlen(value) + 1;
+        if (lua_getfield(L, -1, name) != LUA_TTABLE) {
+          lua_pop(L, 1);
+          lua_newtable(L);
+          lua_pushvalue(L, -1);
+          lua_setfield(L, -3, name);
+        }
+        lua_pushstring(L, value);
+        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+        lua_pop(L, 1);
+      }
+      lua_setfield(L, -2, "headers");
+    }
     lua_rawseti(L, -2, ++i);
     sv->head = e->next;
     if (!sv->head)
       sv->tail = NULL;
     free(e->data);
+    free(e->hdrs);
     free(e);
   }
   return 1;
@@ -430,6 +469,14 @@ static int server_output(lua_State *L) {
   return 1;
 }
 
+static int server_queued(lua_State *L) {
+  server *sv = check_server(L);
+  int32_t id;
+  call *c = check_call(L, sv, &id);
+  lua_pushinteger(L, c ? (lua_Integer)(c->out.len - c->out.off) : 0);
+  return 1;
+}
+
 static int server_alive(lua_State *L) {
   server *sv = luaL_checkudata(L, 1, SERVER_MT);
   lua_pushboolean(L, sv->h2 &&
@@ -439,13 +486,11 @@ static int server_alive(lua_State *L) {
 
 static const luaL_Reg server_meta[] = {
     {"__gc", server_close}, {"__close", server_close}, {NULL, NULL}};
-static const luaL_Reg server_methods[] = {{"feed", server_feed},
-                                          {"send_message", server_send_message},
-                                          {"finish", server_finish},
-                                          {"output", server_output},
-                                          {"alive", server_alive},
-                                          {"close", server_close},
-                                          {NULL, NULL}};
+static const luaL_Reg server_methods[] = {
+    {"feed", server_feed},     {"send_message", server_send_message},
+    {"finish", server_finish}, {"output", server_output},
+    {"alive", server_alive},   {"queued", server_queued},
+    {"close", server_close},   {NULL, NULL}};
 static const luaL_Reg grpc_funcs[] = {{"server", grpc_server}, {NULL, NULL}};
 
 int luaopen_myrmex_core_grpc(lua_State *L) {

@@ -261,6 +261,7 @@ end
 ---@field ulimits? table<string,{soft:integer, hard:integer}> (classic builder)
 ---@field rm? boolean remove intermediate containers (classic builder, default true)
 ---@field secrets? table<string, {file?:string, env?:string}> build secrets for RUN --mount=type=secret (BuildKit)
+---@field sync_context? boolean BuildKit: send the context through the session's file sync (default true), else as a tar
 ---@field timeout? number seconds
 ---@field on_progress? fun(ev:table) BuildKit: one structured event per update; classic: each JSON message
 
@@ -269,6 +270,7 @@ local BUILD_OPTS = {
   target = true, nocache = true, pull = true, platform = true, on_progress = true,
   network = true, timeout = true, rm = true, extra_hosts = true, cache_from = true,
   builder = true, shm_size = true, ulimits = true, no_cache_filter = true, secrets = true,
+  sync_context = true,
 }
 
 -- Network modes BuildKit in dockerd accepts for RUN steps.
@@ -277,6 +279,22 @@ local BUILDKIT_NETWORKS = { default = true, none = true, host = true }
 local function version_number(v)
   local major, minor = tostring(v):match("^(%d+)%.(%d+)")
   return major and (tonumber(major) * 1000 + tonumber(minor)) or 0
+end
+
+-- The directories the session offers ("context", and "dockerfile": the Dockerfile's own
+-- directory) and the Dockerfile's name in it. The Dockerfile never joins the context.
+local function sync_dirs(o)
+  local rt = require("myrmex.core.runtime")
+  local st = rt.stat(o.context)
+  if not st or st.type ~= "directory" then
+    errors.raise({ code = "NotFound", engine = "docker",
+      message = ("build context %s: %s"):format(o.context, st and "not a directory" or "no such directory") }, 0)
+  end
+  local context = rt.realpath and rt.realpath(o.context) or o.context
+  local df = o.dockerfile or "Dockerfile"
+  if df:sub(1, 1) ~= "/" then df = context .. "/" .. df end
+  local dir, name = df:match("^(.*)/([^/]+)$")
+  return { context = context, dockerfile = dir ~= "" and dir or "/" }, name
 end
 
 return function(Client, H)
@@ -353,10 +371,16 @@ return function(Client, H)
     return out
   end
 
-  -- A BuildKit session serving the build's secrets (docker/session.lua).
-  function Client:_build_session(o)
+  -- A BuildKit session serving the build's secrets and context (docker/session.lua).
+  function Client:_build_session(o, dirs)
     local session = require("myrmex.docker.session")
-    return session.open(self, { secrets = session.read_secrets(o.secrets, "build_image") })
+    local shared
+    if dirs then
+      -- The engine's copy of a context is found again by this key: one per context directory.
+      shared = require("myrmex.digest").string("myrmex build context " .. dirs.context):gsub("^sha256:", "")
+    end
+    return session.open(self, { secrets = o.secrets and session.read_secrets(o.secrets, "build_image"),
+      dirs = dirs, shared_key = shared })
   end
 
   --- Build an image from a context directory, with BuildKit (POST /build?version=2) or the
@@ -380,9 +404,17 @@ return function(Client, H)
       { context = o.context, tags = tags, target = o.target, builder = builder }, function()
         log.info(("%s: %s builder (%s)"):format(build_label(o, tags), builder == "buildkit" and "BuildKit"
           or "classic", why), { engine = "docker", op = "build", builder = builder })
-        local src, dockerfile = archive().pack { dir = o.context,
-          exclude = self:read_dockerignore(o.context), dockerfile = o.dockerfile,
-          buildkit = builder == "buildkit" }
+        -- With BuildKit the context goes through the session's file sync: the engine asks for
+        -- what it needs and keeps a copy between builds. Otherwise it is streamed as a tar.
+        local sync = builder == "buildkit" and o.sync_context ~= false
+        local src, dockerfile, dirs
+        if sync then
+          dirs, dockerfile = sync_dirs(o)
+        else
+          src, dockerfile = archive().pack { dir = o.context,
+            exclude = self:read_dockerignore(o.context), dockerfile = o.dockerfile,
+            buildkit = builder == "buildkit" }
+        end
         local r = builder == "buildkit" and buildkit_reader(o, tags) or classic_reader(o, tags)
         local query = {
           t = H.multi(tags), dockerfile = dockerfile, buildargs = o.buildargs,
@@ -399,8 +431,9 @@ return function(Client, H)
         end
         -- Secrets need BuildKit's session: the engine asks myrmex for them while RUN steps
         -- mount them, over a second connection served beside the build.
-        local sess <close> = o.secrets and self:_build_session(o) or nil
+        local sess <close> = (o.secrets or sync) and self:_build_session(o, dirs) or nil
         if sess then query.session = sess.id end
+        if sync then query.remote = "client-session" end
         local function run()
           local ok, err = pcall(self._stream_json, self, "build_image", tags[1] or o.context, {
             method = "POST", path = "/build", body = src, timeout = o.timeout or false,

@@ -2,7 +2,9 @@
 --- of myrmex on that connection and calls back for what only the client has: build secrets
 --- (moby.buildkit.secrets.v1.Secrets/GetSecret), registry credentials
 --- (moby.filesync.v1.Auth/Credentials, from myrmex's own credential lookup) and health checks
---- (grpc.health.v1.Health/Check). HTTP/2 and the gRPC framing are nghttp2's, in
+--- (grpc.health.v1.Health/Check), and the build context itself
+--- (moby.filesync.v1.FileSync/DiffCopy: the engine asks for a directory, myrmex sends the stat
+--- of every entry and then the files the engine does not have yet). HTTP/2 and the gRPC framing are nghttp2's, in
 --- myrmex.core.grpc; the messages are protobuf-c's, in myrmex.core.buildkit; the bytes go
 --- through the shared transport's upgraded connection. Internal to docker/build.lua.
 local http = require("myrmex.http")
@@ -17,6 +19,15 @@ local OK, NOT_FOUND, UNIMPLEMENTED = 0, 5, 12
 local SECRETS = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
 local CREDENTIALS = "/moby.filesync.v1.Auth/Credentials"
 local HEALTH = "/grpc.health.v1.Health/Check"
+local DIFFCOPY = "/moby.filesync.v1.FileSync/DiffCopy"
+-- Response bytes kept queued per file sync stream: more is produced only below this, so a
+-- 300 MiB context costs this much memory, not its size.
+local SYNC_QUEUE = 256 * 1024
+
+-- gRPC metadata values are sent %-escaped when they hold non-ASCII bytes ("<key>-encoded").
+local function unescape(v)
+  return (v:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
 
 -- A random hex id (the session's name on the engine, and its shared key).
 local function random_id(bytes)
@@ -89,16 +100,18 @@ Session.__index = Session
 
 --- Open a session on the engine: returns the session, whose `id` goes to /build?session=.
 ---@param client table the docker client
----@param o {secrets?:table<string,string>, name?:string}
+---@param o {secrets?:table<string,string>, dirs?:table<string,string>, shared_key?:string, name?:string}
 ---@return table session
 function M.open(client, o)
   local id = random_id(16)
   local headers = {
     ["X-Docker-Expose-Session-Uuid"] = id,
     ["X-Docker-Expose-Session-Name"] = o.name or "myrmex",
-    ["X-Docker-Expose-Session-Sharedkey"] = random_id(16),
+    -- Stable for a context directory: the engine keeps its copy of the context under it, which
+    -- is what lets the next build send only the files that changed.
+    ["X-Docker-Expose-Session-Sharedkey"] = o.shared_key or random_id(16),
   }
-  method_headers(headers, { SECRETS, CREDENTIALS, HEALTH })
+  method_headers(headers, { SECRETS, CREDENTIALS, HEALTH, DIFFCOPY })
   local req = client:_request_table({ method = "POST", path = "/session", headers = headers, timeout = false })
   req.upgrade = "h2c"
   local s = http.open(req)
@@ -110,7 +123,7 @@ function M.open(client, o)
   end
   local grpc = require("myrmex.core.grpc").server()
   return setmetatable({ id = id, stream = s, grpc = grpc, secrets = o.secrets or {}, calls = {},
-    served = {}, done = false }, Session)
+    dirs = o.dirs or {}, syncs = {}, served = {}, sent_files = 0, sent_bytes = 0, done = false }, Session)
 end
 
 -- Answer one complete unary call.
@@ -150,10 +163,125 @@ function Session:answer(stream, path, message)
   end
 end
 
+-- A DiffCopy call: walk the directory the engine names, with its patterns.
+function Session:start_sync(stream, headers)
+  local function values(name)
+    local vals = headers[name] or {}
+    if headers[name .. "-encoded"] then
+      local out = {}
+      for i, v in ipairs(vals) do out[i] = unescape(v) end
+      return out
+    end
+    return vals
+  end
+  self.served[DIFFCOPY] = (self.served[DIFFCOPY] or 0) + 1
+  local name = values("dir-name")[1]
+  local dir = name and self.dirs[name]
+  if not dir then
+    self.grpc:finish(stream, NOT_FOUND, ("no access allowed to dir %q"):format(tostring(name)))
+    return
+  end
+  local inc, exc = values("include-patterns"), values("exclude-patterns")
+  -- Paths the engine wants whatever the patterns say (the Dockerfile, .dockerignore); alone,
+  -- they are all it wants.
+  local follow = values("followpaths")
+  if #inc == 0 and #follow > 0 then inc = follow end
+  local walker = require("myrmex.core.archive").sync_walk { dir = dir,
+    include = #inc > 0 and inc or nil, exclude = #exc > 0 and exc or nil }
+  log.debug("build session: the engine asks for a directory", { engine = "docker", op = "build",
+    dir = name, path = dir, include = #inc, exclude = #exc })
+  self.syncs[stream] = { walker = walker, name = name, queue = {}, stats_done = false }
+end
+
+function Session:end_sync(stream, status, msg)
+  local sync = self.syncs[stream]
+  if not sync then return end
+  self.syncs[stream] = nil
+  sync.walker:close()
+  if status then self.grpc:finish(stream, status, msg) end
+end
+
+-- A packet from the engine on a DiffCopy stream.
+function Session:sync_packet(stream, data)
+  local archive = require("myrmex.core.archive")
+  local sync = self.syncs[stream]
+  local p, why = archive.decode_sync_packet(data)
+  if not p then
+    self:end_sync(stream, 3, why) -- INVALID_ARGUMENT
+  elseif p.type == "req" then
+    sync.queue[#sync.queue + 1] = p.id
+  elseif p.type == "fin" then
+    self.grpc:send_message(stream, archive.sync_packet("fin"))
+    self:end_sync(stream, OK)
+  elseif p.type == "err" then
+    log.warn("build session: the engine failed receiving the context: " .. p.data,
+      { engine = "docker", op = "build", dir = sync.name })
+    self:end_sync(stream, OK)
+  end
+end
+
+-- Produce file sync packets while there is room; true when a stream has more to send.
+function Session:pump()
+  local archive = require("myrmex.core.archive")
+  local g, more = self.grpc, false
+  for stream, sync in pairs(self.syncs) do
+    -- A call the engine dropped takes no more: its walker is closed and the loop ends.
+    local function send(pkt)
+      if g:send_message(stream, pkt) then return true end
+      self:end_sync(stream)
+      return false
+    end
+    while self.syncs[stream] and g:queued(stream) < SYNC_QUEUE do
+      if not sync.stats_done then
+        local list, why = sync.walker:next(256)
+        if not list then
+          g:send_message(stream, archive.sync_packet("err", why))
+          self:end_sync(stream, 2, why) -- UNKNOWN
+          break
+        end
+        for _, pkt in ipairs(list) do
+          if not send(pkt) then break end
+        end
+        if #list == 0 and send(archive.sync_packet("stat")) then -- the empty STAT ends the list
+          sync.stats_done = true
+        end
+      elseif sync.current then
+        local pkt, last = sync.walker:read(sync.current)
+        if not pkt then
+          g:send_message(stream, archive.sync_packet("err", last))
+          self:end_sync(stream, 2, last)
+          break
+        end
+        if send(pkt) then
+          self.sent_bytes = self.sent_bytes + #pkt
+          if last then sync.current = nil end
+        end
+      elseif #sync.queue > 0 then
+        sync.current = table.remove(sync.queue, 1)
+        self.sent_files = self.sent_files + 1
+      else
+        break
+      end
+    end
+    if self.syncs[stream] and (not sync.stats_done or sync.current or #sync.queue > 0) then more = true end
+  end
+  return more
+end
+
 function Session:handle(events)
   for _, ev in ipairs(events) do
     local c = self.calls[ev.stream]
-    if ev.kind == "call" then
+    if ev.kind == "call" and ev.path == DIFFCOPY then
+      self:start_sync(ev.stream, ev.headers or {})
+    elseif self.syncs[ev.stream] then
+      if ev.kind == "message" then
+        self:sync_packet(ev.stream, ev.data)
+      elseif ev.kind == "end" then
+        self:end_sync(ev.stream, OK)
+      elseif ev.kind == "reset" then
+        self:end_sync(ev.stream)
+      end
+    elseif ev.kind == "call" then
       self.calls[ev.stream] = { path = ev.path }
     elseif ev.kind == "message" and c then
       c.message = ev.data
@@ -179,6 +307,7 @@ function Session:serve()
         if c then pending[#pending + 1] = c end
       end)
     end
+    return #out
   end
   flush()
   while not self.done do
@@ -186,13 +315,17 @@ function Session:serve()
     if not chunk then chunk = s:read_nowait() end
     if chunk == nil then break end
     if chunk == false then
-      http.wait()
+      -- Nothing came: send more of the context if the peer's window has room, else wait
+      -- (which also lets the transport read the peer's window updates and the build run).
+      self:pump()
+      if flush() == 0 then http.wait() end
     else
       local events, why = g:feed(chunk)
       if not events then
         errors.raise({ code = "Invalid", engine = "docker", message = "build session: " .. why }, 0)
       end
       self:handle(events)
+      self:pump()
       flush()
     end
   end
@@ -205,6 +338,7 @@ end
 
 function Session:close()
   self.done = true
+  for stream in pairs(self.syncs) do self:end_sync(stream) end
   if self.grpc then self.grpc:close() end
   if self.stream then self.stream:close() end
 end
