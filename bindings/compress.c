@@ -720,12 +720,13 @@ static int compress_encoder(lua_State *L) {
       return luaL_error(L, "compress.encoder: not enough memory");
     ZSTD_CCtx_setParameter(cs->zc, ZSTD_c_compressionLevel, level);
     ZSTD_CCtx_setParameter(cs->zc, ZSTD_c_checksumFlag, 1);
-    /* A libzstd built without threads refuses the parameter: one thread then. */
-    if (threads > 1 && !ZSTD_isError(ZSTD_CCtx_setParameter(cs->zc, ZSTD_c_nbWorkers, threads))) {
-      /* Each worker holds a job's input and output: the default job (4 windows, 8 MiB at
-       * level 3) takes the RSS of a push past 60 MiB; 1 MiB jobs keep it near 20. */
+    /* Always the multi-threaded mode, even for one thread: its output depends on the job
+     * size only, not on the number of workers, so a layer compresses to the same digest on
+     * every machine. Each worker holds a job's input and output: the default job (4 windows,
+     * 8 MiB at level 3) takes a push past 60 MiB of RSS; 1 MiB jobs keep it under 30. A
+     * libzstd built without threads refuses the parameter and compresses in this thread. */
+    if (!ZSTD_isError(ZSTD_CCtx_setParameter(cs->zc, ZSTD_c_nbWorkers, threads)))
       ZSTD_CCtx_setParameter(cs->zc, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
-    }
   }
   go_live(L, cs);
   return 2;

@@ -208,6 +208,21 @@ describe("registry: compressed pushes, copies and pulls", function()
     skopeo_reads(reg.host, "cz/engine:gzip")
   end)
 
+  it("crane validate --remote passes the gzip pushes (every layer's digest and diff id)", function()
+    local crane = "/usr/local/lib/myrmex-test/bin/crane"
+    if sh.run({ "test", "-x", crane }).code ~= 0 then return pending(crane .. " is not built yet") end
+    c:push_image(base, "cz/crane:gzip")
+    local out = ok_run({ crane, "validate", "--insecure", "--remote", reg.host .. "/cz/crane:gzip" })
+    assert.truthy(out:find("PASS", 1, true), out)
+    -- and crane pulls it into a tarball that docker loads (crane has no zstd: gzip only here)
+    ok_run({ crane, "pull", "--insecure", reg.host .. "/cz/crane:gzip", work .. "/crane.tar" })
+    local loaded = dt.cli("load -q -i " .. sh.q(work .. "/crane.tar"))
+    assert.are.equal(0, loaded.code, loaded.stderr)
+    refs[#refs + 1] = reg.host .. "/cz/crane:gzip"
+    local r = dt.cli("run --rm --network none " .. sh.q(reg.host .. "/cz/crane:gzip") .. " echo crane-ok")
+    assert.are.equal("crane-ok\n", r.stdout, r.stderr)
+  end)
+
   it("pushes zstd from the engine; docker pulls and runs it, skopeo verifies it", function()
     c:push_image(base, "cz/engine:zstd", { compression = "zstd" })
     local m = json.decode(c:manifest("cz/engine:zstd").body)
