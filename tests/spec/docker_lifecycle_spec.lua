@@ -219,3 +219,31 @@ describe("config keys", function()
     end
   end)
 end)
+
+describe("dry run", function()
+  local plan = require("myrmex.plan")
+  before_each(function() plan.reset() plan.set_active(true) end)
+  after_each(function() plan.set_active(false) plan.reset() end)
+
+  it("records update, commit, resize, the prunes and engine pulls and pushes, changing nothing", function()
+    plan.set_active(false)
+    local c <close> = d:run_container(cfg { cmd = { "sleep", "60" } })
+    plan.set_active(true)
+    local before = d:inspect_container(c).HostConfig.PidsLimit
+    local images = #d:list_images()
+    assert.is_true(d:update_container(c, { pids_limit = 7 }).planned)
+    assert.is_true(d:commit_container(c, { tag = "mxt-planned-" .. dt.run_id .. ":1" }).planned)
+    assert.is_true(d:resize(c, { h = 10, w = 10 }).planned)
+    assert.is_true(d:prune_containers { filters = { label = { dt.label_filter } } }.planned)
+    assert.is_true(d:prune_build_cache { filters = { id = "mxt-none" } }.planned)
+    assert.is_true(d:pull_image_engine("127.0.0.1:1/mxt/none:1", { auth = false }).planned)
+    assert.is_true(d:push_image_engine("127.0.0.1:1/mxt/none:1", { auth = false }).planned)
+    local ops = {}
+    for _, a in ipairs(plan.actions()) do ops[#ops + 1] = a.op end
+    assert.are.same({ "update_container", "commit_container", "resize", "prune_containers",
+      "prune_build_cache", "pull_image_engine", "push_image_engine" }, ops)
+    assert.are.equal(before, d:inspect_container(c).HostConfig.PidsLimit)
+    assert.are.equal(images, #d:list_images())
+    assert.is_true(d:inspect_container(c).State.Running)
+  end)
+end)

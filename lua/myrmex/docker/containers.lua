@@ -610,10 +610,11 @@ return function(Client, H)
   --- Make an image from a container's filesystem (docker commit). `tag` is "repo[:tag]",
   --- `changes` Dockerfile instructions (a string or a list: "ENV A=1", "CMD [\"sh\"]"),
   --- `message` the commit message, `author`, `pause` (default true: the container is paused
-  --- while committing). Returns the new image id ("sha256:...").
+  --- while committing). Returns the new image id ("sha256:..."); in plan mode the planned
+  --- action ({planned = true, id = "planned-N"}).
   ---@param ref string|myrmex.docker.Container
   ---@param o? {tag?:string, changes?:string|string[], message?:string, author?:string, pause?:boolean}
-  ---@return string
+  ---@return string|table
   function Client:commit_container(ref, o)
     local id = ref_id("commit_container", ref)
     o = H.options("commit_container", o, H.set { "tag", "changes", "message", "author", "pause" })
@@ -639,7 +640,7 @@ return function(Client, H)
         query = { container = id, repo = repo, tag = tag, comment = o.message, author = o.author,
           pause = o.pause ~= false, changes = changes and H.multi(changes) or nil } })
       return r.Id
-    end, "sha256:planned")
+    end)
   end
 
   --- Stream a container's filesystem as a tar (docker export) into the file `to` (written
