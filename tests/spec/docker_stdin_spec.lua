@@ -152,3 +152,29 @@ describe("client:attach", function()
     assert.truthy(out:find("got:tty", 1, true), out)
   end)
 end)
+
+describe("stdin over a TLS engine connection", function()
+  it("is refused before anything is created, naming the host", function()
+    local pki = dt.pki()
+    local port = dt.free_port()
+    local p = dt.proxy { tcp = port, tls = { cert = pki .. "/server.pem", key = pki .. "/server.key" } }
+    local t = docker.connect { host = "tcp://127.0.0.1:" .. port, tls = { ca = pki .. "/ca.pem" } }
+    local before = #dt.containers()
+    local err = select(2, pcall(t.run_container, t, cfg { cmd = { "cat" }, stdin = "x", wait = true }))
+    assert.is_true(errors.is(err, "Invalid"), tostring(err))
+    assert.truthy(err.message:find("run_container: writing stdin needs a unix-socket or plain tcp:// engine "
+      .. "connection; tcp://127.0.0.1:" .. port .. " is TLS", 1, true), err.message)
+    assert.are.equal(before, #dt.containers())
+    -- reading an attach works over TLS; writing is refused the same way
+    local c <close> = t:create_container(cfg { cmd = { "echo", "over tls" }, stdin_open = true })
+    local a <close> = t:attach(c, { stdin = true })
+    t:start_container(c)
+    err = select(2, pcall(a.write, a, "x"))
+    assert.is_true(errors.is(err, "Invalid"), tostring(err))
+    assert.are.equal("over tls\n", a:read_all().stdout)
+    a:close()
+    c:remove { force = true }
+    p.stop()
+    require("tests.support.sh").run({ "rm", "-rf", pki })
+  end)
+end)

@@ -203,6 +203,15 @@ local function feed_stdin(s, stdin, drain)
   s:close_write()
 end
 
+-- stdin is written beside curl on the connection's socket, which a TLS session would not
+-- carry: refuse before anything is created rather than after the container started.
+local function check_stdin_transport(client, fname)
+  if client.tls then
+    errors.raise({ code = "Invalid", engine = "docker", message = ("%s: writing stdin needs a unix-socket "
+      .. "or plain tcp:// engine connection; %s is TLS"):format(fname, client.host) }, 3)
+  end
+end
+
 -- Move the output of an upgraded stream into a demultiplexer: what has come so far, or
 -- (to_end) everything until the engine closes the stream.
 local function pump(s, dm, to_end)
@@ -240,6 +249,7 @@ end
 function Attach:write(data)
   local f = attach_stream(self, "write")
   if not f.stdin then error("docker.attach: write: the attach was made without stdin = true", 2) end
+  check_stdin_transport(f.client, "attach")
   if type(data) ~= "string" then error("docker.attach: write: string expected, got " .. type(data), 2) end
   f.s:send(data, function()
     if f.queued >= ATTACH_QUEUE_CAP then return false end
@@ -419,6 +429,7 @@ return function(Client, H)
   function Client:run_container(cfg)
     local c = config.check("docker.run_container", cfg, true)
     local wait, remove = c.wait, c.remove or (c.wait and c.auto_remove)
+    if c.stdin ~= nil then check_stdin_transport(self, "run_container") end
     -- The engine would remove an auto_remove container before its logs can be read.
     if wait then c.auto_remove = nil end
     local ct = self:_create(c, "run_container")
@@ -516,6 +527,7 @@ return function(Client, H)
       workdir = o.workdir, user = o.user })
     if not cfg.cmd then H.misuse("exec", "cmd required") end
     local stdin = config.check_stdin("docker.exec", "stdin", o.stdin)
+    if stdin ~= nil then check_stdin_transport(self, "exec") end
     return self:_mutate("exec", id, { cmd = cfg.cmd }, function()
       local r = self:_call("exec_create", id, { method = "POST", path = cpath(H.path(id), "/exec"),
         json = { Cmd = cfg.cmd, Env = cfg.env, WorkingDir = cfg.workdir, User = cfg.user,
