@@ -167,7 +167,10 @@ describe("docker build_image with BuildKit", function()
     assert.matches("about to fail", err.message, 1, true)
     assert.are.equal(7, err.details.exit_code)
     assert.are.equal("RUN echo about to fail && echo on stderr >&2 && exit 7", err.details.step)
-    assert.are.same({ "about to fail", "on stderr" }, err.details.output)
+    -- stdout and stderr are two pipes: their lines may come in either order.
+    local output = { table.unpack(err.details.output) }
+    table.sort(output)
+    assert.are.same({ "about to fail", "on stderr" }, output)
     sh.run({ "rm", "-rf", ctx })
   end)
 
@@ -267,6 +270,43 @@ describe("docker build_image with BuildKit", function()
     assert.has_error(function() d:build_image { context = ctx, builder = "classic", secrets = {} } end,
       'docker.build_image: secrets: needs builder = "buildkit"')
     sh.run({ "rm", "-rf", ctx })
+  end)
+
+  it("sends the context through the session: a rebuild after a one-file change sends that file", function()
+    local files = { Dockerfile = "FROM " .. base .. "\nCOPY src /src\nRUN cat /src/* | wc -l > /lines\n" }
+    for i = 1, 50 do files["src/f" .. i .. ".txt"] = ("line %d\n"):format(i) end
+    local ctx = dt.context(files)
+    local tag = dt.name("sync") .. ":1"
+    local first = build { context = ctx, tags = { tag }, network = "none" }
+    assert.is_true(first.sent.files >= 50, "first build sent " .. first.sent.files .. " files")
+    local f = assert(io.open(ctx .. "/src/f7.txt", "ab"))
+    f:write("one more line\n")
+    f:close()
+    local again = build { context = ctx, tags = { tag }, network = "none" }
+    assert.are.equal(1, again.sent.files)
+    assert.are.equal("51\n", run_in(tag, { "cat", "/lines" }))
+    sh.run({ "rm", "-rf", ctx })
+  end)
+
+  it("leaves the Dockerfile out of COPY . as the CLI does, from outside the context or ignored", function()
+    local ctx = dt.context { ["keep.txt"] = "k", ["junk.txt"] = "j",
+      [".dockerignore"] = "junk.txt\nDockerfile\n",
+      Dockerfile = "FROM " .. base .. "\nCOPY . /ctx\n" }
+    local other = dt.tmpdir { ["Other.df"] = "FROM " .. base .. "\nCOPY . /ctx\n" }
+    local listing = {}
+    for _, case in ipairs { { name = "inside" }, { name = "outside", dockerfile = other .. "/Other.df" } } do
+      local ours, cli = dt.name("df-ours") .. ":1", dt.name("df-cli") .. ":1"
+      build { context = ctx, dockerfile = case.dockerfile, tags = { ours }, network = "none" }
+      local r = sh.run(("DOCKER_BUILDKIT=1 /usr/bin/docker build -q --network=none --label myrmex.test=%s "
+        .. "-t %s %s %s"):format(dt.run_id, cli, case.dockerfile and ("-f " .. sh.q(case.dockerfile)) or "",
+        sh.q(ctx)))
+      assert(r.code == 0, r.stderr)
+      listing[case.name] = run_in(ours, { "sh", "-c", "cd /ctx && ls -A" })
+      assert.are.equal(run_in(cli, { "sh", "-c", "cd /ctx && ls -A" }), listing[case.name])
+    end
+    assert.are.equal(".dockerignore\nbusybox\nkeep.txt\n", listing.inside)
+    assert.are.equal(listing.inside, listing.outside)
+    sh.run({ "rm", "-rf", ctx, other })
   end)
 
   it("falls back to the classic builder when the engine says Builder-Version: 1", function()

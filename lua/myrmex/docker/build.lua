@@ -389,7 +389,7 @@ return function(Client, H)
   --- progress display and on_progress. A failing step raises Engine naming the step, its exit
   --- code and its last output lines.
   ---@param o myrmex.docker.BuildOptions
-  ---@return {id:string, tags:string[], builder:string}
+  ---@return {id:string, tags:string[], builder:string, sent?:{files:integer, bytes:integer}}
   function Client:build_image(o)
     o = H.options("build_image", o, BUILD_OPTS)
     if type(o.context) ~= "string" then H.misuse("build_image", "context must be a directory path") end
@@ -457,7 +457,9 @@ return function(Client, H)
             details = { output = r.lines } }, 0)
         end
         if not r.id:find(":", 1, true) then r.id = "sha256:" .. r.id end
-        return { id = r.id, tags = tags, builder = builder }
+        local sent
+        if sync and sess then sent = { files = sess.sent_files, bytes = sess.sent_bytes } end
+        return { id = r.id, tags = tags, builder = builder, sent = sent }
       end, { tags = tags, builder = builder })
   end
 end
