@@ -78,8 +78,10 @@ function M.run(fns, opts)
       if failure then
         still[#still + 1] = b
       else
-        b.started = true
         local ok, res = coroutine.resume(b.co)
+        -- Marked after: an error striking before this line leaves it to be closed, not
+        -- resumed with the cancellation (that would start a branch never started).
+        b.started = true
         if not ok then
           failure = branch_error(tostring(b.key), res)
           failure = failure ~= nil and failure or "parallel branch " .. tostring(b.key) .. " failed"
