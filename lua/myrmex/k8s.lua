@@ -843,5 +843,32 @@ function Client:run_job(spec)
   return rollout.run_job(self, spec)
 end
 
+---@class myrmex.k8s.FanOutSpec
+---@field recipe string a path or a recipe name
+---@field items table[] one params table per item
+---@field parallelism? integer pods at once (default min(#items, 8))
+---@field image? string an image holding myrmex and the recipe (default: myrmex packs itself)
+---@field push_to? string where the packed image is pushed (default: loaded into the Docker engine)
+---@field timeout? number seconds; the Job and its pods are deleted when it passes
+---@field namespace? string
+---@field resources? table the container's {requests=, limits=}
+---@field retries? integer retries per item (backoffLimitPerIndex, default 0)
+
+--- Run a recipe once per item as one Indexed Job (see docs/k8s.md, "Fan-out"): the results in
+--- item order, `{ok, result, error, pod, index, duration, attempts}` each.
+---@param spec myrmex.k8s.FanOutSpec
+---@return table[] results
+function Client:fan_out(spec)
+  return require("myrmex.k8s.fanout").run(self, spec)
+end
+
+--- Start a fan-out and return its handle (`h:wait()`, `h:close()`; `<close>` deletes an
+--- unfinished Job and its pods).
+---@param spec myrmex.k8s.FanOutSpec
+---@return userdata handle
+function Client:fan_out_start(spec)
+  return require("myrmex.k8s.fanout").start(self, spec)
+end
+
 M.Client = Client
 return M

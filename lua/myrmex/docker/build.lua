@@ -261,6 +261,7 @@ end
 ---@field ulimits? table<string,{soft:integer, hard:integer}> (classic builder)
 ---@field rm? boolean remove intermediate containers (classic builder, default true)
 ---@field secrets? table<string, {file?:string, env?:string}> build secrets for RUN --mount=type=secret (BuildKit)
+---@field ssh? table<string,string> SSH agents for RUN --mount=type=ssh: {default = SOCKET_PATH} (BuildKit)
 ---@field sync_context? boolean BuildKit: send the context through the session's file sync (default true), else as a tar
 ---@field timeout? number seconds
 ---@field on_progress? fun(ev:table) BuildKit: one structured event per update; classic: each JSON message
@@ -270,7 +271,7 @@ local BUILD_OPTS = {
   target = true, nocache = true, pull = true, platform = true, on_progress = true,
   network = true, timeout = true, rm = true, extra_hosts = true, cache_from = true,
   builder = true, shm_size = true, ulimits = true, no_cache_filter = true, secrets = true,
-  sync_context = true,
+  sync_context = true, ssh = true,
 }
 
 -- Network modes BuildKit in dockerd accepts for RUN steps.
@@ -349,7 +350,7 @@ return function(Client, H)
   end
 
   local function check_classic_options(o)
-    for _, k in ipairs { "no_cache_filter", "secrets" } do
+    for _, k in ipairs { "no_cache_filter", "secrets", "ssh" } do
       if o[k] ~= nil then H.misuse("build_image", k .. ": needs builder = \"buildkit\"") end
     end
   end
@@ -380,7 +381,7 @@ return function(Client, H)
       shared = require("myrmex.digest").string("myrmex build context " .. dirs.context):gsub("^sha256:", "")
     end
     return session.open(self, { secrets = o.secrets and session.read_secrets(o.secrets, "build_image"),
-      dirs = dirs, shared_key = shared })
+      ssh = o.ssh, dirs = dirs, shared_key = shared })
   end
 
   --- Build an image from a context directory, with BuildKit (POST /build?version=2) or the
@@ -397,6 +398,14 @@ return function(Client, H)
     if type(tags) == "string" then tags = { tags } end
     if o.shm_size ~= nil and math.type(o.shm_size) ~= "integer" then
       H.misuse("build_image", "shm_size: integer bytes expected")
+    end
+    if o.ssh ~= nil then
+      if type(o.ssh) ~= "table" then H.misuse("build_image", "ssh: table {default = SOCKET_PATH} expected") end
+      for id, path in pairs(o.ssh) do
+        if type(id) ~= "string" or type(path) ~= "string" then
+          H.misuse("build_image", ("ssh.%s: a socket path (string) expected"):format(tostring(id)))
+        end
+      end
     end
     local builder, why = choose_builder(self, o)
     if builder == "buildkit" then check_buildkit_options(self, o) else check_classic_options(o) end
@@ -431,7 +440,7 @@ return function(Client, H)
         end
         -- Secrets need BuildKit's session: the engine asks myrmex for them while RUN steps
         -- mount them, over a second connection served beside the build.
-        local sess <close> = (o.secrets or sync) and self:_build_session(o, dirs) or nil
+        local sess <close> = (o.secrets or o.ssh or sync) and self:_build_session(o, dirs) or nil
         if sess then query.session = sess.id end
         if sync then query.remote = "client-session" end
         local function run()

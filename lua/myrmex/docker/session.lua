@@ -2,7 +2,8 @@
 --- of myrmex on that connection and calls back for what only the client has: build secrets
 --- (moby.buildkit.secrets.v1.Secrets/GetSecret), registry credentials
 --- (moby.filesync.v1.Auth/Credentials, from myrmex's own credential lookup) and health checks
---- (grpc.health.v1.Health/Check), and the build context itself
+--- (grpc.health.v1.Health/Check), SSH agents (moby.sshforward.v1.SSH, relayed to a local agent
+--- socket), and the build context itself
 --- (moby.filesync.v1.FileSync/DiffCopy: the engine asks for a directory, myrmex sends the stat
 --- of every entry and then the files the engine does not have yet). HTTP/2 and the gRPC framing are nghttp2's, in
 --- myrmex.core.grpc; the messages are protobuf-c's, in myrmex.core.buildkit; the bytes go
@@ -20,6 +21,8 @@ local SECRETS = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
 local CREDENTIALS = "/moby.filesync.v1.Auth/Credentials"
 local HEALTH = "/grpc.health.v1.Health/Check"
 local DIFFCOPY = "/moby.filesync.v1.FileSync/DiffCopy"
+local CHECK_AGENT = "/moby.sshforward.v1.SSH/CheckAgent"
+local FORWARD_AGENT = "/moby.sshforward.v1.SSH/ForwardAgent"
 -- Response bytes kept queued per file sync stream: more is produced only below this, so a
 -- 300 MiB context costs this much memory, not its size.
 local SYNC_QUEUE = 256 * 1024
@@ -100,7 +103,8 @@ Session.__index = Session
 
 --- Open a session on the engine: returns the session, whose `id` goes to /build?session=.
 ---@param client table the docker client
----@param o {secrets?:table<string,string>, dirs?:table<string,string>, shared_key?:string, name?:string}
+---@param o {secrets?:table<string,string>, ssh?:table<string,string>, dirs?:table<string,string>,
+---  shared_key?:string, name?:string}
 ---@return table session
 function M.open(client, o)
   local id = random_id(16)
@@ -111,7 +115,7 @@ function M.open(client, o)
     -- is what lets the next build send only the files that changed.
     ["X-Docker-Expose-Session-Sharedkey"] = o.shared_key or random_id(16),
   }
-  method_headers(headers, { SECRETS, CREDENTIALS, HEALTH, DIFFCOPY })
+  method_headers(headers, { SECRETS, CREDENTIALS, HEALTH, DIFFCOPY, CHECK_AGENT, FORWARD_AGENT })
   local req = client:_request_table({ method = "POST", path = "/session", headers = headers, timeout = false })
   req.upgrade = "h2c"
   local s = http.open(req)
@@ -123,7 +127,8 @@ function M.open(client, o)
   end
   local grpc = require("myrmex.core.grpc").server()
   return setmetatable({ id = id, stream = s, grpc = grpc, secrets = o.secrets or {}, calls = {},
-    dirs = o.dirs or {}, syncs = {}, served = {}, sent_files = 0, sent_bytes = 0, done = false }, Session)
+    dirs = o.dirs or {}, syncs = {}, ssh = o.ssh or {}, agents = {}, served = {}, sent_files = 0,
+    sent_bytes = 0, done = false }, Session)
 end
 
 -- Answer one complete unary call.
@@ -143,6 +148,15 @@ function Session:answer(stream, path, message)
       g:finish(stream, OK)
     else
       g:finish(stream, NOT_FOUND, ("secret %s not found"):format(req and req.id or "?"))
+    end
+  elseif path == CHECK_AGENT then
+    local req = bk.decode_message("CheckAgentRequest", message or "")
+    local id = req and req.id ~= "" and req.id or "default"
+    if self.ssh[id] then
+      g:send_message(stream, "")
+      g:finish(stream, OK)
+    else
+      g:finish(stream, NOT_FOUND, ("no SSH agent %q given to the build (ssh = {%s = SOCKET})"):format(id, id))
     end
   elseif path == CREDENTIALS then
     local req = bk.decode_message("CredentialsRequest", message or "")
@@ -268,11 +282,86 @@ function Session:pump()
   return more
 end
 
+-- A ForwardAgent call: one connection to the agent, relayed both ways as BytesMessages.
+function Session:start_agent(stream, headers)
+  self.served[FORWARD_AGENT] = (self.served[FORWARD_AGENT] or 0) + 1
+  local id = (headers["buildkit.ssh.id"] or {})[1] or "default"
+  local path = self.ssh[id]
+  if not path then
+    self.grpc:finish(stream, NOT_FOUND, ("no SSH agent %q given to the build"):format(id))
+    return
+  end
+  local sock, why = require("myrmex.core.unixsock").connect(path)
+  if not sock then
+    log.warn("build session: cannot reach the SSH agent: " .. why, { engine = "docker", op = "build", ssh_id = id })
+    self.grpc:finish(stream, 14, "SSH agent: " .. why) -- UNAVAILABLE
+    return
+  end
+  log.debug("build session: SSH agent forwarded", { engine = "docker", op = "build", ssh_id = id })
+  self.agents[stream] = { sock = sock, out = "", from = 1, peer_done = false }
+end
+
+function Session:end_agent(stream, status, msg)
+  local a = self.agents[stream]
+  if not a then return end
+  self.agents[stream] = nil
+  a.sock:close()
+  if status then self.grpc:finish(stream, status, msg) end
+end
+
+-- Move bytes between the agents and their streams; true when something moved.
+function Session:relay_agents()
+  local bk = require("myrmex.core.buildkit")
+  local moved = false
+  for stream, a in pairs(self.agents) do
+    if a.from <= #a.out then
+      local n, why = a.sock:write(a.out, a.from)
+      if not n then
+        self:end_agent(stream, 14, "SSH agent: " .. why)
+        goto next
+      end
+      a.from, moved = a.from + n, moved or n > 0
+      if a.from > #a.out then a.out, a.from = "", 1 end
+    end
+    if a.peer_done and a.from > #a.out and not a.write_closed then
+      a.sock:close_write()
+      a.write_closed = true
+    end
+    while self.agents[stream] and self.grpc:queued(stream) < SYNC_QUEUE do
+      local data, why = a.sock:read(65536)
+      if data == false then break end
+      if data == nil then
+        if why then log.warn("build session: SSH agent: " .. why, { engine = "docker", op = "build" }) end
+        self:end_agent(stream, OK)
+        break
+      end
+      moved = true
+      if not self.grpc:send_message(stream, bk.encode_message("BytesMessage", { data = data })) then
+        self:end_agent(stream)
+      end
+    end
+    ::next::
+  end
+  return moved
+end
+
 function Session:handle(events)
   for _, ev in ipairs(events) do
     local c = self.calls[ev.stream]
     if ev.kind == "call" and ev.path == DIFFCOPY then
       self:start_sync(ev.stream, ev.headers or {})
+    elseif ev.kind == "call" and ev.path == FORWARD_AGENT then
+      self:start_agent(ev.stream, ev.headers or {})
+    elseif self.agents[ev.stream] then
+      local a = self.agents[ev.stream]
+      if ev.kind == "message" then
+        local m = require("myrmex.core.buildkit").decode_message("BytesMessage", ev.data)
+        if m then a.out = a.out:sub(a.from) .. m.data; a.from = 1 end
+      elseif ev.kind == "end" then
+        a.peer_done = true
+      elseif ev.kind == "reset" then
+        self:end_agent(ev.stream)
+      end
     elseif self.syncs[ev.stream] then
       if ev.kind == "message" then
         self:sync_packet(ev.stream, ev.data)
@@ -318,7 +407,8 @@ function Session:serve()
       -- Nothing came: send more of the context if the peer's window has room, else wait
       -- (which also lets the transport read the peer's window updates and the build run).
       self:pump()
-      if flush() == 0 then http.wait() end
+      local moved = self:relay_agents()
+      if flush() == 0 and not moved then http.wait() end
     else
       local events, why = g:feed(chunk)
       if not events then
@@ -326,6 +416,7 @@ function Session:serve()
       end
       self:handle(events)
       self:pump()
+      self:relay_agents()
       flush()
     end
   end
@@ -339,6 +430,7 @@ end
 function Session:close()
   self.done = true
   for stream in pairs(self.syncs) do self:end_sync(stream) end
+  for stream in pairs(self.agents) do self:end_agent(stream) end
   if self.grpc then self.grpc:close() end
   if self.stream then self.stream:close() end
 end
