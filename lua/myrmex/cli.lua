@@ -42,6 +42,12 @@ Options for run and plan:
   --quiet                only warnings and errors
   --on kubernetes        run the recipe as a Job in the current cluster (with --image IMAGE
                          holding myrmex and the recipe, and --namespace NS)
+  --items FILE.json      run the recipe once per item (a JSON list of params objects), here
+                         through myrmex.parallel or, with --on kubernetes, as one Indexed Job;
+                         one line per item, exit 1 when any failed (docs/k8s.md, "Fan-out")
+  --parallelism N        items at once (default 8); --timeout SECONDS for the whole fan-out
+  --push-to REF          with --on kubernetes --items: push the image myrmex packs there
+  --plan                 with --on kubernetes --items: print the Job and ConfigMap, create nothing
   --junit FILE           write a JUnit XML report: one test case per step
   --report FILE.html     write a self-contained HTML report of the run
   --sandbox              run an untrusted recipe: no processes, no writes outside --workdir,
@@ -111,6 +117,18 @@ local function parse_run_args(args, first)
       if o.on ~= "kubernetes" then usage("--on takes 'kubernetes', got '%s'", o.on) end
     elseif flag == "--image" then
       o.image = val()
+    elseif flag == "--items" then
+      o.items = val()
+    elseif flag == "--push-to" then
+      o.push_to = val()
+    elseif flag == "--plan" then
+      o.plan = true
+    elseif flag == "--parallelism" or flag == "--timeout" then
+      local n = tonumber(val())
+      if not n or n <= 0 or (flag == "--parallelism" and math.type(n) ~= "integer") then
+        usage("%s needs a positive %s", flag, flag == "--parallelism" and "integer" or "number")
+      end
+      if flag == "--parallelism" then o.parallelism = n else o.timeout = n end
     elseif flag == "--namespace" then
       o.namespace = val()
     elseif flag == "--junit" then
@@ -319,6 +337,11 @@ end
 local function cmd_run(args, first, force_plan)
   local o = parse_run_args(args, first)
   log.configure(o.log)
+  if o.items then
+    if not o.recipe then usage("run --items needs a RECIPE") end
+    return require("myrmex.k8s.fanout").cli(o, force_plan)
+  end
+  if o.parallelism or o.push_to or o.plan or o.timeout then usage("--parallelism, --push-to, --plan and --timeout go with --items") end
   if o.on then
     if not o.recipe then usage("run --on kubernetes needs a RECIPE") end
     plan.set_active(force_plan or o.dry_run)

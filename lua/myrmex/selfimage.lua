@@ -219,7 +219,16 @@ function M.ensure(opts)
     local built = M.build_layout(contents, tmp .. "/layout")
     local out = { digest = built.digest, config_digest = built.config_digest, size = built.size,
       recipe = contents.recipe, reused = false }
-    if opts.push_to then
+    local plan = require("myrmex.plan")
+    if plan.active() then
+      -- Plan mode: the digest is known (packing changes nothing), nothing is sent.
+      local target = opts.push_to and (opts.push_to:gsub("[:@][^/]*$", "") .. "@" .. built.digest)
+        or ("myrmex-fanout/" .. (contents.recipe:match("([^/]+)$"):gsub("%.lua$", ""):lower()) .. ":"
+          .. built.config_digest:sub(8, 19))
+      plan.record({ engine = opts.push_to and "registry" or "docker", op = opts.push_to and "push_image" or "load_image",
+        target = target, args = { digest = built.digest, bytes = built.size } })
+      out.image = target
+    elseif opts.push_to then
       local reference = require("myrmex.registry.reference")
       local r = reference.parse(opts.push_to)
       local registry = require("myrmex.registry")

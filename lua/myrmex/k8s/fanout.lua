@@ -329,21 +329,21 @@ end
 handle_mt.__close = function(h, err) Handle.close(h, err) end
 
 --- Create the ConfigMap and the Job and return a handle (`wait`, `close`, `name`,
---- `namespace`, `image`, `job`); `local h <close> = c:fan_out_start{...}` deletes the Job
+--- `namespace`, `image`, `image_reused`, `job`); `local h <close> = c:fan_out_start{...}` deletes the Job
 --- when the scope is left before it finished.
 function M.start(client, spec)
   check(spec)
   local ns = spec.namespace or client.namespace
   local path = require("myrmex.recipe").find(spec.recipe)
   if not path then bad("no recipe '" .. spec.recipe .. "' (a path, or a name on the recipe path)") end
-  local image, recipe_in_image
+  local image, recipe_in_image, reused
   if spec.image then
     image = spec.image
     recipe_in_image = spec.recipe:find("/", 1, true) and ("/myrmex/recipe/" .. path:match("([^/]+)$")) or spec.recipe
   else
     local img = require("myrmex.selfimage").ensure({ recipe = path, push_to = spec.push_to,
       registry = spec.registry, docker = spec.docker })
-    image, recipe_in_image = img.image, img.recipe
+    image, recipe_in_image, reused = img.image, img.recipe, img.reused
   end
   local cm_name = "myrmex-fan-items-" .. rt.getpid() .. "-" .. math.random(0, 0xffffff)
   local cm, job = M.manifests(spec, image, recipe_in_image, cm_name)
@@ -373,7 +373,7 @@ function M.start(client, spec)
   local _ = created_cm
   return rt.handle(handle_mt, { client = client, namespace = ns, name = created.metadata.name,
     uid = created.metadata.uid, cm = cm_name, n = #spec.items, timeout = spec.timeout, started = rt.monotonic(),
-    image = image, job = created })
+    image = image, image_reused = reused, job = created })
 end
 
 --- Start and wait: the results in item order; the Job is deleted on error or Ctrl-C.
@@ -388,7 +388,8 @@ end
 
 local function error_record(err)
   if errors.is(err) then
-    return { code = err.code, message = errors.message(err), step = err.step }
+    return { code = err.code, message = type(err.message) == "string" and err.message or errors.message(err),
+      engine = err.engine, step = err.step }
   end
   local rmod = require("myrmex.recipe")
   if rmod.is_usage_error(err) then return { code = "Usage", message = tostring(err) } end
@@ -499,6 +500,79 @@ function M.run_local(spec)
     local rec = M.run_item(path, item)
     return { ok = rec.ok, result = rec.result, error = rec.error, index = i, duration = rec.seconds, attempts = 1 }
   end, { max = spec.parallelism or 8 })
+end
+
+--- One line for a result: "item 3 FAILED 0.01s pod=NAME: Invalid: message" or
+--- "item 1 ok 1.00s pod=NAME {"n":1,"square":1}".
+---@param r table
+---@return string
+function M.line(r)
+  local where = r.pod and (" pod=" .. r.pod) or ""
+  local took = r.duration and ("%.2fs"):format(r.duration) or "-"
+  if r.ok then
+    local ok, text = pcall(json.encode, r.result == nil and json.null or r.result, { sort_keys = true })
+    return ("item %d ok %s%s %s"):format(r.index, took, where, ok and text or "(result not JSON)")
+  end
+  local e = r.error or {}
+  return ("item %d FAILED %s%s: %s: %s"):format(r.index, took, where, tostring(e.code or "Error"),
+    tostring(e.message or e))
+end
+
+--- `myrmex run RECIPE --items FILE [--on kubernetes] [--parallelism N] [--push-to REF]
+--- [--image IMG] [--namespace NS] [--timeout S] [--plan]`: returns the exit status (1 when an
+--- item failed).
+---@param o table the parsed command line (cli.lua)
+---@param force_plan? boolean `myrmex plan`
+---@return integer status
+function M.cli(o, force_plan)
+  local recipe = require("myrmex.recipe")
+  local ok, items = pcall(json.decode_file, o.items)
+  if not ok then recipe.usage_error("--items %s: %s", o.items, tostring(items)) end
+  if type(items) ~= "table" or #items == 0 then
+    recipe.usage_error("--items %s: expected a non-empty JSON list of params objects", o.items)
+  end
+  for i, it in ipairs(items) do
+    if type(it) ~= "table" or #it > 0 then
+      recipe.usage_error("--items %s: item %d is not an object of params", o.items, i)
+    end
+  end
+  if next(o.sets) then recipe.usage_error("--set and --items do not go together: put the params in the items") end
+  -- Check every item's params here when the recipe is on this machine: a typo fails at once,
+  -- naming the item, instead of in a pod.
+  local path = recipe.find(o.recipe)
+  if not path then recipe.usage_error("no recipe '%s' (a path, or a name on the recipe path)", o.recipe) end
+  local decl = recipe.declaration(path, recipe.load(path))
+  if not decl then recipe.usage_error("%s is not a declared recipe (fan-out passes params)", path) end
+  for i, it in ipairs(items) do
+    local pok, perr = pcall(recipe.resolve_params, decl, it)
+    if not pok then recipe.usage_error("--items %s: item %d: %s", o.items, i, tostring(perr)) end
+  end
+  local results
+  if o.on then
+    plan.set_active(force_plan or o.plan or o.dry_run)
+    local c = require("myrmex.k8s").connect({ namespace = o.namespace })
+    results = c:fan_out({ recipe = path, items = items, parallelism = o.parallelism, image = o.image,
+      push_to = o.push_to, namespace = o.namespace, timeout = o.timeout })
+    if results.planned then
+      io.stdout:write(json.encode(json.array(results.manifests), { indent = true, sort_keys = true }), "\n")
+      return 0
+    end
+  else
+    if o.push_to or o.image or o.plan or o.namespace or o.timeout then
+      recipe.usage_error("--push-to, --image, --namespace, --timeout and --plan go with --on kubernetes")
+    end
+    results = M.run_local({ recipe = path, items = items, parallelism = o.parallelism })
+  end
+  local failed = 0
+  for _, r in ipairs(results) do
+    io.stdout:write(M.line(r), "\n")
+    if not r.ok then failed = failed + 1 end
+  end
+  if failed > 0 then
+    log.error(("%d of %d items failed"):format(failed, #results))
+    return 1
+  end
+  return 0
 end
 
 return M
