@@ -272,6 +272,35 @@ describe("docker build_image with BuildKit", function()
     sh.run({ "rm", "-rf", ctx })
   end)
 
+  it("forwards a local ssh-agent to RUN --mount=type=ssh", function()
+    local dir = dt.tmpdir {}
+    local sock = dir .. "/agent.sock"
+    local r = sh.run(("ssh-keygen -q -t ed25519 -N '' -C mxt-agent-%s -f %s/key"):format(dt.run_id, sh.q(dir)))
+    assert(r.code == 0, r.stderr)
+    r = sh.run({ "ssh-agent", "-a", sock })
+    assert(r.code == 0, r.stderr)
+    local pid = assert(r.stdout:match("SSH_AGENT_PID=(%d+)"), r.stdout)
+    local ok, err = pcall(function()
+      r = sh.run({ "ssh-add", dir .. "/key" }, { env = { SSH_AUTH_SOCK = sock } })
+      assert(r.code == 0, r.stderr)
+      local ctx = dt.context { Dockerfile = "FROM " .. base .. "\nCOPY probe /probe\n"
+        .. "RUN --mount=type=ssh /probe > /agent\n" }
+      r = sh.run({ "cc", "-static", "-O2", "-o", ctx .. "/probe", sh.src .. "/tests/support/agent_probe.c" })
+      assert(r.code == 0, r.stderr)
+      local tag = dt.name("ssh") .. ":1"
+      build { context = ctx, tags = { tag }, nocache = true, network = "none", ssh = { default = sock } }
+      assert.are.equal(("keys 1\ncomment mxt-agent-%s\n"):format(dt.run_id), run_in(tag, { "cat", "/agent" }))
+      -- An id the build was not given is the engine's error, naming it.
+      local e = raised(build, { context = ctx, network = "none", nocache = true,
+        ssh = { other = sock } })
+      assert.is_true(errors.is(e, "Engine"), tostring(e))
+      sh.run({ "rm", "-rf", ctx })
+    end)
+    os.execute("kill " .. pid)
+    sh.run({ "rm", "-rf", dir })
+    if not ok then error(err, 0) end
+  end)
+
   it("sends the context through the session: a rebuild after a one-file change sends that file", function()
     local files = { Dockerfile = "FROM " .. base .. "\nCOPY src /src\nRUN cat /src/* | wc -l > /lines\n" }
     for i = 1, 50 do files["src/f" .. i .. ".txt"] = ("line %d\n"):format(i) end
