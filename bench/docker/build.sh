@@ -3,7 +3,8 @@
 # 20.10 /usr/bin/docker, DOCKER_BUILDKIT=1), same engine, runs interleaved:
 #   cold   a multi-stage build of two independent 3 s stages, no cache
 #   warm   a rebuild after one file of the context changed (the steps before it cached)
-#   big    a build whose context holds a 300 MiB file
+#   big    a first build of a context holding a 300 MiB file (a new directory each run, so
+#          neither client's engine-side copy of it exists yet), then big2: the same build again
 # Prints each run's wall seconds and client peak RSS (KiB, /usr/bin/time), then the medians.
 # Usage: bench/docker/build.sh [build/myrmex] [RUNS]
 set -euo pipefail
@@ -53,13 +54,16 @@ for run in $(seq 1 "$RUNS"); do
   measure cli warm "${cli[@]}" -t mx-bench-build:cli "$work/multi"
   echo "changed again $run" >> "$work/multi/src/f2.txt"
   measure myrmex warm "$BIN" $B/build.lua "$work/multi" mx-bench-build:mx
-  measure cli big "${cli[@]}" -t mx-bench-build:clibig "$work/big"
-  measure myrmex big "$BIN" $B/build.lua "$work/big" mx-bench-build:mxbig
+  cp -al "$work/big" "$work/big-cli-$run" && cp -al "$work/big" "$work/big-mx-$run"
+  measure cli big "${cli[@]}" -t mx-bench-build:clibig "$work/big-cli-$run"
+  measure myrmex big "$BIN" $B/build.lua "$work/big-mx-$run" mx-bench-build:mxbig
+  measure cli big2 "${cli[@]}" -t mx-bench-build:clibig "$work/big-cli-$run"
+  measure myrmex big2 "$BIN" $B/build.lua "$work/big-mx-$run" mx-bench-build:mxbig
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo "== medians of $RUNS runs: wall s (client peak RSS KiB)"
-for kind in cold warm big; do
+for kind in cold warm big big2; do
   c=$(echo "${T[$kind.cli]}" | median); m=$(echo "${T[$kind.myrmex]}" | median)
   cr=$(echo "${R[$kind.cli]}" | median); mr=$(echo "${R[$kind.myrmex]}" | median)
   printf '%-5s cli %6.2f (%6d)   myrmex %6.2f (%6d)   myrmex/cli %.2fx\n' "$kind" "$c" "$cr" "$m" "$mr" \
