@@ -449,7 +449,12 @@ return function(Client, H)
         f.dm = stream.demux(sink, c.tty)
         feed_stdin(f.s, c.stdin, function() pump(f.s, f.dm) end)
         f.write_closed = true
-        if not wait then return end
+        if not wait then
+          -- Take what output has come before closing: a TCP close over unread bytes is a
+          -- reset, which could cost the engine stdin it has not read yet.
+          pump(f.s, f.dm)
+          return
+        end
         pump(f.s, f.dm, true)
         ct.exit_code = self:wait_container(ct, { timeout = c.timeout })
         ct.stdout, ct.stderr = result()
