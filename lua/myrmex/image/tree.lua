@@ -163,7 +163,7 @@ end
 -- dive visits a layer's leaves depth first in name order, whiteouts under their ".wh." name;
 -- a whiteout of a path its stack does not have stops that visit (an error it only logs), so
 -- the leaves after it in that order are not counted. Returns the set of leaf indexes dive
--- visits before stopping.
+-- visits before stopping, and the index of the whiteout it stopped at.
 local function visited_before_stop(rpath, rkind, leaves, missing)
   local function key(i)
     local p = rpath[i]
@@ -186,10 +186,10 @@ local function visited_before_stop(rpath, rkind, leaves, missing)
   end)
   local keep = {}
   for _, i in ipairs(leaves) do
-    if missing[i] then break end
+    if missing[i] then return keep, i end
     keep[i] = true
   end
-  return keep
+  return keep, nil
 end
 
 --- Stack the layers. `recs` are scan records in layer order (bottom first); `opts.top` is
@@ -201,6 +201,7 @@ function M.stack(recs, opts)
   local top = opts and opts.top or 10
   local fs = new_fs()
   local ghost = { size = {}, dir = {}, kids = {} }
+  local phantom = {} -- paths of failed whiteouts dive has an empty entry for
   local ecum, emin, ecnt = {}, {}, {}
   local hidden, hidden_bytes = {}, 0 -- bytes of lower layers no longer visible
   local layers = {}
@@ -239,7 +240,13 @@ function M.stack(recs, opts)
         end
       end
     end
-    local keep = missing and visited_before_stop(rpath, rkind, leaves, missing)
+    local keep, stop
+    if missing then
+      keep, stop = visited_before_stop(rpath, rkind, leaves, missing)
+      -- dive has already made the path's entry, with its "no size yet" minimum of -1, when
+      -- the whiteout fails; unless a later layer sizes that path, the -1 stays in the sum.
+      if stop and ecum[rpath[stop]] == nil then phantom[rpath[stop]] = true end
+    end
     for _, i in ipairs(leaves) do
       local p, k = rpath[i], rkind[i]
       if not keep or keep[i] then
@@ -316,6 +323,9 @@ function M.stack(recs, opts)
   end
 
   local total, min_total, wasted, ineff = 0, 0, 0, {}
+  for p in pairs(phantom) do
+    if ecum[p] == nil then min_total = min_total - 1 end
+  end
   for p, c in pairs(ecum) do
     local cnt = ecnt[p]
     total, min_total = total + c, min_total + (cnt and emin[p] or c)
