@@ -70,6 +70,47 @@ describe("myrmex.parallel", function()
     assert.are.equal(0, require("myrmex.core.transport").active(), "the slow transfer was aborted")
   end)
 
+  it("cancels a waiting branch by raising in it, so its pcall cleanup runs and may still wait", function()
+    local seen = {}
+    local ok, err = pcall(parallel, {
+      a = function()
+        local caught_ok, e = pcall(http.request, { url = base .. "/slow", query = { delay = 5 } })
+        seen[#seen + 1] = caught_ok and "finished" or ("cancelled by " .. tostring(e))
+        -- Cleanup that makes a request of its own: the scheduler drives it to its end.
+        seen[#seen + 1] = "cleanup " .. get_count("cleanup-a", 0.05)
+        error(e, 0)
+      end,
+      b = function()
+        http.sleep(0.05)
+        error("b failed", 0)
+      end,
+      c = function() seen[#seen + 1] = "c ran" end,
+    }, { max = 2 })
+    assert.is_false(ok)
+    assert.are.equal("parallel branch b: b failed", err)
+    assert.are.same({ "cancelled by parallel branch b: b failed", "cleanup cleanup-a" }, seen,
+      "c, never started, must not run")
+    assert.are.equal(0, require("myrmex.core.transport").active(), "the slow transfer was aborted")
+  end)
+
+  it("finishes a finish_on_cancel request of a cancelled branch, raising at its next wait", function()
+    local seen = {}
+    local ok = pcall(parallel, {
+      a = function()
+        local res = http.request({ url = base .. "/slow", query = { delay = 0.3 }, finish_on_cancel = true })
+        seen[#seen + 1] = "reply " .. res.status
+        local waited = pcall(http.sleep, 0.01)
+        seen[#seen + 1] = waited and "slept" or "raised at the next wait"
+      end,
+      b = function()
+        http.sleep(0.05)
+        error("b failed", 0)
+      end,
+    })
+    assert.is_false(ok)
+    assert.are.same({ "reply 200", "raised at the next wait" }, seen)
+  end)
+
   it("prefixes string errors with the branch", function()
     local ok, err = pcall(parallel, { function() error("plain failure", 0) end })
     assert.is_false(ok)
