@@ -153,6 +153,21 @@ describe("client:attach", function()
   end)
 end)
 
+describe("stdin over plain tcp://", function()
+  it("works through a TCP engine address as through the unix socket", function()
+    local port = dt.free_port()
+    local p = dt.proxy { tcp = port }
+    local t = docker.connect { host = "tcp://127.0.0.1:" .. port }
+    local data = pattern(2 * 1024 * 1024)
+    local c <close> = t:run_container(cfg { cmd = { "cat" }, stdin = data, wait = true })
+    assert.are.equal(0, c.exit_code)
+    assert.is_true(c.stdout == data, "stdout differs from what was written")
+    local r = t:exec(d:run_container(cfg { cmd = { "sleep", "60" } }), { cmd = { "wc", "-c" }, stdin = data })
+    assert.are.equal(tostring(#data), r.stdout:match("%d+"))
+    p.stop()
+  end)
+end)
+
 describe("stdin over a TLS engine connection", function()
   it("is refused before anything is created, naming the host", function()
     local pki = dt.pki()

@@ -7,7 +7,8 @@ goes away.
                     [--tls-cert PEM --tls-key KEY [--tls-client-ca PEM]]
 
 LISTEN is a unix socket path, or 127.0.0.1:PORT. Every connection is relayed byte for byte
-to the upstream engine, two threads per connection. --die-after exits after that many
+to the upstream engine, two threads per connection; one side ending its direction is
+relayed as a half-close. --die-after exits after that many
 seconds, dropping every connection mid-stream (the engine "going away"); --mute accepts
 connections and never answers (an engine that hangs); --cut-save-after drops a connection
 once that many bytes of an image save reply (`GET /images/.../get`) have been relayed (a save
@@ -44,10 +45,12 @@ def pump(src, dst, cut=None, upstream=True, builder=None):
     """Relay src to dst. `cut` (per connection, shared by its two pumps) is set with
     --cut-save-after: the client-to-engine pump marks a save request in it, and the
     engine-to-client pump stops once the save reply has used up its byte budget."""
+    eof = False
     try:
         while True:
             data = src.recv(65536)
             if not data:
+                eof = True
                 break
             if cut is not None and upstream:
                 # Requests go one at a time on a connection: is this one an image save?
@@ -65,6 +68,14 @@ def pump(src, dst, cut=None, upstream=True, builder=None):
             dst.sendall(data)
     except OSError:
         pass
+    if eof:
+        # A clean end of one direction is relayed as such (a hijacked attach closes its
+        # stdin this way and still reads the output); the other pump ends the rest.
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        return
     for s in (src, dst):
         try:
             s.shutdown(socket.SHUT_RDWR)
