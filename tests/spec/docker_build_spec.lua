@@ -361,6 +361,109 @@ describe("docker build_image with BuildKit", function()
   end)
 end)
 
+-- Every Dockerfile dockerfile.generate writes, built with myrmex on local stand-ins for its
+-- bases: busybox images tagged with the base names the Dockerfile names (nothing is pulled),
+-- with small shell stand-ins for the language tools (go, pip, npm, apt-get, make), so that
+-- what is tested is the Dockerfile through BuildKit: cache mounts, stages, COPY --from and
+-- --chown, USER. The tools "build" by copying a static hello binary compiled here.
+describe("dockerfile.generate output built with myrmex", function()
+  local dockerfile = require("myrmex.dockerfile")
+  local stand_ins = {}
+
+  -- The stand-in tools for a base image name.
+  local function tools_for(image)
+    if image:find("^golang:") then
+      return { ["bin/go"] = [[#!/bin/sh
+case "$1" in
+  mod) mkdir -p /go/pkg/mod && echo "$2" >> /go/pkg/mod/calls ;;
+  build) while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done
+         mkdir -p "$(dirname "$out")" && cp /src/prebuilt/app "$out" ;;
+  *) echo "go stand-in: $*" >&2; exit 2 ;;
+esac
+]] }
+    elseif image:find("^python:") then
+      return { ["bin/python"] = [[#!/bin/sh
+if [ "$1" = -m ] && [ "$2" = venv ]; then
+  mkdir -p "$3/bin" && printf '#!/bin/sh\n[ "$1" = install ] && cp "$3" /venv/installed\n' > "$3/bin/pip"
+  chmod +x "$3/bin/pip"; exit 0
+fi
+exec sh "$@"
+]], ["bin/useradd"] = [[#!/bin/sh
+uid=; while [ $# -gt 1 ]; do [ "$1" = --uid ] && uid=$2; shift; done
+echo "$1:x:$uid:$uid::/:/bin/sh" >> /etc/passwd
+]] }
+    elseif image:find("^node:") then
+      return { ["bin/npm"] = "#!/bin/sh\nmkdir -p node_modules/stand-in && cp package.json node_modules/stand-in/\n",
+        ["bin/node"] = "#!/bin/sh\nexec sh \"$@\"\n" }
+    elseif image:find("^debian:") then
+      return { ["bin/apt-get"] = "#!/bin/sh\nmkdir -p /var/lib/apt/lists && echo \"$*\" >> /var/cache/apt/calls\n",
+        ["bin/make"] = "#!/bin/sh\ncp prebuilt/app app\n", ["bin/strip"] = "#!/bin/sh\nexit 0\n",
+        ["etc/apt/apt.conf.d/docker-clean"] = "" }
+    end
+    return {}
+  end
+
+  -- A local image tagged `image`: busybox with /etc/passwd (root, nobody, node) and the tools.
+  local function stand_in(image)
+    if stand_ins[image] or image == "scratch" then return end
+    local files = { ["rootfs/.keep"] = "" }
+    for path, text in pairs(tools_for(image)) do files["rootfs/" .. path] = { data = text, mode = 493 } end
+    local ctx = dt.context(files)
+    local df = { "FROM " .. base, "COPY rootfs/ /",
+      "RUN echo node:x:1000:1000::/home/node:/bin/sh >> /etc/passwd && echo node:x:1000: >> /etc/group" }
+    if image:find("distroless") then df = { "FROM scratch", "COPY busybox /busybox-not-a-shell" } end
+    local f = assert(io.open(ctx .. "/Dockerfile", "wb"))
+    f:write(table.concat(df, "\n"), "\n")
+    f:close()
+    local r = sh.run(("DOCKER_BUILDKIT=0 docker build -q --label myrmex.test=%s -t %s %s")
+      :format(dt.run_id, sh.q(image), sh.q(ctx)))
+    assert(r.code == 0, r.stderr)
+    stand_ins[image] = true
+    sh.run({ "rm", "-rf", ctx })
+  end
+
+  local hello
+  setup(function()
+    local dir = dt.tmpdir { ["hello.c"] = '#include <stdio.h>\nint main(void) { puts("hello from the build"); return 0; }\n' }
+    local r = sh.run({ "cc", "-static", "-O2", "-o", dir .. "/hello", dir .. "/hello.c" })
+    assert(r.code == 0, r.stderr)
+    hello = dir .. "/hello"
+  end)
+
+  local CASES = {
+    { language = "go", files = { ["go.mod"] = "module example.com/app\n", ["main.go"] = "package main\n" },
+      run = "hello from the build\n" },
+    { language = "python", files = { ["requirements.txt"] = "requests==2.32.3\n", ["main.py"] = "echo hello from python\n" },
+      run = "hello from python\n", check = { "cat", "/venv/installed" }, want = "requests==2.32.3\n" },
+    { language = "node", files = { ["package.json"] = "{\"name\": \"app\"}\n", ["index.js"] = "echo hello from node\n" },
+      run = "hello from node\n", check = { "ls", "-ln", "/app/node_modules/stand-in/package.json" }, want = " 1000 " },
+    { language = "c", files = { ["main.c"] = "int main(void) { return 0; }\n", Makefile = "app: main.c\n" },
+      run = "hello from the build\n" },
+  }
+  for _, case in ipairs(CASES) do
+    it("builds the " .. case.language .. " Dockerfile and runs it", function()
+      local out = dockerfile.generate { language = case.language }
+      for image in out.dockerfile:gmatch("\nFROM (%S+)") do stand_in(image) end
+      local files = { Dockerfile = out.dockerfile, [".dockerignore"] = out.dockerignore }
+      for k, v in pairs(case.files) do files[k] = v end
+      local ctx = dt.tmpdir(files)
+      os.execute(("mkdir -p %s/prebuilt && cp %s %s/prebuilt/app"):format(sh.q(ctx), sh.q(hello), sh.q(ctx)))
+      local tag = dt.name("gen-" .. case.language) .. ":1"
+      local img = build { context = ctx, tags = { tag }, network = "none" }
+      assert.are.equal("buildkit", img.builder)
+      local c <close> = d:run_container { image = tag, wait = true, network = "none", labels = dt.labels }
+      assert.are.equal(0, c.exit_code, c.stderr)
+      assert.are.equal(case.run, c.stdout)
+      if case.check then
+        local k <close> = d:run_container { image = tag, cmd = case.check, wait = true,
+          network = "none", labels = dt.labels }
+        assert.matches(case.want, k.stdout, 1, true)
+      end
+      sh.run({ "rm", "-rf", ctx })
+    end)
+  end
+end)
+
 describe("buildkit.decode_status", function()
   it("reports a message that is not base64 or not a StatusResponse", function()
     local t, why = bk.decode_status("not base64!")
