@@ -175,14 +175,14 @@ describe("registry referrers", function()
       if not sh.read(work .. "/cosign.key") then cosign({ "generate-key-pair" }) end
       cosign(cat({ "sign", "--key", work .. "/cosign.key", "--tlog-upload=false" }, INSECURE, { ref }))
       sh.write(work .. "/predicate.json", '{"buildType":"myrmex-test"}')
-      cosign(cat({ "attest", "--key", work .. "/cosign.key", "--tlog-upload=false", "--type", "slsaprovenance",
+      cosign(cat({ "attest", "--key", work .. "/cosign.key", "--tlog-upload=false", "--type", "custom",
         "--predicate", work .. "/predicate.json" }, INSECURE, { ref }))
     end
 
     local function verify(ref)
       cosign(cat({ "verify", "--key", work .. "/cosign.pub", "--insecure-ignore-tlog=true" }, INSECURE, { ref }))
       cosign(cat({ "verify-attestation", "--key", work .. "/cosign.pub", "--insecure-ignore-tlog=true", "--type",
-        "slsaprovenance" }, INSECURE, { ref }))
+        "custom" }, INSECURE, { ref }))
     end
 
     it("an SBOM attached by oras (fallback tag on distribution 2.8) is discovered on the copy", function()
@@ -242,7 +242,7 @@ describe("registry referrers", function()
         fc:push_image(work .. "/img", "api/app:v1")
         if not fc:_referrers_api("api/app", img.digest) then
           -- crane 0.22's `registry serve` does not serve GET /v2/<name>/referrers/<digest>.
-          return pending("no registry in the test bed serves the referrers API")
+          return "no API"
         end
         local ref = servers[1].host .. "/api/app@" .. img.digest
         sign_and_attest(ref)
@@ -254,6 +254,7 @@ describe("registry referrers", function()
       end)
       for _, s in ipairs(servers) do os.execute("kill " .. s.pid .. " 2>/dev/null") end
       assert(ok, err)
+      if err == "no API" then pending("no registry in the test bed serves the referrers API (crane's does not)") end
     end)
   end)
 end)
