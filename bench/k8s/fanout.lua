@@ -13,7 +13,8 @@ log.configure({ level = "warn" })
 local reg, n, par = arg[1], tonumber(arg[2] or "64"), tonumber(arg[3] or "8")
 assert(reg, "usage: bench/k8s/fanout.lua REGISTRY_HOST [ITEMS] [PARALLELISM]")
 local recipe = "examples/fan-out/square.lua"
-local target = reg .. "/mxb-fanout/runner:" .. rt.getpid()
+-- A repository of its own, so the first push is a real one (blobs are per repository).
+local target = reg .. "/mxb-fanout-" .. rt.getpid() .. "/runner:1"
 local items = {}
 for i = 1, n do items[i] = { n = i, sleep = 1 } end
 
@@ -33,7 +34,8 @@ local ns = "mxb-fanout-" .. rt.getpid()
 c:create({ apiVersion = "v1", kind = "Namespace", metadata = { name = ns } })
 local ok, err = pcall(function()
   local t0 = rt.monotonic()
-  local h <close> = c:fan_out_start({ recipe = recipe, items = items, parallelism = par, push_to = target, namespace = ns })
+  local h <close> = c:fan_out_start({ recipe = recipe, items = items, parallelism = par, push_to = target,
+    namespace = ns })
   local t_start = rt.monotonic() - t0
   local t1 = rt.monotonic()
   local res = h:wait()
@@ -43,7 +45,8 @@ local ok, err = pcall(function()
   h:close()
   local total = rt.monotonic() - t0
   print(("cluster: %d items, parallelism %d: %.2f s wall (start incl. image reuse %.2f s, Job to complete and "
-    .. "results listed %.2f s); %d ok; overhead per item %.3f s"):format(n, par, total, t_start, t_wait, okn, total / n))
+    .. "results listed %.2f s); %d ok; overhead per item %.3f s"):format(n, par, total, t_start, t_wait, okn,
+    total / n))
 end)
 c:delete("namespaces", ns)
 if not ok then error(err, 0) end

@@ -341,7 +341,9 @@ local function cmd_run(args, first, force_plan)
     if not o.recipe then usage("run --items needs a RECIPE") end
     return require("myrmex.k8s.fanout").cli(o, force_plan)
   end
-  if o.parallelism or o.push_to or o.plan or o.timeout then usage("--parallelism, --push-to, --plan and --timeout go with --items") end
+  if o.parallelism or o.push_to or o.plan or o.timeout then
+    usage("--parallelism, --push-to, --plan and --timeout go with --items")
+  end
   if o.on then
     if not o.recipe then usage("run --on kubernetes needs a RECIPE") end
     plan.set_active(force_plan or o.dry_run)

@@ -119,7 +119,9 @@ end
 ---@param dir string
 ---@return {layout:string, digest:string, config_digest:string, layer_digest:string, size:integer, manifest:string}
 function M.build_layout(contents, dir)
-  if type(contents) ~= "table" or type(contents.files) ~= "table" then misuse("build_layout", "contents table expected") end
+  if type(contents) ~= "table" or type(contents.files) ~= "table" then
+    misuse("build_layout", "contents table expected")
+  end
   if type(dir) ~= "string" then misuse("build_layout", "dir must be a string") end
   for _, d in ipairs({ dir, dir .. "/blobs", dir .. "/blobs/sha256" }) do assert(rt.mkdir(d)) end
   local tmp = dir .. "/blobs/layer.tar"
@@ -154,7 +156,8 @@ function M.build_layout(contents, dir)
     layers = json.array({ { mediaType = LAYER_TYPE, digest = ld, size = lsize } }) }, { sort_keys = true })
   local mdesc = put_blob(dir, MANIFEST_TYPE, manifest)
   write_file(dir .. "/oci-layout", '{"imageLayoutVersion":"1.0.0"}')
-  write_file(dir .. "/index.json", json.encode({ schemaVersion = 2, mediaType = "application/vnd.oci.image.index.v1+json",
+  write_file(dir .. "/index.json", json.encode({ schemaVersion = 2,
+    mediaType = "application/vnd.oci.image.index.v1+json",
     manifests = json.array({ mdesc }) }, { sort_keys = true }))
   return { layout = dir, digest = mdesc.digest, config_digest = cdesc.digest, layer_digest = ld, size = lsize,
     manifest = manifest }
@@ -225,7 +228,8 @@ function M.ensure(opts)
       local target = opts.push_to and (opts.push_to:gsub("[:@][^/]*$", "") .. "@" .. built.digest)
         or ("myrmex-fanout/" .. (contents.recipe:match("([^/]+)$"):gsub("%.lua$", ""):lower()) .. ":"
           .. built.config_digest:sub(8, 19))
-      plan.record({ engine = opts.push_to and "registry" or "docker", op = opts.push_to and "push_image" or "load_image",
+      plan.record({ engine = opts.push_to and "registry" or "docker",
+        op = opts.push_to and "push_image" or "load_image",
         target = target, args = { digest = built.digest, bytes = built.size } })
       out.image = target
     elseif opts.push_to then

@@ -44,7 +44,9 @@ local function check(spec)
   if type(spec.recipe) ~= "string" or spec.recipe == "" then bad("recipe must be a path or a recipe name") end
   if type(spec.items) ~= "table" or #spec.items == 0 then bad("items must be a non-empty list of params tables") end
   for k in pairs(spec.items) do
-    if math.type(k) ~= "integer" or k < 1 or k > #spec.items then bad("items must be a list (key " .. tostring(k) .. ")") end
+    if math.type(k) ~= "integer" or k < 1 or k > #spec.items then
+      bad("items must be a list (key " .. tostring(k) .. ")")
+    end
   end
   for i, it in ipairs(spec.items) do
     if type(it) ~= "table" then bad(("items[%d] must be a table of params, got %s"):format(i, type(it))) end
@@ -59,13 +61,18 @@ local function check(spec)
   for _, k in ipairs({ "image", "push_to", "namespace", "name" }) do
     if spec[k] ~= nil and (type(spec[k]) ~= "string" or spec[k] == "") then bad(k .. " must be a non-empty string") end
   end
-  if spec.image and spec.push_to then bad("image and push_to exclude each other (push_to is where myrmex pushes the image it packs)") end
-  if spec.resources ~= nil and type(spec.resources) ~= "table" then bad("resources must be a table {requests=, limits=}") end
+  if spec.image and spec.push_to then
+    bad("image and push_to exclude each other (push_to is where myrmex pushes the image it packs)")
+  end
+  if spec.resources ~= nil and type(spec.resources) ~= "table" then
+    bad("resources must be a table {requests=, limits=}")
+  end
   if spec.command ~= nil and type(spec.command) ~= "table" then bad("command must be a list of strings") end
   local ok, text = pcall(json.encode, json.array(spec.items))
   if not ok then bad("items cannot be sent as JSON: " .. tostring(text)) end
   if #text > M.ITEMS_LIMIT then
-    bad(("items are %d bytes of JSON; a ConfigMap holds about %d: pass references, not data"):format(#text, M.ITEMS_LIMIT))
+    bad(("items are %d bytes of JSON; a ConfigMap holds about %d: pass references, not data"):format(#text,
+      M.ITEMS_LIMIT))
   end
   return p, retries, text
 end
@@ -174,7 +181,8 @@ function M.collect(n, job, pods)
   for i = 0, n - 1 do
     local list = by_index[i] or {}
     table.sort(list, function(a, b)
-      return (a.metadata.creationTimestamp or "") .. a.metadata.name < (b.metadata.creationTimestamp or "") .. b.metadata.name
+      return (a.metadata.creationTimestamp or "") .. a.metadata.name
+        < (b.metadata.creationTimestamp or "") .. b.metadata.name
     end)
     local chosen
     for _, p in ipairs(list) do
@@ -204,7 +212,8 @@ function M.collect(n, job, pods)
       if not r.error then
         local why
         if t then
-          why = ("pod %s exited with code %s (%s)"):format(chosen.metadata.name, tostring(t.exitCode), tostring(t.reason))
+          why = ("pod %s exited with code %s (%s)"):format(chosen.metadata.name, tostring(t.exitCode),
+            tostring(t.reason))
         elseif chosen then
           why = ("pod %s did not finish (phase %s)"):format(chosen.metadata.name, tostring((chosen.status or {}).phase))
         else
@@ -291,7 +300,8 @@ function Handle:wait()
       local pods = {}
       partial = M.collect(f.n, { status = last }, pods)
     end
-    errors.raise({ code = "Timeout", engine = "k8s", message = ("fan-out job %s/%s timed out after %gs; items finished: %s; "
+    errors.raise({ code = "Timeout", engine = "k8s",
+      message = ("fan-out job %s/%s timed out after %gs; items finished: %s; "
       .. "job and pods deleted"):format(ns, f.name, f.timeout or 0, finished_text(set, f.n)),
       details = { finished = (function()
         local l = {}
@@ -359,7 +369,8 @@ function M.start(client, spec)
     error(created, 0)
   end
   if created.spec.backoffLimitPerIndex == nil then
-    teardown({ client = client, namespace = ns, name = created.metadata.name, uid = created.metadata.uid, cm = cm_name })
+    teardown({ client = client, namespace = ns, name = created.metadata.name, uid = created.metadata.uid,
+      cm = cm_name })
     errors.raise({ code = "Engine", engine = "k8s", message = "the server dropped spec.backoffLimitPerIndex "
       .. "(Kubernetes before 1.29, or the JobBackoffLimitPerIndex feature off): fan-out needs it so one failing "
       .. "item does not stop the others" }, 0)
@@ -428,7 +439,8 @@ function M.encode_record(rec, index)
   local ok, text = pcall(json.encode, rec)
   if not ok then
     return json.encode({ ok = false, seconds = rec.seconds, error = { code = "Invalid",
-      message = ("item %d: the recipe's result cannot be sent back as JSON: %s"):format(index, tostring(text)) } }), true
+      message = ("item %d: the recipe's result cannot be sent back as JSON: %s"):format(index,
+        tostring(text)) } }), true
   end
   if #text > M.MESSAGE_LIMIT then
     return json.encode({ ok = false, seconds = rec.seconds, error = { code = "Invalid",
@@ -491,7 +503,9 @@ function M.run_local(spec)
     error("fanout.run_local: items must be a non-empty list of params tables", 2)
   end
   for i, it in ipairs(spec.items) do
-    if type(it) ~= "table" then error(("fanout.run_local: items[%d] must be a table of params, got %s"):format(i, type(it)), 2) end
+    if type(it) ~= "table" then
+      error(("fanout.run_local: items[%d] must be a table of params, got %s"):format(i, type(it)), 2)
+    end
   end
   local path = require("myrmex.recipe").find(spec.recipe or "")
   if not path then error("fanout.run_local: no recipe '" .. tostring(spec.recipe) .. "'", 2) end
