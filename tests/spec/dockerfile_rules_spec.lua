@@ -287,6 +287,22 @@ describe("ShellCheck inside RUN", function()
     -- the exec form give nothing.
     assert.are.same({ "3 SC2086", "3 SC2086", "7 SC2045", "7 SC2086" }, got)
     assert.are.same({}, lines_of(dockerfile.lint(text, { shell = false }), "SC2086"))
+    -- One shellcheck process for the file, whatever the number of RUNs: a wrapper counts.
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    local wrapper = dir .. "/shellcheck"
+    local w = assert(io.open(wrapper, "w"))
+    w:write("#!/bin/sh\necho run >> " .. dir .. "/count\nexec " .. SHELLCHECK .. " \"$@\"\n")
+    w:close()
+    assert(os.execute("chmod +x " .. wrapper))
+    local via = dockerfile.lint(text, { shell = wrapper })
+    local c = assert(io.open(dir .. "/count", "r"))
+    local runs = select(2, c:read("a"):gsub("run\n", ""))
+    c:close()
+    os.execute("rm -rf " .. dir)
+    assert.are.equal(1, runs)
+    assert.are.same(found, via)
   end)
 
   it("keeps a heredoc body's own #! line first, so bash syntax is bash and lines still match", function()
