@@ -305,6 +305,15 @@ describe("ShellCheck inside RUN", function()
     assert.are.same(found, via)
   end)
 
+  it("raises an Engine error when shellcheck fails, and runs without it when told", function()
+    local err = select(2, pcall(dockerfile.lint, "FROM a:1\nRUN echo\n", { shell = "/bin/false" }))
+    assert.is_true(require("myrmex.errors").is(err, "Engine"), tostring(err))
+    assert.are.equal("shellcheck: Engine: dockerfile.lint: /bin/false wrote output that is not its json1 format",
+      tostring(err))
+    local missing = select(2, pcall(dockerfile.lint, "FROM a:1\nRUN echo\n", { shell = "/nonexistent/shellcheck" }))
+    assert.is_true(require("myrmex.errors").is(missing, "NotFound"), tostring(missing))
+  end)
+
   it("keeps a heredoc body's own #! line first, so bash syntax is bash and lines still match", function()
     if not SHELLCHECK then
       pending("shellcheck is not installed (Debian: apt-get install shellcheck)")

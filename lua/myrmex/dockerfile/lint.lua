@@ -174,10 +174,17 @@ local function shellcheck(df, ctx, exe, pragma_shell, add)
     local argv = { exe, "--format=json1", "--norc", "--exclude=" .. SC_EXCLUDE }
     for _, p in ipairs(files) do argv[#argv + 1] = p end
     local res = process.run({ argv = argv, timeout = 120, max_output = 64 * 1024 * 1024 })
+    -- 0: clean, 1: findings; anything else is shellcheck failing, a failure of the world.
     if res.status ~= 0 and res.status ~= 1 then
-      error("dockerfile.lint: shellcheck " .. process.describe(res) .. ": " .. (res.stderr:match("[^\n]*")))
+      require("myrmex.errors").raise({ code = "Engine", engine = "shellcheck",
+        message = "dockerfile.lint: " .. exe .. " " .. process.describe(res) .. ": "
+          .. (res.stderr:match("[^\n]*") or "") })
     end
-    local out = json.decode(res.stdout)
+    local decoded, out = pcall(json.decode, res.stdout)
+    if not decoded or type(out) ~= "table" then
+      require("myrmex.errors").raise({ code = "Engine", engine = "shellcheck",
+        message = "dockerfile.lint: " .. exe .. " wrote output that is not its json1 format" })
+    end
     for _, c in ipairs(out.comments or {}) do
       local m = map[c.file]
       if m then
