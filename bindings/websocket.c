@@ -5,7 +5,9 @@
  * masking and TLS; this file only queues messages both ways.
  *
  * Each connection has its own lws context, driven by conn:poll(ms), which services it for at
- * most ms milliseconds and returns the state. Lua loops over poll, so a Ctrl-C hook runs
+ * most ms milliseconds and returns the state. lws's own service call waits on its internal
+ * timers (up to 30 s here), so the waiting is a poll() of ours on the connection's socket;
+ * lws then serves what is ready without waiting (lws_service with a negative timeout). Lua loops over poll, so a Ctrl-C hook runs
  * between two polls and nothing here blocks for long. Messages received are queued (bounded
  * by max_queue bytes) until conn:recv() takes them; conn:send() queues a binary message that
  * the next polls write.
@@ -13,6 +15,7 @@
  * The userdata holds a pointer to a heap object (the callbacks of a context being destroyed
  * still reach it), freed by __gc/__close after the context.
  */
+#include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +41,6 @@ typedef struct {
   struct lws *wsi;
   enum ws_state state;
   int closing;      /* close() asked: send a close frame once the queue is written */
-  int woken;        /* the poll timer fired */
   int http_status;  /* of a refused upgrade */
   int close_code;   /* from the peer's close frame */
   char error[256];
@@ -49,7 +51,6 @@ typedef struct {
   unsigned char *frag; /* the message being received, in fragments */
   size_t frag_len, frag_cap;
   msg *out_head, *out_tail;
-  lws_sorted_usec_list_t sul;
 } ws_conn;
 
 typedef struct {
@@ -87,10 +88,13 @@ static int on_event(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return -1;
     break;
   }
-  case LWS_CALLBACK_CLIENT_ESTABLISHED:
-    c->state = WS_OPEN;
+  case LWS_CALLBACK_CLIENT_FILTER_PRE_ESTABLISH:
+    /* The handshake's headers are still there: the subprotocol the server chose. */
     if (lws_hdr_copy(wsi, c->protocol, (int)sizeof c->protocol, WSI_TOKEN_PROTOCOL) < 0)
       c->protocol[0] = '\0';
+    break;
+  case LWS_CALLBACK_CLIENT_ESTABLISHED:
+    c->state = WS_OPEN;
     if (c->out_head || c->closing)
       lws_callback_on_writable(wsi);
     break;
@@ -415,26 +419,23 @@ static int ws_connect(lua_State *L) {
   return 1;
 }
 
-static void wake(lws_sorted_usec_list_t *sul) {
-  ws_conn *c = lws_container_of(sul, ws_conn, sul);
-  c->woken = 1;
-}
-
 /* poll(ms) -> state: service the connection until something happened or ms passed. */
 static int ws_poll(lua_State *L) {
   ws_conn *c = check_conn(L);
   lua_Integer ms = luaL_optinteger(L, 2, 100);
   if (c->ctx && (c->state == WS_CONNECTING || c->state == WS_OPEN)) {
-    c->woken = 0;
-    lws_sul_schedule(c->ctx, 0, &c->sul, wake, (lws_usec_t)(ms < 0 ? 0 : ms) * 1000);
-    size_t before = c->in_bytes;
-    enum ws_state s0 = c->state;
-    /* One service call returns after one round of events; stop at the timer, a new message
-     * or a change of state. */
-    while (!c->woken && c->in_bytes == before && c->state == s0 && c->ctx)
-      if (lws_service(c->ctx, 0) < 0)
-        break;
-    lws_sul_cancel(&c->sul);
+    /* 0 when lws already holds work (TLS bytes read ahead, a pending write): do not wait. */
+    int wait = lws_service_adjust_timeout(c->ctx, ms < 0 ? 0 : (int)ms, 0);
+    int fd = c->wsi ? (int)lws_get_socket_fd(c->wsi) : -1;
+    if (fd >= 0 && wait > 0) {
+      struct pollfd p = {fd, POLLIN, 0};
+      if (c->state == WS_CONNECTING || c->out_head || c->closing)
+        p.events |= POLLOUT;
+      (void)poll(&p, 1, wait);
+    }
+    /* A negative timeout makes lws poll its sockets without waiting and serve what is ready,
+     * its timers and its pending work. */
+    (void)lws_service(c->ctx, -1);
   }
   lua_pushstring(L, STATE_NAMES[c->state]);
   return 1;

@@ -824,6 +824,35 @@ function Client:logs(pod, opts)
   return #lines > 0 and (table.concat(lines, "\n") .. "\n") or ""
 end
 
+---@class myrmex.k8s.ExecResult
+---@field exit_code integer the process's exit status, from the status channel
+---@field stdout string
+---@field stderr string
+---@field protocol string the channel protocol the server chose (v5.channel.k8s.io or v4.channel.k8s.io)
+
+--- Run a command in a pod's container over WebSocket (`v5.channel.k8s.io`, else
+--- `v4.channel.k8s.io`), as `kubectl exec` does, and wait for it to end. `stdin` is sent and
+--- then closed (v5). A command that cannot start raises Engine with the server's message.
+---@param pod string
+---@param opts {cmd:string[], stdin?:string, container?:string, namespace?:string, timeout?:number, tty?:boolean}
+---@return myrmex.k8s.ExecResult
+function Client:exec(pod, opts)
+  if type(pod) ~= "string" then error("k8s.exec: pod name must be a string", 2) end
+  opts = check_opts("k8s.exec", opts, set { "cmd", "stdin", "container", "namespace", "timeout", "tty" })
+  return require("myrmex.k8s.stream").run(self, pod, opts, false)
+end
+
+--- Attach to the main process of a pod's container (as `kubectl attach`): what it prints from
+--- now on until it ends, and its exit code; `stdin` is sent to it.
+---@param pod string
+---@param opts? {stdin?:string, container?:string, namespace?:string, timeout?:number, tty?:boolean}
+---@return myrmex.k8s.ExecResult
+function Client:attach(pod, opts)
+  if type(pod) ~= "string" then error("k8s.attach: pod name must be a string", 2) end
+  opts = check_opts("k8s.attach", opts, set { "stdin", "container", "namespace", "timeout", "tty" })
+  return require("myrmex.k8s.stream").run(self, pod, opts, true)
+end
+
 ---@class myrmex.k8s.RunJobSpec
 ---@field image any
 ---@field command? any
