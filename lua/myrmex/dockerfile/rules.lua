@@ -89,11 +89,13 @@ local function operands(cmd, from, takes_value)
   return out
 end
 
---- A short-option cluster or long option among the words: `-y`, `-qy`, `--yes`.
+--- A short-option cluster or long option among the words: `-y`, `-qy`, `--yes`; a cluster
+--- may end in an option's value (`-qO-`, `-qO/tmp/x`).
 local function has_switch(cmd, short, longs)
   for k = 2, #cmd.words do
     local w = cmd.words[k]
-    if w:match("^%-%a+$") and short and w:find(short, 2, true) then return true end
+    local cluster = not w:match("^%-%-") and w:match("^%-(%a+)")
+    if cluster and short and cluster:find(short, 1, true) then return true end
     for _, l in ipairs(longs or {}) do
       if w == l or w:sub(1, #l + 1) == l .. "=" then return true end
     end
