@@ -1,4 +1,4 @@
--- needs: docker
+-- needs: docker registry
 -- Builds through BuildKit against the real dockerd (POST /build?version=2), compared with the
 -- docker CLI's built-in BuildKit client (Debian's 20.10 /usr/bin/docker, DOCKER_BUILDKIT=1):
 -- cache mounts, concurrent and skipped stages, the progress events, a failing step, the
@@ -298,6 +298,42 @@ describe("docker build_image with BuildKit", function()
     end)
     os.execute("kill " .. pid)
     sh.run({ "rm", "-rf", dir })
+    if not ok then error(err, 0) end
+  end)
+
+  it("answers the engine's registry credential requests from myrmex's own lookup", function()
+    local reg = require("tests.support.registry")
+    local r = reg.start { mode = "token" }
+    local ok, err = pcall(function()
+      local x = sh.run({ "skopeo", "copy", "--dest-tls-verify=false", "--dest-creds", "tester:s3cret-pass",
+        "docker-daemon:" .. base, "docker://" .. r.host .. "/mxt/base:1" })
+      assert(x.code == 0, x.stderr)
+      local cfg = dt.tmpdir { ["config.json"] = ('{"auths": {"%s": {"auth": "dGVzdGVyOnMzY3JldC1wYXNz"}}}')
+        :format(r.host) }
+      -- The token server lets anyone pull and refuses a wrong password: a build with
+      -- a wrong password in the user's config fails only if the engine used what myrmex gave it.
+      local wrong = dt.tmpdir { ["config.json"] = ('{"auths": {"%s": {"auth": "dGVzdGVyOndyb25n"}}}')
+        :format(r.host) }
+      local ctx = dt.tmpdir { Dockerfile = "FROM " .. r.host .. "/mxt/base:1\nRUN echo pulled > /p\n" }
+      local tag = dt.name("auth") .. ":1"
+      -- pull = true: the engine resolves the base on the registry (127.0.0.1), whose token
+      -- server wants the user's password; the engine asks the session for it.
+      local code = ([[
+        local d = require("myrmex.docker").connect()
+        d:build_image { context = %q, tags = { %q }, pull = true, network = "none", nocache = true,
+          labels = { ["myrmex.test"] = %q } }
+      ]]):format(ctx, tag, dt.run_id)
+      local out = sh.myrmex({ "-e", code }, { env = { DOCKER_CONFIG = wrong } })
+      assert.are_not.equal(0, out.code, "a wrong password did not fail the build")
+      assert.matches("failed to authorize", out.stderr, 1, true)
+      assert.is_nil(out.stderr:find("tester:wrong", 1, true))
+      out = sh.myrmex({ "-e", code }, { env = { DOCKER_CONFIG = cfg } })
+      assert.are.equal(0, out.code, out.stderr)
+      assert.are.equal("pulled\n", run_in(tag, { "cat", "/p" }))
+      assert.is_nil(out.stderr:find("s3cret-pass", 1, true))
+      sh.run({ "rm", "-rf", cfg, wrong, ctx })
+    end)
+    r:stop()
     if not ok then error(err, 0) end
   end)
 
