@@ -2161,13 +2161,18 @@ static void sync_emit(lua_State *L, sync_walker *w, const char *rel, const struc
   if (w->nfiles == w->capfiles) {
     size_t cap = w->capfiles ? w->capfiles * 2 : 256;
     char **p = realloc(w->files, cap * sizeof *p);
-    if (!p)
+    if (!p) {
       luaL_error(L, "archive.sync_walk: out of memory");
+      return;
+    }
     w->files = p, w->capfiles = cap;
   }
-  w->files[w->nfiles] = S_ISREG(st->st_mode) ? strdup(rel) : NULL;
-  if (S_ISREG(st->st_mode) && !w->files[w->nfiles])
+  char *path = S_ISREG(st->st_mode) ? strdup(rel) : NULL;
+  if (S_ISREG(st->st_mode) && !path) {
     luaL_error(L, "archive.sync_walk: out of memory");
+    return;
+  }
+  w->files[w->nfiles] = path;
   w->nfiles++;
   Myrmex__Fsutil__Stat fs = MYRMEX__FSUTIL__STAT__INIT;
   fs.path = (char *)rel;
@@ -2400,7 +2405,7 @@ static int ar_sync_packet(lua_State *L) {
                     : MYRMEX__FSUTIL__PACKET__PACKET_TYPE__PACKET_ERR;
   size_t len = 0;
   const char *msg = t == 2 ? luaL_checklstring(L, 2, &len) : NULL;
-  p.data.data = (uint8_t *)(uintptr_t)msg, p.data.len = len;
+  p.data.data = (uint8_t *)msg, p.data.len = len; /* only read by pack */
   push_packet(L, &p);
   return 1;
 }

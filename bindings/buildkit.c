@@ -314,7 +314,7 @@ static int bk_encode_message(lua_State *L) {
       size_t len;
       const char *p = luaL_checklstring(L, -1, &len);
       ProtobufCBinaryData *bd = (void *)at;
-      bd->data = (uint8_t *)(uintptr_t)p, bd->len = len;
+      bd->data = (uint8_t *)p, bd->len = len; /* only read by pack */
       break;
     }
     case PROTOBUF_C_TYPE_INT32:

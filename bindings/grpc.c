@@ -108,6 +108,8 @@ static void queue(server *sv, int kind, int32_t stream, const char *data, size_t
   sv->tail = e;
 }
 
+static void call_release(call *c);
+
 static void call_free(server *sv, call *c) {
   if (!c)
     return;
@@ -117,6 +119,11 @@ static void call_free(server *sv, call *c) {
     sv->calls = c->next;
   if (c->next)
     c->next->prev = c->prev;
+  call_release(c);
+}
+
+/* The call's memory, once it is off the server's list. */
+static void call_release(call *c) {
   free(c->in.p);
   free(c->out.p);
   free(c->hdrs.p);
@@ -296,8 +303,12 @@ static int server_close(lua_State *L) {
     nghttp2_session_del(sv->h2); /* frees its streams without calling back */
     sv->h2 = NULL;
   }
-  while (sv->calls)
-    call_free(sv, sv->calls);
+  for (call *c = sv->calls; c;) {
+    call *next = c->next;
+    call_release(c);
+    c = next;
+  }
+  sv->calls = NULL;
   drop_events(sv);
   return 0;
 }
