@@ -16,10 +16,16 @@ end
 -- default; 1 applies them one by one).
 local applied = c:apply_manifest(table.concat(parts, "\n---\n"),
   { parallel = tonumber(os.getenv("MYRMEX_BENCH_PARALLEL") or "") })
+-- MYRMEX_BENCH_NO_WAIT=1: the apply alone (bench/k8s/real.sh compares it with curl's floor).
+if os.getenv("MYRMEX_BENCH_NO_WAIT") then
+  print("applied", #applied)
+  return
+end
 local pending = {}
 for _, o in ipairs(applied) do pending[o.metadata.name] = true end
 local left = #applied
-c:watch("deployments", { namespace = ns, timeout = 120 }, function(ev)
+local timeout = tonumber(os.getenv("MYRMEX_BENCH_TIMEOUT") or "") or 120
+c:watch("deployments", { namespace = ns, timeout = timeout }, function(ev)
   if pending[ev.object.metadata.name] and rollout.deployment_status(ev.object) then
     pending[ev.object.metadata.name] = nil
     left = left - 1

@@ -26,7 +26,8 @@ for f in sorted(os.listdir(d)):
     apply("/apis/apps/v1/namespaces/%s/deployments/%s" % (ns, obj["metadata"]["name"]), obj)
     names.add(obj["metadata"]["name"])
 w = watch.Watch()
-for ev in w.stream(apps.list_namespaced_deployment, ns, timeout_seconds=120):
+for ev in w.stream(apps.list_namespaced_deployment, ns,
+                   timeout_seconds=int(os.environ.get("MYRMEX_BENCH_TIMEOUT", "120"))):
     o = ev["object"]
     s = o.status
     if o.metadata.generation <= (s.observed_generation or 0) and (s.available_replicas or 0) == o.spec.replicas \
@@ -34,4 +35,6 @@ for ev in w.stream(apps.list_namespaced_deployment, ns, timeout_seconds=120):
         names.discard(o.metadata.name)
     if not names:
         w.stop()
+if names:
+    sys.exit("not ready: %d deployments" % len(names))
 print("ready")
