@@ -130,6 +130,26 @@ describe("myrmex.core.compress", function()
     assert.truthy(tostring(err):find("zstd", 1, true), tostring(err))
   end)
 
+  it("an encoder closed part-way stops its workers and frees its blocks (no result)", function()
+    for _ = 1, 5 do
+      local src, job = compress.encoder(source.from_file(tar), { format = "gzip", block_size = 65536 })
+      assert.truthy(src:read(1000))
+      src:close()
+      assert.is_nil(job:result())
+      local zs, zj = compress.encoder(source.from_file(tar), { format = "zstd" })
+      assert.truthy(zs:read(1000))
+      zs = nil -- luacheck: ignore
+      collectgarbage()
+      assert.is_nil(zj:result())
+    end
+    collectgarbage()
+    -- Still usable afterwards: the pool's queue holds nothing of the closed streams.
+    local src, job = compress.encoder(source.from_string(string.rep("after ", 10000)), { format = "gzip" })
+    local dec = compress.decoder(source.from_string(drain(src)))
+    assert.are.equal(string.rep("after ", 10000), drain(dec))
+    assert.truthy(job:result())
+  end)
+
   it("raises for misuse with the function's name", function()
     local ok, err = pcall(compress.encoder, source.from_string("x"), { format = "brotli" })
     assert.is_false(ok)
