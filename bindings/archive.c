@@ -2230,12 +2230,15 @@ static int sync_next(lua_State *L) {
     const struct stat *st = f->fts_statp;
     if (S_ISSOCK(st->st_mode))
       continue;
-    if (w->has_exc && matcher_excluded(&w->exc, rel)) {
-      if (f->fts_info == FTS_D && !matcher_may_reinclude(&w->exc, rel))
+    int excluded = w->has_exc && matcher_excluded(&w->exc, rel);
+    if (excluded && (f->fts_info != FTS_D || !matcher_may_reinclude(&w->exc, rel))) {
+      if (f->fts_info == FTS_D)
         fts_set(w->fts, f, FTS_SKIP);
       continue;
     }
-    if (w->has_inc && !matcher_excluded(&w->inc, rel)) {
+    /* An excluded directory an exception reopens, or one not included itself, is sent only
+     * before the first entry under it that is: the receiver wants every parent first. */
+    if (excluded || (w->has_inc && !matcher_excluded(&w->inc, rel))) {
       /* Not included itself: a directory may still hold included paths. */
       if (f->fts_info == FTS_D) {
         if (w->npend == (int)(sizeof w->pend / sizeof w->pend[0])) {

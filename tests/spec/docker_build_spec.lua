@@ -353,6 +353,34 @@ describe("docker build_image with BuildKit", function()
     sh.run({ "rm", "-rf", ctx })
   end)
 
+  it("sends the context exactly as the CLI's file sync does for a tricky .dockerignore", function()
+    local ctx = dt.context {
+      Dockerfile = "FROM " .. base .. "\nCOPY . /ctx\n",
+      [".dockerignore"] = table.concat({
+        "\239\187\191# a comment, after a BOM",
+        "**/*.o", "!keep.o", "/secret.txt", "build", "!build/keep/me", "docs", "!**/a.md",
+        "  spaced.log  ", "Dockerfile",
+      }, "\n"),
+      ["keep.o"] = "k", ["x.o"] = "x", ["src/deep/y.o"] = "y", ["src/main.c"] = "c",
+      ["secret.txt"] = "s", ["src/secret.txt"] = "nested is kept",
+      ["build/keep/me"] = "m", ["build/other"] = "o", ["docs/a.md"] = "a",
+      ["spaced.log"] = "l", ["run.sh"] = { data = "#!/bin/sh\n", mode = 493 },
+      ["private.key"] = { data = "k", mode = 384 },
+    }
+    os.execute(("ln -s src/main.c %s/link"):format(ctx))
+    local ours, cli = dt.name("ign-ours") .. ":1", dt.name("ign-cli") .. ":1"
+    build { context = ctx, tags = { ours }, network = "none" }
+    local r = sh.run(("DOCKER_BUILDKIT=1 /usr/bin/docker build -q --network=none --label myrmex.test=%s -t %s %s")
+      :format(dt.run_id, cli, sh.q(ctx)))
+    assert(r.code == 0, r.stderr)
+    local list = "cd /ctx && find . | sort && stat -c '%n %a %s' run.sh private.key keep.o && readlink link"
+    local want = run_in(cli, { "sh", "-c", list })
+    assert.are.equal(want, run_in(ours, { "sh", "-c", list }))
+    assert.matches("./build/keep/me", want, 1, true)
+    assert.is_nil(want:find("./x.o", 1, true))
+    sh.run({ "rm", "-rf", ctx })
+  end)
+
   it("leaves the Dockerfile out of COPY . as the CLI does, from outside the context or ignored", function()
     local ctx = dt.context { ["keep.txt"] = "k", ["junk.txt"] = "j",
       [".dockerignore"] = "junk.txt\nDockerfile\n",
