@@ -168,6 +168,16 @@ describe("dockerfile rules", function()
       { seen.DL3000, seen.DL3001, seen.DL3011, seen.DL3019, seen.DL3057, seen.DL3048, seen.DL1001, seen.DL4000 })
   end)
 
+  it("is listed rule by rule, with its severity, in docs/dockerfile.md", function()
+    local src = os.getenv("MYRMEX_SOURCE_DIR") or "."
+    local f = assert(io.open(src .. "/docs/dockerfile.md", "r"))
+    local doc = f:read("a")
+    f:close()
+    for _, r in ipairs(dockerfile.rules()) do
+      assert(doc:find("\n| " .. r.id .. " | " .. r.severity .. " |", 1, true), r.id .. " " .. r.severity .. " not in the docs")
+    end
+  end)
+
   it("reads heredoc bodies, cache mounts, ARG values and stage scope where hadolint does not", function()
     -- The body line, not the RUN line.
     assert.are.same({ 4 }, lines_of(lint("FROM a:1\nRUN <<EOF\nset -e\napk add curl\nEOF\n"), "DL3018"))
