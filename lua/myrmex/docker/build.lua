@@ -438,8 +438,8 @@ return function(Client, H)
         else
           query.rm, query.forcerm = o.rm ~= false, o.rm ~= false
         end
-        -- Secrets need BuildKit's session: the engine asks myrmex for them while RUN steps
-        -- mount them, over a second connection served beside the build.
+        -- The context (file sync), secrets and SSH agents need BuildKit's session: the engine
+        -- asks myrmex for them while the build runs, over a second connection served beside it.
         local sess <close> = (o.secrets or o.ssh or sync) and self:_build_session(o, dirs) or nil
         if sess then query.session = sess.id end
         if sync then query.remote = "client-session" end
