@@ -168,9 +168,11 @@ static int digest_base64(lua_State *L) {
 static const luaL_Reg digest_meta[] = {{"__gc", digest_gc}, {"__close", digest_gc}, {NULL, NULL}};
 static const luaL_Reg digest_methods[] = {
     {"update", digest_update}, {"final", digest_final}, {NULL, NULL}};
-static const luaL_Reg digest_funcs[] = {
-    {"new", digest_new}, {"string", digest_string}, {"file", digest_file},
-    {"base64", digest_base64}, {NULL, NULL}};
+static const luaL_Reg digest_funcs[] = {{"new", digest_new},
+                                        {"string", digest_string},
+                                        {"file", digest_file},
+                                        {"base64", digest_base64},
+                                        {NULL, NULL}};
 
 int luaopen_myrmex_core_digest(lua_State *L) {
   mx_crypto_load(L);

@@ -1,16 +1,16 @@
 /*
  * myrmex.core.websocket: a WebSocket client (RFC 6455) over libwebsockets, for the Kubernetes
- * exec, attach and port-forward streams (the channel protocols v5/v4.channel.k8s.io and
- * v4/portforward.k8s.io ride on binary messages). libwebsockets does the handshake, framing,
- * masking and TLS; this file only queues messages both ways.
+ * exec and attach streams (the channel protocols v5/v4.channel.k8s.io ride on binary
+ * messages). libwebsockets does the handshake, framing, masking and TLS; this file only queues
+ * messages both ways.
  *
  * Each connection has its own lws context, driven by conn:poll(ms), which services it for at
  * most ms milliseconds and returns the state. lws's own service call waits on its internal
  * timers (up to 30 s here), so the waiting is a poll() of ours on the connection's socket;
- * lws then serves what is ready without waiting (lws_service with a negative timeout). Lua loops over poll, so a Ctrl-C hook runs
- * between two polls and nothing here blocks for long. Messages received are queued (bounded
- * by max_queue bytes) until conn:recv() takes them; conn:send() queues a binary message that
- * the next polls write.
+ * lws then serves what is ready without waiting (lws_service with a negative timeout). Lua
+ * loops over poll, so a Ctrl-C hook runs between two polls and nothing here blocks for long.
+ * Messages received are queued (bounded by max_queue bytes) until conn:recv() takes them;
+ * conn:send() queues a binary message that the next polls write.
  *
  * The userdata holds a pointer to a heap object (the callbacks of a context being destroyed
  * still reach it), freed by __gc/__close after the context.
@@ -40,9 +40,9 @@ typedef struct {
   struct lws_context *ctx;
   struct lws *wsi;
   enum ws_state state;
-  int closing;      /* close() asked: send a close frame once the queue is written */
-  int http_status;  /* of a refused upgrade */
-  int close_code;   /* from the peer's close frame */
+  int closing;     /* close() asked: send a close frame once the queue is written */
+  int http_status; /* of a refused upgrade */
+  int close_code;  /* from the peer's close frame */
   char error[256];
   char protocol[64];
   char **headers; /* "name:" and value pairs, NULL-terminated */
@@ -180,8 +180,8 @@ static int on_event(struct lws *wsi, enum lws_callback_reasons reason, void *use
   return 0;
 }
 
-static const struct lws_protocols PROTOCOLS[] = {
-    {"myrmex-ws", on_event, 0, 0, 0, NULL, 0}, {NULL, NULL, 0, 0, 0, NULL, 0}};
+static const struct lws_protocols PROTOCOLS[] = {{"myrmex-ws", on_event, 0, 0, 0, NULL, 0},
+                                                 {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 static void conn_free(ws_conn *c) {
   if (!c)
@@ -390,7 +390,8 @@ static int ws_connect(lua_State *L) {
   if (!c->ctx) {
     luaL_pushfail(L);
     lua_pushstring(L, "connect");
-    lua_pushfstring(L, "cannot set up a WebSocket client for %s (TLS files or data unusable?)", url);
+    lua_pushfstring(L, "cannot set up a WebSocket client for %s (TLS files or data unusable?)",
+                    url);
     return 3;
   }
 
@@ -465,8 +466,8 @@ static int ws_send(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 2, &n);
   if (c->state == WS_CLOSED || c->state == WS_FAILED || c->closing)
-    return luaL_error(L, "websocket.send: the connection is %s", c->closing ? "closing"
-                                                                             : STATE_NAMES[c->state]);
+    return luaL_error(L, "websocket.send: the connection is %s",
+                      c->closing ? "closing" : STATE_NAMES[c->state]);
   msg *m = malloc(sizeof *m + LWS_PRE + n);
   if (!m)
     return luaL_error(L, "websocket.send: out of memory");
@@ -528,10 +529,9 @@ static int ws_gc(lua_State *L) {
 }
 
 static const luaL_Reg ws_meta[] = {{"__gc", ws_gc}, {"__close", ws_gc}, {NULL, NULL}};
-static const luaL_Reg ws_methods[] = {{"poll", ws_poll},         {"recv", ws_recv},
-                                      {"send", ws_send},         {"shutdown", ws_shutdown},
-                                      {"info", ws_info},         {"close", ws_gc},
-                                      {NULL, NULL}};
+static const luaL_Reg ws_methods[] = {
+    {"poll", ws_poll}, {"recv", ws_recv}, {"send", ws_send}, {"shutdown", ws_shutdown},
+    {"info", ws_info}, {"close", ws_gc},  {NULL, NULL}};
 static const luaL_Reg ws_funcs[] = {{"connect", ws_connect}, {NULL, NULL}};
 
 int luaopen_myrmex_core_websocket(lua_State *L) {
