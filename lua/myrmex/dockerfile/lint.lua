@@ -461,7 +461,7 @@ function M.config(opts)
   end
   if path then
     local f, err = io.open(path, "r")
-    if not f then config_error(path, err) end
+    if not f then error("dockerfile.config: " .. err, 0) end
     local text = f:read("a")
     f:close()
     local yaml = require("myrmex.yaml")
