@@ -91,6 +91,31 @@ describe("registry with the Docker engine", function()
     assert.truthy(docker("image inspect -f '{{json .RepoDigests}}' " .. sh.q(ref)):find(digest, 1, true))
   end)
 
+  it("streams a gzip engine push too: the only files written are the layer cache's", function()
+    local base = dt.image()
+    local script = work .. "/push-gz.lua"
+    local tmp, cache = work .. "/tmpdir-gz", work .. "/cache-gz"
+    os.execute("mkdir -p " .. sh.q(tmp))
+    sh.write(script, ("local c = require('myrmex.registry').connect(%q, { config = false })\n"
+      .. "print(c:push_image(%q, 'engine/streamed-gz:1').digest)\n"):format(reg.host, base))
+    local r = sh.run({ "strace", "-f", "-qq", "-e", "trace=openat,creat,mkdir,rename", "-o", work .. "/trace-gz",
+      sh.bin, script }, { env = { ASAN_OPTIONS = "detect_leaks=0", TMPDIR = tmp, XDG_CACHE_HOME = cache } })
+    assert.are.equal(0, r.code, r.stderr)
+    local writes = 0
+    for line in sh.read(work .. "/trace-gz"):gmatch("[^\n]+") do
+      local failed = line:find("= -1", 1, true)
+      if not failed and (line:find("O_CREAT", 1, true) or line:find("O_WRONLY", 1, true)
+          or line:find("mkdir(", 1, true) or line:find("rename(", 1, true)) then
+        assert.truthy(line:find(cache, 1, true), line)
+        writes = writes + 1
+      end
+    end
+    assert.truthy(writes > 0)
+    assert.are.equal("", sh.run({ "ls", "-A", tmp }).stdout)
+    local m = json.decode(c:manifest("engine/streamed-gz:1").body)
+    assert.are.equal(registry.media.oci_layer_gzip, m.layers[1].mediaType)
+  end)
+
   it("skips the layers the registry has, from the diff ids, and the image still runs", function()
     local base = dt.image()
     c:push_image(base, "engine/derived:base", { compression = "none" })

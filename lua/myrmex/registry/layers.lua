@@ -146,7 +146,14 @@ end
 function M.cache_put(fmt, level, diff_id, digest, size)
   local dir, hex = cache_file(fmt, level, diff_id)
   if not dir then return end
-  if not rt.stat(dir) then os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null") end
+  if not rt.stat(dir) then
+    -- mkdir -p without a shell: the engine push stays one process writing only the cache.
+    local path = ""
+    for part in dir:gmatch("[^/]+") do
+      path = path .. "/" .. part
+      if not rt.stat(path) and not rt.mkdir(path) then return end
+    end
+  end
   local tmp = dir .. "/." .. hex .. ".tmp"
   local f = io.open(tmp, "wb")
   if not f then return end
