@@ -63,7 +63,7 @@ local ORDER = { "churn", "clean", "waste", "opaque" }
 -- sub/f2 of layer 1), layer 3 has a file and a hard link to it, layer 4 changes only the
 -- mode of that file, layer 5 deletes the opaque directory, layer 6 puts a file where the
 -- directory r/dir was, layer 7 deletes r, and layer 8 deletes a path that never existed
--- between two files.
+-- between two files and lists one of them twice.
 local OPAQUE_LAYERS = {
   { ["bin/busybox"] = "busybox", ["o/d/f1"] = 3000, ["o/d/sub/f2"] = 2000, ["o/keep"] = 1000,
     ["r/dir/a"] = 700, ["r/dir/b"] = 300 },
@@ -76,7 +76,15 @@ local OPAQUE_LAYERS = {
   { ["-pre"] = 50, [".wh.nothere"] = 0, ["zz"] = 100 },
 }
 
-local function load_opaque(dir, ref)
+-- With `append`, layer 8's tar lists -pre a second time, with 70 bytes: the engine refuses
+-- such a layer ("duplicates of file paths not supported"), so that archive is only read
+-- as a file, by dive and by image.analyze.
+local OPAQUE_APPEND = { [8] = { "-pre", 70 } }
+
+--- Write the docker-archive dir/<name>.tar of OPAQUE_LAYERS, tagged ref; returns its path.
+local function opaque_archive(dir, name, ref, append)
+  dir = dir .. "/" .. name
+  assert(os.execute("mkdir -p " .. sh.q(dir)))
   local diff_ids, layer_files, history = {}, {}, {}
   for i, files in ipairs(OPAQUE_LAYERS) do
     local root = dir .. "/opaque-l" .. i
@@ -105,6 +113,18 @@ local function load_opaque(dir, ref)
     local r = sh.run(("tar --sort=name --owner=0 --group=0 --numeric-owner -cf %s/%s -C %s ."):format(
       sh.q(dir), tarname, sh.q(root)))
     assert(r.code == 0, r.stderr)
+    if append and OPAQUE_APPEND[i] then
+      -- The same path again at the end of the tar, with other bytes.
+      local again = dir .. "/again-l" .. i
+      assert(os.execute("mkdir -p " .. sh.q(again)))
+      local extra, size = table.unpack(OPAQUE_APPEND[i])
+      local fa = assert(io.open(again .. "/" .. extra, "wb"))
+      fa:write(rand(size))
+      fa:close()
+      r = sh.run(("tar --owner=0 --group=0 --numeric-owner -rf %s/%s -C %s ./%s"):format(sh.q(dir), tarname,
+        sh.q(again), extra))
+      assert(r.code == 0, r.stderr)
+    end
     local sum = sh.run(("sha256sum %s/%s"):format(sh.q(dir), tarname)).stdout:match("^(%x+)")
     diff_ids[i] = "sha256:" .. sum
     layer_files[i] = tarname
@@ -122,8 +142,13 @@ local function load_opaque(dir, ref)
   fh:close()
   local files = { "manifest.json", "config.json" }
   for _, lf in ipairs(layer_files) do files[#files + 1] = lf end
-  local r = sh.run(("cd %s && tar -cf opaque.tar %s && docker load -q -i opaque.tar"):format(sh.q(dir),
-    table.concat(files, " ")))
+  local r = sh.run(("cd %s && tar -cf %s.tar %s"):format(sh.q(dir), name, table.concat(files, " ")))
+  assert(r.code == 0, r.stderr)
+  return dir .. "/" .. name .. ".tar"
+end
+
+local function load_opaque(dir, ref)
+  local r = sh.run("docker load -q -i " .. sh.q(opaque_archive(dir, "opaque", ref, false)))
   assert(r.code == 0, r.stderr)
 end
 
@@ -188,7 +213,8 @@ describe("image.analyze follows dive's view of the stack", function()
   -- by name) is not counted.
   -- Sum B + 26850, smallest per path B + 21850 (h/one is seen twice, 5000 each time), less 1:
   -- dive made an entry for "nothere" with its "no size yet" minimum of -1 before the
-  -- whiteout failed, and no later layer sizes that path.
+  -- whiteout failed, and no later layer sizes that path. The same archive with -pre listed
+  -- twice in layer 8 (50, then 70 bytes): one node of 70 for dive, so 20 more on each side.
   it("weighs whiteouts in dive's view of the stack, and stops where dive's visit stops", function()
     local fh = assert(io.open(BB, "rb"))
     local B = fh:seek("end")
@@ -202,6 +228,9 @@ describe("image.analyze follows dive's view of the stack", function()
     -- was overwritten, o/d/new deleted, a and b replaced by the file r/dir, r/dir deleted.
     assert.are.equal(3000 + 2000 + 5000 + 1500 + 1000 + 400, a.hidden_bytes)
     assert.are.equal(6, a.files) -- bin/busybox, h/one, h/two, o/keep, -pre, zz
+    local dup = image.analyze(opaque_archive(work, "dup", "dup:1", true), { top = 1000 })
+    assert.are.equal((B + 21869) / (B + 26870), dup.efficiency)
+    assert.are.same({ { path = "h/one", count = 2, bytes = 10000 } }, dup.inefficiencies)
   end)
 end)
 
@@ -233,6 +262,27 @@ describe("image.analyze against dive --json", function()
       if name ~= "clean" then assert.is_true(#ours > 0, "the image has inefficiencies") end
     end)
   end
+end)
+
+describe("image.analyze of a saved tar against dive --source docker-archive", function()
+  it("gives dive's figures for an archive that lists a path twice in one layer", function()
+    if not have_dive then
+      pending("dive is not built yet (" .. DIVE .. ")")
+      return
+    end
+    local path = opaque_archive(work, "dup-dive", "dup:1", true)
+    local r = dive({ "--source", "docker-archive", path, "--json", work .. "/dup.json" }, work)
+    assert(r.code == 0, "dive failed: " .. r.stdout .. r.stderr)
+    local fh = assert(io.open(work .. "/dup.json", "r"))
+    local d = json.decode(fh:read("a"))
+    fh:close()
+    local a = image.analyze(path, { top = 1000 })
+    assert.are.equal(d.image.sizeBytes, a.size)
+    assert.are.equal(d.image.inefficientBytes, a.wasted_bytes)
+    assert.are.equal(d.image.efficiencyScore, a.efficiency)
+    assert.are.equal(#d.image.fileReference, #a.inefficiencies)
+    for i, L in ipairs(d.layer) do assert.are.equal(L.sizeBytes, a.layers[i].size, "layer " .. i) end
+  end)
 end)
 
 describe("image.check against dive --ci", function()

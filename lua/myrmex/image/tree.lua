@@ -211,7 +211,9 @@ function M.stack(recs, opts)
     local n = #rpath
     local has_kid = layer_parents(rpar)
     -- The leaves dive visits, and each whiteout's weight in dive's view of the layers below.
-    local leaves, wsize, missing, listed = {}, {}, nil, nil
+    -- A path listed twice in one tar is one node for dive, with the last entry's size (a
+    -- whiteout is a node of its own, under its .wh. name).
+    local leaves, wsize, missing, listed, at = {}, {}, nil, nil, {}
     for i = 1, n do
       local p, k = rpath[i], rkind[i]
       if k == "q" then
@@ -226,7 +228,14 @@ function M.stack(recs, opts)
           leaves[#leaves + 1] = i
         end
       elseif p ~= "" and not has_kid[p] then
-        leaves[#leaves + 1] = i
+        local key = k == "w" and "\0" .. p or p
+        local j = at[key]
+        if j then
+          leaves[j] = i
+        else
+          leaves[#leaves + 1] = i
+          at[key] = #leaves
+        end
         if k == "w" then
           local m, gs = fs.meta[p], ghost.size[p]
           if m then
