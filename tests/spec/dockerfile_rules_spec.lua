@@ -392,11 +392,21 @@ end)
 
 describe("myrmex lint", function()
   local bin = os.getenv("MYRMEX_BIN") or "build/myrmex"
+  -- No configuration of the machine's user may leak in: HOME and XDG_CONFIG_HOME point at
+  -- an empty folder, and the command runs there (no ./.hadolint.yaml).
+  local home = os.tmpname()
+  os.remove(home)
+  assert(os.execute("mkdir -p " .. home))
   local function run(args, stdin, env)
     local argv = { bin, "lint" }
     for _, a in ipairs(args) do argv[#argv + 1] = a end
-    return process.run({ argv = argv, stdin = stdin, env = process.environ(env or {}) })
+    local e = { HOME = home, XDG_CONFIG_HOME = home }
+    local lua_path = os.getenv("MYRMEX_LUA_PATH")
+    if lua_path and lua_path:sub(1, 1) ~= "/" then e.MYRMEX_LUA_PATH = os.getenv("PWD") .. "/" .. lua_path end
+    for k, v in pairs(env or {}) do e[k] = v end
+    return process.run({ argv = argv, stdin = stdin, env = process.environ(e), cwd = home })
   end
+  teardown(function() os.execute("rm -rf " .. home) end)
 
   it("exits 0 when clean, 1 with findings at the threshold, and reads stdin for -", function()
     local clean = run({ "--no-shellcheck", "-" }, "FROM a:1\nUSER 1\n")
