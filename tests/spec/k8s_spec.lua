@@ -157,7 +157,6 @@ describe("myrmex.k8s", function()
   end)
 
   it("rolls back like kubectl rollout undo: same template and annotations, revisions renumbered", function()
-    local sh = require("tests.support.sh")
     local kc = srv:kubeconfig()
     local function deploy(name, image)
       local d = k8s.deployment({ name = name, image = image, replicas = 2 })
