@@ -6,7 +6,6 @@
 local rt = require("myrmex.core.runtime")
 local k8s = require("myrmex.k8s")
 local selfimage = require("myrmex.selfimage")
-local fanout = require("myrmex.k8s.fanout")
 local log = require("myrmex.log")
 log.configure({ level = "warn" })
 
@@ -50,4 +49,3 @@ local ok, err = pcall(function()
 end)
 c:delete("namespaces", ns)
 if not ok then error(err, 0) end
-local _ = fanout

@@ -392,6 +392,16 @@ h:wait()
       assert.truthy(lines[3]:match('^item 3 ok [%d.]+s {"marker":"","n":3,"square":9}$'), lines[3])
     end)
 
+    it("runs examples/fan-out as docs/recipes.md shows", function()
+      local ex = sh.src .. "/examples/fan-out/"
+      local r = run({ "run", ex .. "square.lua", "--items", ex .. "items.json", "--quiet" })
+      assert.are.equal(1, r.code, r.stderr)
+      local out = r.stdout:gsub(" %d+%.%d%ds", " T")
+      assert.are.equal('item 1 ok T {"n":1,"square":1}\nitem 2 ok T {"n":2,"square":4}\n'
+        .. "item 3 FAILED T: Invalid: item n=3 was asked to fail\n"
+        .. 'item 4 ok T {"n":4,"square":16}\n', out)
+    end)
+
     it("names the item whose params are wrong before anything runs", function()
       local bad = sh.tmpfile('[{"n": 1}, {"n": "x"}]', ".json")
       local r = run({ "run", path, "--items", bad, "--on", "kubernetes", "--image", "x:1" })

@@ -362,7 +362,7 @@ function M.start(client, spec)
     local b = client:create(job, { namespace = ns })
     return { planned = true, configmap = a, job = b, manifests = { cm, job }, image = image }
   end
-  local created_cm = client:create(cm, { namespace = ns })
+  client:create(cm, { namespace = ns })
   local ok, created = pcall(client.create, client, job, { namespace = ns })
   if not ok then
     pcall(client.delete, client, "configmaps", cm_name, { namespace = ns })
@@ -381,7 +381,6 @@ function M.start(client, spec)
     { type = "merge", namespace = ns })
   log.info("fan-out job created", { job = created.metadata.name, namespace = ns, items = #spec.items,
     parallelism = created.spec.parallelism, image = image })
-  local _ = created_cm
   return rt.handle(handle_mt, { client = client, namespace = ns, name = created.metadata.name,
     uid = created.metadata.uid, cm = cm_name, n = #spec.items, timeout = spec.timeout, started = rt.monotonic(),
     image = image, image_reused = reused, job = created })
