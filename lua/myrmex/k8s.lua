@@ -853,6 +853,27 @@ function Client:attach(pod, opts)
   return require("myrmex.k8s.stream").run(self, pod, opts, true)
 end
 
+---@class myrmex.k8s.PortForward
+---@field port fun(self):integer the local loopback port
+---@field info fun(self):{accepted:integer, failed:integer, error:string|nil}
+---@field close fun(self)
+
+--- Forward a local loopback port to a port of a Running pod, as `kubectl port-forward` does,
+--- until the handle is closed (`<close>`, or :close()). Each connection to `h:port()` on
+--- 127.0.0.1 is carried over its own WebSocket (v4.channel.k8s.io) by a background thread.
+---@param pod string
+---@param port integer the pod's port
+---@param opts? {namespace?:string}
+---@return myrmex.k8s.PortForward
+function Client:port_forward(pod, port, opts)
+  if type(pod) ~= "string" then error("k8s.port_forward: pod name must be a string", 2) end
+  if math.type(port) ~= "integer" or port < 1 or port > 65535 then
+    error("k8s.port_forward: port must be an integer from 1 to 65535", 2)
+  end
+  opts = check_opts("k8s.port_forward", opts, set { "namespace" })
+  return require("myrmex.k8s.stream").port_forward(self, pod, port, opts)
+end
+
 ---@class myrmex.k8s.RunJobSpec
 ---@field image any
 ---@field command? any

@@ -142,4 +142,28 @@ function M.run(client, pod, opts, attach)
     protocol = proto }
 end
 
+--- Forward a local loopback port to `port` of a pod (as `kubectl port-forward`): a thread
+--- listens on 127.0.0.1 and carries each connection over its own WebSocket to the pod's
+--- portforward subresource (v4.channel.k8s.io). The pod must exist and be Running.
+function M.port_forward(client, pod, port, opts)
+  local ns = opts.namespace or client.namespace
+  local what = "port-forward to pod " .. ns .. "/" .. pod .. ":" .. port
+  local p = client:get("pods", pod, { namespace = ns })
+  local phase = type(p.status) == "table" and p.status.phase or nil
+  if phase ~= "Running" then
+    errors.raise({ code = "Invalid", engine = "k8s", message = what .. ": the pod is not running (phase "
+      .. tostring(phase) .. ")" }, 0)
+  end
+  local path = "/api/v1/namespaces/" .. http.escape(ns) .. "/pods/" .. http.escape(pod) .. "/portforward"
+  local url, headers, tls = target(client, path, { ports = port })
+  local fwd, kind, msg = require("myrmex.core.websocket").forward({ url = url, headers = headers,
+    protocols = "v4.channel.k8s.io", tls = tls })
+  if not fwd then
+    errors.raise({ code = "Unreachable", engine = "k8s", message = what .. ": " .. tostring(msg)
+      .. " (" .. tostring(kind) .. ")" }, 0)
+  end
+  log.debug("k8s: port-forward listening", { pod = pod, port = port, local_port = fwd:port() })
+  return fwd
+end
+
 return M
