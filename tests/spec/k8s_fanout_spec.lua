@@ -34,8 +34,13 @@ local errors = require("myrmex.errors")
 return {
   description = "fan-out spec recipe",
   params = { n = { type = "integer", required = true }, fail = { type = "boolean", default = false },
-    big = { type = "integer", default = 0 }, marker = { type = "string", default = "" } },
+    big = { type = "integer", default = 0 }, marker = { type = "string", default = "" },
+    flaky = { type = "string", default = "" } },
   run = function(p)
+    if p.flaky ~= "" and not io.open(p.flaky) then
+      assert(io.open(p.flaky, "w")):close()
+      errors.raise({ code = "Unreachable", engine = "spec", message = "first attempt fails" })
+    end
     if p.fail then errors.raise({ code = "Invalid", engine = "spec", message = "item " .. p.n .. " fails" }) end
     if p.big > 0 then return string.rep("x", p.big) end
     return { n = p.n, square = p.n * p.n, marker = p.marker }
@@ -88,6 +93,16 @@ describe("fan-out: the Job it makes (no server)", function()
     assert.truthy(msg({ recipe = "r", items = { {} }, image = "a", push_to = "b" }):find("exclude each other", 1, true))
   end)
 
+  it("without backoffLimitPerIndex on the server, has each pod retry its own item and exit 0", function()
+    local _, job = fanout.manifests({ recipe = "work.lua", items = { { n = 1 } }, retries = 2 }, "i", "/r", "c", true)
+    assert.is_nil(job.spec.backoffLimitPerIndex)
+    assert.is_nil(job.spec.podFailurePolicy)
+    assert.are.equal(6, job.spec.backoffLimit)
+    local env = {}
+    for _, e in ipairs(job.spec.template.spec.containers[1].env) do env[e.name] = e.value end
+    assert.are.equal("2", env.MYRMEX_FANOUT_RETRIES)
+  end)
+
   it("reads completedIndexes / failedIndexes", function()
     local s = fanout.parse_indexes("0-2,5,7-8")
     assert.are.same({ [0] = true, [1] = true, [2] = true, [5] = true, [7] = true, [8] = true }, s)
@@ -123,13 +138,14 @@ describe("fan-out: the packed image, run by the Docker engine as the kubelet wou
 
   -- Run item `index` (0-based, as JOB_COMPLETION_INDEX) of `items`; returns the exit code and
   -- what the container left in its termination message file.
-  local function run_item(items, index)
+  local function run_item(items, index, extra_env)
     local work = dt.tmpdir({ ["items/items.json"] = json.encode(json.array(items)), ["termination-log"] = "" })
     os.execute("chmod 0666 " .. sh.q(work .. "/termination-log"))
     local c <close> = d:run_container({ image = img.image, name = dt.name("fan"), labels = dt.labels,
       cmd = { "-e", "os.exit(require('myrmex.k8s.fanout').pod_main())" }, network = "none",
       env = { JOB_COMPLETION_INDEX = tostring(index), MYRMEX_FANOUT_RECIPE = img.recipe,
-        MYRMEX_FANOUT_ITEMS = "/etc/myrmex/fanout/items.json" },
+        MYRMEX_FANOUT_ITEMS = "/etc/myrmex/fanout/items.json",
+        MYRMEX_FANOUT_RETRIES = extra_env and extra_env.MYRMEX_FANOUT_RETRIES or nil },
       mounts = { { type = "bind", source = work .. "/items", target = "/etc/myrmex/fanout", read_only = true },
         { type = "bind", source = work .. "/termination-log", target = "/dev/termination-log" } },
       wait = true })
@@ -172,6 +188,28 @@ describe("fan-out: the packed image, run by the Docker engine as the kubelet wou
     code, msg = run_item({ { n = 1, big = 6000 } }, 0)
     assert.are.equal(2, code, msg)
     assert.truthy(json.decode(msg).error.message:find("over the 4096-byte termination message limit", 1, true))
+  end)
+
+  it("retries in the pod when told to (a server without backoffLimitPerIndex), exiting 0 with the outcome", function()
+    local code, msg = run_item({ { n = 1, fail = true } }, 0, { MYRMEX_FANOUT_RETRIES = "2" })
+    assert.are.equal(0, code, msg)
+    local rec = json.decode(msg)
+    assert.is_false(rec.ok)
+    assert.are.equal(3, rec.attempts)
+    code, msg = run_item({ { n = 5, flaky = "/tmp/flaky" } }, 0, { MYRMEX_FANOUT_RETRIES = "1" })
+    assert.are.equal(0, code, msg)
+    rec = json.decode(msg)
+    assert.is_true(rec.ok, msg)
+    assert.are.equal(2, rec.attempts)
+    assert.are.equal(25, rec.result.square)
+    -- the collector reports the failure carried in a completed pod's record, with its attempts
+    local _, bad = run_item({ { n = 1, fail = true } }, 0, { MYRMEX_FANOUT_RETRIES = "1" })
+    local res = fanout.collect(1, { status = { completedIndexes = "0" } }, { { metadata = { name = "j-0-x",
+      annotations = { ["batch.kubernetes.io/job-completion-index"] = "0" } }, status = { phase = "Succeeded",
+      containerStatuses = { { name = "item", state = { terminated = { exitCode = 0, message = bad } } } } } } })
+    assert.is_false(res[1].ok)
+    assert.are.equal(2, res[1].attempts)
+    assert.are.equal("item 1 fails", res[1].error.message)
   end)
 
   it("says so when the index has no item", function()

@@ -78,13 +78,16 @@ local function check(spec)
 end
 
 --- The ConfigMap and the Job fan_out creates for `spec` with the runner `image` (the Job's
---- ConfigMap name is `cm_name`, the recipe's path inside the image `recipe_in_image`).
+--- ConfigMap name is `cm_name`, the recipe's path inside the image `recipe_in_image`). With
+--- `in_pod_retries`, for a server without backoffLimitPerIndex, each pod retries its item
+--- itself and always exits 0, its outcome in the record (see docs/k8s.md, "Fan-out").
 ---@param spec table as for client:fan_out
 ---@param image string
 ---@param recipe_in_image string
 ---@param cm_name string
+---@param in_pod_retries? boolean
 ---@return table configmap, table job
-function M.manifests(spec, image, recipe_in_image, cm_name)
+function M.manifests(spec, image, recipe_in_image, cm_name, in_pod_retries)
   local parallelism, retries, items_json = check(spec)
   local base = dns_label(spec.name or spec.recipe:match("([^/]+)$"):gsub("%.lua$", "")):sub(1, 30):gsub("-+$", "")
   local labels = { ["app.kubernetes.io/managed-by"] = "myrmex", ["myrmex.dev/fan-out"] = base }
@@ -100,6 +103,9 @@ function M.manifests(spec, image, recipe_in_image, cm_name)
     terminationMessagePath = "/dev/termination-log", terminationMessagePolicy = "File",
     imagePullPolicy = "IfNotPresent", resources = spec.resources,
   }
+  if in_pod_retries then
+    table.insert(container.env, { name = "MYRMEX_FANOUT_RETRIES", value = tostring(retries) })
+  end
   local job = { apiVersion = "batch/v1", kind = "Job",
     metadata = { generateName = "myrmex-fan-" .. base .. "-", labels = labels },
     spec = {
@@ -115,6 +121,14 @@ function M.manifests(spec, image, recipe_in_image, cm_name)
         volumes = json.array({ { name = "items", configMap = { name = cm_name } } }) } },
     },
   }
+  if in_pod_retries then
+    -- No per-index budget on this server: a failing pod would count against the whole Job
+    -- and, past backoffLimit, stop every other index. So the pod retries its item, records
+    -- the outcome and exits 0; backoffLimit is left for what is not the recipe's (evictions,
+    -- lost nodes), job-wide as the server counts it.
+    job.spec.backoffLimitPerIndex, job.spec.podFailurePolicy = nil, nil
+    job.spec.backoffLimit = math.max(6, retries)
+  end
   return cm, job
 end
 
@@ -201,6 +215,7 @@ function M.collect(n, job, pods)
       end
     end
     local r = { index = i + 1, pod = chosen and chosen.metadata.name or nil, attempts = #list }
+    if rec and math.type(rec.attempts) == "integer" then r.attempts = rec.attempts end
     if done[i] then
       r.ok = not (rec and rec.ok == false)
     else
@@ -362,18 +377,19 @@ function M.start(client, spec)
     local b = client:create(job, { namespace = ns })
     return { planned = true, configmap = a, job = b, manifests = { cm, job }, image = image }
   end
+  -- Ask the server first (a dry run stores nothing) whether it keeps backoffLimitPerIndex: one
+  -- that drops it (before 1.29, or the feature off) gets the Job whose pods retry themselves.
+  local probe = client:create(job, { namespace = ns, dry_run = true })
+  local in_pod = probe.spec == nil or probe.spec.backoffLimitPerIndex == nil
+  if in_pod then
+    log.warn("the server has no backoffLimitPerIndex: each pod retries its own item", { retries = spec.retries or 0 })
+    cm, job = M.manifests(spec, image, recipe_in_image, cm_name, true)
+  end
   client:create(cm, { namespace = ns })
   local ok, created = pcall(client.create, client, job, { namespace = ns })
   if not ok then
     pcall(client.delete, client, "configmaps", cm_name, { namespace = ns })
     error(created, 0)
-  end
-  if created.spec.backoffLimitPerIndex == nil then
-    teardown({ client = client, namespace = ns, name = created.metadata.name, uid = created.metadata.uid,
-      cm = cm_name })
-    errors.raise({ code = "Engine", engine = "k8s", message = "the server dropped spec.backoffLimitPerIndex "
-      .. "(Kubernetes before 1.29, or the JobBackoffLimitPerIndex feature off): fan-out needs it so one failing "
-      .. "item does not stop the others" }, 0)
   end
   -- The ConfigMap goes with the Job when the garbage collector removes it.
   pcall(client.patch, client, "configmaps", cm_name, { metadata = { ownerReferences = json.array({ {
@@ -383,7 +399,7 @@ function M.start(client, spec)
     parallelism = created.spec.parallelism, image = image })
   return rt.handle(handle_mt, { client = client, namespace = ns, name = created.metadata.name,
     uid = created.metadata.uid, cm = cm_name, n = #spec.items, timeout = spec.timeout, started = rt.monotonic(),
-    image = image, image_reused = reused, job = created })
+    image = image, image_reused = reused, job = created, in_pod_retries = in_pod })
 end
 
 --- Start and wait: the results in item order; the Job is deleted on error or Ctrl-C.
@@ -453,7 +469,9 @@ end
 --- The pod's entry point (the Job's command): read item JOB_COMPLETION_INDEX from the items
 --- file, run the recipe, write the record to the termination message file, and return the
 --- exit status: 0 done, 1 the recipe failed (the index may be retried), 2 retrying cannot
---- help (bad params, a result that cannot be sent back: the index fails at once).
+--- help (bad params, a result that cannot be sent back: the index fails at once). With
+--- MYRMEX_FANOUT_RETRIES=N (a server without backoffLimitPerIndex) it retries the item up to
+--- N times itself, puts `attempts` in the record and exits 0.
 ---@param getenv? fun(name:string):string|nil
 ---@return integer status
 function M.pod_main(getenv)
@@ -468,8 +486,12 @@ function M.pod_main(getenv)
   local idx = tonumber(getenv("JOB_COMPLETION_INDEX") or "")
   local items_path = getenv("MYRMEX_FANOUT_ITEMS") or (M.ITEMS_DIR .. "/" .. M.ITEMS_FILE)
   local recipe_path = getenv("MYRMEX_FANOUT_RECIPE")
+  -- Set when the server has no backoffLimitPerIndex: retry here, and exit 0 whatever happened
+  -- (a failed pod would count against every index); the record says how it went.
+  local in_pod = tonumber(getenv("MYRMEX_FANOUT_RETRIES") or "")
+  local function status(code) return in_pod and 0 or code end
   local function fail(msg)
-    return finish(json.encode({ ok = false, error = { code = "Invalid", message = msg } }), M.EXIT_NO_RETRY)
+    return finish(json.encode({ ok = false, error = { code = "Invalid", message = msg } }), status(M.EXIT_NO_RETRY))
   end
   if not idx or math.type(idx) ~= "integer" or idx < 0 then
     return fail("JOB_COMPLETION_INDEX is not set to an index (is the Job Indexed?)")
@@ -481,9 +503,17 @@ function M.pod_main(getenv)
     return fail(("%s has no item %d (index %d)"):format(items_path, idx + 1, idx))
   end
   local rec, retryable = M.run_item(recipe_path, items[idx + 1])
+  local attempts = 1
+  while in_pod and not rec.ok and retryable and attempts <= in_pod do
+    attempts = attempts + 1
+    local seconds = rec.seconds
+    rec, retryable = M.run_item(recipe_path, items[idx + 1])
+    rec.seconds = rec.seconds + seconds
+  end
+  if in_pod then rec.attempts = attempts end
   local text, replaced = M.encode_record(rec, idx + 1)
-  if replaced or (not rec.ok and not retryable) then return finish(text, M.EXIT_NO_RETRY) end
-  return finish(text, rec.ok and 0 or 1)
+  if replaced or (not rec.ok and not retryable) then return finish(text, status(M.EXIT_NO_RETRY)) end
+  return finish(text, status(rec.ok and 0 or 1))
 end
 
 --- The same items on this machine: each item runs the recipe in a branch of myrmex.parallel,
