@@ -1,8 +1,8 @@
 /*
  * myrmex.core.websocket: a WebSocket client (RFC 6455) over libwebsockets, for the Kubernetes
- * exec and attach streams (the channel protocols v5/v4.channel.k8s.io ride on binary
- * messages). libwebsockets does the handshake, framing, masking and TLS; this file only queues
- * messages both ways.
+ * exec, attach and port-forward streams (the channel protocols v5/v4.channel.k8s.io ride on
+ * binary messages; forward() below runs port-forwards in a thread). libwebsockets does the
+ * handshake, framing, masking and TLS; this file only queues messages both ways.
  *
  * Each connection has its own lws context, driven by conn:poll(ms), which services it for at
  * most ms milliseconds and returns the state. lws's own service call waits on its internal
