@@ -381,6 +381,15 @@ describe("docker build_image with BuildKit", function()
     sh.run({ "rm", "-rf", ctx })
   end)
 
+  it("builds with a Dockerfile that is a symlink to another file of the context", function()
+    local ctx = dt.context { ["docker/real.Dockerfile"] = "FROM " .. base .. "\nRUN echo linked > /which\n" }
+    os.execute(("ln -s docker/real.Dockerfile %s/Dockerfile"):format(sh.q(ctx)))
+    local tag = dt.name("dflink") .. ":1"
+    build { context = ctx, tags = { tag }, network = "none" }
+    assert.are.equal("linked\n", run_in(tag, { "cat", "/which" }))
+    sh.run({ "rm", "-rf", ctx })
+  end)
+
   it("leaves the Dockerfile out of COPY . as the CLI does, from outside the context or ignored", function()
     local ctx = dt.context { ["keep.txt"] = "k", ["junk.txt"] = "j",
       [".dockerignore"] = "junk.txt\nDockerfile\n",

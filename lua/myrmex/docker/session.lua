@@ -199,7 +199,20 @@ function Session:start_sync(stream, headers)
   -- Paths the engine wants whatever the patterns say (the Dockerfile, .dockerignore); alone,
   -- they are all it wants.
   local follow = values("followpaths")
-  if #inc == 0 and #follow > 0 then inc = follow end
+  if #inc == 0 and #follow > 0 then
+    -- A followed path that is a symlink brings its target along (inside the directory only),
+    -- as fsutil's FollowPaths does: a Dockerfile may be a link to the real one.
+    local rt = require("myrmex.core.runtime")
+    local root = rt.realpath(dir) or dir
+    inc = {}
+    for _, p in ipairs(follow) do
+      inc[#inc + 1] = p
+      local real = rt.realpath(dir .. "/" .. p)
+      if real and real ~= dir .. "/" .. p and real:sub(1, #root + 1) == root .. "/" then
+        inc[#inc + 1] = real:sub(#root + 2)
+      end
+    end
+  end
   local walker = require("myrmex.core.archive").sync_walk { dir = dir,
     include = #inc > 0 and inc or nil, exclude = #exc > 0 and exc or nil }
   log.debug("build session: the engine asks for a directory", { engine = "docker", op = "build",
