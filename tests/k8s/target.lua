@@ -75,7 +75,13 @@ function M.open(prefix, opts)
     t.namespaces[#t.namespaces + 1] = name
   end
   t.namespaces = {}
-  t.namespace_create(t.namespace)
+  local ok, err = pcall(t.namespace_create, t.namespace)
+  if not ok then
+    -- Nothing is left running when setup fails: the spec's teardown never sees `t`.
+    if stop_server then stop_server() end
+    os.execute("rm -rf " .. sh.q(dir))
+    error(err, 0)
+  end
   function t.stop()
     for _, ns in ipairs(t.namespaces) do pcall(c.delete, c, "namespaces", ns) end
     if stop_server then stop_server() end
