@@ -381,6 +381,23 @@ describe("docker build_image with BuildKit", function()
     sh.run({ "rm", "-rf", ctx })
   end)
 
+  it("sends a 300 MiB file the build copies with flat memory", function()
+    local ctx = dt.context { Dockerfile = "FROM " .. base .. "\nCOPY big.bin /big.bin\nRUN wc -c < /big.bin > /size\n" }
+    assert(os.execute(("head -c 314572800 /dev/urandom > %s/big.bin"):format(ctx)))
+    collectgarbage()
+    local before = dt.peak_rss_kib()
+    local tag = dt.name("bigsync") .. ":1"
+    local img = build { context = ctx, tags = { tag }, network = "none" }
+    local grown = dt.peak_rss_kib() - before
+    assert.is_true(img.sent.bytes > 314572800, "sent " .. img.sent.bytes)
+    assert.are.equal("314572800\n", run_in(tag, { "cat", "/size" }))
+    if not dt.sanitized() then
+      assert.is_true(grown < 16 * 1024, ("peak RSS grew by %d KiB"):format(grown))
+    end
+    d:remove_image(tag, { force = true })
+    sh.run({ "rm", "-rf", ctx })
+  end)
+
   it("builds with a Dockerfile that is a symlink to another file of the context", function()
     local ctx = dt.context { ["docker/real.Dockerfile"] = "FROM " .. base .. "\nRUN echo linked > /which\n" }
     os.execute(("ln -s docker/real.Dockerfile %s/Dockerfile"):format(sh.q(ctx)))
