@@ -1,11 +1,12 @@
 -- needs: docker
--- The real Trivy of the test bed (/usr/local/lib/myrmex-test/bin) scanning images built here
+-- The real Trivy and Grype of the test bed (/usr/local/lib/myrmex-test/bin) scanning images built here
 -- FROM scratch, offline, against a vulnerability database built here by trivy-db's own
 -- `build` from the made-up advisories in tests/fixtures/trivy-db (a vuln-list tree: Alpine
 -- secdb, NVD API records, Go vulndb OSV). Each image carries what they match: an Alpine
 -- package database listing zlib 1.3.1-r0, and a Go binary (the test bed's trivy-db, built
 -- against golang.org/x/text < 0.99.0). The argument vectors, exit codes, stderr, timeouts and
--- reports are those of the real program.
+-- reports are those of the real program. Grype reads a v6 database that
+-- tests/support/grype_db.py writes (the same zlib advisories) and `grype db import` takes in.
 local scan = require("myrmex.scan")
 local errors = require("myrmex.errors")
 local json = require("myrmex.json")
@@ -15,7 +16,7 @@ local dt = require("tests.support.docker")
 local sh = require("tests.support.sh")
 
 local BIN = "/usr/local/lib/myrmex-test/bin/"
-local TRIVY, TRIVY_DB = BIN .. "trivy", BIN .. "trivy-db"
+local TRIVY, TRIVY_DB, GRYPE = BIN .. "trivy", BIN .. "trivy-db", BIN .. "grype"
 local GO_BINARY = TRIVY_DB -- any Go binary of the test bed: its buildinfo lists golang.org/x/text
 
 local function installed(path)
@@ -210,5 +211,75 @@ while True:
     else
       assert.matches("trivy did not finish within 2s", err.message)
     end
+  end)
+end)
+
+describe("the real grype", function()
+  local ready = installed(GRYPE)
+  local work, image, config
+
+  setup(function()
+    if not ready then return end
+    work = rt.mkdtemp("/tmp/mx-grype-real-")
+    local res = process.run { argv = { "python3", sh.src .. "/tests/support/grype_db.py", work .. "/vulnerability.db" } }
+    assert(res.status == 0, res.stderr)
+    -- offline: no update check, no database download, a database older than grype likes is fine
+    config = work .. "/grype.yaml"
+    sh.write(config, "check-for-app-update: false\ndb:\n  cache-dir: " .. work .. "/cache\n"
+      .. "  auto-update: false\n  validate-age: false\n  require-update-check: false\n")
+    res = process.run { argv = { GRYPE, "--config", config, "db", "import", work .. "/vulnerability.db" }, timeout = 300 }
+    assert(res.status == 0, "grype db import failed: " .. res.stderr)
+    local ctx = dt.tmpdir {
+      ["etc/alpine-release"] = "3.19.1\n",
+      ["etc/os-release"] = OS_RELEASE,
+      ["lib/apk/db/installed"] = APK_INSTALLED,
+      Dockerfile = "FROM scratch\nCOPY etc /etc\nCOPY lib /lib\n",
+    }
+    image = "myrmex-test/scan-grype-" .. dt.run_id .. ":1"
+    local b = sh.run(("DOCKER_BUILDKIT=0 docker build -q --label %s -t %s %s"):format(
+      sh.q(dt.label_filter), sh.q(image), sh.q(ctx)))
+    sh.run({ "rm", "-rf", ctx })
+    assert(b.code == 0, "building the scan image failed: " .. b.stderr)
+  end)
+
+  teardown(function()
+    if not ready then return end
+    dt.cleanup()
+    process.run { argv = { "rm", "-rf", "--", work } }
+  end)
+
+  it("scans a locally built image offline with a database we made", function()
+    if not ready then
+      pending("grype is not installed in " .. BIN .. " (.ci/install-test-tools builds it)")
+      return
+    end
+    local s = scan.new { backend = "grype", path = GRYPE, args = { "--config", config }, timeout = 300 }
+    local r = s:scan_image("docker:" .. image)
+    assert.are.equal(0, r.scanner_status)
+    assert.are.equal("grype", r.scanner)
+    assert.are.equal(2, #r.findings)
+    local f = {}
+    for _, x in ipairs(r.findings) do f[x.id] = x end
+    assert.are.equal("zlib", f["CVE-2099-1001"].package)
+    assert.are.equal("1.3.1-r0", f["CVE-2099-1001"].installed_version)
+    assert.are.equal("1.3.1-r1", f["CVE-2099-1001"].fixed_version)
+    assert.are.equal("HIGH", f["CVE-2099-1001"].severity)
+    assert.are.equal("LOW", f["CVE-2099-1002"].severity)
+    assert.are.equal("os", f["CVE-2099-1002"].type)
+    assert.is_false(r.passed)
+    -- --fail-on high: grype exits non-zero after its report, which is kept
+    local g = scan.new { backend = "grype", path = GRYPE, args = { "--config", config, "--fail-on", "high" }, timeout = 300 }
+    local failing = g:scan_image("docker:" .. image)
+    assert.are_not.equal(0, failing.scanner_status)
+    assert.are.equal(2, #failing.findings)
+    -- --only-fixed from ignore_unfixed, severity applied to the normalized findings
+    local low = s:scan_image("docker:" .. image, { severity = "LOW", ignore_unfixed = true })
+    assert.are.equal(1, #low.findings)
+    assert.are.equal("CVE-2099-1002", low.findings[1].id)
+    -- grype's own error for an image that is not there, with its status
+    local ok, err = pcall(s.scan_image, s, "docker:myrmex-test/absent-" .. dt.run_id .. ":1")
+    assert.is_false(ok)
+    assert.is_true(errors.is(err, "Engine"), tostring(err))
+    assert.matches("grype failed %(exit 1%)", err.message)
   end)
 end)
