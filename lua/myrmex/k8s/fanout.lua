@@ -352,6 +352,14 @@ function Handle:close(err)
   end
 end
 handle_mt.__close = function(h, err) Handle.close(h, err) end
+-- No requests from a finaliser (it may run inside another request): say what was left.
+handle_mt.__gc = function(h)
+  local f = rt.fields(h)
+  if not f.closed then
+    log.warn("fan-out handle collected without close: its Job is left in the cluster", { job = f.name,
+      namespace = f.namespace })
+  end
+end
 
 --- Create the ConfigMap and the Job and return a handle (`wait`, `close`, `name`,
 --- `namespace`, `image`, `image_reused`, `job`); `local h <close> = c:fan_out_start{...}` deletes the Job
