@@ -538,6 +538,7 @@ typedef struct {
   const char *err;
   char msg[64];
   json_box *box;
+  int nul; /* a string had a NUL byte: 0xFF stands for it in the tree (see nul_marked) */
 } encode_opts;
 
 static int to_json(lua_State *L, int idx, int depth, encode_opts *o, cJSON *parent,
@@ -558,8 +559,41 @@ static cJSON *place(encode_opts *o, cJSON *parent, const char *key, cJSON *v) {
   return NULL;
 }
 
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
+/* cJSON strings end at their first NUL, so a string with NUL bytes goes into the tree with
+ * 0xFF in their place (a byte valid UTF-8 never has) and the printed text gets \u0000 back
+ * (nul_expand): what json.decode reads from \u0000 encodes again. The marked copy is pushed on
+ * the stack, where it stays until the caller pops it. */
+static const char *nul_marked(lua_State *L, const char *s, size_t len) {
+  luaL_Buffer b;
+  char *p = luaL_buffinitsize(L, &b, len);
+  for (size_t i = 0; i < len; i++)
+    p[i] = s[i] ? s[i] : (char)0xFF;
+  luaL_pushresultsize(&b, len);
+  return lua_tostring(L, -1);
+}
+
+/* Push `text` with every 0xFF marker written as \u0000. */
+static void nul_expand(lua_State *L, const char *text) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (const char *p = text; *p; p++) {
+    if ((unsigned char)*p == 0xFF)
+      luaL_addstring(&b, "\\u0000");
+    else
+      luaL_addchar(&b, *p);
+  }
+  luaL_pushresult(&b);
+}
+
+typedef struct {
+  const char *s;
+  size_t len;
+} json_key;
+
+static int cmp_key(const void *a, const void *b) {
+  const json_key *x = a, *y = b;
+  int c = memcmp(x->s, y->s, x->len < y->len ? x->len : y->len);
+  return c ? c : (x->len > y->len) - (x->len < y->len);
 }
 
 static int object_to_json(lua_State *L, int idx, int depth, encode_opts *o, cJSON *parent,
@@ -581,19 +615,27 @@ static int object_to_json(lua_State *L, int idx, int depth, encode_opts *o, cJSO
   /* Keys are collected so that sort_keys gives byte-for-byte reproducible output; the array
    * is a userdata so that it is collected whatever happens next. The strings are anchored by
    * the table being encoded. */
-  const char **keys = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n ? n : 1), 0);
+  json_key *keys = lua_newuserdatauv(L, sizeof(json_key) * (size_t)(n ? n : 1), 0);
   int k = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     lua_pop(L, 1);
-    keys[k++] = lua_tostring(L, -1);
+    keys[k].s = lua_tolstring(L, -1, &keys[k].len);
+    k++;
   }
   if (o->sort_keys)
-    qsort(keys, (size_t)n, sizeof(char *), cmp_str);
+    qsort(keys, (size_t)n, sizeof(json_key), cmp_key);
   for (int i = 0; i < n; i++) {
-    lua_getfield(L, idx, keys[i]);
-    int ok = to_json(L, lua_gettop(L), depth + 1, o, obj, keys[i]);
-    lua_pop(L, 1);
+    const char *name = keys[i].s;
+    int marked = strlen(name) != keys[i].len;
+    if (marked) {
+      name = nul_marked(L, keys[i].s, keys[i].len);
+      o->nul = 1;
+    }
+    lua_pushlstring(L, keys[i].s, keys[i].len);
+    lua_gettable(L, idx);
+    int ok = to_json(L, lua_gettop(L), depth + 1, o, obj, name);
+    lua_pop(L, 1 + marked);
     if (!ok)
       return 0;
   }
@@ -672,11 +714,17 @@ static int to_json(lua_State *L, int idx, int depth, encode_opts *o, cJSON *pare
   case LUA_TSTRING: {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
-    if (invalid_utf8_at((const unsigned char *)s, len) != (size_t)-1 || strlen(s) != len) {
-      o->err = "string is not valid UTF-8 (or has a NUL byte)";
+    if (invalid_utf8_at((const unsigned char *)s, len) != (size_t)-1) {
+      o->err = "string is not valid UTF-8";
       return 0;
     }
-    v = cJSON_CreateString(s);
+    if (strlen(s) != len) {
+      v = cJSON_CreateString(nul_marked(L, s, len));
+      lua_pop(L, 1);
+      o->nul = 1;
+    } else {
+      v = cJSON_CreateString(s);
+    }
     break;
   }
   case LUA_TTABLE:
@@ -697,7 +745,7 @@ static int to_json(lua_State *L, int idx, int depth, encode_opts *o, cJSON *pare
 
 static int json_encode(lua_State *L) {
   luaL_checkany(L, 1);
-  encode_opts o = {0, 0, NULL, "", NULL};
+  encode_opts o = {0, 0, NULL, "", NULL, 0};
   if (lua_istable(L, 2)) {
     lua_getfield(L, 2, "sort_keys");
     o.sort_keys = lua_toboolean(L, -1);
@@ -714,7 +762,10 @@ static int json_encode(lua_State *L) {
   o.box->tree = NULL;
   if (!o.box->text)
     return luaL_error(L, "json.encode: not enough memory");
-  lua_pushstring(L, o.box->text);
+  if (o.nul)
+    nul_expand(L, o.box->text);
+  else
+    lua_pushstring(L, o.box->text);
   cJSON_free(o.box->text);
   o.box->text = NULL;
   return 1;
@@ -726,22 +777,31 @@ static int json_encode(lua_State *L) {
 static int json_quote(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  if (invalid_utf8_at((const unsigned char *)s, len) != (size_t)-1 || strlen(s) != len)
-    return luaL_error(L, "json.quote: string is not valid UTF-8 (or has a NUL byte)");
+  if (invalid_utf8_at((const unsigned char *)s, len) != (size_t)-1)
+    return luaL_error(L, "json.quote: string is not valid UTF-8");
+  int marked = strlen(s) != len;
+  if (marked)
+    s = nul_marked(L, s, len);
   cJSON item;
   memset(&item, 0, sizeof item);
   item.type = cJSON_String;
   memcpy(&item.valuestring, &s, sizeof s); /* borrowed, never written: cJSON only prints it */
   char buf[4096];
   if (cJSON_PrintPreallocated(&item, buf, (int)sizeof buf, 0)) {
-    lua_pushstring(L, buf);
+    if (marked)
+      nul_expand(L, buf);
+    else
+      lua_pushstring(L, buf);
     return 1;
   }
   json_box *box = new_box(L);
   box->text = cJSON_PrintUnformatted(&item);
   if (!box->text)
     return luaL_error(L, "json.quote: not enough memory");
-  lua_pushstring(L, box->text);
+  if (marked)
+    nul_expand(L, box->text);
+  else
+    lua_pushstring(L, box->text);
   free(box->text);
   box->text = NULL;
   return 1;

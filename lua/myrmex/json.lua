@@ -36,7 +36,7 @@ end
 M.encode = core.encode
 
 --- A string as a JSON string literal (quotes and escapes added), for writing a large document
---- piece by piece. Raises on invalid UTF-8 or a NUL byte, as encode does.
+--- piece by piece. Raises on invalid UTF-8, as encode does; a NUL byte is written \u0000.
 ---@param s string
 ---@return string
 M.quote = core.quote
