@@ -566,8 +566,9 @@ static cJSON *place(encode_opts *o, cJSON *parent, const char *key, cJSON *v) {
 static const char *nul_marked(lua_State *L, const char *s, size_t len) {
   luaL_Buffer b;
   char *p = luaL_buffinitsize(L, &b, len);
-  for (size_t i = 0; i < len; i++)
-    p[i] = s[i] ? s[i] : (char)0xFF;
+  memcpy(p, s, len);
+  for (char *z = memchr(p, 0, len); z; z = memchr(z, 0, len - (size_t)(z - p)))
+    memset(z, 0xFF, 1);
   luaL_pushresultsize(&b, len);
   return lua_tostring(L, -1);
 }
