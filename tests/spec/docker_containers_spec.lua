@@ -20,13 +20,7 @@ setup(function()
 end)
 teardown(function() dt.cleanup() end)
 
--- A config with this run's label, the test image and no network.
-local function cfg(t)
-  t.image = t.image or IMAGE
-  t.labels = t.labels or dt.labels
-  if t.network == nil then t.network = "none" end
-  return t
-end
+local cfg = dt.config
 
 local function exists(id)
   local ok, err = pcall(d.inspect_container, d, id)

@@ -5,19 +5,14 @@ local docker = require("myrmex.docker")
 local errors = require("myrmex.errors")
 local dt = require("tests.support.docker")
 
-local d, IMAGE
+local d
 setup(function()
   d = docker.connect()
-  IMAGE = dt.image()
+  dt.image()
 end)
 teardown(function() dt.cleanup() end)
 
-local function cfg(t)
-  t.image = t.image or IMAGE
-  t.labels = t.labels or dt.labels
-  if t.network == nil then t.network = "none" end
-  return t
-end
+local cfg = dt.config
 
 -- Bytes that are not all the same, so a lost or reordered piece shows.
 local function pattern(n)

@@ -16,12 +16,7 @@ setup(function()
 end)
 teardown(function() dt.cleanup() end)
 
-local function cfg(t)
-  t.image = t.image or IMAGE
-  t.labels = t.labels or dt.labels
-  if t.network == nil then t.network = "none" end
-  return t
-end
+local cfg = dt.config
 
 describe("system_df", function()
   it("lists images, containers, volumes and build cache, with summaries that add up", function()

@@ -102,6 +102,17 @@ function M.image()
   return M.IMAGE
 end
 
+--- A container config for the specs, filled in and returned: the test image (built by
+--- M.image() in the spec's setup), this run's label and no network, unless `t` sets them.
+---@param t table
+---@return table
+function M.config(t)
+  t.image = t.image or M.IMAGE
+  t.labels = t.labels or M.labels
+  if t.network == nil then t.network = "none" end
+  return t
+end
+
 --- Remove every container, network, volume and image labelled with this run's label.
 function M.cleanup()
   local f = M.label_filter
