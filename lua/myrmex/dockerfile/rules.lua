@@ -376,17 +376,25 @@ rule("DL3011", "error", "Valid UNIX ports range from 0 to 65535", function(df, _
   end
 end)
 
-rule("DL3012", "error", "Multiple HEALTHCHECK instructions", function(df, _, report)
-  for _, st in ipairs(df.stages) do
-    local seen = false
-    for _, ins in ipairs(st.instructions) do
-      if ins.cmd == "HEALTHCHECK" then
-        if seen then report(ins, "more than one HEALTHCHECK in a stage: only the last one takes effect") end
-        seen = true
+--- A rule for an instruction of which only the last in a stage counts (HEALTHCHECK, CMD,
+--- ENTRYPOINT): every one after the first is reported.
+local function once_per_stage(id, severity, summary, instruction)
+  rule(id, severity, summary, function(df, _, report)
+    for _, st in ipairs(df.stages) do
+      local seen = false
+      for _, ins in ipairs(st.instructions) do
+        if ins.cmd == instruction then
+          if seen then
+            report(ins, "more than one " .. instruction .. " in a stage: only the last one takes effect")
+          end
+          seen = true
+        end
       end
     end
-  end
-end)
+  end)
+end
+
+once_per_stage("DL3012", "error", "Multiple HEALTHCHECK instructions", "HEALTHCHECK")
 
 local PIP_VALUE = set({ "-r", "--requirement", "-c", "--constraint", "-e", "--editable", "-i",
   "--index-url", "--extra-index-url", "-t", "--target", "--prefix", "--root", "-f", "--find-links",
@@ -1086,31 +1094,11 @@ rule("DL4001", "warning", "Either use Wget or Curl but not both", function(df, _
   end
 end)
 
-rule("DL4003", "warning", "Multiple `CMD` instructions found. If you list more than one `CMD` then only "
-  .. "the last `CMD` will take effect", function(df, _, report)
-  for _, st in ipairs(df.stages) do
-    local seen = false
-    for _, ins in ipairs(st.instructions) do
-      if ins.cmd == "CMD" then
-        if seen then report(ins, "more than one CMD in a stage: only the last one takes effect") end
-        seen = true
-      end
-    end
-  end
-end)
+once_per_stage("DL4003", "warning", "Multiple `CMD` instructions found. If you list more than one `CMD` then only "
+  .. "the last `CMD` will take effect", "CMD")
 
-rule("DL4004", "error", "Multiple `ENTRYPOINT` instructions found. If you list more than one "
-  .. "`ENTRYPOINT` then only the last `ENTRYPOINT` will take effect", function(df, _, report)
-  for _, st in ipairs(df.stages) do
-    local seen = false
-    for _, ins in ipairs(st.instructions) do
-      if ins.cmd == "ENTRYPOINT" then
-        if seen then report(ins, "more than one ENTRYPOINT in a stage: only the last one takes effect") end
-        seen = true
-      end
-    end
-  end
-end)
+once_per_stage("DL4004", "error", "Multiple `ENTRYPOINT` instructions found. If you list more than one "
+  .. "`ENTRYPOINT` then only the last `ENTRYPOINT` will take effect", "ENTRYPOINT")
 
 command_rule("DL4005", "warning", "Use SHELL to change the default shell", function(cmd)
   if cmd.words[1] ~= "ln" then return nil end
