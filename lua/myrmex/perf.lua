@@ -13,9 +13,9 @@ local function misuse(fname, msg)
 end
 
 -- Seconds since the epoch of an RFC 3339 UTC time with fractions ("...T17:41:42.656Z"),
--- computed without the local time zone.
+-- computed without the local time zone (k8s fan-out reads pod times with it too).
 local function rfc3339(s)
-  local y, mo, d, h, mi, sec, frac = tostring(s):match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)%.?(%d*)")
+  local y, mo, d, h, mi, sec, frac = tostring(s or ""):match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)%.?(%d*)")
   if not y then return nil end
   y, mo = tonumber(y), tonumber(mo)
   if mo <= 2 then y = y - 1 end

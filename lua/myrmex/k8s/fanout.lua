@@ -151,18 +151,7 @@ function M.parse_indexes(s)
 end
 
 -- Seconds since the epoch of an RFC 3339 UTC time as the API server writes it, or nil.
-local function epoch(ts)
-  local y, mo, d, h, mi, s = tostring(ts or ""):match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)")
-  if not y then return nil end
-  y, mo = tonumber(y), tonumber(mo)
-  -- days from civil (Howard Hinnant's algorithm), independent of the local time zone
-  if mo <= 2 then y = y - 1 end
-  local era = y // 400
-  local yoe = y - era * 400
-  local doy = (153 * (mo + (mo > 2 and -3 or 9)) + 2) // 5 + tonumber(d) - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return ((era * 146097 + doe - 719468) * 86400) + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(s)
-end
+local epoch = require("myrmex.perf")._rfc3339
 
 local function terminated(pod)
   for _, cs in ipairs(((pod or {}).status or {}).containerStatuses or {}) do
