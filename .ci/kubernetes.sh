@@ -144,16 +144,19 @@ kubernetes_start() {
   kkubeconfig kwok.conf kwok
   kwait kube-apiserver 90 apiserver kubectl --kubeconfig "$KSTATE/kubeconfig" get --raw /readyz ||
     { tail -n 30 "$KSTATE/apiserver.log" >&2; return 1; }
+  # The controllers' and the scheduler's client-side limits (20 requests/s by default) are
+  # raised: on a test bed of its own the specs should wait for the controllers' work, not for
+  # their throttle.
   kstart controller-manager "$KBIN/kube-controller-manager" --kubeconfig "$KSTATE/controller-manager.conf" \
     --authentication-kubeconfig "$KSTATE/controller-manager.conf" --authorization-kubeconfig "$KSTATE/controller-manager.conf" \
     --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 --use-service-account-credentials=true \
     --service-account-private-key-file "$p/sa.key" --root-ca-file "$p/ca.crt" \
     --cluster-signing-cert-file "$p/ca.crt" --cluster-signing-key-file "$p/ca.key" \
     --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service,-route' --concurrent-deployment-syncs 10 \
-    --concurrent-replicaset-syncs 10 --v=1
+    --concurrent-replicaset-syncs 10 --kube-api-qps 300 --kube-api-burst 600 --v=1
   kstart scheduler "$KBIN/kube-scheduler" --kubeconfig "$KSTATE/scheduler.conf" \
     --authentication-kubeconfig "$KSTATE/scheduler.conf" --authorization-kubeconfig "$KSTATE/scheduler.conf" \
-    --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 --v=1
+    --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 --kube-api-qps 300 --kube-api-burst 600 --v=1
   # No node lifecycle controller runs, so the nodes need no heartbeat to stay Ready.
   sed "s#@STATE@#$KSTATE#g" tests/k8s/kwok.yaml >"$KSTATE/kwok.yaml"
   : >"$KSTATE/pod.log"
