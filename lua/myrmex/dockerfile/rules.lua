@@ -112,6 +112,17 @@ local function is_file_operand(p)
   return p:match("^[%./~]") or p:match("%$") ~= nil
 end
 
+--- The pinning rules' one check: the first package operand of `cmd` after word `from` that
+--- matches none of the `pinned` patterns (a version is given) and is no package file (`ext`)
+--- or path, as a message showing the pinned form (`what p: pin its version (p<sep><version>)`).
+local function unpinned(cmd, from, takes_value, pinned, ext, what, sep)
+  for _, p in ipairs(operands(cmd, from, takes_value)) do
+    local ok = p:match(ext) or is_file_operand(p)
+    for _, pat in ipairs(pinned) do ok = ok or p:match(pat) end
+    if not ok then return what .. " " .. p .. ": pin its version (" .. p .. sep .. "<version>)" end
+  end
+end
+
 local function set(list)
   local s = {}
   for _, v in ipairs(list) do s[v] = true end
@@ -293,11 +304,7 @@ command_rule("DL3008", "warning", "Pin versions in apt-get install. Instead of `
   .. "use `apt-get install <package>=<version>`", function(cmd)
   local k = is_apt(cmd) and sub_index(cmd, { install = true })
   if not k then return nil end
-  for _, p in ipairs(operands(cmd, k, APT_VALUE)) do
-    if not p:find("=", 1, true) and not p:match("%.deb$") and not is_file_operand(p) then
-      return "apt-get install " .. p .. ": pin its version (" .. p .. "=<version>)"
-    end
-  end
+  return unpinned(cmd, k, APT_VALUE, { "=" }, "%.deb$", "apt-get install", "=")
 end)
 
 rule("DL3009", "info", "Delete the apt-get lists after installing something", function(_, ctx, report)
@@ -449,11 +456,7 @@ command_rule("DL3018", "warning", "Pin versions in apk add. Instead of `apk add 
   .. "`apk add <package>=<version>`", function(cmd)
   local k = cmd.words[1] == "apk" and sub_index(cmd, { add = true })
   if not k then return nil end
-  for _, p in ipairs(operands(cmd, k, APK_VALUE)) do
-    if not p:match("[=<>~]") and not p:match("%.apk$") and not is_file_operand(p) then
-      return "apk add " .. p .. ": pin its version (" .. p .. "=<version>)"
-    end
-  end
+  return unpinned(cmd, k, APK_VALUE, { "[=<>~]" }, "%.apk$", "apk add", "=")
 end)
 
 rule("DL3019", "info", "Use the `--no-cache` switch to avoid the need to use `--update` and remove "
@@ -601,11 +604,7 @@ command_rule("DL3028", "warning", "Pin versions in gem install. Instead of `gem 
   local k = cmd.words[1] == "gem" and sub_index(cmd, { install = true, i = true })
   if not k then return nil end
   if has_switch(cmd, "v", { "--version" }) then return nil end
-  for _, p in ipairs(operands(cmd, k, GEM_VALUE)) do
-    if not p:find(":", 1, true) and not p:match("%.gem$") and not is_file_operand(p) then
-      return "gem install " .. p .. ": pin its version (" .. p .. ":<version>)"
-    end
-  end
+  return unpinned(cmd, k, GEM_VALUE, { ":" }, "%.gem$", "gem install", ":")
 end)
 
 rule("DL3029", "warning", "Do not use --platform flag with FROM", function(df, _, report)
@@ -642,12 +641,9 @@ cleanup_rule("DL3032", "warning", "`yum clean all` missing after yum command.", 
 
 local RPM_VALUE = set({ "--enablerepo", "--disablerepo", "--setopt", "-c", "--config",
   "--installroot", "--releasever", "-x", "--exclude" })
+-- A package group (@name) has no version to pin.
 local function rpm_unpinned(cmd, from, what)
-  for _, p in ipairs(operands(cmd, from, RPM_VALUE)) do
-    if not p:match("%-%d") and not p:match("%.rpm$") and not is_file_operand(p) and not p:match("^@") then
-      return what .. " install " .. p .. ": pin its version (" .. p .. "-<version>)"
-    end
-  end
+  return unpinned(cmd, from, RPM_VALUE, { "%-%d", "^@" }, "%.rpm$", what .. " install", "-")
 end
 
 command_rule("DL3033", "warning", "Specify version with `yum install -y <package>-<version>`",
@@ -681,11 +677,7 @@ command_rule("DL3037", "warning", "Specify version with `zypper install -y <pack
   function(cmd)
     local k = cmd.words[1] == "zypper" and sub_index(cmd, { install = true, ["in"] = true })
     if not k then return nil end
-    for _, p in ipairs(operands(cmd, k, RPM_VALUE)) do
-      if not p:match("[=<>]") and not p:match("%.rpm$") and not is_file_operand(p) then
-        return "zypper install " .. p .. ": pin its version (" .. p .. "=<version>)"
-      end
-    end
+    return unpinned(cmd, k, RPM_VALUE, { "[=<>]" }, "%.rpm$", "zypper install", "=")
   end)
 
 local dnf_install = is_install({ "dnf", "microdnf" }, { install = true, groupinstall = true,
