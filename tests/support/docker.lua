@@ -102,6 +102,27 @@ function M.image()
   return M.IMAGE
 end
 
+--- The files of a context whose .dockerignore has every tricky case (a BOM, a comment,
+--- ** and negations, a rooted and a nested name, padding, the Dockerfile itself), with a
+--- Dockerfile that copies all of it FROM `base`: the builders' specs compare what arrives.
+---@param base string
+---@return table
+function M.ignore_context(base)
+  return {
+    Dockerfile = "FROM " .. base .. "\nCOPY . /ctx\n",
+    [".dockerignore"] = table.concat({
+      "\239\187\191# a comment, after a BOM",
+      "**/*.o", "!keep.o", "/secret.txt", "build", "!build/keep/me", "docs", "!**/a.md",
+      "  spaced.log  ", "Dockerfile",
+    }, "\n"),
+    ["keep.o"] = "k", ["x.o"] = "x", ["src/deep/y.o"] = "y", ["src/main.c"] = "c",
+    ["secret.txt"] = "s", ["src/secret.txt"] = "nested is kept",
+    ["build/keep/me"] = "m", ["build/other"] = "o", ["docs/a.md"] = "a",
+    ["spaced.log"] = "l", ["run.sh"] = { data = "#!/bin/sh\n", mode = 493 },
+    ["private.key"] = { data = "k", mode = 384 },
+  }
+end
+
 --- A container config for the specs, filled in and returned: the test image (built by
 --- M.image() in the spec's setup), this run's label and no network, unless `t` sets them.
 ---@param t table
