@@ -14,17 +14,7 @@ local function raised(fn, ...)
   return err
 end
 
--- Connect in a child myrmex with extra environment (Lua cannot change its own environment);
--- returns what the child printed: "<host> <ping>" or the error.
-local function connect_in_child(env)
-  local script = sh.tmpfile([[
-    local ok, d = pcall(require("myrmex.docker").connect)
-    if ok then io.write(d.host, " ", tostring(d:ping())) else io.write("error ", tostring(d)) end
-  ]], ".lua")
-  local r = sh.run({ sh.bin, script }, { env = env })
-  os.remove(script)
-  return r.stdout
-end
+local connect_in_child = dt.connect_in_child
 
 describe("docker.connect", function()
   local d

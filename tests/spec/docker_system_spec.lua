@@ -127,15 +127,7 @@ describe("the cleanup recipe", function()
 end)
 
 describe("DOCKER_TLS", function()
-  local function connect_in_child(env)
-    local script = sh.tmpfile([[
-      local ok, d = pcall(require("myrmex.docker").connect)
-      if ok then io.write(d.host, " ", tostring(d:ping())) else io.write("error ", tostring(d)) end
-    ]], ".lua")
-    local r = sh.run({ sh.bin, script }, { env = env })
-    os.remove(script)
-    return r.stdout
-  end
+  local connect_in_child = dt.connect_in_child
 
   it("turns TLS on without verifying the engine, sending the client pair from DOCKER_CERT_PATH", function()
     local pki = dt.pki()

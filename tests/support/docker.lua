@@ -123,6 +123,20 @@ function M.ignore_context(base)
   }
 end
 
+--- Connect in a child myrmex with extra environment (Lua cannot change its own environment);
+--- returns what the child printed: "<host> <ping>" or the error.
+---@param env table<string,string>
+---@return string
+function M.connect_in_child(env)
+  local script = sh.tmpfile([[
+    local ok, d = pcall(require("myrmex.docker").connect)
+    if ok then io.write(d.host, " ", tostring(d:ping())) else io.write("error ", tostring(d)) end
+  ]], ".lua")
+  local r = sh.run({ sh.bin, script }, { env = env })
+  os.remove(script)
+  return r.stdout
+end
+
 --- A container config for the specs, filled in and returned: the test image (built by
 --- M.image() in the spec's setup), this run's label and no network, unless `t` sets them.
 ---@param t table
