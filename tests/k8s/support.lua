@@ -28,6 +28,12 @@ function M.real_kubeconfig()
   return path
 end
 
+-- The services' state directory: the files the control plane wrote (tokens, etcd's address,
+-- kwok's pod log) sit beside its kubeconfig.
+local function state_dir()
+  return os.getenv("MYRMEX_CI_STATE") or assert(M.real_kubeconfig()):match("^(.*)/[^/]+$")
+end
+
 --- A namespace of its own on the real control plane, with a recording proxy in front of the
 --- server (tests/k8s/recorder.py): `cl.kubeconfig` talks to the proxy with the namespace as
 --- the context's default, `cl.admin` to the server directly. `cl:control(what, body)` drives
@@ -67,7 +73,7 @@ end
 --- Compact the real cluster's etcd up to its current revision: a watch from an older
 --- resourceVersion then gets the server's own 410 Gone (configmaps have no watch cache there).
 function M.compact_etcd()
-  local state = os.getenv("MYRMEX_CI_STATE") or assert(M.real_kubeconfig()):match("^(.*)/[^/]+$")
+  local state = state_dir()
   local ep = assert(io.open(state .. "/etcd-endpoint")):read("a"):gsub("%s+$", "")
   local bin = (os.getenv("MYRMEX_TEST_BIN") or "/usr/local/lib/myrmex-test/bin") .. "/etcdctl"
   local st = sh.run({ bin, "--endpoints", ep, "endpoint", "status", "-w", "json" })
@@ -79,7 +85,7 @@ end
 
 --- The file kwok serves as the log of every pod on its nodes (tests/k8s/kwok.yaml).
 function M.kwok_log()
-  local state = os.getenv("MYRMEX_CI_STATE") or assert(M.real_kubeconfig()):match("^(.*)/[^/]+$")
+  local state = state_dir()
   return state .. "/kubernetes/pod.log"
 end
 
@@ -100,7 +106,7 @@ function M.real_tls()
   unb64(cfg.users[1].user["client-key-data"], "client.key")
   assert(sh.run({ "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other",
     "-keyout", dir .. "/other-ca.key", "-out", dir .. "/other-ca.pem" }).code == 0)
-  local state = os.getenv("MYRMEX_CI_STATE") or admin:match("^(.*)/[^/]+$")
+  local state = state_dir()
   local s = { dir = dir, admin = admin, url = cfg.clusters[1].cluster.server, tls = true,
     token = (assert(io.open(state .. "/kube-token")):read("a"):gsub("%s+$", "")) }
   s.stop = function() os.execute("rm -rf " .. sh.q(dir)) end
