@@ -22,6 +22,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "json.h"
 #include "lib/tables.h"
 
 #define ARRAY_MT MX_ARRAY_MT
@@ -443,18 +444,36 @@ static int push_tree(lua_State *L, json_box *box, cJSON *root, size_t text_size)
   return 1;
 }
 
-static int json_decode(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
+/* Parse text into a tree held by a box pushed on the stack; raises as json.decode does. */
+static cJSON *parse_pushed(lua_State *L, const char *s, size_t n, mx_json_doc *doc) {
   json_box *box = new_box(L);
   char msg[96];
   cJSON *root = parse_text(box, s, n, 0, msg, sizeof msg);
   if (!root)
-    return luaL_error(L, "json.decode: %s", msg);
+    luaL_error(L, "json.decode: %s", msg);
   cJSON *marked = reparse_marked(box, root, s, n);
   if (!marked)
-    return luaL_error(L, "json.decode: not enough memory");
-  return push_tree(L, box, marked, n);
+    luaL_error(L, "json.decode: not enough memory");
+  doc->root = marked;
+  doc->marked = converting_marked;
+  doc->box = box;
+  doc->size = n;
+  converting_marked = 0;
+  return marked;
+}
+
+int mx_json_parse(lua_State *L, const char *s, size_t n, mx_json_doc *doc) {
+  parse_pushed(L, s, n, doc);
+  return 1;
+}
+
+static int json_decode(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  mx_json_doc doc;
+  parse_pushed(L, s, n, &doc);
+  converting_marked = doc.marked;
+  return push_tree(L, doc.box, doc.root, n);
 }
 
 /* Read a whole file into box->text (its length into *n); NULL, or what failed. The size is
@@ -491,8 +510,7 @@ static const char *read_file(const char *path, json_box *box, size_t *n) {
 
 /* Like decode, from a file: the text is freed as soon as cJSON has parsed it (cJSON copies
  * the strings), so it is never alive together with the Lua tables. */
-static int json_decode_file(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+int mx_json_parse_file(lua_State *L, const char *path, mx_json_doc *doc) {
   json_box *box = new_box(L);
   size_t n = 0;
   const char *err = read_file(path, box, &n);
@@ -509,7 +527,35 @@ static int json_decode_file(lua_State *L) {
   box->text = NULL;
   if (!marked)
     return luaL_error(L, "json.decode_file: %s: not enough memory", path);
-  return push_tree(L, box, marked, n);
+  doc->root = marked;
+  doc->marked = converting_marked;
+  doc->box = box;
+  doc->size = n;
+  converting_marked = 0;
+  return 1;
+}
+
+static int json_decode_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  mx_json_doc doc;
+  mx_json_parse_file(L, path, &doc);
+  converting_marked = doc.marked;
+  return push_tree(L, doc.box, doc.root, doc.size);
+}
+
+/* Converts one item as decode would (its children are freed as they are converted). */
+void mx_json_push(lua_State *L, const mx_json_doc *doc, cJSON *item) {
+  converting_marked = doc->marked;
+  lua_pushcfunction(L, convert);
+  lua_pushlightuserdata(L, item);
+  lua_call(L, 1, 1);
+  converting_marked = 0;
+}
+
+void mx_json_close(mx_json_doc *doc) {
+  json_box *box = doc->box;
+  arena_destroy(&box->arena);
+  doc->root = NULL;
 }
 
 static int box_gc(lua_State *L) {

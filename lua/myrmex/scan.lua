@@ -9,6 +9,7 @@ local rt = require("myrmex.core.runtime")
 local model = require("myrmex.scan.model")
 local policy_mod = require("myrmex.scan.policy")
 local export_mod = require("myrmex.scan.export")
+local core = require("myrmex.core.scan")
 
 local M = {}
 
@@ -105,25 +106,41 @@ local function to_utf8(text)
   return text
 end
 
+-- A parse error of json.decode / json.decode_file (or of the fast path's read_text /
+-- read_file, which raise the same) as the error load_report gives.
+local function decode_failed(msg, what, path)
+  msg = tostring(msg)
+  if path then
+    local prefix = "json.decode_file: " .. path .. ": "
+    if msg:sub(1, #prefix) == prefix then msg = msg:sub(#prefix + 1) end
+  end
+  fail("Invalid", what .. ": not valid JSON: " .. msg:gsub("^.-json%.decode_?f?i?l?e?: ", ""))
+end
+
 local function decode(text, what)
   local ok, doc = pcall(json.decode, to_utf8(text))
-  if not ok then
-    fail("Invalid", what .. ": not valid JSON: " .. tostring(doc):gsub("^.-json%.decode: ", ""))
-  end
+  if not ok then decode_failed(doc, what) end
   if type(doc) ~= "table" then fail("Invalid", what .. ": not a scanner report (JSON " .. type(doc) .. ")") end
   return doc
+end
+
+-- The fast path (bindings/scan.c): a Trivy report is normalized in C straight from the
+-- parsed tree; any other report comes back decoded. Returns "trivy", fields for
+-- model.result, or "doc", the decoded document.
+local function read_fast(reader, source, format, what, path)
+  local ok, kind, value = pcall(reader, source, format)
+  if not ok then decode_failed(kind, what, path) end
+  if kind == "doc" and type(value) ~= "table" then
+    fail("Invalid", what .. ": not a scanner report (JSON " .. type(value) .. ")")
+  end
+  return kind, value
 end
 
 -- A report file: decoded straight from the file, so its text is freed once parsed instead of
 -- living as long as the result (a 100 MB report is then never text + tables at once).
 local function decode_file(path)
   local ok, doc = pcall(json.decode_file, path)
-  if not ok then
-    local msg = tostring(doc)
-    local prefix = "json.decode_file: " .. path .. ": "
-    if msg:sub(1, #prefix) == prefix then msg = msg:sub(#prefix + 1) end
-    fail("Invalid", path .. ": not valid JSON: " .. msg:gsub("^.-json%.decode_file: ", ""))
-  end
+  if not ok then decode_failed(doc, path, path) end
   if type(doc) ~= "table" then fail("Invalid", path .. ": not a scanner report (JSON " .. type(doc) .. ")") end
   return doc
 end
@@ -152,17 +169,8 @@ local function detect(doc)
   return nil
 end
 
---- Turn a decoded report into a judged result.
-local function finish(doc, format, what, opts)
-  format = format or detect(doc)
-  if not format then
-    fail("Invalid", what .. ": unrecognized report format (expected Trivy JSON, Grype JSON or SARIF)")
-  end
-  local reader = READERS[format]
-  if not reader.detect(doc) then
-    fail("Invalid", what .. ": does not look like a " .. format .. " report")
-  end
-  local result = reader.normalize(doc)
+-- Log the entries a reader left out, then filter and judge the result.
+local function judge(result, format, what, opts)
   result.format = format == "scout" and "sarif" or format
   -- Entries that are no finding anyone can act on (no id, not an object) are left out, but
   -- never silently: each is logged at debug level, and once a warning with their number.
@@ -180,6 +188,29 @@ local function finish(doc, format, what, opts)
   policy_mod.evaluate(result, opts.policy, opts.now)
   return result
 end
+
+--- Turn a decoded report into a judged result.
+local function finish(doc, format, what, opts)
+  format = format or detect(doc)
+  if not format then
+    fail("Invalid", what .. ": unrecognized report format (expected Trivy JSON, Grype JSON or SARIF)")
+  end
+  local reader = READERS[format]
+  if not reader.detect(doc) then
+    fail("Invalid", what .. ": does not look like a " .. format .. " report")
+  end
+  return judge(reader.normalize(doc), format, what, opts)
+end
+
+-- What read_fast gave, judged.
+local function finish_fast(kind, value, format, what, opts)
+  if kind == "trivy" then return judge(model.result(value), "trivy", what, opts) end
+  return finish(value, format, what, opts)
+end
+
+-- The formats the fast path reads itself or hands back decoded (not "sarif"/"scout": those
+-- are decoded as before).
+local FAST_FORMATS = { trivy = true, grype = true }
 
 -- Report text starts with "{" or "[" (after blanks or a byte-order mark); a path is one
 -- line of sane length. Anything else is taken as (bad) text, never as a file name.
@@ -228,7 +259,13 @@ function M.load_report(source, opts)
     local head = f:read(2) or ""
     if head ~= "\255\254" and head ~= "\254\255" then
       f:close()
-      local result = finish(decode_file(source), opts.format, what, opts)
+      local result
+      if model.fast and (opts.format == nil or FAST_FORMATS[opts.format]) then
+        local kind, value = read_fast(core.read_file, source, opts.format, what, source)
+        result = finish_fast(kind, value, opts.format, what, opts)
+      else
+        result = finish(decode_file(source), opts.format, what, opts)
+      end
       -- The decoded report is garbage now, but the collector paced itself while it was
       -- alive: left alone, the heap would grow to twice report + findings before the next
       -- cycle. One full collection sets the pace from the findings alone.
@@ -242,7 +279,23 @@ function M.load_report(source, opts)
     text = f:read(size) or ""
     f:close()
   end
+  if model.fast and (opts.format == nil or FAST_FORMATS[opts.format]) then
+    local kind, value = read_fast(core.read_text, to_utf8(text), opts.format, what)
+    return finish_fast(kind, value, opts.format, what, opts)
+  end
   return finish(decode(text, what), opts.format, what, opts)
+end
+
+--- Whether load_report and the CSV export take the C fast path (bindings/scan.c, the
+--- default) or the Lua readers and writer, which give the same results; for tests and for
+--- telling the two apart when one is suspected. Returns the previous setting.
+---@param on boolean
+---@return boolean
+function M.fast_path(on)
+  if type(on) ~= "boolean" then error("scan.fast_path: boolean expected, got " .. type(on), 2) end
+  local was = model.fast
+  model.fast = on
+  return was
 end
 
 -- ---- running scanners ----

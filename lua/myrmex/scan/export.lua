@@ -1,6 +1,8 @@
 --- Writers for scan results: JSON (the normalized model), CSV (RFC 4180) and SARIF 2.1.0
 --- for GitHub code scanning. Internal to myrmex.scan; see docs/scan.md.
 local json = require("myrmex.json")
+local model = require("myrmex.scan.model")
+local core = require("myrmex.core.scan")
 
 local M = {}
 
@@ -66,6 +68,10 @@ for _, k in ipairs({ "id", "severity", "cvss_vector", "cvss_source", "package", 
   end
 end
 M.CSV_VALUE = CSV_VALUE
+-- The getters as shipped: a column whose getter is still one of these is written by the C
+-- fast path (bindings/scan.c), which implements exactly them.
+local BUILTIN_VALUE = {}
+for k, v in pairs(CSV_VALUE) do BUILTIN_VALUE[k] = v end
 
 local find, byte = string.find, string.byte
 
@@ -98,6 +104,9 @@ local function neutral_field(v)
 end
 M.csv_neutral_field = neutral_field
 
+-- Findings per C call of the CSV fast path.
+local CSV_CHUNK = 4096
+
 --- Findings as CSV, given to `emit` row by row: a header row, then one row per finding, CRLF
 --- line ends. Options: `columns` (names from M.CSV_VALUE), `csv_raw` (no formula
 --- neutralising), `bom` (a UTF-8 byte-order mark first, for spreadsheets).
@@ -129,8 +138,8 @@ function M.csv(result, opts, emit)
   emit(concat(header, ","), "\r\n")
   local findings, n = result.findings, #getters
   local row = {}
-  for i = 1, #findings do
-    local f = findings[i]
+  -- One finding's row, in Lua.
+  local function lua_row(f)
     for k = 1, n do row[k] = getters[k](f) end
     -- Most rows need no quoting at all: the cells are checked together, four memchr-speed
     -- finds over their concatenation, and quoted one by one only when that finds something;
@@ -146,6 +155,27 @@ function M.csv(result, opts, emit)
       end
     end
     emit(concat(row, ",", 1, n), "\r\n")
+  end
+  local fast, names = model.fast, {}
+  for i = 1, n do
+    names[i] = columns[i]
+    fast = fast and BUILTIN_VALUE[names[i]] == getters[i] and core.csv_known(names[i])
+  end
+  local total = #findings
+  if not fast then
+    for i = 1, total do lua_row(findings[i]) end
+    return
+  end
+  -- C writes the rows CSV_CHUNK findings at a time (the text of a 100 MB report is never one
+  -- string); a chunk it cannot write (a value the Lua getters raise on) is written in Lua.
+  for from = 1, total, CSV_CHUNK do
+    local to = math.min(from + CSV_CHUNK - 1, total)
+    local rows = core.csv_rows(findings, names, raw, from, to)
+    if rows then
+      emit(rows)
+    else
+      for i = from, to do lua_row(findings[i]) end
+    end
   end
 end
 

@@ -3,6 +3,10 @@
 
 local M = {}
 
+--- Whether myrmex.scan takes the C fast path (bindings/scan.c) for Trivy reports and CSV;
+--- set through scan.fast_path().
+M.fast = true
+
 -- Locals: these run for every field of every finding.
 local type, pairs = type, pairs
 

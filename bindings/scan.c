@@ -1,0 +1,948 @@
+/*
+ * myrmex.core.scan: the fast path of myrmex.scan for the two things that cost the most on a
+ * large report: normalizing a Trivy report into findings, and writing findings as CSV.
+ *
+ * The report is parsed by cJSON (bindings/json.h: the same reading, UTF-8 check, NUL handling
+ * and error messages as json.decode_file) and the finding tables are built straight from the
+ * tree, without the generic JSON -> Lua conversion of the whole report. Every rule is the one
+ * of lua/myrmex/scan/trivy.lua and model.lua, bit for bit (tests/spec/scan_fast_spec.lua runs
+ * both on every fixture and on malformed reports): a field of the wrong type is absent, a
+ * duplicate key's last value wins, a list of strings keeps only its strings.
+ */
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "json.h"
+#include "lib/tables.h"
+
+#define BUF_MT "myrmex.scan.buffer"
+
+/* ---- reading the tree ---- */
+
+typedef struct {
+  const mx_json_doc *doc;
+  int array_mt; /* stack index of the decoder's array metatable */
+} reader;
+
+static int is_table(const cJSON *v) {
+  return v && (cJSON_IsArray(v) || cJSON_IsObject(v));
+}
+
+/* model.str: a non-empty string. */
+static const char *str_of(const cJSON *v) {
+  return v && cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
+}
+
+/* A string of the tree as decode gives it: in a NUL-marked tree 0xFF stands for U+0000. */
+static void push_text(lua_State *L, const reader *r, const char *s) {
+  size_t n = strlen(s);
+  if (!r->doc->marked || !memchr(s, 0xFF, n)) {
+    lua_pushlstring(L, s, n);
+    return;
+  }
+  char *copy = lua_newuserdatauv(L, n, 0);
+  for (size_t i = 0; i < n; i++)
+    copy[i] = (unsigned char)s[i] == 0xFF ? '\0' : s[i];
+  lua_pushlstring(L, copy, n);
+  lua_remove(L, -2);
+}
+
+/* t[key] = str(v) when there is one. */
+static void set_str(lua_State *L, const reader *r, const char *key, const cJSON *v) {
+  const char *s = str_of(v);
+  if (s) {
+    push_text(L, r, s);
+    lua_setfield(L, -2, key);
+  }
+}
+
+/* An object's members by name, each the last of its name (a Lua table keeps the last of a
+ * duplicate key). `out` gets NULL for absent names and for every name of a non-object. */
+static void fields(const cJSON *obj, const char *const *names, int n, const cJSON **out) {
+  for (int i = 0; i < n; i++)
+    out[i] = NULL;
+  if (!obj || !cJSON_IsObject(obj))
+    return;
+  for (const cJSON *c = obj->child; c; c = c->next)
+    for (int i = 0; i < n; i++)
+      if (c->string[0] == names[i][0] && strcmp(c->string, names[i]) == 0) {
+        out[i] = c;
+        break;
+      }
+}
+
+static const cJSON *field(const cJSON *obj, const char *name) {
+  const cJSON *v;
+  fields(obj, &name, 1, &v);
+  return v;
+}
+
+/* A decoded number as decode pushes it: an integer when integral and within +-2^53. */
+static int integral(double d) {
+  return floor(d) == d && fabs(d) <= 9007199254740992.0;
+}
+static void push_num(lua_State *L, double d) {
+  if (integral(d))
+    lua_pushinteger(L, (lua_Integer)d);
+  else
+    lua_pushnumber(L, d);
+}
+
+/* model.score: a number from 0 to 10. */
+static int score_of(const cJSON *v, double *out) {
+  if (!v || !cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 10))
+    return 0;
+  *out = v->valuedouble;
+  return 1;
+}
+
+/* math.type(v) == "integer" for a decoded number. */
+static int int_of(const cJSON *v, lua_Integer *out) {
+  if (!v || !cJSON_IsNumber(v) || !integral(v->valuedouble))
+    return 0;
+  *out = (lua_Integer)v->valuedouble;
+  return 1;
+}
+
+/* Lua's type() of a decoded value, for the messages about dropped entries. */
+static const char *lua_type_of(const cJSON *v) {
+  if (cJSON_IsString(v))
+    return "string";
+  if (cJSON_IsNumber(v))
+    return "number";
+  if (cJSON_IsBool(v))
+    return "boolean";
+  if (cJSON_IsNull(v))
+    return "userdata"; /* json.null is a light userdata */
+  return "table";
+}
+
+/* model.strings: the list itself when it holds only strings (decoded: an array table with the
+ * array metatable; an object decodes as itself too, its length being 0), only its strings when
+ * it holds other things, {} when it is no table. */
+static void push_strings(lua_State *L, const reader *r, cJSON *v) {
+  if (!is_table(v)) {
+    lua_newtable(L);
+    return;
+  }
+  if (cJSON_IsObject(v)) {
+    mx_json_push(L, r->doc, v);
+    return;
+  }
+  int n = 0, all = 1;
+  for (const cJSON *c = v->child; c; c = c->next) {
+    n++;
+    all = all && cJSON_IsString(c);
+  }
+  lua_createtable(L, n, 0);
+  lua_Integer i = 0;
+  for (const cJSON *c = v->child; c; c = c->next)
+    if (cJSON_IsString(c)) {
+      push_text(L, r, c->valuestring);
+      lua_rawseti(L, -2, ++i);
+    }
+  if (all) {
+    lua_pushvalue(L, r->array_mt);
+    lua_setmetatable(L, -2);
+  }
+}
+
+/* ---- model.severity and model.ecosystem ---- */
+
+static const char *const SEVERITY_ALIASES[][2] = {
+    {"CRITICAL", "CRITICAL"}, {"HIGH", "HIGH"},       {"MEDIUM", "MEDIUM"},
+    {"MODERATE", "MEDIUM"},   {"LOW", "LOW"},         {"NEGLIGIBLE", "LOW"},
+    {"UNKNOWN", "UNKNOWN"},   {"UNSPECIFIED", "UNKNOWN"}, {"NONE", "UNKNOWN"},
+    {"INFO", "UNKNOWN"},      {"", "UNKNOWN"}};
+
+static const char *severity_of(const cJSON *v) {
+  if (!v || !cJSON_IsString(v))
+    return "UNKNOWN";
+  char up[16];
+  size_t n = strlen(v->valuestring);
+  if (n >= sizeof up)
+    return "UNKNOWN";
+  for (size_t i = 0; i <= n; i++)
+    up[i] = (char)toupper((unsigned char)v->valuestring[i]);
+  for (size_t i = 0; i < sizeof SEVERITY_ALIASES / sizeof *SEVERITY_ALIASES; i++)
+    if (strcmp(up, SEVERITY_ALIASES[i][0]) == 0)
+      return SEVERITY_ALIASES[i][1];
+  return "UNKNOWN";
+}
+
+static const char *const OS_TYPES[] = {
+    "deb", "rpm", "apk", "alpine", "debian", "ubuntu", "redhat", "centos", "rocky", "alma",
+    "amazon", "oracle", "photon", "suse", "suse linux enterprise micro", "opensuse",
+    "opensuse.leap", "opensuse.tumbleweed", "wolfi", "chainguard", "mariner", "cbl-mariner",
+    "azurelinux", "bottlerocket", "slem", "sles", "alpm", "portage", "os-pkgs", NULL};
+
+static const char *const ECOSYSTEM[][2] = {
+    {"jar", "maven"}, {"pom", "maven"}, {"gradle", "maven"}, {"java-archive", "maven"},
+    {"maven", "maven"}, {"jenkins-plugin", "maven"}, {"sbt", "maven"}, {"gomod", "golang"},
+    {"gobinary", "golang"}, {"go-module", "golang"}, {"golang", "golang"}, {"npm", "npm"},
+    {"yarn", "npm"}, {"pnpm", "npm"}, {"node-pkg", "npm"}, {"bun", "npm"}, {"pip", "pypi"},
+    {"pipenv", "pypi"}, {"poetry", "pypi"}, {"python-pkg", "pypi"}, {"python", "pypi"},
+    {"uv", "pypi"}, {"pypi", "pypi"}, {"bundler", "gem"}, {"gemspec", "gem"}, {"gem", "gem"},
+    {"cargo", "cargo"}, {"rust-binary", "cargo"}, {"rust-crate", "cargo"}, {"nuget", "nuget"},
+    {"dotnet-core", "nuget"}, {"packages-props", "nuget"}, {"dotnet", "nuget"},
+    {"composer", "composer"}, {"php-composer", "composer"}, {"composer-vendor", "composer"},
+    {"conan", "conan"}, {"cocoapods", "cocoapods"}, {"swift", "swift"}, {"pub", "pub"},
+    {"hex", "hex"}, {"conda", "conda"}, {"conda-pkg", "conda"}, {"mix", "hex"},
+    {"hackage", "hackage"}, {"binary", "binary"}, {NULL, NULL}};
+
+/* model.ecosystem of str(word): "os", a language ecosystem, else the word in lower case. */
+static void push_ecosystem(lua_State *L, const reader *r, const char *word) {
+  if (!word) {
+    lua_pushliteral(L, "unknown");
+    return;
+  }
+  size_t n = strlen(word);
+  char *low = lua_newuserdatauv(L, n + 1, 0);
+  for (size_t i = 0; i <= n; i++)
+    low[i] = (char)tolower((unsigned char)word[i]);
+  const char *name = NULL;
+  for (int i = 0; OS_TYPES[i] && !name; i++)
+    if (strcmp(low, OS_TYPES[i]) == 0)
+      name = "os";
+  for (int i = 0; ECOSYSTEM[i][0] && !name; i++)
+    if (strcmp(low, ECOSYSTEM[i][0]) == 0)
+      name = ECOSYSTEM[i][1];
+  if (name)
+    lua_pushstring(L, name);
+  else
+    push_text(L, r, low);
+  lua_remove(L, -2);
+}
+
+/* ---- CVSS ---- */
+
+/* Two strings of the tree in Lua's order (bytes, U+0000 lowest; 0xFF stands for it). */
+static int text_cmp(const reader *r, const char *a, const char *b) {
+  for (;; a++, b++) {
+    unsigned x = (unsigned char)*a, y = (unsigned char)*b;
+    if (r->doc->marked) {
+      x = x == 0xFF ? 1 : x == 0 ? 0 : x + 1;
+      y = y == 0xFF ? 1 : y == 0 ? 0 : y + 1;
+    }
+    if (x != y || x == 0)
+      return (int)x - (int)y;
+  }
+}
+
+/* Whether a later member of the same object has this member's name (then it is the one a
+ * decoded table holds). */
+static int shadowed(const cJSON *c) {
+  for (const cJSON *d = c->next; d; d = d->next)
+    if (strcmp(d->string, c->string) == 0)
+      return 1;
+  return 0;
+}
+
+static const char *const CVSS_FIELDS[] = {"V2Score", "V2Vector", "V3Score",
+                                          "V3Vector", "V40Score", "V40Vector"};
+enum { V2S, V2V, V3S, V3V, V4S, V4V };
+
+/* The best score of model.best_cvss, found while the per-source table is built. */
+typedef struct {
+  const char *source;
+  int old, pref;
+  double score, value;
+  const cJSON *vector;
+} best_cvss;
+
+static int preference(const char *source, const char *prefer) {
+  if (prefer && strcmp(source, prefer) == 0)
+    return 0;
+  return strcmp(source, "nvd") == 0 ? 1 : strcmp(source, "ghsa") == 0 ? 2
+                                      : strcmp(source, "redhat") == 0 ? 3
+                                                                      : 9;
+}
+
+/* Lexicographic on (modern first, preference, higher score, name), as model.best_cvss. */
+static void consider(const reader *r, best_cvss *b, const char *source, const cJSON **f,
+                     const char *prefer) {
+  double v2 = 0, v3 = 0, v4 = 0;
+  int has2 = score_of(f[V2S], &v2), has3 = score_of(f[V3S], &v3), has4 = score_of(f[V4S], &v4);
+  if (!has2 && !has3 && !has4)
+    return;
+  int old = !has3 && !has4;
+  double score = has3 ? v3 : has4 ? v4 : v2;
+  int pref = preference(source, prefer);
+  int better = b->source == NULL;
+  if (!better) {
+    if (old != b->old)
+      better = b->old;
+    else if (pref != b->pref)
+      better = pref < b->pref;
+    else if (score != b->score)
+      better = score > b->score;
+    else
+      better = text_cmp(r, source, b->source) < 0;
+  }
+  if (better) {
+    b->source = source;
+    b->old = old;
+    b->pref = pref;
+    b->score = score;
+    b->value = score;
+    b->vector = has3 ? f[V3V] : has4 ? f[V4V] : f[V2V];
+  }
+}
+
+static void set_score(lua_State *L, const char *key, const cJSON *v) {
+  double d;
+  if (score_of(v, &d)) {
+    push_num(L, d);
+    lua_setfield(L, -2, key);
+  }
+}
+
+/* Pushes the finding's `cvss` table ({source = {v3_score=, ...}}) and fills `best`. */
+static void push_cvss(lua_State *L, const reader *r, const cJSON *raw, const char *prefer,
+                      best_cvss *best) {
+  lua_newtable(L);
+  if (!raw || !cJSON_IsObject(raw))
+    return;
+  for (const cJSON *c = raw->child; c; c = c->next) {
+    if (!is_table(c) || shadowed(c))
+      continue;
+    const cJSON *f[6];
+    fields(c, CVSS_FIELDS, 6, f);
+    push_text(L, r, c->string);
+    lua_createtable(L, 0, 6);
+    set_score(L, "v2_score", f[V2S]);
+    set_str(L, r, "v2_vector", f[V2V]);
+    set_score(L, "v3_score", f[V3S]);
+    set_str(L, r, "v3_vector", f[V3V]);
+    set_score(L, "v4_score", f[V4S]);
+    set_str(L, r, "v4_vector", f[V4V]);
+    lua_rawset(L, -3);
+    consider(r, best, c->string, f, prefer);
+  }
+}
+
+/* ---- a Trivy finding ---- */
+
+static const char *const FIX_STATE[][2] = {
+    {"fixed", "fixed"}, {"affected", "not_fixed"}, {"will_not_fix", "wont_fix"},
+    {"fix_deferred", "deferred"}, {"end_of_life", "end_of_life"},
+    {"under_investigation", "unknown"}, {"unknown", "unknown"}, {NULL, NULL}};
+
+static const char *fix_state(const char *fixed, const char *status) {
+  if (fixed)
+    return "fixed";
+  if (!status)
+    status = "unknown";
+  for (int i = 0; FIX_STATE[i][0]; i++)
+    if (strcmp(status, FIX_STATE[i][0]) == 0)
+      return FIX_STATE[i][1];
+  return "unknown";
+}
+
+static const char *const VULN_FIELDS[] = {
+    "VulnerabilityID", "VendorIDs", "PkgName", "PkgID", "PkgIdentifier", "InstalledVersion",
+    "FixedVersion", "Status", "Severity", "SeveritySource", "CVSS", "Title", "Description",
+    "References", "PrimaryURL", "CweIDs", "PkgPath", "Layer", "Fingerprint", "PublishedDate",
+    "LastModifiedDate"};
+enum {
+  F_ID, F_VENDOR, F_PKG, F_PKGID, F_IDENT, F_INSTALLED, F_FIXED, F_STATUS, F_SEV, F_SEVSRC,
+  F_CVSS, F_TITLE, F_DESC, F_REFS, F_URL, F_CWE, F_PATH, F_LAYER, F_FPR, F_PUB, F_MOD, F_COUNT
+};
+
+/* What a Result gives each of its findings, as stack indices. */
+typedef struct {
+  int target, eco, pkg_type, class_name, index;
+  const cJSON *packages; /* Result.Packages when it is a table */
+} result_ctx;
+
+static void set_index(lua_State *L, const char *key, int idx) {
+  if (idx) {
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -2, key);
+  }
+}
+
+/* The lines a package is declared on (Result.Packages[].Locations), for SARIF. */
+static void set_lines(lua_State *L, const cJSON *packages, const char *name, const char *version) {
+  static const char *const PKG_FIELDS[] = {"Name", "Version", "Locations"};
+  static const char *const LINE_FIELDS[] = {"StartLine", "EndLine"};
+  if (!cJSON_IsArray(packages))
+    return;
+  for (const cJSON *p = packages->child; p; p = p->next) {
+    if (!is_table(p))
+      continue;
+    const cJSON *f[3];
+    fields(p, PKG_FIELDS, 3, f);
+    const char *n = str_of(f[0]), *v = str_of(f[1]);
+    if (!((n == name || (n && name && strcmp(n, name) == 0)) &&
+          (v == version || (v && version && strcmp(v, version) == 0))))
+      continue;
+    if (!cJSON_IsArray(f[2]))
+      return;
+    lua_Integer k = 0;
+    for (const cJSON *l = f[2]->child; l; l = l->next) {
+      const cJSON *lf[2];
+      lua_Integer start, end;
+      fields(l, LINE_FIELDS, 2, lf);
+      if (!is_table(l) || !int_of(lf[0], &start))
+        continue;
+      if (!int_of(lf[1], &end))
+        end = start;
+      if (k == 0)
+        lua_newtable(L);
+      lua_createtable(L, 0, 2);
+      lua_pushinteger(L, start);
+      lua_setfield(L, -2, "start_line");
+      lua_pushinteger(L, end);
+      lua_setfield(L, -2, "end_line");
+      lua_rawseti(L, -2, ++k);
+    }
+    if (k > 0)
+      lua_setfield(L, -2, "lines");
+    return;
+  }
+}
+
+/* Pushes the finding of one Vulnerabilities entry (an object with a VulnerabilityID). */
+static void push_finding(lua_State *L, const reader *r, const cJSON **f, const result_ctx *rc) {
+  lua_createtable(L, 0, 32);
+  const char *sev_source = str_of(f[F_SEVSRC]);
+  best_cvss best = {0};
+  push_cvss(L, r, f[F_CVSS], sev_source, &best);
+  lua_setfield(L, -2, "cvss");
+  if (best.source) {
+    push_num(L, best.value);
+    lua_setfield(L, -2, "cvss_score");
+    set_str(L, r, "cvss_vector", best.vector);
+    push_text(L, r, best.source);
+    lua_setfield(L, -2, "cvss_source");
+  }
+  set_str(L, r, "id", f[F_ID]);
+  push_strings(L, r, (cJSON *)f[F_VENDOR]);
+  lua_setfield(L, -2, "aliases");
+  set_str(L, r, "package", f[F_PKG]);
+  set_str(L, r, "pkg_id", f[F_PKGID]);
+  set_index(L, "type", rc->eco);
+  set_index(L, "pkg_type", rc->pkg_type);
+  if (is_table(f[F_IDENT]))
+    set_str(L, r, "purl", field(f[F_IDENT], "PURL"));
+  set_str(L, r, "installed_version", f[F_INSTALLED]);
+  const char *fixed = str_of(f[F_FIXED]);
+  set_str(L, r, "fixed_version", f[F_FIXED]);
+  lua_pushstring(L, fix_state(fixed, str_of(f[F_STATUS])));
+  lua_setfield(L, -2, "fix_state");
+  lua_pushstring(L, severity_of(f[F_SEV]));
+  lua_setfield(L, -2, "severity");
+  set_str(L, r, "scanner_severity", f[F_SEV]);
+  set_str(L, r, "severity_source", f[F_SEVSRC]);
+  set_str(L, r, "title", f[F_TITLE]);
+  set_str(L, r, "description", f[F_DESC]);
+  push_strings(L, r, (cJSON *)f[F_REFS]);
+  lua_setfield(L, -2, "references");
+  set_str(L, r, "primary_url", f[F_URL]);
+  if (is_table(f[F_CWE])) {
+    push_strings(L, r, (cJSON *)f[F_CWE]);
+    lua_setfield(L, -2, "cwe");
+  }
+  set_index(L, "target", rc->target);
+  set_str(L, r, "path", f[F_PATH]);
+  if (is_table(f[F_LAYER])) {
+    static const char *const LAYER_FIELDS[] = {"DiffID", "Digest"};
+    const cJSON *lf[2];
+    fields(f[F_LAYER], LAYER_FIELDS, 2, lf);
+    set_str(L, r, "layer", str_of(lf[0]) ? lf[0] : lf[1]);
+  }
+  set_str(L, r, "fingerprint", f[F_FPR]);
+  set_str(L, r, "published", f[F_PUB]);
+  set_str(L, r, "modified", f[F_MOD]);
+  lua_pushliteral(L, "trivy");
+  lua_setfield(L, -2, "scanner");
+  set_index(L, "class", rc->class_name);
+  lua_pushvalue(L, rc->index);
+  lua_setfield(L, -2, "result_index");
+  if (rc->packages)
+    set_lines(L, rc->packages, str_of(f[F_PKG]), str_of(f[F_INSTALLED]));
+}
+
+/* ---- misconfigurations ---- */
+
+static const char *const MISCONF_FIELDS[] = {"CauseMetadata", "ID", "AVDID", "Title",
+                                             "Description", "Message", "Resolution", "Type",
+                                             "Severity", "Status", "References", "PrimaryURL"};
+enum { M_CAUSE, M_ID, M_AVDID, M_TITLE, M_DESC, M_MSG, M_RES, M_TYPE, M_SEV, M_STATUS, M_REFS,
+       M_URL };
+
+static void push_misconfiguration(lua_State *L, const reader *r, const cJSON *m,
+                                  const cJSON **res) {
+  static const char *const LINE_FIELDS[] = {"StartLine", "EndLine"};
+  const cJSON *f[12], *lines[2];
+  fields(m, MISCONF_FIELDS, 12, f);
+  fields(is_table(f[M_CAUSE]) ? f[M_CAUSE] : NULL, LINE_FIELDS, 2, lines);
+  lua_createtable(L, 0, 17);
+  lua_Integer line;
+  if (int_of(lines[0], &line)) {
+    lua_pushinteger(L, line);
+    lua_setfield(L, -2, "start_line");
+  }
+  if (int_of(lines[1], &line)) {
+    lua_pushinteger(L, line);
+    lua_setfield(L, -2, "end_line");
+  }
+  set_str(L, r, "class", res[2]);
+  set_str(L, r, "id", str_of(f[M_ID]) ? f[M_ID] : f[M_AVDID]);
+  set_str(L, r, "title", f[M_TITLE]);
+  set_str(L, r, "description", f[M_DESC]);
+  set_str(L, r, "message", f[M_MSG]);
+  set_str(L, r, "resolution", f[M_RES]);
+  set_str(L, r, "check_type", f[M_TYPE]);
+  lua_pushstring(L, severity_of(f[M_SEV]));
+  lua_setfield(L, -2, "severity");
+  set_str(L, r, "status", f[M_STATUS]);
+  set_str(L, r, "target", res[0]);
+  set_str(L, r, "type", res[1]);
+  push_strings(L, r, (cJSON *)f[M_REFS]);
+  lua_setfield(L, -2, "references");
+  set_str(L, r, "primary_url", f[M_URL]);
+  lua_pushliteral(L, "trivy");
+  lua_setfield(L, -2, "scanner");
+}
+
+/* ---- a Trivy report ---- */
+
+/* Stack slots of trivy_normalize's frame. */
+enum { S_DOC = 1, S_ARRAY_MT, S_FINDINGS, S_MISCONFS, S_DROPPED };
+
+static void drop(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_rawseti(L, S_DROPPED, (lua_Integer)lua_rawlen(L, S_DROPPED) + 1);
+}
+
+static const char *const RESULT_FIELDS[] = {"Target", "Type", "Class", "Vulnerabilities",
+                                            "Packages", "Misconfigurations"};
+
+/* The findings and misconfigurations of Results[i]. */
+static void read_result(lua_State *L, const reader *r, const cJSON *res, int i) {
+  const cJSON *rf[6];
+  fields(res, RESULT_FIELDS, 6, rf);
+  int top = lua_gettop(L);
+  result_ctx rc = {0};
+  const char *pkg_type = str_of(rf[1]);
+  const cJSON *cls = rf[2];
+  int os = cls && cJSON_IsString(cls) && strcmp(cls->valuestring, "os-pkgs") == 0;
+  if (os)
+    lua_pushliteral(L, "os");
+  else
+    push_ecosystem(L, r, pkg_type);
+  rc.eco = lua_gettop(L);
+  if (pkg_type) {
+    push_text(L, r, pkg_type);
+    rc.pkg_type = lua_gettop(L);
+  }
+  if (str_of(rf[0])) {
+    push_text(L, r, str_of(rf[0]));
+    rc.target = lua_gettop(L);
+  }
+  if (str_of(cls)) {
+    push_text(L, r, str_of(cls));
+    rc.class_name = lua_gettop(L);
+  }
+  lua_pushinteger(L, i);
+  rc.index = lua_gettop(L);
+  rc.packages = is_table(rf[4]) ? rf[4] : NULL;
+  if (cJSON_IsArray(rf[3])) {
+    int j = 0;
+    for (const cJSON *v = rf[3]->child; v; v = v->next) {
+      j++;
+      const cJSON *f[F_COUNT];
+      fields(v, VULN_FIELDS, F_COUNT, f);
+      if (is_table(v) && str_of(f[F_ID])) {
+        push_finding(L, r, f, &rc);
+        lua_rawseti(L, S_FINDINGS, (lua_Integer)lua_rawlen(L, S_FINDINGS) + 1);
+      } else if (!is_table(v)) {
+        drop(L, "Results[%d].Vulnerabilities[%d]: a JSON %s, not an object", i, j, lua_type_of(v));
+      } else {
+        drop(L, "Results[%d].Vulnerabilities[%d]: no VulnerabilityID string", i, j);
+      }
+    }
+  }
+  if (cJSON_IsArray(rf[5])) {
+    const cJSON *names[3] = {rf[0], rf[1], rf[2]};
+    for (const cJSON *m = rf[5]->child; m; m = m->next)
+      if (is_table(m)) {
+        push_misconfiguration(L, r, m, names);
+        lua_rawseti(L, S_MISCONFS, (lua_Integer)lua_rawlen(L, S_MISCONFS) + 1);
+      }
+  }
+  lua_settop(L, top);
+}
+
+/* The image digest from Metadata.RepoDigests[1] ("name@sha256:..."). */
+static void set_digest(lua_State *L, const reader *r, const cJSON *digests) {
+  if (!cJSON_IsArray(digests))
+    return;
+  const char *first = str_of(digests->child);
+  const char *at = first ? strrchr(first, '@') : NULL;
+  if (!at || strncmp(at + 1, "sha256:", 7) != 0 || !at[8])
+    return;
+  for (const char *p = at + 8; *p; p++)
+    if (!isxdigit((unsigned char)*p))
+      return;
+  push_text(L, r, at + 1);
+  lua_setfield(L, -2, "digest");
+}
+
+static void read_metadata(lua_State *L, const reader *r, const cJSON *meta) {
+  static const char *const META_FIELDS[] = {"RepoDigests", "ImageID", "RepoTags", "OS"};
+  static const char *const OS_FIELDS[] = {"Family", "Name", "EOSL"};
+  const cJSON *mf[4];
+  fields(is_table(meta) ? meta : NULL, META_FIELDS, 4, mf);
+  set_digest(L, r, mf[0]);
+  set_str(L, r, "image_id", mf[1]);
+  if (is_table(mf[2])) {
+    push_strings(L, r, (cJSON *)mf[2]);
+    lua_setfield(L, -2, "repo_tags");
+  }
+  if (is_table(mf[0])) {
+    push_strings(L, r, (cJSON *)mf[0]);
+    lua_setfield(L, -2, "repo_digests");
+  }
+  if (is_table(mf[3])) {
+    const cJSON *of[3];
+    fields(mf[3], OS_FIELDS, 3, of);
+    lua_createtable(L, 0, 3);
+    set_str(L, r, "family", of[0]);
+    set_str(L, r, "name", of[1]);
+    lua_pushboolean(L, of[2] && cJSON_IsTrue(of[2]));
+    lua_setfield(L, -2, "eosl");
+    lua_setfield(L, -2, "os");
+  }
+}
+
+/* (doc userdata, root) -> the table trivy.normalize passes to model.result. Protected: run
+ * under lua_pcall so that the caller frees the tree and restarts the collector on error. */
+static int trivy_normalize(lua_State *L) {
+  static const char *const DOC_FIELDS[] = {"Results", "ArtifactName", "ArtifactType",
+                                           "Metadata", "Trivy", "CreatedAt"};
+  const mx_json_doc *doc = lua_touserdata(L, 1);
+  lua_settop(L, S_DOC);
+  luaL_getmetatable(L, MX_ARRAY_MT);
+  lua_newtable(L);
+  lua_newtable(L);
+  lua_newtable(L);
+  reader r = {doc, S_ARRAY_MT};
+  const cJSON *df[6];
+  fields(doc->root, DOC_FIELDS, 6, df);
+  if (cJSON_IsArray(df[0])) {
+    int i = 0;
+    for (const cJSON *res = df[0]->child; res; res = res->next) {
+      i++;
+      if (is_table(res))
+        read_result(L, &r, res, i);
+      else
+        drop(L, "Results[%d]: a JSON %s, not an object", i, lua_type_of(res));
+    }
+  }
+  lua_createtable(L, 0, 16);
+  set_str(L, &r, "image", df[1]);
+  set_str(L, &r, "artifact_type", df[2]);
+  read_metadata(L, &r, df[3]);
+  lua_pushliteral(L, "trivy");
+  lua_setfield(L, -2, "scanner");
+  if (is_table(df[4]))
+    set_str(L, &r, "scanner_version", field(df[4], "Version"));
+  set_str(L, &r, "time", df[5]);
+  lua_pushvalue(L, S_FINDINGS);
+  lua_setfield(L, -2, "findings");
+  lua_pushvalue(L, S_MISCONFS);
+  lua_setfield(L, -2, "misconfigurations");
+  lua_pushvalue(L, S_DROPPED);
+  lua_setfield(L, -2, "dropped");
+  return 1;
+}
+
+/* trivy.detect / grype.detect on the root: the keys are present (null counts). */
+static const char *detect(const cJSON *root) {
+  if (!cJSON_IsObject(root))
+    return NULL;
+  if (field(root, "SchemaVersion") && (field(root, "Results") || field(root, "ArtifactName")))
+    return "trivy";
+  if (field(root, "matches") && (field(root, "descriptor") || field(root, "source")))
+    return "grype";
+  return NULL;
+}
+
+/* Documents from this many bytes up are read with the collector stopped, as json.decode
+ * converts them: building the findings makes no garbage for it to find. */
+#define STOP_GC_FROM ((size_t)1 << 20)
+
+/* After the parse: ("trivy", fields for model.result) when the report is Trivy's (and the
+ * format asked for, if any, is "trivy"), else ("doc", the decoded document). */
+static int normalize_or_decode(lua_State *L, mx_json_doc *doc, const char *format) {
+  const char *kind = detect(doc->root);
+  if (kind && strcmp(kind, "trivy") == 0 && (!format || strcmp(format, "trivy") == 0)) {
+    int running = doc->size >= STOP_GC_FROM && lua_gc(L, LUA_GCISRUNNING);
+    if (running)
+      lua_gc(L, LUA_GCSTOP);
+    lua_pushcfunction(L, trivy_normalize);
+    lua_pushlightuserdata(L, doc);
+    int status = lua_pcall(L, 1, 1, 0);
+    if (running)
+      lua_gc(L, LUA_GCRESTART);
+    mx_json_close(doc);
+    if (status != LUA_OK)
+      return lua_error(L);
+    lua_pushliteral(L, "trivy");
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_pushliteral(L, "doc");
+  int running = doc->size >= STOP_GC_FROM && lua_gc(L, LUA_GCISRUNNING);
+  if (running)
+    lua_gc(L, LUA_GCSTOP);
+  mx_json_push(L, doc, doc->root);
+  if (running)
+    lua_gc(L, LUA_GCRESTART);
+  mx_json_close(doc);
+  return 2;
+}
+
+/* scan.read_file(path, format?) -> kind, value (see normalize_or_decode). Raises what
+ * json.decode_file raises on a file that is no JSON. */
+static int scan_read_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  const char *format = luaL_optstring(L, 2, NULL);
+  mx_json_doc doc;
+  mx_json_parse_file(L, path, &doc);
+  return normalize_or_decode(L, &doc, format);
+}
+
+/* scan.read_text(text, format?) -> kind, value; raises what json.decode raises. */
+static int scan_read_text(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  const char *format = luaL_optstring(L, 2, NULL);
+  mx_json_doc doc;
+  mx_json_parse(L, s, n, &doc);
+  return normalize_or_decode(L, &doc, format);
+}
+
+/* ---- CSV ---- */
+
+/* A growing byte buffer in a userdata, so that an error (out of memory, a __tostring that
+ * raises) frees it through __gc. */
+typedef struct {
+  char *p;
+  size_t n, cap;
+} strbuf;
+
+static int buf_gc(lua_State *L) {
+  strbuf *b = luaL_checkudata(L, 1, BUF_MT);
+  free(b->p);
+  b->p = NULL;
+  return 0;
+}
+
+static void buf_add(lua_State *L, strbuf *b, const char *s, size_t n) {
+  if (b->n + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 65536;
+    while (cap < b->n + n)
+      cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p)
+      luaL_error(L, "scan.export: not enough memory");
+    b->p = p;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->n, s, n);
+  b->n += n;
+}
+
+/* RFC 4180 quoting (export.csv_field) and, unless raw, OWASP's formula neutralising
+ * (export.csv_neutral_field): a cell starting with = + - @ tab or CR gets a ' and quotes. */
+static void add_cell(lua_State *L, strbuf *b, const char *s, size_t n, int raw) {
+  int formula = !raw && n > 0 && memchr("=+-@\t\r", s[0], 6);
+  int quote = memchr(s, '"', n) != NULL;
+  if (!formula && !quote && !memchr(s, ',', n) && !memchr(s, '\n', n) && !memchr(s, '\r', n)) {
+    buf_add(L, b, s, n);
+    return;
+  }
+  buf_add(L, b, formula ? "\"'" : "\"", formula ? 2 : 1);
+  if (quote) {
+    for (const char *p = s, *end = s + n; p < end;) {
+      const char *q = memchr(p, '"', (size_t)(end - p));
+      size_t len = q ? (size_t)(q - p) + 1 : (size_t)(end - p);
+      buf_add(L, b, p, len);
+      if (q)
+        buf_add(L, b, "\"", 1);
+      p += len;
+    }
+  } else {
+    buf_add(L, b, s, n);
+  }
+  buf_add(L, b, "\"", 1);
+}
+
+enum { C_PLAIN, C_LIST, C_SCORE, C_SCANNER };
+
+static const char *const LIST_COLUMNS[] = {"aliases", "references", "cwe", "locations", NULL};
+static const char *const PLAIN_COLUMNS[] = {
+    "id", "severity", "cvss_vector", "cvss_source", "package", "type", "pkg_type",
+    "installed_version", "fixed_version", "fix_state", "purl", "title", "target", "path",
+    "layer", "description", "primary_url", "scanner_severity", "published", "modified", NULL};
+
+static int column_kind(const char *name) {
+  for (int i = 0; LIST_COLUMNS[i]; i++)
+    if (strcmp(name, LIST_COLUMNS[i]) == 0)
+      return C_LIST;
+  for (int i = 0; PLAIN_COLUMNS[i]; i++)
+    if (strcmp(name, PLAIN_COLUMNS[i]) == 0)
+      return C_PLAIN;
+  if (strcmp(name, "cvss_score") == 0)
+    return C_SCORE;
+  if (strcmp(name, "scanner") == 0)
+    return C_SCANNER;
+  return -1;
+}
+
+/* table.concat(list, " ") of the list at the top (popped); 0 when concat would raise. */
+static int add_joined(lua_State *L, strbuf *cell) {
+  if (!lua_istable(L, -1))
+    return 0;
+  lua_Integer n = luaL_len(L, -1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_geti(L, -1, i);
+    size_t len;
+    const char *s = lua_isstring(L, -1) ? lua_tolstring(L, -1, &len) : NULL;
+    if (s) {
+      if (i > 1)
+        buf_add(L, cell, " ", 1);
+      buf_add(L, cell, s, len);
+    }
+    lua_pop(L, 1);
+    if (!s)
+      return 0;
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* The value of one column of the finding at index `f` into `cell` (export.CSV_VALUE); 0 when
+ * the Lua getter would raise on it (the caller leaves the row to the Lua writer). */
+static int cell_value(lua_State *L, int f, const char *name, int kind, strbuf *cell) {
+  int top = lua_gettop(L), ok = 1;
+  size_t len;
+  const char *s;
+  if (kind == C_SCANNER) {
+    if (lua_getfield(L, f, "found_by") != LUA_TNIL && lua_toboolean(L, -1)) {
+      ok = add_joined(L, cell);
+    } else if (lua_getfield(L, f, "scanner") != LUA_TNIL && lua_toboolean(L, -1)) {
+      ok = lua_isstring(L, -1);
+      if (ok) {
+        s = lua_tolstring(L, -1, &len);
+        buf_add(L, cell, s, len);
+      }
+    }
+  } else if (lua_getfield(L, f, name) == LUA_TNIL || (kind != C_PLAIN && !lua_toboolean(L, -1))) {
+    /* "" */
+  } else if (kind == C_LIST) {
+    ok = add_joined(L, cell);
+  } else if (kind == C_SCORE) {
+    ok = lua_isnumber(L, -1);
+    if (ok) {
+      char num[64];
+      int k = snprintf(num, sizeof num, "%.1f", (double)lua_tonumber(L, -1));
+      buf_add(L, cell, num, (size_t)k);
+    }
+  } else {
+    s = luaL_tolstring(L, -1, &len);
+    buf_add(L, cell, s, len);
+  }
+  lua_settop(L, top);
+  return ok;
+}
+
+/* scan.csv_rows(findings, columns, raw, from, to) -> the CSV rows of findings[from..to]
+ * (CRLF after each), or nil when one of them has a value the Lua writer must handle (a list
+ * holding a table, a score that is no number: the Lua writer raises its error on it). */
+static int scan_csv_rows(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int raw = lua_toboolean(L, 3);
+  lua_Integer from = luaL_checkinteger(L, 4), to = luaL_checkinteger(L, 5);
+  int ncol = (int)luaL_len(L, 2);
+  int *kinds = lua_newuserdatauv(L, sizeof(int) * (size_t)(ncol > 0 ? ncol : 1), 0);
+  lua_createtable(L, ncol, 0); /* the names, kept alive */
+  int names = lua_gettop(L);
+  for (int c = 1; c <= ncol; c++) {
+    lua_geti(L, 2, c);
+    kinds[c - 1] = lua_type(L, -1) == LUA_TSTRING ? column_kind(lua_tostring(L, -1)) : -1;
+    if (kinds[c - 1] < 0)
+      return luaL_error(L, "scan.csv_rows: columns[%d]: no such column", c);
+    lua_rawseti(L, names, c);
+  }
+  strbuf *out = lua_newuserdatauv(L, sizeof(strbuf), 0);
+  *out = (strbuf){0};
+  luaL_setmetatable(L, BUF_MT);
+  strbuf *cell = lua_newuserdatauv(L, sizeof(strbuf), 0);
+  *cell = (strbuf){0};
+  luaL_setmetatable(L, BUF_MT);
+  for (lua_Integer i = from; i <= to; i++) {
+    if (lua_geti(L, 1, i) != LUA_TTABLE) {
+      lua_pushnil(L);
+      return 1;
+    }
+    int f = lua_gettop(L);
+    for (int c = 0; c < ncol; c++) {
+      lua_rawgeti(L, names, c + 1);
+      cell->n = 0;
+      int ok = cell_value(L, f, lua_tostring(L, -1), kinds[c], cell);
+      lua_pop(L, 1);
+      if (!ok) {
+        lua_pushnil(L);
+        return 1;
+      }
+      if (c > 0)
+        buf_add(L, out, ",", 1);
+      add_cell(L, out, cell->p ? cell->p : "", cell->n, raw);
+    }
+    buf_add(L, out, "\r\n", 2);
+    lua_pop(L, 1);
+  }
+  lua_pushlstring(L, out->p ? out->p : "", out->n);
+  return 1;
+}
+
+/* scan.csv_known(name) -> whether csv_rows writes that column. */
+static int scan_csv_known(lua_State *L) {
+  lua_pushboolean(L, column_kind(luaL_checkstring(L, 1)) >= 0);
+  return 1;
+}
+
+int luaopen_myrmex_core_scan(lua_State *L) {
+  static const luaL_Reg funcs[] = {{"read_file", scan_read_file},
+                                   {"read_text", scan_read_text},
+                                   {"csv_rows", scan_csv_rows},
+                                   {"csv_known", scan_csv_known},
+                                   {NULL, NULL}};
+  luaL_newmetatable(L, BUF_MT);
+  lua_pushcfunction(L, buf_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  /* The decoder's metatables, which this module's tables carry too. */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "myrmex.core.json");
+  lua_call(L, 1, 0);
+  luaL_newlib(L, funcs);
+  return 1;
+}
