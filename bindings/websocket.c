@@ -281,6 +281,7 @@ typedef struct ws_params_s {
   int tls, port, insecure;
   char host[256], path[4096];
   char *url, *protocols, *ca, *cert, *key, *server_name;
+  char *proxy; /* "[user:pass@]host:port" of an HTTP proxy tunnelled through (CONNECT), or NULL */
   char *ca_data, *cert_data, *key_data;
   size_t ca_len, cert_len, key_len, max_queue;
   char **headers; /* "name:" and value pairs, NULL-terminated */
@@ -295,6 +296,7 @@ static void params_free(ws_params *p) {
   free(p->cert);
   free(p->key);
   free(p->server_name);
+  free(p->proxy);
   free(p->ca_data);
   free(p->cert_data);
   free(p->key_data);
@@ -385,6 +387,7 @@ static ws_params *params_read(lua_State *L, int t, const char *fname) {
   size_t n;
   p->url = copy_field(L, t, "url", &n, &oom);
   p->protocols = copy_field(L, t, "protocols", NULL, &oom);
+  p->proxy = copy_field(L, t, "proxy", NULL, &oom);
   lua_getfield(L, t, "max_queue");
   lua_Integer mq = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
   lua_pop(L, 1);
@@ -409,6 +412,8 @@ static ws_params *params_read(lua_State *L, int t, const char *fname) {
     why = "url required";
   else if (!parse_url(p->url, &p->tls, p->host, sizeof p->host, &p->port, p->path, sizeof p->path))
     why = "cannot parse url";
+  else if (p->proxy && !strchr(p->proxy, ':'))
+    why = "proxy must be [user:password@]host:port";
   else {
     int hr = copy_headers(L, t, p);
     if (hr <= 0)
@@ -433,6 +438,11 @@ static int conn_start(ws_conn *c, const ws_params *p) {
   info.user = c;
   info.gid = -1;
   info.uid = -1;
+  /* The proxy is the caller's decision (kubeconfig proxy-url, HTTPS_PROXY less NO_PROXY). lws
+   * tunnels through it with CONNECT, then does TLS and the upgrade inside the tunnel. Without
+   * one, lws would read $http_proxy itself, ignoring NO_PROXY; an empty address (no port)
+   * makes it use none. */
+  info.http_proxy_address = p->proxy ? p->proxy : "";
   if (p->tls) {
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.client_ssl_ca_filepath = p->ca;
@@ -473,7 +483,7 @@ static int conn_start(ws_conn *c, const ws_params *p) {
   return 0;
 }
 
-/* connect{url=, protocols="a,b", headers={...}, tls={ca=, ca_data=, cert=, cert_data=, key=,
+/* connect{url=, protocols="a,b", headers={...}, proxy="[user:pass@]host:port", tls={ca=, ca_data=, cert=, cert_data=, key=,
  * key_data=, insecure=, server_name=}, max_queue=} -> connection (connecting; poll it) */
 static int ws_connect(lua_State *L) {
   ws_box *b = lua_newuserdatauv(L, sizeof *b, 0); /* closed until the connection exists */

@@ -13,6 +13,31 @@ M.CHANNEL_PROTOCOLS = "v5.channel.k8s.io,v4.channel.k8s.io"
 local STDIN, STDOUT, STDERR, ERROR, CLOSE = 0, 1, 2, 3, 255
 local CHUNK = 32 * 1024
 
+-- The client's proxy (kubeconfig proxy-url, else HTTPS_PROXY/HTTP_PROXY less NO_PROXY) as
+-- libwebsockets takes it: "[user:password@]host:port", tunnelled through with CONNECT. Only
+-- http:// proxies can carry a WebSocket there; anything else raises Invalid naming the proxy.
+local function ws_proxy(what, proxy)
+  if not proxy then return nil end
+  local scheme, rest = proxy:match("^(%a[%w+.-]*)://(.*)$")
+  if not scheme then scheme, rest = "http", proxy end
+  if scheme:lower() ~= "http" then
+    errors.raise({ code = "Invalid", engine = "k8s", message = what .. ": proxy " .. proxy
+      .. ": only http:// proxies carry exec, attach and port-forward streams (CONNECT)" }, 0)
+  end
+  local hostport = rest:match("^([^/?#]*)")
+  local userinfo, hp = hostport:match("^(.*)@([^@]*)$")
+  hp = hp or hostport
+  if not hp:find(":%d+$") then hp = hp .. ":80" end -- as Go: an http proxy's default port
+  if hp:match("^:") then
+    errors.raise({ code = "Invalid", engine = "k8s", message = what .. ": proxy " .. proxy .. " has no host" }, 0)
+  end
+  if userinfo then
+    userinfo = userinfo:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+    return userinfo .. "@" .. hp
+  end
+  return hp
+end
+
 -- The WebSocket URL, headers and TLS table of a request to `path` with the client's settings.
 local function target(client, path, query)
   local headers, tls = client:_auth(false)
@@ -32,7 +57,8 @@ end
 local function open(client, what, path, query, protocols, timeout)
   local ws = require("myrmex.core.websocket")
   local url, headers, tls = target(client, path, query)
-  local conn, kind, msg = ws.connect({ url = url, headers = headers, protocols = protocols, tls = tls })
+  local conn, kind, msg = ws.connect({ url = url, headers = headers, protocols = protocols, tls = tls,
+    proxy = ws_proxy(what, client.settings.proxy) })
   if not conn then
     errors.raise({ code = "Unreachable", engine = "k8s", message = what .. ": " .. tostring(msg)
       .. " (" .. tostring(kind) .. ")" }, 0)
@@ -82,9 +108,11 @@ local function exit_code(what, text)
 end
 
 M._exit_code = exit_code
+M._ws_proxy = ws_proxy
 
 --- Run a command in a container (exec) or attach to its main process, and collect its output.
---- opts: cmd (exec), stdin (string), container, timeout, namespace, tty.
+--- opts: cmd (exec), stdin (string), container, timeout, namespace, tty, on_output(stream, data)
+--- (false: detach, the result has detached = true and no exit code).
 function M.run(client, pod, opts, attach)
   local fname = attach and "k8s.attach" or "k8s.exec"
   local ns = opts.namespace or client.namespace
@@ -101,6 +129,9 @@ function M.run(client, pod, opts, attach)
     query.command = cmd
   end
   if opts.stdin ~= nil and type(opts.stdin) ~= "string" then error(fname .. ": stdin must be a string", 3) end
+  if opts.on_output ~= nil and type(opts.on_output) ~= "function" then
+    error(fname .. ": on_output must be a function", 3)
+  end
   local path = "/api/v1/namespaces/" .. http.escape(ns) .. "/pods/" .. http.escape(pod)
     .. (attach and "/attach" or "/exec")
   local conn <close> = open(client, what, path, query, M.CHANNEL_PROTOCOLS, client.timeout)
@@ -113,16 +144,22 @@ function M.run(client, pod, opts, attach)
   end
   local out, err, status = {}, {}, nil
   local deadline = opts.timeout and (rt.monotonic() + opts.timeout)
-  while true do
+  local detached = false
+  local function output(list, name, data)
+    list[#list + 1] = data
+    if opts.on_output and #data > 0 and opts.on_output(name, data) == false then detached = true end
+  end
+  while not detached do
     local state = conn:poll(100)
-    while true do
+    while not detached do
       local m = conn:recv()
       if not m then break end
       local ch, data = m:byte(1), m:sub(2)
-      if ch == STDOUT then out[#out + 1] = data
-      elseif ch == STDERR then err[#err + 1] = data
+      if ch == STDOUT then output(out, "stdout", data)
+      elseif ch == STDERR then output(err, "stderr", data)
       elseif ch == ERROR then status = (status or "") .. data end
     end
+    if detached then break end
     if state ~= "open" and state ~= "connecting" then
       local info = conn:info()
       if state == "failed" and not status then
@@ -134,6 +171,10 @@ function M.run(client, pod, opts, attach)
       errors.raise({ code = "Timeout", engine = "k8s", message = what .. ": still running after " .. opts.timeout
         .. "s" }, 0)
     end
+  end
+  if detached then
+    -- Leaving is closing the WebSocket (the <close> above); the process goes on.
+    return { stdout = table.concat(out), stderr = table.concat(err), protocol = proto, detached = true }
   end
   if not status then
     errors.raise({ code = "Engine", engine = "k8s", message = what .. ": the stream ended without a status" }, 0)
@@ -157,7 +198,7 @@ function M.port_forward(client, pod, port, opts)
   local path = "/api/v1/namespaces/" .. http.escape(ns) .. "/pods/" .. http.escape(pod) .. "/portforward"
   local url, headers, tls = target(client, path, { ports = port })
   local fwd, kind, msg = require("myrmex.core.websocket").forward({ url = url, headers = headers,
-    protocols = "v4.channel.k8s.io", tls = tls })
+    protocols = "v4.channel.k8s.io", tls = tls, proxy = ws_proxy(what, client.settings.proxy) })
   if not fwd then
     errors.raise({ code = "Unreachable", engine = "k8s", message = what .. ": " .. tostring(msg)
       .. " (" .. tostring(kind) .. ")" }, 0)
