@@ -3,8 +3,8 @@
 -- through the OCI 1.1 API or the tag schema fallback, and copy bringing signatures,
 -- attestations and SBOMs along — artifacts with a `subject` made here, then the real thing with
 -- the test bed's cosign (a local key, no transparency log) and oras as reference clients,
--- against distribution 2.8 (no referrers API: the fallback tags) and, when the test bed has
--- one, a registry serving the API (crane's).
+-- against distribution 2.8 (no referrers API: the fallback tags) and go-containerregistry's
+-- registry serving the API (tests/tools/registry, ggcr-registry).
 local registry = require("myrmex.registry")
 local digest = require("myrmex.digest")
 local json = require("myrmex.json")
@@ -12,6 +12,8 @@ local R = require("tests.support.registry")
 local sh = require("tests.support.sh")
 
 local TOOLS = "/usr/local/lib/myrmex-test/bin"
+-- go-containerregistry's registry with the referrers API (tests/tools/registry).
+local GGCR = "ggcr-registry"
 local EMPTY = "{}"
 local EMPTY_DESC = { mediaType = "application/vnd.oci.empty.v1+json", digest = digest.string(EMPTY), size = 2 }
 
@@ -43,6 +45,19 @@ local function put_fallback(c, repo, subject_digest, descs)
   local body = json.encode({ schemaVersion = 2, mediaType = registry.media.oci_index,
     manifests = json.array(descs) }, { sort_keys = true })
   c:put_manifest(repo .. ":" .. registry.fallback_tag(subject_digest), body)
+end
+
+-- A ggcr-registry on a free loopback port, answering /v2/ before this returns; :stop() ends it.
+local function start_ggcr()
+  local port = R.free_port()
+  local host = "127.0.0.1:" .. port
+  local pid = ok_run({ "sh", "-c", ("%s -addr %s >/dev/null 2>&1 & echo $!"):format(TOOLS .. "/" .. GGCR, host) })
+    :gsub("%s+$", "")
+  for _ = 1, 200 do
+    if sh.run({ "curl", "-sf", "http://" .. host .. "/v2/" }).code == 0 then break end
+    os.execute("sleep 0.05")
+  end
+  return { host = host, stop = function() os.execute("kill " .. pid .. " 2>/dev/null") end }
 end
 
 describe("registry referrers", function()
@@ -135,11 +150,16 @@ describe("registry referrers", function()
       return true
     end
 
-    local function cosign(args)
+    local function cosign_env(extra, args)
       local cmd = { TOOLS .. "/cosign" }
       for _, a in ipairs(args) do cmd[#cmd + 1] = a end
-      return ok_run(cmd, { env = { COSIGN_PASSWORD = "", COSIGN_YES = "true", HOME = work, TUF_ROOT = work .. "/tuf" },
-        cwd = work })
+      local env = { COSIGN_PASSWORD = "", COSIGN_YES = "true", HOME = work, TUF_ROOT = work .. "/tuf" }
+      for k, v in pairs(extra) do env[k] = v end
+      return ok_run(cmd, { env = env, cwd = work })
+    end
+
+    local function cosign(args)
+      return cosign_env({}, args)
     end
 
     local function oras(args)
@@ -222,39 +242,107 @@ describe("registry referrers", function()
       assert.are_not.equal(0, r.code)
     end)
 
-    it("the same between registries serving the referrers API, when the test bed has one", function()
-      if not need("cosign", "oras", "crane") then return end
-      local servers = {}
-      for i = 1, 2 do
-        local port = R.free_port()
-        local pid = ok_run({ "sh", "-c", ("%s registry serve --address 127.0.0.1:%d >%s 2>&1 & echo $!"):format(
-          TOOLS .. "/crane", port, work .. "/crane" .. i .. ".log") }):gsub("%s+$", "")
-        servers[i] = { host = "127.0.0.1:" .. port, pid = pid }
-      end
+    it("between registries serving the referrers API, and from one to distribution 2.8", function()
+      if not need("cosign", "oras", GGCR) then return end
+      local a, b = start_ggcr(), start_ggcr()
       local ok, err = pcall(function()
-        for _, s in ipairs(servers) do
-          for _ = 1, 100 do
-            if sh.run({ "curl", "-sf", "http://" .. s.host .. "/v2/" }).code == 0 then break end
-            os.execute("sleep 0.05")
-          end
-        end
-        local fc = registry.connect(servers[1].host, { config = false })
-        fc:push_image(work .. "/img", "api/app:v1")
-        if not fc:_referrers_api("api/app", img.digest) then
-          -- crane 0.22's `registry serve` does not serve GET /v2/<name>/referrers/<digest>.
-          return "no API"
-        end
-        local ref = servers[1].host .. "/api/app@" .. img.digest
+        local ac = registry.connect(a.host, { config = false })
+        ac:push_image(work .. "/img", "api/app:v1")
+        local ref = a.host .. "/api/app@" .. img.digest
         sign_and_attest(ref)
+        -- cosign 2.6 keeps its .sig/.att tags even where the API is served; asked for OCI 1.1
+        -- (experimental) it pushes the signature as a referrer instead: both are copied.
+        cosign_env({ COSIGN_EXPERIMENTAL = "1" }, cat({ "sign", "--key", work .. "/cosign.key", "--tlog-upload=false",
+          "--registry-referrers-mode=oci-1-1" }, INSECURE, { ref }))
         attach_sbom(ref)
-        registry.copy(servers[1].host .. "/api/app:v1", servers[2].host .. "/mirror/app:v1", { config = false })
-        verify(servers[2].host .. "/mirror/app@" .. img.digest)
-        local _, fallback = registry.connect(servers[2].host, { config = false }):referrers("mirror/app:v1")
+        -- oras saw the API (OCI-Subject): no fallback index was written on the source.
+        assert.is_nil(ac:manifest_head("api/app:" .. registry.fallback_tag(img.digest)))
+        local listed, fallback = ac:referrers("api/app:v1")
         assert.is_false(fallback)
+        assert.are.equal(2, #listed, json.encode(listed)) -- the SBOM and the OCI 1.1 signature
+        for _, target in ipairs({ b.host .. "/mirror/app:v1", dst.host .. "/from-api/app:v1" }) do
+          local d, stats = registry.copy(a.host .. "/api/app:v1", target, { config = false })
+          assert.are.equal(img.digest, d)
+          assert.truthy(stats.referrers >= 4, target .. ": referrers copied: " .. stats.referrers)
+          local at = target:gsub(":v1$", "@" .. img.digest)
+          verify(at)
+          cosign(cat({ "verify", "--key", work .. "/cosign.pub", "--insecure-ignore-tlog=true", "--experimental-oci11" },
+            INSECURE, { at }))
+          assert.are.equal(1, #discover(at, "application/spdx+json"))
+        end
+        local bc = registry.connect(b.host, { config = false })
+        local on_b, fb = bc:referrers("mirror/app:v1")
+        assert.is_false(fb)
+        assert.are.equal(2, #on_b)
+        -- Where the destination serves the API, no fallback index is written there.
+        assert.is_nil(bc:manifest_head("mirror/app:" .. registry.fallback_tag(img.digest)))
+        local on_dist, fd = dc:referrers("from-api/app:v1")
+        assert.is_true(fd)
+        assert.are.equal(2, #on_dist)
       end)
-      for _, s in ipairs(servers) do os.execute("kill " .. s.pid .. " 2>/dev/null") end
+      a:stop()
+      b:stop()
       assert(ok, err)
-      if err == "no API" then pending("no registry in the test bed serves the referrers API (crane's does not)") end
+    end)
+  end)
+
+  describe("on a registry serving the referrers API (the test bed's ggcr-registry)", function()
+    local api, ac
+
+    setup(function()
+      if have_tool(GGCR) then
+        api = start_ggcr()
+        ac = registry.connect(api.host, { config = false })
+        ac:push_image(work .. "/img", "api/list:v1")
+      end
+    end)
+
+    teardown(function()
+      if api then api:stop() end
+    end)
+
+    it("client:referrers asks the API, filtered there, and does not read a fallback tag", function()
+      if not api then return pending(TOOLS .. "/" .. GGCR .. " is not built yet (.ci/install-test-tools)") end
+      local subject = { mediaType = registry.media.oci_manifest, digest = img.digest, size = #img.manifest }
+      local sbom = put_artifact(ac, "api/list", "application/spdx+json", '{"spdxVersion":"SPDX-2.3","api":1}', subject)
+      local vex = put_artifact(ac, "api/list", "application/openvex+json", '{"statements":[1]}', subject)
+      -- A stale fallback index naming something else: the API's answer wins.
+      local other = put_artifact(ac, "api/list", "text/plain", "stale", nil)
+      put_fallback(ac, "api/list", img.digest, { other })
+      local list, fallback = ac:referrers("api/list:v1")
+      assert.is_false(fallback)
+      local got = {}
+      for _, d in ipairs(list) do got[d.digest] = d.artifactType end
+      assert.are.same({ [sbom.digest] = "application/spdx+json", [vex.digest] = "application/openvex+json" }, got)
+      local only = ac:referrers("api/list:v1", { artifact_type = "application/openvex+json" })
+      assert.are.equal(1, #only)
+      assert.are.equal(vex.digest, only[1].digest)
+      assert.are.same({}, (ac:referrers("api/list@" .. sbom.digest)))
+    end)
+
+    it("copy to a registry serving the API writes no fallback index; to distribution 2.8 it does", function()
+      if not api then return pending(TOOLS .. "/" .. GGCR .. " is not built yet (.ci/install-test-tools)") end
+      local subject = { mediaType = registry.media.oci_manifest, digest = img.digest, size = #img.manifest }
+      ac:push_image(work .. "/img", "api/copy:v1")
+      local sbom = put_artifact(ac, "api/copy", "application/spdx+json", '{"spdxVersion":"SPDX-2.3","copy":1}', subject)
+      local other = start_ggcr()
+      local ok, err = pcall(function()
+        local oc = registry.connect(other.host, { config = false })
+        local _, stats = registry.copy(api.host .. "/api/copy:v1", other.host .. "/copied/app:v1", { config = false })
+        assert.are.equal(1, stats.referrers)
+        local list, fallback = oc:referrers("copied/app:v1")
+        assert.is_false(fallback)
+        assert.are.equal(1, #list)
+        assert.are.equal(sbom.digest, list[1].digest)
+        assert.is_nil(oc:manifest_head("copied/app:" .. registry.fallback_tag(img.digest)))
+        registry.copy(api.host .. "/api/copy:v1", dst.host .. "/api-copied/app:v1", { config = false })
+        local dl, dfb = dc:referrers("api-copied/app:v1")
+        assert.is_true(dfb)
+        assert.are.equal(1, #dl)
+        assert.are.equal(sbom.digest, dl[1].digest)
+      end)
+      other:stop()
+      assert(ok, err)
     end)
   end)
 end)
