@@ -1,0 +1,281 @@
+-- The C fast path of myrmex.scan (bindings/scan.c: Trivy normalization and the CSV writer)
+-- against the Lua readers and writer it stands in for: the same results, CSV bytes and errors
+-- on every fixture report and on malformed ones (issue #18).
+local scan = require("myrmex.scan")
+local json = require("myrmex.json")
+local log = require("myrmex.log")
+local sh = require("tests.support.sh")
+
+local NOW = "2026-06-01T00:00:00Z"
+
+-- Every scanner report in tests/fixtures.
+local FIXTURES = {}
+do
+  local p = io.popen("find " .. sh.q(sh.fixtures .. "/scanners") .. " " ..
+    sh.q(sh.fixtures .. "/sarif") .. " -name '*.json' ! -name 'sarif-schema*' | sort")
+  for line in p:lines() do FIXTURES[#FIXTURES + 1] = line end
+  p:close()
+end
+
+-- Both paths, with the fast path left on afterwards.
+local function both(fn)
+  scan.fast_path(true)
+  local ok_c, c = pcall(fn)
+  scan.fast_path(false)
+  local ok_l, l = pcall(fn)
+  scan.fast_path(true)
+  return ok_c, c, ok_l, l
+end
+
+-- Deep equality, metatables included (the decoder's array/object markers), with the path of
+-- the first difference.
+local function same(a, b, path)
+  path = path or "result"
+  if type(a) ~= type(b) then return false, path .. ": " .. type(a) .. " vs " .. type(b) end
+  if type(a) ~= "table" then
+    if a == b or (a ~= a and b ~= b) then
+      if math.type(a) ~= math.type(b) then return false, path .. ": number subtypes differ" end
+      return true
+    end
+    return false, path .. ": " .. tostring(a) .. " vs " .. tostring(b)
+  end
+  if getmetatable(a) ~= getmetatable(b) then return false, path .. ": metatables differ" end
+  for k, v in next, a do
+    local ok, where = same(v, rawget(b, k), path .. "." .. tostring(k))
+    if not ok then return false, where end
+  end
+  for k in next, b do
+    if rawget(a, k) == nil then return false, path .. "." .. tostring(k) .. ": only in Lua's" end
+  end
+  return true
+end
+
+local function err_text(e)
+  if type(e) == "table" then return tostring(e.code) .. ": " .. tostring(e.message) end
+  return tostring(e)
+end
+
+-- Load `source` both ways (warnings quiet) and assert that results or errors are the same.
+local function check_load(source, opts)
+  local before = log.settings()
+  local sink = assert(io.open("/dev/null", "w"))
+  log.configure { level = "error", out = sink }
+  local ok_c, c, ok_l, l = both(function()
+    local o = { now = NOW }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    return scan.load_report(source, o)
+  end)
+  log.configure { level = before.level, out = io.stderr }
+  sink:close()
+  assert.are.equal(ok_l, ok_c, ok_c and err_text(l) or err_text(c))
+  if not ok_c then
+    assert.are.equal(err_text(l), err_text(c))
+    return nil
+  end
+  -- A report without CreatedAt is stamped with the time it was read.
+  if c.time ~= l.time and c.time:match("^%d+%-%d+%-%d+T") and l.time:match("^%d+%-%d+%-%d+T") then
+    c.time = l.time
+  end
+  local ok, where = same(c, l)
+  assert(ok, where)
+  return c
+end
+
+local COLUMN_SETS = {
+  false,
+  { "id", "aliases", "cvss_score", "scanner", "references", "cwe", "locations", "cvss_source",
+    "pkg_type", "scanner_severity", "published", "modified", "title", "description" },
+}
+
+-- CSV of `result` both ways, with each option set, byte for byte.
+local function check_csv(result)
+  for _, cols in ipairs(COLUMN_SETS) do
+    for _, raw in ipairs({ false, true }) do
+      for _, bom in ipairs({ false, true }) do
+        local opts = { columns = cols or nil, csv_raw = raw, bom = bom }
+        local ok_c, c, ok_l, l = both(function() return scan.export(result, "csv", nil, opts) end)
+        assert.are.equal(ok_l, ok_c)
+        if ok_c then assert(c == l, "CSV differs") else assert.are.equal(err_text(l), err_text(c)) end
+      end
+    end
+  end
+end
+
+describe("scan fast path", function()
+  it("finds the fixture reports", function()
+    assert.is_true(#FIXTURES >= 12)
+  end)
+
+  for _, path in ipairs(FIXTURES) do
+    local name = path:sub(#sh.fixtures + 2)
+    it("reads " .. name .. " as the Lua reader does, and writes the same CSV", function()
+      local r = check_load(path)
+      check_csv(r)
+      -- as text, and with a format asked for (a wrong one is the same error)
+      local f = assert(io.open(path, "rb"))
+      local text = f:read("a")
+      f:close()
+      check_load(text)
+      for _, fmt in ipairs({ "trivy", "grype", "sarif" }) do check_load(path, { format = fmt }) end
+      check_load(path, { severity = "CRITICAL,HIGH", ignore_unfixed = true })
+    end)
+  end
+
+  it("is taken: the C reader returns findings for a Trivy report, a decoded doc for others", function()
+    local core = require("myrmex.core.scan")
+    local kind, v = core.read_file(sh.fixtures .. "/scanners/trivy/alpine-310.json")
+    assert.are.equal("trivy", kind)
+    assert.are.equal(4, #v.findings)
+    assert.is_nil(getmetatable(v.findings[1]))
+    kind, v = core.read_file(sh.fixtures .. "/scanners/grype/keycloak-rhel91.json")
+    assert.are.equal("doc", kind)
+    assert.are.equal(require("myrmex.core.json").object_mt, getmetatable(v))
+  end)
+
+  -- A report with one of each field, each in turn replaced by JSON of another type.
+  local TEMPLATE = [[{"SchemaVersion":2,"CreatedAt":"2026-05-01T00:00:00Z","ArtifactName":$NAME,
+  "ArtifactType":$ATYPE,"Trivy":$TRIVY,"Metadata":$META,
+  "Results":[{"Target":$TARGET,"Class":$CLASS,"Type":$TYPE,"Packages":$PKGS,
+  "Vulnerabilities":[{"VulnerabilityID":$ID,"VendorIDs":$VENDOR,"PkgName":$PKG,"PkgID":$PKGID,
+  "PkgIdentifier":$IDENT,"InstalledVersion":$INST,"FixedVersion":$FIXED,"Status":$STATUS,
+  "Severity":$SEV,"SeveritySource":$SEVSRC,"CVSS":$CVSS,"Title":$TITLE,"Description":$DESC,
+  "References":$REFS,"PrimaryURL":$URL,"CweIDs":$CWE,"PkgPath":$PATH,"Layer":$LAYER,
+  "Fingerprint":$FPR,"PublishedDate":$PUB,"LastModifiedDate":$MOD},$EXTRA],
+  "Misconfigurations":[{"ID":$MID,"AVDID":"AVD-1","Title":"t","Severity":$SEV,
+  "CauseMetadata":$CAUSE,"References":$REFS},$EXTRA]}, $EXTRA]}]]
+  local DEFAULTS = {
+    NAME = '"img:1"', ATYPE = '"container_image"', TRIVY = '{"Version":"0.60.0"}',
+    META = '{"ImageID":"sha256:ab","RepoTags":["img:1"],"RepoDigests":["img@sha256:0123abcdef"],'
+      .. '"OS":{"Family":"alpine","Name":"3.10","EOSL":true}}',
+    TARGET = '"img:1 (alpine 3.10)"', CLASS = '"os-pkgs"', TYPE = '"alpine"',
+    PKGS = '[{"Name":"p","Version":"1","Locations":[{"StartLine":3,"EndLine":4},{"StartLine":9}]}]',
+    ID = '"CVE-1"', VENDOR = '["V-1"]', PKG = '"p"', PKGID = '"p@1"', IDENT = '{"PURL":"pkg:apk/p@1"}',
+    INST = '"1"', FIXED = '"2"', STATUS = '"fixed"', SEV = '"HIGH"', SEVSRC = '"nvd"',
+    CVSS = '{"nvd":{"V3Score":7.5,"V3Vector":"AV:N","V2Score":5,"V2Vector":"AV:L"},'
+      .. '"ghsa":{"V40Score":9.1,"V40Vector":"CVSS:4.0"}}',
+    TITLE = '"=HYPERLINK(\\"x\\")"', DESC = '"a, \\"b\\"\\nc"', REFS = '["https://a","@b"]',
+    URL = '"https://p"', CWE = '["CWE-79"]', PATH = '"lib/p"', LAYER = '{"DiffID":"sha256:d"}',
+    FPR = '"fp"', PUB = '"2020-01-01"', MOD = '"2021-01-01"', MID = '"DS001"',
+    CAUSE = '{"StartLine":1,"EndLine":2}', EXTRA = '{"VulnerabilityID":"CVE-2","PkgName":"q"}',
+  }
+  local VARIANTS = { "null", "true", "false", "0", "-0.0", "7", "7.5", "-1", "11", "1e999",
+    "-1e999", "3.0", '""', '"x"', '"x\\u0000y"', '"\\u0000"', '"HIGH"', '"OS-PKGS"', '"os-pkgs"',
+    '"Jar"', '"affected"', '"-1+2"', '"+x"', '"@x"', '"\\t=x"', '"a\\r"', '[]', '{}', '["a",1,"b"]', '["a","b"]', '[null]', '{"a":"b"}',
+    '{"PURL":"pkg:x/y@1","DiffID":"","Digest":"sha256:e","StartLine":2.0,"EndLine":"3"}',
+    '[{"Name":"p","Version":"1","Locations":{"StartLine":1}}]',
+    '[{"Name":"p","Version":"1","Locations":[[1],{"StartLine":1.5},{"StartLine":5,"EndLine":null}]}]',
+    '{"nvd":[],"x\\u0000":{"V2Score":2},"a\\u0000":{"V2Score":2},"b":{"V3Score":"9"}}',
+    '{"nvd":{"V3Score":7},"nvd":5,"redhat":{"V3Score":7},"aa":{"V3Score":7},"ab":{"V3Score":7}}',
+    '["img@sha256:XYZ"]', '["a@b@sha256:12ab"]', '["img@sha256:"]',
+  }
+
+  local function report(over)
+    return (TEMPLATE:gsub("%$(%u+)", function(k) return over[k] or DEFAULTS[k] end))
+  end
+
+  it("reads the template report the same way", function()
+    local r = check_load(report({}))
+    assert.are.equal(2, #r.findings)
+    check_csv(r)
+  end)
+
+  local keys = {}
+  for k in pairs(DEFAULTS) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    it("gives the same result and CSV with every kind of value for " .. k, function()
+      for _, v in ipairs(VARIANTS) do
+        local r = check_load(report({ [k] = v }))
+        if r then check_csv(r) end
+      end
+    end)
+  end
+
+  it("drops the same entries with the same messages", function()
+    for _, text in ipairs({
+      '{"SchemaVersion":2,"Results":[1,"x",null,true,[],{"Vulnerabilities":[2,null,{},{"VulnerabilityID":""},[]]}]}',
+      '{"SchemaVersion":2,"Results":{"a":1}}', '{"SchemaVersion":2,"ArtifactName":null}',
+      '{"SchemaVersion":null,"Results":null}', '{"SchemaVersion":2,"Results":[{"Vulnerabilities":{"a":1}}]}',
+    }) do
+      local r = check_load(text)
+      assert.is_table(r.dropped)
+    end
+    local r = check_load('{"SchemaVersion":2,"Results":[1,{"Vulnerabilities":[{}]}]}')
+    assert.are.same({ "Results[1]: a JSON number, not an object",
+      "Results[2].Vulnerabilities[1]: no VulnerabilityID string" }, r.dropped)
+  end)
+
+  it("keeps the last of duplicate keys, as a decoded table does", function()
+    local r = check_load('{"SchemaVersion":2,"Results":[{"Vulnerabilities":[{"VulnerabilityID":"A",'
+      .. '"VulnerabilityID":"B","Severity":"LOW","Severity":"CRITICAL"}]}],"Results":[]}')
+    assert.are.equal(0, #r.findings)
+    r = check_load('{"SchemaVersion":2,"Results":[{"Vulnerabilities":[{"VulnerabilityID":"A",'
+      .. '"VulnerabilityID":"B","Severity":"LOW","Severity":"CRITICAL"}]}]}')
+    assert.are.equal("B", r.findings[1].id)
+    assert.are.equal("CRITICAL", r.findings[1].severity)
+  end)
+
+  it("keeps U+0000 inside strings, as json.decode does", function()
+    local r = check_load('{"SchemaVersion":2,"Results":[{"Vulnerabilities":[{"VulnerabilityID":"A\\u0000B",'
+      .. '"Title":"=x\\u0000,y"}]}]}')
+    assert.are.equal("A\0B", r.findings[1].id)
+    check_csv(r)
+  end)
+
+  it("raises the same errors for text that is no report", function()
+    for _, text in ipairs({ "{", '{"a":1} x', "[1,2]", '"str"', "{\"a\":\"\255\"}",
+      string.rep("[", 1001) .. string.rep("]", 1001), '{"SchemaVersion":2}', "\239\187\191{}",
+      '{"matches":[],"source":{}}' }) do
+      check_load(text)
+    end
+    for _, text in ipairs({ "{", "[1]", '"x"', "{\"a\":\"\255\"}", "" }) do
+      local path = os.tmpname()
+      local f = assert(io.open(path, "wb"))
+      f:write(text)
+      f:close()
+      check_load(path)
+      os.remove(path)
+    end
+    check_load("/nonexistent/report.json")
+  end)
+
+  it("raises the same policy errors (a bad expiry date)", function()
+    check_load(report({}), { policy = { ignore = { { id = "CVE-1", expires = "2026-13-45" } } } })
+    check_load(report({}), { policy = { fail_on = "HIGH", ignore = { { id = "CVE-1", expires = "2027-01-01" } } } })
+  end)
+
+  it("writes the same CSV for findings the Lua writer must handle itself", function()
+    local r = check_load(report({}))
+    local original = r.findings[1]
+    local f
+    for _, change in ipairs({
+      function() f.found_by = { "trivy", "grype" } end,
+      function() f.found_by = false; f.scanner = 5 end,
+      function() f.title = 12.5; f.path = true; f.layer = false end,
+      function() f.cvss_score = "7.25" end,
+      function() f.cvss_score = {} end,
+      function() f.references = { "a", {} } end,
+      function() f.aliases = "x" end,
+      function() f.cwe = { 1, 2.5 } end,
+      function() f.locations = setmetatable({}, { __len = function() return 2 end,
+        __index = function(_, i) return "l" .. i end }) end,
+      function() f.description = setmetatable({}, { __tostring = function() return "+d" end }) end,
+      function() f.id = "-1\r" end,
+      function() f.title = "-1+2"; f.package = "\tp"; f.path = "\rx" end,
+    }) do
+      f = {}
+      for k, v in pairs(original) do f[k] = v end
+      r.findings[1] = f
+      change()
+      check_csv(r)
+    end
+    r.findings[3] = "not a finding"
+    check_csv(r)
+  end)
+
+  it("is switched with scan.fast_path", function()
+    assert.is_true(scan.fast_path(false))
+    assert.is_false(scan.fast_path(true))
+    assert.has_error(function() scan.fast_path("yes") end, "scan.fast_path: boolean expected, got string")
+  end)
+end)
