@@ -753,17 +753,20 @@ static int buf_gc(lua_State *L) {
   return 0;
 }
 
-static void buf_add(lua_State *L, strbuf *b, const char *s, size_t n) {
-  if (b->n + n > b->cap) {
-    size_t cap = b->cap ? b->cap : 65536;
-    while (cap < b->n + n)
-      cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p)
-      luaL_error(L, "scan.export: not enough memory");
-    b->p = p;
-    b->cap = cap;
-  }
+static void buf_grow(lua_State *L, strbuf *b, size_t n) {
+  size_t cap = b->cap ? b->cap : 65536;
+  while (cap < b->n + n)
+    cap *= 2;
+  char *p = realloc(b->p, cap);
+  if (!p)
+    luaL_error(L, "scan.export: not enough memory");
+  b->p = p;
+  b->cap = cap;
+}
+
+static inline void buf_add(lua_State *L, strbuf *b, const char *s, size_t n) {
+  if (b->n + n > b->cap)
+    buf_grow(L, b, n);
   memcpy(b->p + b->n, s, n);
   b->n += n;
 }
@@ -837,24 +840,26 @@ static int add_joined(lua_State *L, strbuf *cell) {
   return 1;
 }
 
-/* The value of one column of the finding at index `f` into `cell` (export.CSV_VALUE); 0 when
- * the Lua getter would raise on it (the caller leaves the row to the Lua writer). */
-static int cell_value(lua_State *L, int f, const char *name, int kind, strbuf *cell) {
-  int top = lua_gettop(L), ok = 1;
-  size_t len;
-  const char *s;
+/* The value of one column of the finding at index `f` (export.CSV_VALUE): *s and *len point
+ * into a string left on the stack or into `cell`; 0 when the Lua getter would raise on it (the
+ * caller leaves the row to the Lua writer). The caller pops what this pushed. */
+static int cell_value(lua_State *L, int f, const char *name, int kind, strbuf *cell,
+                      const char **s, size_t *len) {
+  int ok = 1;
+  *s = "";
+  *len = 0;
+  cell->n = 0;
   if (kind == C_SCANNER) {
     if (lua_getfield(L, f, "found_by") != LUA_TNIL && lua_toboolean(L, -1)) {
       ok = add_joined(L, cell);
     } else if (lua_getfield(L, f, "scanner") != LUA_TNIL && lua_toboolean(L, -1)) {
       ok = lua_isstring(L, -1);
-      if (ok) {
-        s = lua_tolstring(L, -1, &len);
-        buf_add(L, cell, s, len);
-      }
+      if (ok)
+        *s = lua_tolstring(L, -1, len);
+      return ok;
     }
   } else if (lua_getfield(L, f, name) == LUA_TNIL || (kind != C_PLAIN && !lua_toboolean(L, -1))) {
-    /* "" */
+    return 1; /* "" */
   } else if (kind == C_LIST) {
     ok = add_joined(L, cell);
   } else if (kind == C_SCORE) {
@@ -865,10 +870,12 @@ static int cell_value(lua_State *L, int f, const char *name, int kind, strbuf *c
       buf_add(L, cell, num, (size_t)k);
     }
   } else {
-    s = luaL_tolstring(L, -1, &len);
-    buf_add(L, cell, s, len);
+    /* tostring(v); a string is itself (no string metatable has a __tostring) */
+    *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, len) : luaL_tolstring(L, -1, len);
+    return 1;
   }
-  lua_settop(L, top);
+  *s = cell->p ? cell->p : "";
+  *len = cell->n;
   return ok;
 }
 
@@ -905,16 +912,16 @@ static int scan_csv_rows(lua_State *L) {
     int f = lua_gettop(L);
     for (int c = 0; c < ncol; c++) {
       lua_rawgeti(L, names, c + 1);
-      cell->n = 0;
-      int ok = cell_value(L, f, lua_tostring(L, -1), kinds[c], cell);
-      lua_pop(L, 1);
-      if (!ok) {
+      const char *s;
+      size_t len;
+      if (!cell_value(L, f, lua_tostring(L, -1), kinds[c], cell, &s, &len)) {
         lua_pushnil(L);
         return 1;
       }
       if (c > 0)
         buf_add(L, out, ",", 1);
-      add_cell(L, out, cell->p ? cell->p : "", cell->n, raw);
+      add_cell(L, out, s, len, raw);
+      lua_settop(L, f);
     }
     buf_add(L, out, "\r\n", 2);
     lua_pop(L, 1);
