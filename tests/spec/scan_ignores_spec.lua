@@ -46,6 +46,71 @@ describe("ignore files", function()
       .. IGN .. "trivyignore.yaml: vulnerabilities[1]]", texts[1])
   end)
 
+  it("matches .trivyignore.yaml paths as Trivy does: doublestar globs, on every case doublestar answered", function()
+    local glob = require("myrmex.scan.glob")
+    local cases = require("myrmex.json").decode_file(IGN .. "doublestar-cases.json")
+    assert.is_true(#cases.cases > 1000)
+    for _, p in ipairs(cases.invalid) do assert.is_false(glob.valid(p), p) end
+    for _, c in ipairs(cases.cases) do
+      assert.is_true(glob.valid(c[1]), c[1])
+      assert.are.equal(c[3], glob.match(c[1], c[2]), c[1] .. " ~ " .. c[2])
+    end
+  end)
+
+  local function yaml_ignores(text)
+    local path = os.tmpname() .. ".yaml"
+    local f = assert(io.open(path, "wb"))
+    f:write(text)
+    f:close()
+    return path
+  end
+
+  it("applies .trivyignore.yaml paths as globs on the target and the package path, with the purls", function()
+    -- gomod.json: GMS-2022-20 in go.mod, submod/go.mod and submod2/go.mod (no PkgPath);
+    -- webgoat: CVE-2023-2976 in target "Java", PkgPath home/webgoat/webgoat.jar/BOOT-INF/lib/guava-30.1-jre.jar
+    local function ignored(report, id, paths, purls)
+      local text = "vulnerabilities:\n  - id: " .. id .. "\n    paths: [" .. paths .. "]\n" ..
+        (purls and ("    purls: [" .. purls .. "]\n") or "")
+      local path = yaml_ignores(text)
+      local r = scan.load_report(FIX .. report, { now = NOW, policy = { ignore_files = path } })
+      os.remove(path)
+      local targets = {}
+      for _, f in ipairs(r.findings) do
+        if f.id == id then targets[#targets + 1] = f.target end
+      end
+      return #r.ignored, r
+    end
+    -- a prefix is not enough: "*" stops at "/", as in Trivy
+    assert.are.equal(0, (ignored("trivy/gomod.json", "GMS-2022-20", '"submod*"')))
+    assert.are.equal(2, (ignored("trivy/gomod.json", "GMS-2022-20", '"submod*/go.mod"')))
+    assert.are.equal(2, (ignored("trivy/gomod.json", "GMS-2022-20", '"submod{,2}/go.mod"')))
+    assert.are.equal(3, (ignored("trivy/gomod.json", "GMS-2022-20", '"**/go.mod"')))
+    assert.are.equal(1, (ignored("trivy/gomod.json", "GMS-2022-20", '"go.[m]od", "x/**"')))
+    -- no PkgPath is "" to Trivy, which "*" matches, whatever the target
+    assert.are.equal(3, (ignored("trivy/gomod.json", "GMS-2022-20", '"*"')))
+    assert.are.equal(0, (ignored("trivy/webgoat-ubuntu2004-jar.json", "CVE-2023-2976", '"home/webgoat/*"')))
+    local n, r = ignored("trivy/webgoat-ubuntu2004-jar.json", "CVE-2023-2976", '"home/**/guava-*.jar"')
+    assert.are.equal(1, n)
+    assert.are.equal("CVE-2023-2976", r.ignored[1].id)
+    -- a path and a purl must both match (Trivy), not either
+    assert.are.equal(0, (ignored("trivy/gomod.json", "GMS-2022-20", '"**/go.mod"', '"pkg:golang/other/module@v1.0.0"')))
+    assert.are.equal(3, (ignored("trivy/gomod.json", "GMS-2022-20", '"**/go.mod"',
+      '"pkg:golang/other/module@v1.0.0", "pkg:golang/github.com/docker/distribution@v2.7.1%2Bincompatible"')))
+  end)
+
+  it("rejects a .trivyignore.yaml path that is no valid pattern, naming the entry", function()
+    local path = yaml_ignores("vulnerabilities:\n  - id: CVE-1\n    paths: [\"ok/*\", \"lib/[a\"]\n")
+    local ok, err = pcall(scan.load_report, FIX .. "trivy/gomod.json", { policy = { ignore_files = path } })
+    os.remove(path)
+    assert.is_false(ok)
+    assert.are.equal("Invalid", err.code)
+    assert.are.equal(path .. ": vulnerabilities[1]: paths[2]: invalid path pattern 'lib/[a'", err.message)
+    local ok2, err2 = pcall(scan.load_report, FIX .. "trivy/gomod.json",
+      { policy = { ignore = { { path_glob = "{a", reason = "r" } } } })
+    assert.is_false(ok2)
+    assert.matches("scan.policy: ignore%[1%]%.path_glob: invalid pattern '{a'", tostring(err2))
+  end)
+
   it("applies OpenVEX not_affected and fixed statements for this product, the latest one deciding", function()
     local r = scan.load_report(FIX .. "trivy/webgoat-ubuntu2004-jar.json",
       { now = NOW, policy = { ignore_files = { IGN .. "webgoat.openvex.json" } } })

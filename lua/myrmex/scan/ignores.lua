@@ -59,6 +59,8 @@ end
 -- The YAML form (.trivyignore.yaml): vulnerabilities[] with id, paths, purls, statement and
 -- expired_at. Misconfiguration, secret and license entries are not findings this policy
 -- judges; they are skipped (logged at debug level).
+local glob = require("myrmex.scan.glob")
+
 local function trivyignore_yaml(text, path)
   local ok, doc = pcall(yaml.load, text)
   if not ok then fail(path .. ": not valid YAML: " .. tostring(doc):gsub("^.-yaml[%.%w_]*: ", ""), path) end
@@ -86,9 +88,21 @@ local function trivyignore_yaml(text, path)
       for k, v in pairs(extra) do r[k] = v end
       rules[#rules + 1] = r
     end
-    if #paths == 0 and #purls == 0 then add({}) end
-    for _, p in ipairs(paths) do add({ path = tostring(p) }) end
-    for _, p in ipairs(purls) do add({ purl = tostring(p) }) end
+    -- Trivy ignores a finding when one of the paths (doublestar globs on the target and the
+    -- package path) and one of the purls match, either list being absent meaning any: a
+    -- rule per path and purl.
+    for j, p in ipairs(paths) do
+      p = tostring(p)
+      if not glob.valid(p) then
+        fail(string.format("%s: paths[%d]: invalid path pattern '%s'", where, j, p), path)
+      end
+      paths[j] = p
+    end
+    if #paths == 0 then paths = { false } end
+    if #purls == 0 then purls = { false } end
+    for _, p in ipairs(paths) do
+      for _, u in ipairs(purls) do add({ path_glob = p or nil, purl = u and tostring(u) or nil }) end
+    end
   end
   return rules
 end

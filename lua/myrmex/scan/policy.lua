@@ -1,6 +1,7 @@
 --- Policies: which findings count, whether a result passes, its compliance level, and the
 --- compliance report with recommendations. Internal to myrmex.scan; see docs/scan.md.
 local model = require("myrmex.scan.model")
+local glob = require("myrmex.scan.glob")
 
 local rank = model.rank
 
@@ -28,7 +29,8 @@ M.DEFAULTS = {
 local POLICY_KEYS = { fail_on = true, max = true, ignore = true, only_fixed = true, levels = true,
   ignore_files = true }
 local RULE_KEYS = { id = true, package = true, purl = true, severity = true, reason = true,
-  expires = true, path = true, product = true, justification = true, source = true }
+  expires = true, path = true, path_glob = true, product = true, justification = true,
+  source = true }
 local LEVEL_KEYS = { critical = true, non_compliant = true, warning = true }
 
 local function check_severity(s, where)
@@ -120,20 +122,24 @@ function M.check(p)
         error("scan.policy: ignore[" .. i .. "]: unknown key '" .. tostring(k) .. "'", 3)
       end
     end
-    if not (r.id or r.package or r.purl or r.severity or r.path) then
-      error("scan.policy: ignore[" .. i .. "] needs id, package, purl, path or severity", 3)
+    if not (r.id or r.package or r.purl or r.severity or r.path or r.path_glob) then
+      error("scan.policy: ignore[" .. i .. "] needs id, package, purl, path, path_glob or severity", 3)
     end
-    for _, k in ipairs({ "id", "package", "purl", "path", "product", "justification", "source" }) do
+    for _, k in ipairs({ "id", "package", "purl", "path", "path_glob", "product", "justification",
+      "source" }) do
       if r[k] ~= nil and type(r[k]) ~= "string" then
         error("scan.policy: ignore[" .. i .. "]." .. k .. " must be a string", 3)
       end
+    end
+    if r.path_glob and not glob.valid(r.path_glob) then
+      error("scan.policy: ignore[" .. i .. "].path_glob: invalid pattern '" .. r.path_glob .. "'", 3)
     end
     if type(r.reason) ~= "string" or r.reason == "" then
       error("scan.policy: ignore[" .. i .. "] needs a reason", 3)
     end
     out.ignore[i] = {
-      id = r.id, package = r.package, purl = r.purl, path = r.path, product = r.product,
-      severity = r.severity and check_severity(r.severity, "ignore[" .. i .. "].severity"),
+      id = r.id, package = r.package, purl = r.purl, path = r.path, path_glob = r.path_glob,
+      product = r.product, severity = r.severity and check_severity(r.severity, "ignore[" .. i .. "].severity"),
       reason = r.reason, expires = r.expires, until_time = r.expires and expiry(r.expires, i),
       justification = r.justification, source = r.source, index = i,
     }
@@ -212,14 +218,20 @@ local function rule_matches(r, f, result)
     return false
   end
   if r.path and not (like(r.path, f.path) or like(r.path, f.target)) then return false end
+  -- as Trivy: the target, then the package path, an absent one being ""
+  if r.path_glob and not (glob.match(r.path_glob, f.target or "") or
+    glob.match(r.path_glob, f.path or "")) then
+    return false
+  end
   if r.severity and r.severity ~= f.severity then return false end
   if r.product and not product_matches(r.product, result) then return false end
   return true
 end
 
 local function public_rule(r)
-  return { id = r.id, package = r.package, purl = r.purl, path = r.path, product = r.product,
-    severity = r.severity, reason = r.reason, expires = r.expires, source = r.source }
+  return { id = r.id, package = r.package, purl = r.purl, path = r.path, path_glob = r.path_glob,
+    product = r.product, severity = r.severity, reason = r.reason, expires = r.expires,
+    source = r.source }
 end
 
 --- Judge a result: sets result.compliance, result.passed, result.ignored,
