@@ -385,7 +385,7 @@ describe("policy and compliance", function()
     local cases = {
       { { fail_on = "SEVERE" }, "unknown severity SEVERE" },
       { { ignore = { { id = "CVE-1" } } }, "needs a reason" },
-      { { ignore = { { reason = "x" } } }, "needs id, package, purl, path or severity" },
+      { { ignore = { { reason = "x" } } }, "needs id, package, purl, path, path_glob or severity" },
       { { ignore = { { id = "CVE-1", reason = "x", expires = "next week" } } }, "expected YYYY%-MM%-DD" },
       { { ignore = { { id = "CVE-1", reason = "x", expiry = "2026-01-01" } } }, "unknown key 'expiry'" },
       { { fail_ob = "HIGH" }, "unknown key 'fail_ob'" },
