@@ -160,6 +160,7 @@ kubernetes_start() {
   # No node lifecycle controller runs, so the nodes need no heartbeat to stay Ready.
   sed "s#@STATE@#$KSTATE#g" tests/k8s/kwok.yaml >"$KSTATE/kwok.yaml"
   : >"$KSTATE/pod.log"
+  : >"$KSTATE/attach.log"
   kstart kwok "$KBIN/kwok" --kubeconfig "$KSTATE/kwok.conf" --config "$KSTATE/kwok.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --node-ip 127.0.0.1 --node-port "$kubelet_port" --cidr 127.16.0.0/16 \

@@ -829,27 +829,32 @@ end
 ---@field stdout string
 ---@field stderr string
 ---@field protocol string the channel protocol the server chose (v5.channel.k8s.io or v4.channel.k8s.io)
+---@field detached? boolean true when on_output returned false (exit_code is then nil)
 
 --- Run a command in a pod's container over WebSocket (`v5.channel.k8s.io`, else
 --- `v4.channel.k8s.io`), as `kubectl exec` does, and wait for it to end. `stdin` is sent and
 --- then closed (v5). A command that cannot start raises Engine with the server's message.
+--- `on_output(stream, data)` ("stdout" or "stderr") sees output as it arrives; returning false
+--- leaves the stream (the result then has `detached = true` and no exit code).
 ---@param pod string
----@param opts {cmd:string[], stdin?:string, container?:string, namespace?:string, timeout?:number, tty?:boolean}
+---@param opts {cmd:string[], stdin?:string, container?:string, namespace?:string, timeout?:number, tty?:boolean, on_output?:fun(stream:string, data:string):boolean?}
 ---@return myrmex.k8s.ExecResult
 function Client:exec(pod, opts)
   if type(pod) ~= "string" then error("k8s.exec: pod name must be a string", 2) end
-  opts = check_opts("k8s.exec", opts, set { "cmd", "stdin", "container", "namespace", "timeout", "tty" })
+  opts = check_opts("k8s.exec", opts, set { "cmd", "stdin", "container", "namespace", "timeout", "tty",
+    "on_output" })
   return require("myrmex.k8s.stream").run(self, pod, opts, false)
 end
 
 --- Attach to the main process of a pod's container (as `kubectl attach`): what it prints from
---- now on until it ends, and its exit code; `stdin` is sent to it.
+--- now on until it ends, and its exit code; `stdin` is sent to it. `on_output` as for exec:
+--- returning false detaches (as Ctrl-C does in `kubectl attach`), leaving the process running.
 ---@param pod string
----@param opts? {stdin?:string, container?:string, namespace?:string, timeout?:number, tty?:boolean}
+---@param opts? {stdin?:string, container?:string, namespace?:string, timeout?:number, tty?:boolean, on_output?:fun(stream:string, data:string):boolean?}
 ---@return myrmex.k8s.ExecResult
 function Client:attach(pod, opts)
   if type(pod) ~= "string" then error("k8s.attach: pod name must be a string", 2) end
-  opts = check_opts("k8s.attach", opts, set { "stdin", "container", "namespace", "timeout", "tty" })
+  opts = check_opts("k8s.attach", opts, set { "stdin", "container", "namespace", "timeout", "tty", "on_output" })
   return require("myrmex.k8s.stream").run(self, pod, opts, true)
 end
 

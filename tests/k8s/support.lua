@@ -89,6 +89,18 @@ function M.kwok_log()
   return state .. "/kubernetes/pod.log"
 end
 
+--- The file kwok follows, from its end, for an attach to any pod on its nodes (tests/k8s/kwok.yaml).
+function M.kwok_attach_log()
+  return state_dir() .. "/kubernetes/attach.log"
+end
+
+--- One line in the CRI log format kwok reads ("<RFC 3339 time> stdout F <text>"), appended to `path`.
+function M.cri_append(path, text, stream)
+  local f = assert(io.open(path, "ab"))
+  f:write(os.date("!%Y-%m-%dT%H:%M:%S.000000000Z"), " ", stream or "stdout", " F ", text, "\n")
+  f:close()
+end
+
 --- The real API server spoken to directly over TLS, for the credential specs: `dir` holds its
 --- CA (ca.pem), the admin's certificate and key (client.pem, client.key) and a CA that did not
 --- sign it (other-ca.pem); `token` is the static bearer token of user "tester" (group
