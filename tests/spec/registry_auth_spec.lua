@@ -103,6 +103,21 @@ describe("registry auth", function()
       assert.are.equal("https", c.scheme)
     end)
 
+    it("finds TLS on a loopback registry after asking plain HTTP first (the server answers 400)", function()
+      -- No CA given, so nothing forces HTTPS: the probe decides. insecure skips verification.
+      local c = registry.connect(reg.host, { insecure = true, username = USER, password = PASS, config = false })
+      assert.is_true(c:ping())
+      assert.are.equal("https", c.scheme)
+      assert.are.same({ "v1" }, c:tags("secure/app"))
+      -- Verified against the system's trust store, which lacks the test CA: the TLS error is
+      -- the one reported, not the plain HTTP server's 400.
+      local err = raises("Unreachable", function()
+        registry.connect(reg.host, { username = USER, password = PASS, config = false }):ping()
+      end)
+      assert.truthy(errors.message(err):find("TLS", 1, true) or errors.message(err):find("certificate", 1, true),
+        errors.message(err))
+    end)
+
     it("raises Unauthorized for a wrong password, with the secret in no log line or error", function()
       local wrong = "Wr0ng-Passw0rd-42"
       local lines, ok, err = captured(function()

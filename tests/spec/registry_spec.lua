@@ -52,6 +52,37 @@ describe("registry (plain HTTP registry)", function()
     assert.are.equal("http", c.scheme)
   end)
 
+  it("asks a loopback registry plain HTTP first: no TLS handshake (and CA bundle parse) to find it", function()
+    -- A plain server that writes the first byte of every connection: 0x16 opens a TLS hello.
+    local log, port = work .. "/first-bytes", R.free_port()
+    local py = ([[
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", %d)); s.listen(8); print("ready", flush=True)
+for _ in range(8):
+    c, _ = s.accept(); b = c.recv(4096)
+    open(%q, "a").write("%%02x\n" %% b[0] if b else "eof\n")
+    if b.startswith(b"GET"):
+        c.sendall(b"HTTP/1.1 200 OK\r\nDocker-Distribution-API-Version: registry/2.0\r\n"
+                  b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+    c.close()
+]]):format(port, log)
+    sh.write(work .. "/plain.py", py)
+    local pid = sh.run({ "sh", "-c", ("python3 %s >%s 2>&1 & echo $!"):format(sh.q(work .. "/plain.py"),
+      sh.q(work .. "/plain.out")) }).stdout:gsub("%s+$", "")
+    for _ = 1, 100 do
+      if (read(work .. "/plain.out") or ""):find("ready", 1, true) then break end
+      os.execute("sleep 0.05")
+    end
+    local pc = registry.connect("127.0.0.1:" .. port, { config = false })
+    local ok, err = pcall(pc.ping, pc)
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    assert(ok, err)
+    assert.are.equal("http", pc.scheme)
+    -- Every connection began "GET" (0x47): the probe's and the ping's; none a TLS hello.
+    assert.truthy(read(log):match("^47\n[47\n]*$"), read(log))
+  end)
+
   it("pushes an OCI layout and reads it back: tags, digest, manifest bytes, inspect", function()
     local res = c:push_image(work .. "/img", "app/one:v1")
     assert.are.equal(img.digest, res.digest)

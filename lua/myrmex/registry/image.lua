@@ -7,7 +7,12 @@ local errors = require("myrmex.errors")
 local log = require("myrmex.log")
 local plan = require("myrmex.plan")
 local rt = require("myrmex.core.runtime")
-local archive = require("myrmex.core.archive")
+-- libarchive (and its dozen libraries) only for what reads or writes a tar: not a layout pull.
+local archive = setmetatable({}, { __index = function(t, k)
+  local mod = require("myrmex.core.archive")
+  setmetatable(t, { __index = mod })
+  return mod[k]
+end })
 local reference = require("myrmex.registry.reference")
 local lay = require("myrmex.registry.layers")
 
@@ -82,7 +87,12 @@ end
 local function mkdir_p(path)
   local st = rt.stat(path)
   if st then return end
-  os.execute("mkdir -p '" .. path:gsub("'", "'\\''") .. "'")
+  -- Without a shell: a process spawned per pull was a fixed cost of every small pull.
+  local at = path:sub(1, 1) == "/" and "" or "."
+  for part in path:gmatch("[^/]+") do
+    at = at .. "/" .. part
+    if not rt.stat(at) then rt.mkdir(at) end
+  end
   if not rt.stat(path) then fail("Engine", "cannot create directory " .. path) end
 end
 
