@@ -481,12 +481,14 @@ enum { M_CAUSE, M_ID, M_AVDID, M_TITLE, M_DESC, M_MSG, M_RES, M_TYPE, M_SEV, M_S
        M_URL };
 
 static void push_misconfiguration(lua_State *L, const reader *r, const cJSON *m,
-                                  const cJSON **res) {
+                                  const cJSON **res, int index) {
   static const char *const LINE_FIELDS[] = {"StartLine", "EndLine"};
   const cJSON *f[12], *lines[2];
   fields(m, MISCONF_FIELDS, 12, f);
   fields(is_table(f[M_CAUSE]) ? f[M_CAUSE] : NULL, LINE_FIELDS, 2, lines);
-  lua_createtable(L, 0, 17);
+  lua_createtable(L, 0, 18);
+  lua_pushvalue(L, index);
+  lua_setfield(L, -2, "result_index");
   lua_Integer line;
   if (int_of(lines[0], &line)) {
     lua_pushinteger(L, line);
@@ -515,10 +517,66 @@ static void push_misconfiguration(lua_State *L, const reader *r, const cJSON *m,
   lua_setfield(L, -2, "scanner");
 }
 
+static void set_line(lua_State *L, const char *key, const cJSON *v) {
+  lua_Integer line;
+  if (int_of(v, &line)) {
+    lua_pushinteger(L, line);
+    lua_setfield(L, -2, key);
+  }
+}
+
+/* A secret (Result.Secrets[]), as trivy.lua's secret(). */
+static void push_secret(lua_State *L, const reader *r, const cJSON *x, const cJSON **res,
+                        int index) {
+  static const char *const SECRET_FIELDS[] = {"RuleID", "Category", "Severity", "Title",
+                                              "StartLine", "EndLine", "Match"};
+  const cJSON *f[7];
+  fields(x, SECRET_FIELDS, 7, f);
+  lua_createtable(L, 0, 13);
+  set_str(L, r, "id", f[0]);
+  set_str(L, r, "category", f[1]);
+  lua_pushstring(L, severity_of(f[2]));
+  lua_setfield(L, -2, "severity");
+  set_str(L, r, "title", f[3]);
+  set_line(L, "start_line", f[4]);
+  set_line(L, "end_line", f[5]);
+  set_str(L, r, "match", f[6]);
+  set_str(L, r, "target", res[0]);
+  set_str(L, r, "class", res[2]);
+  set_str(L, r, "type", res[1]);
+  lua_pushvalue(L, index);
+  lua_setfield(L, -2, "result_index");
+  lua_pushliteral(L, "trivy");
+  lua_setfield(L, -2, "scanner");
+}
+
+/* A license (Result.Licenses[]), as trivy.lua's license(). */
+static void push_license(lua_State *L, const reader *r, const cJSON *x, const cJSON **res,
+                         int index) {
+  static const char *const LICENSE_FIELDS[] = {"Name", "PkgName", "FilePath", "Category",
+                                               "Severity", "Link"};
+  const cJSON *f[6];
+  fields(x, LICENSE_FIELDS, 6, f);
+  lua_createtable(L, 0, 10);
+  set_str(L, r, "name", f[0]);
+  set_str(L, r, "package", f[1]);
+  set_str(L, r, "file_path", f[2]);
+  set_str(L, r, "category", f[3]);
+  lua_pushstring(L, severity_of(f[4]));
+  lua_setfield(L, -2, "severity");
+  set_str(L, r, "link", f[5]);
+  set_str(L, r, "target", res[0]);
+  set_str(L, r, "class", res[2]);
+  lua_pushvalue(L, index);
+  lua_setfield(L, -2, "result_index");
+  lua_pushliteral(L, "trivy");
+  lua_setfield(L, -2, "scanner");
+}
+
 /* ---- a Trivy report ---- */
 
 /* Stack slots of trivy_normalize's frame. */
-enum { S_DOC = 1, S_ARRAY_MT, S_FINDINGS, S_MISCONFS, S_DROPPED };
+enum { S_DOC = 1, S_ARRAY_MT, S_FINDINGS, S_MISCONFS, S_SECRETS, S_LICENSES, S_DROPPED };
 
 static void drop(lua_State *L, const char *fmt, ...) {
   va_list ap;
@@ -528,13 +586,29 @@ static void drop(lua_State *L, const char *fmt, ...) {
   lua_rawseti(L, S_DROPPED, (lua_Integer)lua_rawlen(L, S_DROPPED) + 1);
 }
 
-static const char *const RESULT_FIELDS[] = {"Target", "Type", "Class", "Vulnerabilities",
-                                            "Packages", "Misconfigurations"};
+static const char *const RESULT_FIELDS[] = {"Target",   "Type",
+                                            "Class",    "Vulnerabilities",
+                                            "Packages", "Misconfigurations",
+                                            "Secrets",  "Licenses"};
+
+/* Appends one table per object or array in the list `list` to the table at slot `to`. */
+typedef void (*push_item)(lua_State *L, const reader *r, const cJSON *x, const cJSON **res,
+                          int index);
+static void read_items(lua_State *L, const reader *r, const cJSON *list, const cJSON **res,
+                       int index, push_item push, int to) {
+  if (!cJSON_IsArray(list))
+    return;
+  for (const cJSON *x = list->child; x; x = x->next)
+    if (is_table(x)) {
+      push(L, r, x, res, index);
+      lua_rawseti(L, to, (lua_Integer)lua_rawlen(L, to) + 1);
+    }
+}
 
 /* The findings and misconfigurations of Results[i]. */
 static void read_result(lua_State *L, const reader *r, const cJSON *res, int i) {
-  const cJSON *rf[6];
-  fields(res, RESULT_FIELDS, 6, rf);
+  const cJSON *rf[8];
+  fields(res, RESULT_FIELDS, 8, rf);
   int top = lua_gettop(L);
   result_ctx rc = {0};
   const char *pkg_type = str_of(rf[1]);
@@ -576,14 +650,9 @@ static void read_result(lua_State *L, const reader *r, const cJSON *res, int i) 
       }
     }
   }
-  if (cJSON_IsArray(rf[5])) {
-    const cJSON *names[3] = {rf[0], rf[1], rf[2]};
-    for (const cJSON *m = rf[5]->child; m; m = m->next)
-      if (is_table(m)) {
-        push_misconfiguration(L, r, m, names);
-        lua_rawseti(L, S_MISCONFS, (lua_Integer)lua_rawlen(L, S_MISCONFS) + 1);
-      }
-  }
+  read_items(L, r, rf[5], rf, rc.index, push_misconfiguration, S_MISCONFS);
+  read_items(L, r, rf[6], rf, rc.index, push_secret, S_SECRETS);
+  read_items(L, r, rf[7], rf, rc.index, push_license, S_LICENSES);
   lua_settop(L, top);
 }
 
@@ -637,9 +706,8 @@ static int trivy_normalize(lua_State *L) {
   const mx_json_doc *doc = lua_touserdata(L, 1);
   lua_settop(L, S_DOC);
   luaL_getmetatable(L, MX_ARRAY_MT);
-  lua_newtable(L);
-  lua_newtable(L);
-  lua_newtable(L);
+  for (int slot = S_FINDINGS; slot <= S_DROPPED; slot++)
+    lua_newtable(L);
   reader r = {doc, S_ARRAY_MT};
   const cJSON *df[6];
   fields(doc->root, DOC_FIELDS, 6, df);
@@ -666,6 +734,10 @@ static int trivy_normalize(lua_State *L) {
   lua_setfield(L, -2, "findings");
   lua_pushvalue(L, S_MISCONFS);
   lua_setfield(L, -2, "misconfigurations");
+  lua_pushvalue(L, S_SECRETS);
+  lua_setfield(L, -2, "secrets");
+  lua_pushvalue(L, S_LICENSES);
+  lua_setfield(L, -2, "licenses");
   lua_pushvalue(L, S_DROPPED);
   lua_setfield(L, -2, "dropped");
   return 1;

@@ -142,7 +142,11 @@ describe("scan fast path", function()
   "References":$REFS,"PrimaryURL":$URL,"CweIDs":$CWE,"PkgPath":$PATH,"Layer":$LAYER,
   "Fingerprint":$FPR,"PublishedDate":$PUB,"LastModifiedDate":$MOD},$EXTRA],
   "Misconfigurations":[{"ID":$MID,"AVDID":"AVD-1","Title":"t","Severity":$SEV,
-  "CauseMetadata":$CAUSE,"References":$REFS},$EXTRA]}, $EXTRA]}]]
+  "CauseMetadata":$CAUSE,"References":$REFS},$EXTRA],
+  "Secrets":[{"RuleID":$ID,"Category":$CAT,"Severity":$SEV,"Title":$TITLE,"StartLine":$LINE,
+  "EndLine":$LINE,"Match":$DESC},$EXTRA],
+  "Licenses":[{"Name":$ID,"PkgName":$PKG,"FilePath":$PATH,"Category":$CAT,"Severity":$SEV,
+  "Link":$URL},$EXTRA]}, $EXTRA]}]]
   local DEFAULTS = {
     NAME = '"img:1"', ATYPE = '"container_image"', TRIVY = '{"Version":"0.60.0"}',
     META = '{"ImageID":"sha256:ab","RepoTags":["img:1"],"RepoDigests":["img@sha256:0123abcdef"],'
@@ -156,7 +160,7 @@ describe("scan fast path", function()
     TITLE = '"=HYPERLINK(\\"x\\")"', DESC = '"a, \\"b\\"\\nc"', REFS = '["https://a","@b"]',
     URL = '"https://p"', CWE = '["CWE-79"]', PATH = '"lib/p"', LAYER = '{"DiffID":"sha256:d"}',
     FPR = '"fp"', PUB = '"2020-01-01"', MOD = '"2021-01-01"', MID = '"DS001"',
-    CAUSE = '{"StartLine":1,"EndLine":2}', EXTRA = '{"VulnerabilityID":"CVE-2","PkgName":"q"}',
+    CAUSE = '{"StartLine":1,"EndLine":2}', CAT = '"AWS"', LINE = "3", EXTRA = '{"VulnerabilityID":"CVE-2","PkgName":"q"}',
   }
   local VARIANTS = { "null", "true", "false", "0", "-0.0", "7", "7.5", "-1", "11", "1e999",
     "-1e999", "3.0", '""', '"x"', '"x\\u0000y"', '"\\u0000"', '"HIGH"', '"OS-PKGS"', '"os-pkgs"',
@@ -195,7 +199,8 @@ describe("scan fast path", function()
     for _, text in ipairs({
       '{"SchemaVersion":2,"Results":[1,"x",null,true,[],{"Vulnerabilities":[2,null,{},{"VulnerabilityID":""},[]]}]}',
       '{"SchemaVersion":2,"Results":{"a":1}}', '{"SchemaVersion":2,"ArtifactName":null}',
-      '{"SchemaVersion":null,"Results":null}', '{"SchemaVersion":2,"Results":[{"Vulnerabilities":{"a":1}}]}',
+      '{"SchemaVersion":null,"Results":null}',
+      '{"SchemaVersion":2,"Results":[{"Secrets":{"a":1},"Licenses":"x"},{"Secrets":[1,null,[]],"Licenses":[{}]}]}', '{"SchemaVersion":2,"Results":[{"Vulnerabilities":{"a":1}}]}',
     }) do
       local r = check_load(text)
       assert.is_table(r.dropped)

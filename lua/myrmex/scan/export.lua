@@ -33,6 +33,8 @@ function M.json(result, _, emit)
   for i, f in ipairs(result.findings) do findings[i] = finding_for_json(f) end
   copy.findings = json.array(findings)
   copy.misconfigurations = json.array(result.misconfigurations or {})
+  copy.secrets = json.array(result.secrets or {})
+  copy.licenses = json.array(result.licenses or {})
   for _, k in ipairs({ "ignored", "expired_ignores", "violations", "scanners" }) do
     if copy[k] then copy[k] = json.array(copy[k]) end
   end

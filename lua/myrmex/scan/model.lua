@@ -245,6 +245,8 @@ function M.result(t)
   t.scanners = t.scanners or { { name = t.scanner, version = t.scanner_version } }
   t.time = t.time or M.timestamp()
   t.misconfigurations = t.misconfigurations or {}
+  t.secrets = t.secrets or {}
+  t.licenses = t.licenses or {}
   t.counts = M.count(t.findings)
   return t
 end

@@ -98,9 +98,14 @@ local function package_lines(packages, name, version)
   return nil
 end
 
-local function misconfiguration(m, res)
+local function line_of(v)
+  return math.type(v) == "integer" and v or nil
+end
+
+local function misconfiguration(m, res, i)
   local cause = tab(m.CauseMetadata) or {}
   return {
+    result_index = i,
     start_line = math.type(cause.StartLine) == "integer" and cause.StartLine or nil,
     end_line = math.type(cause.EndLine) == "integer" and cause.EndLine or nil,
     class = str(res.Class),
@@ -109,6 +114,25 @@ local function misconfiguration(m, res)
     severity = severity_of(m.Severity), status = str(m.Status),
     target = str(res.Target), type = str(res.Type), references = strings(m.References),
     primary_url = str(m.PrimaryURL), scanner = "trivy",
+  }
+end
+
+-- A secret Trivy found (Result.Secrets[]): where and which rule; Match is already masked.
+local function secret(s, res, i)
+  return {
+    id = str(s.RuleID), category = str(s.Category), severity = severity_of(s.Severity),
+    title = str(s.Title), start_line = line_of(s.StartLine), end_line = line_of(s.EndLine),
+    match = str(s.Match), target = str(res.Target), class = str(res.Class), type = str(res.Type),
+    result_index = i, scanner = "trivy",
+  }
+end
+
+-- A license Trivy classified (Result.Licenses[]): of a package, or of a loose file.
+local function license(l, res, i)
+  return {
+    name = str(l.Name), package = str(l.PkgName), file_path = str(l.FilePath),
+    category = str(l.Category), severity = severity_of(l.Severity), link = str(l.Link),
+    target = str(res.Target), class = str(res.Class), result_index = i, scanner = "trivy",
   }
 end
 
@@ -122,7 +146,7 @@ end
 ---@param doc table
 ---@return table result (counts and compliance filled by the caller)
 function M.normalize(doc)
-  local findings, misconfs, dropped = {}, {}, {}
+  local findings, misconfs, secrets, licenses, dropped = {}, {}, {}, {}, {}
   local results = tab(doc.Results) or {}
   for i = 1, #results do
     local res = results[i]
@@ -153,7 +177,13 @@ function M.normalize(doc)
         end
       end
       for _, m in ipairs(tab(res.Misconfigurations) or {}) do
-        if type(m) == "table" then misconfs[#misconfs + 1] = misconfiguration(m, res) end
+        if type(m) == "table" then misconfs[#misconfs + 1] = misconfiguration(m, res, i) end
+      end
+      for _, x in ipairs(tab(res.Secrets) or {}) do
+        if type(x) == "table" then secrets[#secrets + 1] = secret(x, res, i) end
+      end
+      for _, x in ipairs(tab(res.Licenses) or {}) do
+        if type(x) == "table" then licenses[#licenses + 1] = license(x, res, i) end
       end
     end
   end
@@ -174,6 +204,8 @@ function M.normalize(doc)
     time = str(doc.CreatedAt),
     findings = findings,
     misconfigurations = misconfs,
+    secrets = secrets,
+    licenses = licenses,
     dropped = dropped,
   }
 end
