@@ -81,6 +81,7 @@ typedef struct cstream {
    * handed out; the input is read into the tail block whenever queued < nslots. */
   slot *slots;
   int nslots, head, tail, queued;
+  int threads; /* blocks this stream keeps the workers busy with */
   size_t block_size;
   int members;    /* blocks queued so far (an empty input still gets one member) */
   size_t out_pos; /* in the head slot */
@@ -310,8 +311,23 @@ static int gzip_wait_head(cstream *cs) {
   }
 }
 
+/* Whether fewer blocks wait for or are under compression than there are workers for this
+ * stream: then reading more input comes before handing out a finished block. */
+static int gzip_workers_starve(cstream *cs) {
+  int pending = 0;
+  pthread_mutex_lock(&pool_mu);
+  for (int i = 0; i < cs->queued; i++)
+    pending += cs->slots[(cs->head + i) % cs->nslots].state == SLOT_QUEUED;
+  pthread_mutex_unlock(&pool_mu);
+  return pending < cs->threads;
+}
+
 static ssize_t gzip_read(cstream *cs, char *buf, size_t n) {
   for (;;) {
+    /* Keep the workers fed before sending: a finished block waits a read, the cores do not. */
+    if (!cs->inner_eof && cs->queued > 0 && cs->queued < cs->nslots && gzip_workers_starve(cs) &&
+        gzip_read_ahead(cs) < 0)
+      return -1;
     if (cs->queued == 0) {
       if (cs->inner_eof) {
         finish(cs);
@@ -658,8 +674,8 @@ static int compress_encoder(lua_State *L) {
   int level = opt_int_field(L, 2, "level", fmt == FMT_GZIP ? GZIP_DEFAULT_LEVEL : 3, 1,
                             fmt == FMT_GZIP ? GZIP_MAX_LEVEL : ZSTD_maxCLevel(), "encoder");
   int threads = opt_int_field(L, 2, "threads", online_cpus(), 1, MAX_THREADS, "encoder");
-  int block_bytes = opt_int_field(L, 2, "block_size", GZIP_DEFAULT_BLOCK, 64 * 1024,
-                                  16 * 1024 * 1024, "encoder");
+  int block_bytes =
+      opt_int_field(L, 2, "block_size", GZIP_DEFAULT_BLOCK, 64 * 1024, 16 * 1024 * 1024, "encoder");
   cstream *cs = push_pair(L, 1, 0);
   cs->format = fmt;
   cs->level = level;
@@ -667,7 +683,10 @@ static int compress_encoder(lua_State *L) {
     if (pool_start() != 0)
       return luaL_error(L, "compress.encoder: cannot start a worker thread");
     cs->block_size = (size_t)block_bytes;
-    cs->nslots = 2 * threads + 2;
+    /* Blocks in flight: one per worker, the one being handed out and the one being filled.
+     * More only hold more input in memory (1 MiB each): the workers are already fed. */
+    cs->threads = threads;
+    cs->nslots = threads + 2;
     if (slots_alloc(cs) != 0)
       return luaL_error(L, "compress.encoder: not enough memory");
   } else {

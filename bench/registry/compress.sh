@@ -85,6 +85,13 @@ row() {
     "$(echo "${RSS[$name]} / 1024" | bc -l)"
 }
 
+# The compressed layer sizes each client pushed (first round), for the ratio line.
+declare -A SIZE
+size_of() { # size_of NAME REPO: the summed layer sizes of REPO:1 on registry 1
+  SIZE[$1]=$(curl -fs -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$HOST/v2/$2/manifests/1" |
+    python3 -c 'import json, sys; print(sum(l["size"] for l in json.load(sys.stdin)["layers"]))')
+}
 fresh() { start 1; }
 fresh2() { start 2; }
 nopull() { rm -rf "$W/pull"; }
@@ -96,9 +103,13 @@ PUSH=("myrmex push from the engine (gzip)" "myrmex push from the engine (zstd)"
 echo "image: $IMG, one layer of $RAW bytes uncompressed; load $(cut -d' ' -f1-3 /proc/loadavg) at $(date -u +%FT%TZ)"
 for r in $(seq 1 "$ROUNDS"); do
   run "${PUSH[0]}" fresh "$MX" bench/registry/push_engine.lua "$HOST" "$IMG" bench/mx:1 gzip
+  [ "$r" = 1 ] && size_of "myrmex gzip" bench/mx
   run "${PUSH[1]}" fresh "$MX" bench/registry/push_engine.lua "$HOST" "$IMG" bench/mx:1 zstd
+  [ "$r" = 1 ] && size_of "myrmex zstd" bench/mx
   run "${PUSH[2]}" fresh skopeo copy -q --dest-tls-verify=false "docker-daemon:$IMG" "docker://$HOST/sk/bench:1"
+  [ "$r" = 1 ] && size_of "skopeo gzip" sk/bench
   run "${PUSH[3]}" fresh docker push -q "$HOST/dk/bench:1"
+  [ "$r" = 1 ] && size_of "docker gzip" dk/bench
   [ $have_crane = 1 ] && run "${PUSH[4]}" fresh sh -c "docker save -o '$W/save.tar' '$IMG' && '$CRANE' push --insecure '$W/save.tar' '$HOST/cr/bench:1'; rc=\$?; rm -f '$W/save.tar'; exit \$rc"
 done
 # The pull and copy source: the gzip image pushed once by myrmex.
@@ -117,6 +128,9 @@ for r in $(seq 1 "$ROUNDS"); do
   [ $have_crane = 1 ] && run "${COPY[2]}" fresh2 "$CRANE" copy --insecure "$HOST/bench/src:1" "$HOST2/bench/copy:1"
 done
 echo "gzip layer as myrmex pushes it: $GZ bytes ($(echo "scale=1; 100 * $GZ / $RAW" | bc)% of $RAW)"
+for n in "myrmex gzip" "myrmex zstd" "skopeo gzip" "docker gzip"; do
+  echo "layer bytes pushed, $n: ${SIZE[$n]} ($(echo "scale=2; 100 * ${SIZE[$n]} / $RAW" | bc)%)"
+done
 echo "| client | median | range | CPU (user+sys) | peak RSS |"
 echo "|---|---|---|---|---|"
 for n in "${PUSH[@]}" "${PULL[@]}" "${COPY[@]}"; do row "$n"; done
