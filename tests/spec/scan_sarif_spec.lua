@@ -14,7 +14,7 @@ local SCHEMA = sh.fixtures .. "/sarif/sarif-schema-2.1.0.json"
 local CONVERTED = sh.fixtures .. "/sarif/trivy-convert/"
 local TRIVY = "/usr/local/lib/myrmex-test/bin/trivy"
 local TRIVY_FIXTURES = { "alpine-310", "debian-buster", "dockerfile", "gomod", "sl-micro-rancher5.4",
-  "webgoat-ubuntu2004-jar" }
+  "webgoat-ubuntu2004-jar", "secrets-licenses-fs" }
 
 local read, write = sh.read, sh.write
 
@@ -192,6 +192,52 @@ describe("SARIF export", function()
     assert.are.equal("error", run.results[1].level)
     assert.are.equal("Dockerfile", run.results[1].locations[1].physicalLocation.artifactLocation.uri)
     assert.are.equal("8.0", run.tool.driver.rules[1].properties["security-severity"])
+  end)
+
+  it("exports secrets and licenses as Trivy does", function()
+    local r = scan.load_report(FIX .. "trivy/secrets-licenses-fs.json")
+    assert.are.equal(3, #r.secrets)
+    assert.are.equal(3, #r.licenses)
+    assert.are.equal(0, #r.findings)
+    local run = json.decode(scan.export(r, "sarif")).runs[1]
+    local ids, names = {}, {}
+    for i, res in ipairs(run.results) do ids[i] = res.ruleId end
+    for i, rule in ipairs(run.tool.driver.rules) do names[i] = rule.name end
+    assert.are.same({ "aws-access-key-id", "aws-secret-access-key", "private-key", "leftpad:GPL-3.0-only",
+      ":Apache-2.0", ":GPL-3.0" }, ids)
+    assert.are.same({ "Secret", "Secret", "Secret", "License", "License", "License" }, names)
+    local key = run.results[3].locations[1].physicalLocation
+    assert.are.equal("deploy/id_rsa", key.artifactLocation.uri)
+    assert.are.same({ 2, 7 }, { key.region.startLine, key.region.endLine })
+    assert.are.equal("AWS_ACCESS_KEY_ID=********************", run.tool.driver.rules[1].fullDescription.text)
+    assert.are.equal("Loose%20File%20License%28s%29", run.results[5].locations[1].physicalLocation.artifactLocation.uri)
+    -- a secret's line and the file of a license tell results apart for GitHub
+    assert.are_not.equal(run.results[5].partialFingerprints["myrmexVulnerability/v1"],
+      run.results[6].partialFingerprints["myrmexVulnerability/v1"])
+  end)
+
+  it("matches the SARIF of a fresh `trivy fs` scan of secrets and licenses (tests/fixtures/trivy-secrets)", function()
+    if not is_exec(TRIVY) then
+      pending("trivy is not installed at " .. TRIVY .. " (the test bed builds it)")
+      return
+    end
+    -- offline: secret and license scanning need no vulnerability database
+    local report, converted = workdir .. "/fresh-secrets.json", workdir .. "/fresh-secrets.sarif.json"
+    local res = process.run { argv = { TRIVY, "fs", "--quiet", "--cache-dir", workdir .. "/trivy-cache",
+      "--scanners", "secret,license", "--license-full", "--skip-db-update", "--skip-java-db-update",
+      "--offline-scan", "--format", "json", "--output", report, sh.fixtures .. "/trivy-secrets" },
+      timeout = 300 }
+    assert.are.equal(0, res.status, res.stderr)
+    res = process.run { argv = { TRIVY, "convert", "--quiet", "--format", "sarif", "--output", converted,
+      report }, timeout = 120 }
+    assert.are.equal(0, res.status, res.stderr)
+    local r = scan.load_report(report)
+    assert.are.equal(3, #r.secrets)
+    assert.are.equal(3, #r.licenses)
+    local ours = json.decode(scan.export(r, "sarif"))
+    local theirs = json.decode(read(converted))
+    assert.are.same({}, differences(theirs, ours))
+    assert.are.equal(6, #ours.runs[1].results)
   end)
 
   it("takes security-severity from the severity's source, as Trivy does", function()

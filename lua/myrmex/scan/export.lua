@@ -304,6 +304,16 @@ local MISCONF_HELP_TEXT = "Misconfiguration %s\nType: %s\nSeverity: %s\nCheck: %
 local MISCONF_HELP_MARKDOWN = "**Misconfiguration %s**\n| Type | Severity | Check | Message | Link |\n"
   .. "| --- | --- | --- | --- | --- |\n|%s|%s|%s|%s|[%s](%s)|\n\n%s"
 local MISCONF_TEXT = "Artifact: %s\nType: %s\nVulnerability %s\nSeverity: %s\nMessage: %s\nLink: [%s](%s)"
+local SECRET_HELP_TEXT = "Secret %s\nSeverity: %s\nMatch: %s"
+local SECRET_HELP_MARKDOWN = "**Secret %s**\n| Severity | Match |\n| --- | --- |\n|%s|%s|"
+local SECRET_TEXT = "Artifact: %s\nType: %s\nSecret %s\nSeverity: %s\nMatch: %s"
+-- Trivy's markdown names the columns PkgName, Classification but fills them the other way
+-- round; kept, since the point is the same text.
+local LICENSE_HELP_TEXT = "License %s\nClassification: %s\nPkgName: %s\nPath: %s"
+local LICENSE_HELP_MARKDOWN = "**License %s**\n| PkgName | Classification | Path |\n| --- | --- | --- |\n|%s|%s|%s|"
+local LICENSE_TEXT = "Artifact: %s\nLicense %s\nPkgName: %s\n Classification: %s\n Path: %s"
+-- Where Trivy points every secret rule for help.
+local SECRET_RULES_URL = "https://github.com/aquasecurity/trivy/blob/main/pkg/fanal/secret/builtin-rules.go"
 local SARIF_SCHEMA = "https://raw.githubusercontent.com/oasis-tcs/sarif-spec/main/sarif-2.1/schema/"
   .. "sarif-schema-2.1.0.json"
 
@@ -417,6 +427,50 @@ local function misconf_entry(m)
     location_message = uri,
     lines = { { start_line = m.start_line or 0, end_line = m.end_line or 0 } },
     fingerprint = id .. "|" .. uri .. "|" .. (m.start_line or 0),
+  }
+end
+
+-- A rule of a secret, a license or a misconfiguration: Trivy's fallback score and its tags.
+local function plain_rule(kind, class, sev, short, full, help_text, help_markdown)
+  return {
+    class = class,
+    props = { ["security-severity"] = FALLBACK_SCORE[sev], precision = "very-high",
+      tags = json.array { kind, "security", sev } },
+    short = short, full = full, help_text = help_text, help_markdown = help_markdown,
+  }
+end
+
+-- A secret as Trivy's SARIF writer puts it: on its file (the Result's target) and lines, the
+-- masked match as the rule's full description.
+local function secret_entry(x)
+  local sev, id, title, match = x.severity, x.id or "", x.title or "", x.match or ""
+  local target = x.target or ""
+  local uri = path_uri(target, x.class or "secret")
+  return {
+    id = id, sev = sev, url = SECRET_RULES_URL, path = uri,
+    rule = plain_rule("secret", x.class or "secret", sev, title, match,
+      format(SECRET_HELP_TEXT, title, sev, match), format(SECRET_HELP_MARKDOWN, title, sev, match)),
+    message = format(SECRET_TEXT, target, x.type or "", title, sev, match),
+    location_message = uri,
+    lines = { { start_line = x.start_line or 0, end_line = x.end_line or 0 } },
+    fingerprint = id .. "|" .. uri .. "|" .. (x.start_line or 0),
+  }
+end
+
+-- A license as Trivy writes it: rule id "package:license" (an empty package for a loose
+-- file), on the Result's target, line 1, with an empty location message.
+local function license_entry(x)
+  local sev, name, pkg, cat = x.severity, x.name or "", x.package or "", x.category or ""
+  local file, target = x.file_path or "", x.target or ""
+  local id, desc = pkg .. ":" .. name, name .. " in " .. pkg
+  local uri = path_uri(target, x.class or "license")
+  return {
+    id = id, sev = sev, url = x.link or "", path = uri,
+    rule = plain_rule("license", x.class or "license", sev, desc, desc,
+      format(LICENSE_HELP_TEXT, name, cat, pkg, file), format(LICENSE_HELP_MARKDOWN, name, pkg, cat, file)),
+    message = format(LICENSE_TEXT, target, name, pkg, cat, file),
+    location_message = "",
+    fingerprint = id .. "|" .. uri .. "|" .. file,
   }
 end
 
@@ -541,23 +595,33 @@ function M.sarif(result, opts, emit)
   local max = opts.max_results or M.GITHUB_MAX_RESULTS
   if not math.tointeger(max) or max < 1 then error("scan.export: max_results must be a positive integer", 3) end
   opts = { dockerfile = opts.dockerfile, dockerfile_line = math.tointeger(line) }
-  local findings = trivy_order(result.findings)
-  -- Trivy writes failed checks only (passed ones appear with --include-non-failures)
-  local misconfs = {}
+  -- Trivy's order: per Result its vulnerabilities (sorted), failed misconfigurations (passed
+  -- ones appear with --include-non-failures only), secrets, licenses. Items without a
+  -- result_index (other scanners' findings) come first, in their order.
+  local items = {}
+  for _, f in ipairs(trivy_order(result.findings)) do items[#items + 1] = { f, vuln_entry, 1 } end
   for _, m in ipairs(result.misconfigurations or {}) do
-    if m.status == nil or m.status == "FAIL" then misconfs[#misconfs + 1] = m end
+    if m.status == nil or m.status == "FAIL" then items[#items + 1] = { m, misconf_entry, 2 } end
   end
-  local n = #findings + #misconfs
-  -- Past GitHub's limit the upload would be rejected whole: keep the worst `max` (in report
-  -- order), say so, and record how many were left out in the run's properties.
+  for _, x in ipairs(result.secrets or {}) do items[#items + 1] = { x, secret_entry, 3 } end
+  for _, x in ipairs(result.licenses or {}) do items[#items + 1] = { x, license_entry, 4 } end
+  for i, it in ipairs(items) do it[4] = i end
+  table.sort(items, function(a, b)
+    local ra, rb = a[1].result_index or 0, b[1].result_index or 0
+    if ra ~= rb then return ra < rb end
+    if a[3] ~= b[3] then return a[3] < b[3] end
+    return a[4] < b[4]
+  end)
+  local n = #items
+  -- Past GitHub's limit the upload would be rejected whole: keep the worst `max` (in the
+  -- order above), say so, and record how many were left out in the run's properties.
   local keep
   if n > max then
     local all = {}
-    for i = 1, #findings do all[i] = { i, RANK[findings[i].severity] or 0 } end
-    for i = 1, #misconfs do all[#all + 1] = { -i, RANK[misconfs[i].severity] or 0 } end
+    for i = 1, n do all[i] = { i, RANK[items[i][1].severity] or 0 } end
     table.sort(all, function(a, b)
       if a[2] ~= b[2] then return a[2] > b[2] end
-      return (a[1] > 0 and a[1] or #findings - a[1]) < (b[1] > 0 and b[1] or #findings - b[1])
+      return a[1] < b[1]
     end)
     keep = {}
     for i = 1, max do keep[all[i][1]] = true end
@@ -566,11 +630,11 @@ function M.sarif(result, opts, emit)
       result.image or "the result", n, max, n - max), { engine = "scan" })
   end
   local entries, paths = {}, {}
-  for i = 1, #findings do
-    if not keep or keep[i] then entries[#entries + 1] = vuln_entry(findings[i], result, paths) end
-  end
-  for i = 1, #misconfs do
-    if not keep or keep[-i] then entries[#entries + 1] = misconf_entry(misconfs[i]) end
+  for i = 1, n do
+    if not keep or keep[i] then
+      local it = items[i]
+      entries[#entries + 1] = it[2](it[1], result, paths)
+    end
   end
   -- Rules as go-sarif's AddRule makes them: one per id in order of first appearance, its
   -- texts and properties from the last entry of that id, helpUri from the last that had one.
