@@ -5,7 +5,9 @@
 -- secdb, NVD API records, Go vulndb OSV). Each image carries what they match: an Alpine
 -- package database listing zlib 1.3.1-r0, and a Go binary (the test bed's trivy-db, built
 -- against golang.org/x/text < 0.99.0). The argument vectors, exit codes, stderr, timeouts and
--- reports are those of the real program. Grype reads a v6 database that
+-- reports are those of the real program. The database reaches trivy both ways Trivy knows:
+-- placed in its cache (--skip-db-update), and pushed by oras to a loopback docker-registry as
+-- Trivy's OCI DB artifact, which trivy downloads itself (--db-repository). Grype reads a v6 database that
 -- tests/support/grype_db.py writes (the same zlib advisories) and `grype db import` takes in.
 local scan = require("myrmex.scan")
 local errors = require("myrmex.errors")
@@ -17,6 +19,7 @@ local sh = require("tests.support.sh")
 
 local BIN = "/usr/local/lib/myrmex-test/bin/"
 local TRIVY, TRIVY_DB, GRYPE = BIN .. "trivy", BIN .. "trivy-db", BIN .. "grype"
+local ORAS = BIN .. "oras"
 local GO_BINARY = TRIVY_DB -- any Go binary of the test bed: its buildinfo lists golang.org/x/text
 
 local function installed(path)
@@ -122,6 +125,59 @@ describe("the real trivy", function()
     assert.are.equal("usr/local/bin/textapp", go.target)
     assert.is_false(r.passed)
     assert.are.equal("critical", r.compliance)
+  end)
+
+  it("downloads the database from a local registry, as Trivy's OCI DB artifact (--db-repository)", function()
+    if not need() then return end
+    if not installed(ORAS) then
+      pending("oras is not installed in " .. BIN)
+      return
+    end
+    -- the artifact as Trivy publishes it: one layer, db.tar.gz (trivy.db and metadata.json)
+    -- of Trivy's layer media type, named by its title annotation, and Trivy's config type
+    local art = work .. "/artifact"
+    assert.are.equal(0, sh.run({ "mkdir", "-p", art }).code)
+    assert.are.equal(0, sh.run({ "tar", "-czf", art .. "/db.tar.gz", "-C", cache .. "/db", "trivy.db",
+      "metadata.json" }).code)
+    sh.write(art .. "/config.json", "{}")
+    local reg = require("tests.support.registry").start()
+    local ok, err = pcall(function()
+      local repo = reg.host .. "/myrmex-test/trivy-db"
+      local push = process.run { argv = { ORAS, "push", "--plain-http", repo .. ":2",
+        "--config", "config.json:application/vnd.aquasec.trivy.config.v1+json",
+        "db.tar.gz:application/vnd.aquasec.trivy.db.layer.v1.tar+gzip" }, cwd = art, timeout = 120 }
+      assert.are.equal(0, push.status, push.stderr)
+      -- a cache without a database: trivy must fetch it (the tag :2, its schema, it adds itself)
+      local fresh = work .. "/fresh-cache"
+      local args = { "--cache-dir", fresh, "--db-repository", repo, "--skip-java-db-update",
+        "--offline-scan", "--skip-version-check", "--scanners", "vuln", "--image-src", "docker" }
+      local s = scan.new { backend = "trivy", path = TRIVY, args = args, timeout = 300 }
+      local r = s:scan_image(image)
+      assert.are.equal(0, r.scanner_status)
+      assert.are.equal(3, #r.findings)
+      assert.are.equal("HIGH", by_id(r)["CVE-2099-1001"].severity)
+      assert.is_not_nil(rt.stat(fresh .. "/db/trivy.db"))
+      -- trivy asked the registry for the tag and then for the layer's blob
+      local function trivy_gets()
+        local gets = {}
+        for line in reg:log():gmatch("[^\n]+") do
+          if line:find("http.request.method=GET", 1, true) and not line:find("useragent=oras", 1, true) then
+            gets[#gets + 1] = line:match('http%.request%.uri="?([^"%s]+)')
+          end
+        end
+        return gets
+      end
+      local gets = trivy_gets()
+      local text = table.concat(gets, " ")
+      assert.matches("/v2/myrmex%-test/trivy%-db/manifests/2", text)
+      assert.matches("/v2/myrmex%-test/trivy%-db/blobs/sha256:", text)
+      -- a second scan takes the downloaded database: it is fresh (its NextUpdate is ahead)
+      local again = s:scan_image(image)
+      assert.are.equal(3, #again.findings)
+      assert.are.equal(#gets, #trivy_gets())
+    end)
+    reg:stop()
+    assert(ok, tostring(err))
   end)
 
   it("keeps the report when trivy exits 1 for its findings (--exit-code 1)", function()
