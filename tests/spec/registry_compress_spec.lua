@@ -100,6 +100,31 @@ print(n)]], work .. "/blocks.gz" })
     assert.are.equal(tostring(blocks), count:match("%d+"))
   end)
 
+  it("gzip: reads ahead of what it hands out, at most threads + 2 blocks", function()
+    local big = work .. "/big"
+    local raw = sh.read(tar)
+    sh.write(big, raw:rep(math.ceil((8 << 20) / #raw)))
+    local block, threads = 65536, 2
+    local src, job = compress.encoder(source.from_file(big), { format = "gzip", block_size = block, threads = threads })
+    -- Where the encoder's file descriptor on `big` stands: what it has read so far.
+    local pid = io.open("/proc/self/stat"):read("n")
+    local function read_so_far()
+      for line in io.popen(("for f in /proc/%d/fd/*; do echo \"$f $(readlink $f)\"; done"):format(pid)):lines() do
+        local fd, target = line:match("/fd/(%d+) (.*)$")
+        if target == big then return tonumber(io.open(("/proc/%d/fdinfo/%s"):format(pid, fd)):read("a"):match("pos:%s*(%d+)")) end
+      end
+    end
+    assert.are.equal(0, read_so_far())
+    local first = src:read(1)
+    assert.are.equal("\31", first)
+    local pos = read_so_far()
+    assert.truthy(pos > block, "read " .. pos .. " bytes before handing out the first block")
+    assert.truthy(pos <= (threads + 2) * block, "read " .. pos .. " bytes ahead: more than threads + 2 blocks")
+    local back = compress.decoder(source.from_string(first .. drain(src)))
+    assert.are.equal(digest.file(big), digest.string(drain(back)))
+    assert.are.equal(digest.file(big), job:result().diff_id)
+  end)
+
   it("encodes empty and tiny inputs", function()
     for _, text in ipairs({ "", "x", string.rep("ab", 40000) }) do
       for _, fmt in ipairs({ "gzip", "zstd" }) do
