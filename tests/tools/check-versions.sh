@@ -4,7 +4,8 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 BIN=${MYRMEX_TEST_BIN:-/usr/local/lib/myrmex-test/bin}
-pin() { awk -v m="$2" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$1/go.mod"; }
+# The version go.mod requires of module $2, in a require block or on a one-line require.
+pin() { awk -v m="$2" '$1 == "require" { $1 = ""; $0 = $0 } $1 == m && $2 ~ /^v/ { print $2; exit }' "$1/go.mod"; }
 fail=0
 check() { # check BINARY EXPECTED-SUBSTRING ARGS...
   local bin=$1 want=$2 out
