@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Python client (python3-kubernetes): server-side apply every manifest, watch until ready."""
+"""Python client (python3-kubernetes): server-side apply every manifest, watch until ready
+(MYRMEX_BENCH_NO_WAIT=1: the apply alone)."""
 import json
 import os
 import sys
@@ -25,6 +26,10 @@ for f in sorted(os.listdir(d)):
     obj = yaml.safe_load(open(os.path.join(d, f)))
     apply("/apis/apps/v1/namespaces/%s/deployments/%s" % (ns, obj["metadata"]["name"]), obj)
     names.add(obj["metadata"]["name"])
+if os.environ.get("MYRMEX_BENCH_NO_WAIT"):
+    # The apply alone, as myrmex's and kubectl's apply-only rows (bench/k8s/real.sh).
+    print("applied", len(names))
+    sys.exit(0)
 w = watch.Watch()
 for ev in w.stream(apps.list_namespaced_deployment, ns,
                    timeout_seconds=int(os.environ.get("MYRMEX_BENCH_TIMEOUT", "120"))):

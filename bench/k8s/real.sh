@@ -4,7 +4,9 @@
 # kubernetes), side by side in one run: myrmex, kubectl 1.32 (apply --server-side + wait), the
 # Python client, and the floor: the same 200 apply PATCHes sent by curl over kept-alive
 # connections (`curl --parallel`, 8 at a time, like myrmex's default), without the wait.
-# Each row runs in a namespace of its own. kubectl runs with -v=3 so that its client-side
+# Apply-only rows (myrmex, python, kubectl) stop after the apply. myrmex-watch-from-apply waits
+# without the list (bench/k8s/apply.lua, MYRMEX_BENCH_WATCH_FROM). Each row runs in a namespace
+# of its own. kubectl runs with -v=3 so that its client-side
 # throttling ("Waited for ... due to client-side throttling") can be summed and noted apart.
 # Usage: bench/k8s/real.sh [BUILD_DIR] [ROUNDS]   (MYRMEX_KUBECONFIG: the admin kubeconfig;
 # BENCH_REPLICAS: replicas per Deployment, default 1: the wait is the controllers' and kwok's
@@ -78,7 +80,9 @@ for r in $(seq "$ROUNDS"); do
   one myrmex "$BUILD/myrmex" bench/k8s/apply.lua
   one myrmex-apply-only env MYRMEX_BENCH_NO_WAIT=1 "$BUILD/myrmex" bench/k8s/apply.lua
   one curl-floor bash -c 'floor "$@"' floor
+  one myrmex-watch-from-apply env MYRMEX_BENCH_WATCH_FROM=namespace "$BUILD/myrmex" bench/k8s/apply.lua
   one python $python3 bench/k8s/apply.py
+  one python-apply-only env MYRMEX_BENCH_NO_WAIT=1 $python3 bench/k8s/apply.py
   one kubectl bash -c 'kubectl_row "$@"' kubectl
   one kubectl-apply-only env KUBECTL_NO_WAIT=1 bash -c 'kubectl_row "$@"' kubectl
 done >"$work/results"
