@@ -481,7 +481,7 @@ int mx_json_parse(lua_State *L, const char *s, size_t n, mx_json_doc *doc) {
 static int json_decode(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  mx_json_doc doc;
+  mx_json_doc doc = {0};
   parse_pushed(L, s, n, &doc);
   converting_marked = doc.marked;
   return push_tree(L, doc.box, doc.root, n);
@@ -548,7 +548,7 @@ int mx_json_parse_file(lua_State *L, const char *path, mx_json_doc *doc) {
 
 static int json_decode_file(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  mx_json_doc doc;
+  mx_json_doc doc = {0};
   mx_json_parse_file(L, path, &doc);
   converting_marked = doc.marked;
   return push_tree(L, doc.box, doc.root, doc.size);

@@ -41,16 +41,27 @@ static const char *str_of(const cJSON *v) {
   return v && cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
 }
 
+static int has_marker(const char *s) {
+  for (; *s; s++)
+    if ((unsigned char)*s == 0xFF)
+      return 1;
+  return 0;
+}
+
 /* A string of the tree as decode gives it: in a NUL-marked tree 0xFF stands for U+0000. */
 static void push_text(lua_State *L, const reader *r, const char *s) {
   size_t n = strlen(s);
-  if (!r->doc->marked || !memchr(s, 0xFF, n)) {
+  if (!r->doc->marked || !has_marker(s)) {
     lua_pushlstring(L, s, n);
     return;
   }
   char *copy = lua_newuserdatauv(L, n, 0);
-  for (size_t i = 0; i < n; i++)
-    copy[i] = (unsigned char)s[i] == 0xFF ? '\0' : s[i];
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if ((unsigned char)c == 0xFF)
+      c = '\0';
+    copy[i] = c;
+  }
   lua_pushlstring(L, copy, n);
   lua_remove(L, -2);
 }
@@ -158,10 +169,12 @@ static void push_strings(lua_State *L, const reader *r, cJSON *v) {
 /* ---- model.severity and model.ecosystem ---- */
 
 static const char *const SEVERITY_ALIASES[][2] = {
-    {"CRITICAL", "CRITICAL"}, {"HIGH", "HIGH"},       {"MEDIUM", "MEDIUM"},
-    {"MODERATE", "MEDIUM"},   {"LOW", "LOW"},         {"NEGLIGIBLE", "LOW"},
-    {"UNKNOWN", "UNKNOWN"},   {"UNSPECIFIED", "UNKNOWN"}, {"NONE", "UNKNOWN"},
-    {"INFO", "UNKNOWN"},      {"", "UNKNOWN"}};
+    {"CRITICAL", "CRITICAL"}, {"HIGH", "HIGH"},
+    {"MEDIUM", "MEDIUM"},     {"MODERATE", "MEDIUM"},
+    {"LOW", "LOW"},           {"NEGLIGIBLE", "LOW"},
+    {"UNKNOWN", "UNKNOWN"},   {"UNSPECIFIED", "UNKNOWN"},
+    {"NONE", "UNKNOWN"},      {"INFO", "UNKNOWN"},
+    {"", "UNKNOWN"}};
 
 static const char *severity_of(const cJSON *v) {
   if (!v || !cJSON_IsString(v))
@@ -179,24 +192,64 @@ static const char *severity_of(const cJSON *v) {
 }
 
 static const char *const OS_TYPES[] = {
-    "deb", "rpm", "apk", "alpine", "debian", "ubuntu", "redhat", "centos", "rocky", "alma",
-    "amazon", "oracle", "photon", "suse", "suse linux enterprise micro", "opensuse",
-    "opensuse.leap", "opensuse.tumbleweed", "wolfi", "chainguard", "mariner", "cbl-mariner",
-    "azurelinux", "bottlerocket", "slem", "sles", "alpm", "portage", "os-pkgs", NULL};
+    "deb",         "rpm",           "apk",
+    "alpine",      "debian",        "ubuntu",
+    "redhat",      "centos",        "rocky",
+    "alma",        "amazon",        "oracle",
+    "photon",      "suse",          "suse linux enterprise micro",
+    "opensuse",    "opensuse.leap", "opensuse.tumbleweed",
+    "wolfi",       "chainguard",    "mariner",
+    "cbl-mariner", "azurelinux",    "bottlerocket",
+    "slem",        "sles",          "alpm",
+    "portage",     "os-pkgs",       NULL};
 
-static const char *const ECOSYSTEM[][2] = {
-    {"jar", "maven"}, {"pom", "maven"}, {"gradle", "maven"}, {"java-archive", "maven"},
-    {"maven", "maven"}, {"jenkins-plugin", "maven"}, {"sbt", "maven"}, {"gomod", "golang"},
-    {"gobinary", "golang"}, {"go-module", "golang"}, {"golang", "golang"}, {"npm", "npm"},
-    {"yarn", "npm"}, {"pnpm", "npm"}, {"node-pkg", "npm"}, {"bun", "npm"}, {"pip", "pypi"},
-    {"pipenv", "pypi"}, {"poetry", "pypi"}, {"python-pkg", "pypi"}, {"python", "pypi"},
-    {"uv", "pypi"}, {"pypi", "pypi"}, {"bundler", "gem"}, {"gemspec", "gem"}, {"gem", "gem"},
-    {"cargo", "cargo"}, {"rust-binary", "cargo"}, {"rust-crate", "cargo"}, {"nuget", "nuget"},
-    {"dotnet-core", "nuget"}, {"packages-props", "nuget"}, {"dotnet", "nuget"},
-    {"composer", "composer"}, {"php-composer", "composer"}, {"composer-vendor", "composer"},
-    {"conan", "conan"}, {"cocoapods", "cocoapods"}, {"swift", "swift"}, {"pub", "pub"},
-    {"hex", "hex"}, {"conda", "conda"}, {"conda-pkg", "conda"}, {"mix", "hex"},
-    {"hackage", "hackage"}, {"binary", "binary"}, {NULL, NULL}};
+static const char *const ECOSYSTEM[][2] = {{"jar", "maven"},
+                                           {"pom", "maven"},
+                                           {"gradle", "maven"},
+                                           {"java-archive", "maven"},
+                                           {"maven", "maven"},
+                                           {"jenkins-plugin", "maven"},
+                                           {"sbt", "maven"},
+                                           {"gomod", "golang"},
+                                           {"gobinary", "golang"},
+                                           {"go-module", "golang"},
+                                           {"golang", "golang"},
+                                           {"npm", "npm"},
+                                           {"yarn", "npm"},
+                                           {"pnpm", "npm"},
+                                           {"node-pkg", "npm"},
+                                           {"bun", "npm"},
+                                           {"pip", "pypi"},
+                                           {"pipenv", "pypi"},
+                                           {"poetry", "pypi"},
+                                           {"python-pkg", "pypi"},
+                                           {"python", "pypi"},
+                                           {"uv", "pypi"},
+                                           {"pypi", "pypi"},
+                                           {"bundler", "gem"},
+                                           {"gemspec", "gem"},
+                                           {"gem", "gem"},
+                                           {"cargo", "cargo"},
+                                           {"rust-binary", "cargo"},
+                                           {"rust-crate", "cargo"},
+                                           {"nuget", "nuget"},
+                                           {"dotnet-core", "nuget"},
+                                           {"packages-props", "nuget"},
+                                           {"dotnet", "nuget"},
+                                           {"composer", "composer"},
+                                           {"php-composer", "composer"},
+                                           {"composer-vendor", "composer"},
+                                           {"conan", "conan"},
+                                           {"cocoapods", "cocoapods"},
+                                           {"swift", "swift"},
+                                           {"pub", "pub"},
+                                           {"hex", "hex"},
+                                           {"conda", "conda"},
+                                           {"conda-pkg", "conda"},
+                                           {"mix", "hex"},
+                                           {"hackage", "hackage"},
+                                           {"binary", "binary"},
+                                           {NULL, NULL}};
 
 /* model.ecosystem of str(word): "os", a language ecosystem, else the word in lower case. */
 static void push_ecosystem(lua_State *L, const reader *r, const char *word) {
@@ -246,7 +299,7 @@ static int shadowed(const cJSON *c) {
   return 0;
 }
 
-static const char *const CVSS_FIELDS[] = {"V2Score", "V2Vector", "V3Score",
+static const char *const CVSS_FIELDS[] = {"V2Score",  "V2Vector", "V3Score",
                                           "V3Vector", "V40Score", "V40Vector"};
 enum { V2S, V2V, V3S, V3V, V4S, V4V };
 
@@ -261,9 +314,10 @@ typedef struct {
 static int preference(const char *source, const char *prefer) {
   if (prefer && strcmp(source, prefer) == 0)
     return 0;
-  return strcmp(source, "nvd") == 0 ? 1 : strcmp(source, "ghsa") == 0 ? 2
-                                      : strcmp(source, "redhat") == 0 ? 3
-                                                                      : 9;
+  return strcmp(source, "nvd") == 0      ? 1
+         : strcmp(source, "ghsa") == 0   ? 2
+         : strcmp(source, "redhat") == 0 ? 3
+                                         : 9;
 }
 
 /* Lexicographic on (modern first, preference, higher score, name), as model.best_cvss. */
@@ -331,10 +385,14 @@ static void push_cvss(lua_State *L, const reader *r, const cJSON *raw, const cha
 
 /* ---- a Trivy finding ---- */
 
-static const char *const FIX_STATE[][2] = {
-    {"fixed", "fixed"}, {"affected", "not_fixed"}, {"will_not_fix", "wont_fix"},
-    {"fix_deferred", "deferred"}, {"end_of_life", "end_of_life"},
-    {"under_investigation", "unknown"}, {"unknown", "unknown"}, {NULL, NULL}};
+static const char *const FIX_STATE[][2] = {{"fixed", "fixed"},
+                                           {"affected", "not_fixed"},
+                                           {"will_not_fix", "wont_fix"},
+                                           {"fix_deferred", "deferred"},
+                                           {"end_of_life", "end_of_life"},
+                                           {"under_investigation", "unknown"},
+                                           {"unknown", "unknown"},
+                                           {NULL, NULL}};
 
 static const char *fix_state(const char *fixed, const char *status) {
   if (fixed)
@@ -347,14 +405,36 @@ static const char *fix_state(const char *fixed, const char *status) {
   return "unknown";
 }
 
-static const char *const VULN_FIELDS[] = {
-    "VulnerabilityID", "VendorIDs", "PkgName", "PkgID", "PkgIdentifier", "InstalledVersion",
-    "FixedVersion", "Status", "Severity", "SeveritySource", "CVSS", "Title", "Description",
-    "References", "PrimaryURL", "CweIDs", "PkgPath", "Layer", "Fingerprint", "PublishedDate",
-    "LastModifiedDate"};
+static const char *const VULN_FIELDS[] = {"VulnerabilityID", "VendorIDs",     "PkgName",
+                                          "PkgID",           "PkgIdentifier", "InstalledVersion",
+                                          "FixedVersion",    "Status",        "Severity",
+                                          "SeveritySource",  "CVSS",          "Title",
+                                          "Description",     "References",    "PrimaryURL",
+                                          "CweIDs",          "PkgPath",       "Layer",
+                                          "Fingerprint",     "PublishedDate", "LastModifiedDate"};
 enum {
-  F_ID, F_VENDOR, F_PKG, F_PKGID, F_IDENT, F_INSTALLED, F_FIXED, F_STATUS, F_SEV, F_SEVSRC,
-  F_CVSS, F_TITLE, F_DESC, F_REFS, F_URL, F_CWE, F_PATH, F_LAYER, F_FPR, F_PUB, F_MOD, F_COUNT
+  F_ID,
+  F_VENDOR,
+  F_PKG,
+  F_PKGID,
+  F_IDENT,
+  F_INSTALLED,
+  F_FIXED,
+  F_STATUS,
+  F_SEV,
+  F_SEVSRC,
+  F_CVSS,
+  F_TITLE,
+  F_DESC,
+  F_REFS,
+  F_URL,
+  F_CWE,
+  F_PATH,
+  F_LAYER,
+  F_FPR,
+  F_PUB,
+  F_MOD,
+  F_COUNT
 };
 
 /* What a Result gives each of its findings, as stack indices. */
@@ -474,14 +554,26 @@ static void push_finding(lua_State *L, const reader *r, const cJSON **f, const r
 
 /* ---- misconfigurations ---- */
 
-static const char *const MISCONF_FIELDS[] = {"CauseMetadata", "ID", "AVDID", "Title",
-                                             "Description", "Message", "Resolution", "Type",
-                                             "Severity", "Status", "References", "PrimaryURL"};
-enum { M_CAUSE, M_ID, M_AVDID, M_TITLE, M_DESC, M_MSG, M_RES, M_TYPE, M_SEV, M_STATUS, M_REFS,
-       M_URL };
+static const char *const MISCONF_FIELDS[] = {
+    "CauseMetadata", "ID",   "AVDID",    "Title",  "Description", "Message",
+    "Resolution",    "Type", "Severity", "Status", "References",  "PrimaryURL"};
+enum {
+  M_CAUSE,
+  M_ID,
+  M_AVDID,
+  M_TITLE,
+  M_DESC,
+  M_MSG,
+  M_RES,
+  M_TYPE,
+  M_SEV,
+  M_STATUS,
+  M_REFS,
+  M_URL
+};
 
-static void push_misconfiguration(lua_State *L, const reader *r, const cJSON *m,
-                                  const cJSON **res, int index) {
+static void push_misconfiguration(lua_State *L, const reader *r, const cJSON *m, const cJSON **res,
+                                  int index) {
   static const char *const LINE_FIELDS[] = {"StartLine", "EndLine"};
   const cJSON *f[12], *lines[2];
   fields(m, MISCONF_FIELDS, 12, f);
@@ -528,8 +620,8 @@ static void set_line(lua_State *L, const char *key, const cJSON *v) {
 /* A secret (Result.Secrets[]), as trivy.lua's secret(). */
 static void push_secret(lua_State *L, const reader *r, const cJSON *x, const cJSON **res,
                         int index) {
-  static const char *const SECRET_FIELDS[] = {"RuleID", "Category", "Severity", "Title",
-                                              "StartLine", "EndLine", "Match"};
+  static const char *const SECRET_FIELDS[] = {"RuleID",    "Category", "Severity", "Title",
+                                              "StartLine", "EndLine",  "Match"};
   const cJSON *f[7];
   fields(x, SECRET_FIELDS, 7, f);
   lua_createtable(L, 0, 13);
@@ -553,8 +645,8 @@ static void push_secret(lua_State *L, const reader *r, const cJSON *x, const cJS
 /* A license (Result.Licenses[]), as trivy.lua's license(). */
 static void push_license(lua_State *L, const reader *r, const cJSON *x, const cJSON **res,
                          int index) {
-  static const char *const LICENSE_FIELDS[] = {"Name", "PkgName", "FilePath", "Category",
-                                               "Severity", "Link"};
+  static const char *const LICENSE_FIELDS[] = {"Name",     "PkgName",  "FilePath",
+                                               "Category", "Severity", "Link"};
   const cJSON *f[6];
   fields(x, LICENSE_FIELDS, 6, f);
   lua_createtable(L, 0, 10);
@@ -586,10 +678,9 @@ static void drop(lua_State *L, const char *fmt, ...) {
   lua_rawseti(L, S_DROPPED, (lua_Integer)lua_rawlen(L, S_DROPPED) + 1);
 }
 
-static const char *const RESULT_FIELDS[] = {"Target",   "Type",
-                                            "Class",    "Vulnerabilities",
-                                            "Packages", "Misconfigurations",
-                                            "Secrets",  "Licenses"};
+static const char *const RESULT_FIELDS[] = {"Target",          "Type",     "Class",
+                                            "Vulnerabilities", "Packages", "Misconfigurations",
+                                            "Secrets",         "Licenses"};
 
 /* Appends one table per object or array in the list `list` to the table at slot `to`. */
 typedef void (*push_item)(lua_State *L, const reader *r, const cJSON *x, const cJSON **res,
@@ -701,8 +792,8 @@ static void read_metadata(lua_State *L, const reader *r, const cJSON *meta) {
 /* (doc userdata, root) -> the table trivy.normalize passes to model.result. Protected: run
  * under lua_pcall so that the caller frees the tree and restarts the collector on error. */
 static int trivy_normalize(lua_State *L) {
-  static const char *const DOC_FIELDS[] = {"Results", "ArtifactName", "ArtifactType",
-                                           "Metadata", "Trivy", "CreatedAt"};
+  static const char *const DOC_FIELDS[] = {"Results",  "ArtifactName", "ArtifactType",
+                                           "Metadata", "Trivy",        "CreatedAt"};
   const mx_json_doc *doc = lua_touserdata(L, 1);
   lua_settop(L, S_DOC);
   luaL_getmetatable(L, MX_ARRAY_MT);
@@ -794,7 +885,7 @@ static int normalize_or_decode(lua_State *L, mx_json_doc *doc, const char *forma
 static int scan_read_file(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   const char *format = luaL_optstring(L, 2, NULL);
-  mx_json_doc doc;
+  mx_json_doc doc = {0};
   mx_json_parse_file(L, path, &doc);
   return normalize_or_decode(L, &doc, format);
 }
@@ -804,7 +895,7 @@ static int scan_read_text(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
   const char *format = luaL_optstring(L, 2, NULL);
-  mx_json_doc doc;
+  mx_json_doc doc = {0};
   mx_json_parse(L, s, n, &doc);
   return normalize_or_decode(L, &doc, format);
 }
@@ -825,20 +916,24 @@ static int buf_gc(lua_State *L) {
   return 0;
 }
 
-static void buf_grow(lua_State *L, strbuf *b, size_t n) {
+/* Room for n more bytes; 0 only after luaL_error, which does not return. */
+static int buf_grow(lua_State *L, strbuf *b, size_t n) {
   size_t cap = b->cap ? b->cap : 65536;
   while (cap < b->n + n)
     cap *= 2;
   char *p = realloc(b->p, cap);
   if (!p)
-    luaL_error(L, "scan.export: not enough memory");
+    return luaL_error(L, "scan.export: not enough memory"), 0;
   b->p = p;
   b->cap = cap;
+  return 1;
 }
 
 static inline void buf_add(lua_State *L, strbuf *b, const char *s, size_t n) {
-  if (b->n + n > b->cap)
-    buf_grow(L, b, n);
+  if (n == 0)
+    return;
+  if ((!b->p || b->n + n > b->cap) && !buf_grow(L, b, n))
+    return;
   memcpy(b->p + b->n, s, n);
   b->n += n;
 }
@@ -846,7 +941,11 @@ static inline void buf_add(lua_State *L, strbuf *b, const char *s, size_t n) {
 /* RFC 4180 quoting (export.csv_field) and, unless raw, OWASP's formula neutralising
  * (export.csv_neutral_field): a cell starting with = + - @ tab or CR gets a ' and quotes. */
 static void add_cell(lua_State *L, strbuf *b, const char *s, size_t n, int raw) {
-  int formula = !raw && n > 0 && memchr("=+-@\t\r", s[0], 6);
+  char first = '\0';
+  if (n > 0)
+    first = s[0];
+  int formula = !raw && (first == '=' || first == '+' || first == '-' || first == '@' ||
+                         first == '\t' || first == '\r');
   int quote = memchr(s, '"', n) != NULL;
   if (!formula && !quote && !memchr(s, ',', n) && !memchr(s, '\n', n) && !memchr(s, '\r', n)) {
     buf_add(L, b, s, n);
@@ -871,10 +970,27 @@ static void add_cell(lua_State *L, strbuf *b, const char *s, size_t n, int raw) 
 enum { C_PLAIN, C_LIST, C_SCORE, C_SCANNER };
 
 static const char *const LIST_COLUMNS[] = {"aliases", "references", "cwe", "locations", NULL};
-static const char *const PLAIN_COLUMNS[] = {
-    "id", "severity", "cvss_vector", "cvss_source", "package", "type", "pkg_type",
-    "installed_version", "fixed_version", "fix_state", "purl", "title", "target", "path",
-    "layer", "description", "primary_url", "scanner_severity", "published", "modified", NULL};
+static const char *const PLAIN_COLUMNS[] = {"id",
+                                            "severity",
+                                            "cvss_vector",
+                                            "cvss_source",
+                                            "package",
+                                            "type",
+                                            "pkg_type",
+                                            "installed_version",
+                                            "fixed_version",
+                                            "fix_state",
+                                            "purl",
+                                            "title",
+                                            "target",
+                                            "path",
+                                            "layer",
+                                            "description",
+                                            "primary_url",
+                                            "scanner_severity",
+                                            "published",
+                                            "modified",
+                                            NULL};
 
 static int column_kind(const char *name) {
   for (int i = 0; LIST_COLUMNS[i]; i++)
@@ -915,8 +1031,8 @@ static int add_joined(lua_State *L, strbuf *cell) {
 /* The value of one column of the finding at index `f` (export.CSV_VALUE): *s and *len point
  * into a string left on the stack or into `cell`; 0 when the Lua getter would raise on it (the
  * caller leaves the row to the Lua writer). The caller pops what this pushed. */
-static int cell_value(lua_State *L, int f, const char *name, int kind, strbuf *cell,
-                      const char **s, size_t *len) {
+static int cell_value(lua_State *L, int f, const char *name, int kind, strbuf *cell, const char **s,
+                      size_t *len) {
   int ok = 1;
   *s = "";
   *len = 0;

@@ -200,7 +200,8 @@ describe("scan fast path", function()
       '{"SchemaVersion":2,"Results":[1,"x",null,true,[],{"Vulnerabilities":[2,null,{},{"VulnerabilityID":""},[]]}]}',
       '{"SchemaVersion":2,"Results":{"a":1}}', '{"SchemaVersion":2,"ArtifactName":null}',
       '{"SchemaVersion":null,"Results":null}',
-      '{"SchemaVersion":2,"Results":[{"Secrets":{"a":1},"Licenses":"x"},{"Secrets":[1,null,[]],"Licenses":[{}]}]}', '{"SchemaVersion":2,"Results":[{"Vulnerabilities":{"a":1}}]}',
+      '{"SchemaVersion":2,"Results":[{"Secrets":{"a":1},"Licenses":"x"},{"Secrets":[1,null,[]],"Licenses":[{}]}]}',
+      '{"SchemaVersion":2,"Results":[{"Vulnerabilities":{"a":1}}]}',
     }) do
       local r = check_load(text)
       assert.is_table(r.dropped)
