@@ -32,6 +32,7 @@ check trivy-db "trivy-db version" --version
 check grype "$(pin grype github.com/anchore/grype | sed 's/^v//')" version
 check crane "$(pin crane github.com/google/go-containerregistry)" version
 check ggcr-registry "$(pin registry github.com/google/go-containerregistry)" -version
+check kubelet-stub "k8s.io/kubelet $(pin kubelet k8s.io/kubelet)" -version
 ov=$(pin oras oras.land/oras)
 check oras "${ov#v}" version
 check cosign "$(pin cosign github.com/sigstore/cosign/v2)" version
