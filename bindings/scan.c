@@ -834,6 +834,475 @@ static int trivy_normalize(lua_State *L) {
   return 1;
 }
 
+/* ---- a Grype report (lua/myrmex/scan/grype.lua) ---- */
+
+/* A string of the tree as real bytes (0xFF markers back to NUL), kept alive on the stack:
+ * pushes one value, returns its bytes. */
+static const char *real_bytes(lua_State *L, const reader *r, const char *s, size_t *len) {
+  push_text(L, r, s);
+  return lua_tolstring(L, -1, len);
+}
+
+/* grype.lua's source_name: Grype names CVSS sources by e-mail-like ids. Pushes the name. */
+static void push_source_name(lua_State *L, const reader *r, const cJSON *v) {
+  const char *s = str_of(v);
+  if (!s) {
+    lua_pushliteral(L, "unknown");
+    return;
+  }
+  size_t n;
+  const char *bytes = real_bytes(L, r, s, &n);
+  char *low = lua_newuserdatauv(L, n + 1, 0);
+  for (size_t i = 0; i < n; i++)
+    low[i] = (char)tolower((unsigned char)bytes[i]);
+  low[n] = '\0';
+  /* find(..., plain) on the whole string: memmem, since NULs may be inside */
+  if (memmem(low, n, "nvd", 3))
+    lua_pushliteral(L, "nvd");
+  else if (memmem(low, n, "redhat", 6))
+    lua_pushliteral(L, "redhat");
+  else if (memmem(low, n, "github", 6) || memmem(low, n, "ghsa", 4))
+    lua_pushliteral(L, "ghsa");
+  else
+    lua_pushlstring(L, low, n);
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+}
+
+/* The first character of tostring(str(version) or num(version) or ""), which picks the CVSS
+ * version a Grype record is of (a number written as Lua writes it). */
+static char version_first(lua_State *L, const cJSON *v) {
+  const char *s = str_of(v);
+  if (s) {
+    char first = s[0];
+    if ((unsigned char)first == 0xFF)
+      first = '\0';
+    return first;
+  }
+  if (!v || !cJSON_IsNumber(v))
+    return '\0';
+  push_num(L, v->valuedouble);
+  char first = lua_tostring(L, -1)[0];
+  lua_pop(L, 1);
+  return first;
+}
+
+/* grype.lua's add_cvss: a record's CVSS entries into the table at `out`, not replacing what
+ * an earlier record gave for that source and version. */
+static void add_cvss(lua_State *L, const reader *r, int out, const cJSON *list) {
+  static const char *const CVSS_FIELDS_G[] = {"metrics", "source", "version", "vector"};
+  if (!cJSON_IsArray(list))
+    return;
+  for (const cJSON *c = list->child; c; c = c->next) {
+    const cJSON *f[4];
+    double score;
+    fields(c, CVSS_FIELDS_G, 4, f);
+    if (!is_table(c) || !is_table(f[0]) || !score_of(field(f[0], "baseScore"), &score))
+      continue;
+    char first = version_first(L, f[2]);
+    const char *key = first == '2' ? "v2_score" : first == '4' ? "v4_score" : "v3_score";
+    const char *vkey = first == '2' ? "v2_vector" : first == '4' ? "v4_vector" : "v3_vector";
+    push_source_name(L, r, f[1]);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, out) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushvalue(L, -2);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, out);
+    }
+    int absent = lua_getfield(L, -1, key) == LUA_TNIL;
+    lua_pop(L, 1);
+    if (absent) {
+      push_num(L, score);
+      lua_setfield(L, -2, key);
+      set_str(L, r, vkey, f[3]);
+    }
+    lua_pop(L, 2);
+  }
+}
+
+/* grype.lua's add_urls: the strings of a list not seen yet, onto `refs`. */
+static void add_urls(lua_State *L, const reader *r, int refs, int seen, const cJSON *urls) {
+  if (!cJSON_IsArray(urls))
+    return;
+  for (const cJSON *u = urls->child; u; u = u->next) {
+    if (!cJSON_IsString(u))
+      continue;
+    push_text(L, r, u->valuestring);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, seen) != LUA_TNIL) {
+      lua_pop(L, 2);
+      continue;
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, seen);
+    lua_rawseti(L, refs, (lua_Integer)lua_rawlen(L, refs) + 1);
+  }
+}
+
+/* model.best_cvss's preference of a source (a Lua string, NULs and all). */
+static int preference_of(lua_State *L, int idx) {
+  size_t n;
+  const char *s = lua_tolstring(L, idx, &n);
+  return strlen(s) != n ? 9 : preference(s, NULL);
+}
+
+/* model.best_cvss over the per-source table at `t` (no preferred source): sets cvss_score,
+ * cvss_vector and cvss_source on the table at the top. */
+static void set_best_cvss(lua_State *L, int t) {
+  static const char *const ORDER[][2] = {
+      {"v3_score", "v3_vector"}, {"v4_score", "v4_vector"}, {"v2_score", "v2_vector"}};
+  int top = lua_gettop(L), found = 0, b_old = 0, b_pref = 0;
+  double b_score = 0;
+  lua_pushnil(L); /* the best source so far */
+  int best = top + 1;
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    int entry = lua_gettop(L), key = entry - 1;
+    lua_getfield(L, entry, "v3_score");
+    lua_getfield(L, entry, "v4_score");
+    lua_getfield(L, entry, "v2_score");
+    int old = lua_isnil(L, -3) && lua_isnil(L, -2);
+    int at = !lua_isnil(L, -3) ? -3 : !lua_isnil(L, -2) ? -2 : -1;
+    if (lua_type(L, key) == LUA_TSTRING && !lua_isnil(L, at)) {
+      double score = lua_tonumber(L, at);
+      int pref = preference_of(L, key);
+      int better = !found;
+      if (!better) {
+        if (old != b_old)
+          better = b_old;
+        else if (pref != b_pref)
+          better = pref < b_pref;
+        else if (score != b_score)
+          better = score > b_score;
+        else
+          better = lua_compare(L, key, best, LUA_OPLT);
+      }
+      if (better) {
+        lua_pushvalue(L, key);
+        lua_replace(L, best);
+        found = 1;
+        b_old = old;
+        b_pref = pref;
+        b_score = score;
+      }
+    }
+    lua_settop(L, key);
+  }
+  if (found) {
+    lua_pushvalue(L, best);
+    lua_rawget(L, t);
+    int e = lua_gettop(L);
+    for (int i = 0; i < 3; i++) {
+      if (lua_getfield(L, e, ORDER[i][0]) == LUA_TNIL) {
+        lua_pop(L, 1);
+        continue;
+      }
+      lua_setfield(L, top, "cvss_score");
+      lua_getfield(L, e, ORDER[i][1]);
+      lua_setfield(L, top, "cvss_vector");
+      lua_pushvalue(L, best);
+      lua_setfield(L, top, "cvss_source");
+      break;
+    }
+  }
+  lua_settop(L, top);
+}
+
+/* %XX escapes of a purl part decoded (model.parse_purl's unescape), pushed. */
+static void push_unescaped(lua_State *L, const char *s, size_t n) {
+  char *out = lua_newuserdatauv(L, n + 1, 0);
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+        isxdigit((unsigned char)s[i + 2])) {
+      char hex[3] = {s[i + 1], s[i + 2], '\0'};
+      out[k++] = (char)strtol(hex, NULL, 16);
+      i += 2;
+    } else {
+      out[k++] = s[i];
+    }
+  }
+  lua_pushlstring(L, out, k);
+  lua_remove(L, -2);
+}
+
+static int purl_type_char(unsigned char c) {
+  return isalnum(c) || c == '.' || c == '+' || c == '-';
+}
+
+/* model.purl_package_name(model.parse_purl(purl)) pushed, or nothing pushed and 0 when the
+ * string is no purl. */
+static int push_purl_name(lua_State *L, const char *s, size_t n) {
+  if (n < 5 || memcmp(s, "pkg:", 4) != 0)
+    return 0;
+  size_t t = 4;
+  while (t < n && purl_type_char((unsigned char)s[t]))
+    t++;
+  if (t == 4 || t >= n || s[t] != '/' || t + 1 >= n)
+    return 0;
+  char type[16] = "";
+  size_t tl = t - 4;
+  if (tl < sizeof type)
+    for (size_t i = 0; i < tl; i++)
+      type[i] = (char)tolower((unsigned char)s[4 + i]);
+  const char *rest = s + t + 1;
+  size_t rn = n - t - 1;
+  const char *cut = memchr(rest, '#', rn);
+  if (cut)
+    rn = (size_t)(cut - rest);
+  cut = memchr(rest, '?', rn);
+  if (cut)
+    rn = (size_t)(cut - rest);
+  size_t pn = rn; /* the path: up to the last "@" that has no "/" after it */
+  for (size_t i = rn; i-- > 0;)
+    if (rest[i] == '@') {
+      if (!memchr(rest + i, '/', rn - i))
+        pn = i;
+      break;
+    }
+  size_t slash = pn; /* the last "/" with something after it */
+  for (size_t i = pn; i-- > 0;)
+    if (rest[i] == '/') {
+      if (i + 1 < pn)
+        slash = i;
+      break;
+    }
+  if (slash == pn) {
+    push_unescaped(L, rest, pn);
+    return 1;
+  }
+  const char *sep =
+      strcmp(type, "maven") == 0 ? ":"
+      : strcmp(type, "golang") == 0 || strcmp(type, "npm") == 0 || strcmp(type, "composer") == 0
+          ? "/"
+          : NULL;
+  if (!sep) {
+    push_unescaped(L, rest + slash + 1, pn - slash - 1);
+    return 1;
+  }
+  push_unescaped(L, rest, slash);
+  lua_pushstring(L, sep);
+  push_unescaped(L, rest + slash + 1, pn - slash - 1);
+  lua_concat(L, 3);
+  return 1;
+}
+
+static const char *const GRYPE_FIX_STATE[][2] = {{"fixed", "fixed"},
+                                                 {"not-fixed", "not_fixed"},
+                                                 {"wont-fix", "wont_fix"},
+                                                 {"unknown", "unknown"},
+                                                 {NULL, NULL}};
+
+static const char *grype_fix_state(const char *state) {
+  if (!state)
+    state = "unknown";
+  for (int i = 0; GRYPE_FIX_STATE[i][0]; i++)
+    if (strcmp(state, GRYPE_FIX_STATE[i][0]) == 0)
+      return GRYPE_FIX_STATE[i][1];
+  return "unknown";
+}
+
+/* fix.versions joined with ", " (set as fixed_version), and fix_state. */
+static void set_fix(lua_State *L, const reader *r, const cJSON *fix) {
+  static const char *const FIX_FIELDS[] = {"versions", "state"};
+  const cJSON *f[2];
+  fields(is_table(fix) ? fix : NULL, FIX_FIELDS, 2, f);
+  int n = 0;
+  if (cJSON_IsArray(f[0]))
+    for (const cJSON *v = f[0]->child; v; v = v->next)
+      if (cJSON_IsString(v)) {
+        if (n++ > 0)
+          lua_pushliteral(L, ", ");
+        push_text(L, r, v->valuestring);
+        if (n > 1)
+          lua_concat(L, 3);
+      }
+  if (n > 0)
+    lua_setfield(L, -2, "fixed_version");
+  lua_pushstring(L, n > 0 ? "fixed" : grype_fix_state(str_of(f[1])));
+  lua_setfield(L, -2, "fix_state");
+}
+
+static const char *const GRYPE_VULN_FIELDS[] = {"id",  "cvss",     "urls",      "description",
+                                                "fix", "severity", "namespace", "dataSource"};
+enum { G_ID, G_CVSS, G_URLS, G_DESC, G_FIX, G_SEV, G_NS, G_SRC };
+
+/* Pushes the finding of one match (grype.lua's finding). */
+static void push_grype_finding(lua_State *L, const reader *r, const cJSON **v, const cJSON *a,
+                               const cJSON *related, int target) {
+  static const char *const ART_FIELDS[] = {"type", "purl", "name", "version", "locations"};
+  static const char *const REL_FIELDS[] = {"id", "cvss", "urls", "description"};
+  static const char *const LOC_FIELDS[] = {"path", "layerID"};
+  int top = lua_gettop(L);
+  lua_createtable(L, 0, 24);
+  int f = top + 1;
+  lua_newtable(L); /* cvss */
+  lua_newtable(L); /* aliases */
+  lua_newtable(L); /* refs */
+  lua_newtable(L); /* seen */
+  int cvss = f + 1, aliases = f + 2, refs = f + 3, seen = f + 4;
+  add_cvss(L, r, cvss, v[G_CVSS]);
+  add_urls(L, r, refs, seen, v[G_URLS]);
+  const cJSON *description = str_of(v[G_DESC]) ? v[G_DESC] : NULL;
+  if (cJSON_IsArray(related))
+    for (const cJSON *rel = related->child; rel; rel = rel->next) {
+      const cJSON *rf[4];
+      if (!is_table(rel))
+        continue;
+      fields(rel, REL_FIELDS, 4, rf);
+      const char *rid = str_of(rf[0]);
+      if (rid && strcmp(rid, v[G_ID]->valuestring) != 0) {
+        push_text(L, r, rid);
+        lua_rawseti(L, aliases, (lua_Integer)lua_rawlen(L, aliases) + 1);
+      }
+      add_cvss(L, r, cvss, rf[1]);
+      add_urls(L, r, refs, seen, rf[2]);
+      if (!description && str_of(rf[3]))
+        description = rf[3];
+    }
+  lua_settop(L, f + 3);
+  lua_setfield(L, f, "references");
+  lua_setfield(L, f, "aliases");
+  lua_pushvalue(L, cvss);
+  lua_setfield(L, f, "cvss");
+  lua_insert(L, f); /* cvss below the finding */
+  cvss = f++;
+  set_best_cvss(L, cvss);
+  set_str(L, r, "id", v[G_ID]);
+  const cJSON *af[5];
+  fields(a, ART_FIELDS, 5, af);
+  const char *pkg_type = str_of(af[0]);
+  push_ecosystem(L, r, pkg_type);
+  int os = lua_rawlen(L, -1) == 2 && strcmp(lua_tostring(L, -1), "os") == 0;
+  lua_setfield(L, f, "type");
+  set_str(L, r, "pkg_type", af[0]);
+  set_str(L, r, "purl", af[1]);
+  size_t n;
+  const char *purl = str_of(af[1]) ? real_bytes(L, r, str_of(af[1]), &n) : NULL;
+  int named = purl && !os && push_purl_name(L, purl, n);
+  if (named)
+    lua_setfield(L, f, "package");
+  lua_settop(L, f);
+  if (!named)
+    set_str(L, r, "package", af[2]);
+  set_str(L, r, "installed_version", af[3]);
+  set_fix(L, r, v[G_FIX]);
+  lua_pushstring(L, severity_of(v[G_SEV]));
+  lua_setfield(L, f, "severity");
+  set_str(L, r, "scanner_severity", v[G_SEV]);
+  set_str(L, r, "severity_source", v[G_NS]);
+  set_str(L, r, "description", description);
+  set_str(L, r, "primary_url", v[G_SRC]);
+  set_index(L, "target", target);
+  const cJSON *loc = cJSON_IsArray(af[4]) ? af[4]->child : NULL;
+  if (is_table(loc)) {
+    const cJSON *lf[2];
+    fields(loc, LOC_FIELDS, 2, lf);
+    set_str(L, r, "path", lf[0]);
+    set_str(L, r, "layer", lf[1]);
+  }
+  lua_pushliteral(L, "grype");
+  lua_setfield(L, f, "scanner");
+  lua_remove(L, cvss);
+}
+
+/* source.target of a Grype report: image, image_id, repo_tags, digest onto the result at the
+ * top; pushes the image (or nil) and returns its stack index (0 when there is none). */
+static int read_grype_target(lua_State *L, const reader *r, const cJSON *target) {
+  static const char *const T_FIELDS[] = {"userInput", "imageID", "tags", "repoDigests",
+                                         "manifestDigest"};
+  int res = lua_gettop(L);
+  if (!is_table(target)) {
+    set_str(L, r, "image", target);
+  } else {
+    const cJSON *tf[5];
+    fields(target, T_FIELDS, 5, tf);
+    set_str(L, r, "image", tf[0]);
+    set_str(L, r, "image_id", tf[1]);
+    if (is_table(tf[2])) {
+      push_strings(L, r, (cJSON *)tf[2]);
+      lua_setfield(L, res, "repo_tags");
+    }
+    set_digest(L, r, tf[3]);
+    int has_digest = lua_getfield(L, res, "digest") != LUA_TNIL;
+    lua_pop(L, 1);
+    if (!has_digest)
+      set_str(L, r, "digest", tf[4]);
+  }
+  if (lua_getfield(L, res, "image") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return lua_gettop(L);
+}
+
+/* (doc userdata) -> the table grype.normalize passes to model.result; protected, as
+ * trivy_normalize. */
+static int grype_normalize(lua_State *L) {
+  static const char *const DOC_FIELDS[] = {"source", "matches", "descriptor", "distro"};
+  static const char *const SRC_FIELDS[] = {"target", "type"};
+  static const char *const MATCH_FIELDS[] = {"vulnerability", "artifact", "relatedVulnerabilities"};
+  const mx_json_doc *doc = lua_touserdata(L, 1);
+  lua_settop(L, S_DOC);
+  luaL_getmetatable(L, MX_ARRAY_MT);
+  for (int slot = S_FINDINGS; slot <= S_DROPPED; slot++)
+    lua_newtable(L);
+  reader r = {doc, S_ARRAY_MT};
+  const cJSON *df[4], *sf[2];
+  fields(doc->root, DOC_FIELDS, 4, df);
+  fields(is_table(df[0]) ? df[0] : NULL, SRC_FIELDS, 2, sf);
+  lua_createtable(L, 0, 16);
+  int res = lua_gettop(L);
+  int image = read_grype_target(L, &r, sf[0]);
+  if (cJSON_IsArray(df[1])) {
+    int i = 0;
+    for (const cJSON *m = df[1]->child; m; m = m->next) {
+      const cJSON *mf[3], *vf[8];
+      i++;
+      fields(m, MATCH_FIELDS, 3, mf);
+      const cJSON *v = is_table(m) && is_table(mf[0]) ? mf[0] : NULL;
+      fields(v, GRYPE_VULN_FIELDS, 8, vf);
+      if (v && str_of(vf[G_ID])) {
+        push_grype_finding(L, &r, vf, is_table(mf[1]) ? mf[1] : NULL, mf[2], image);
+        lua_rawseti(L, S_FINDINGS, (lua_Integer)lua_rawlen(L, S_FINDINGS) + 1);
+      } else if (!is_table(m)) {
+        drop(L, "matches[%d]: a JSON %s, not an object", i, lua_type_of(m));
+      } else {
+        drop(L, "matches[%d]: no vulnerability with an id string", i);
+      }
+    }
+  }
+  lua_settop(L, res);
+  set_str(L, &r, "artifact_type", sf[1]);
+  if (is_table(df[3])) {
+    static const char *const DISTRO_FIELDS[] = {"name", "version"};
+    const cJSON *of[2];
+    fields(df[3], DISTRO_FIELDS, 2, of);
+    lua_createtable(L, 0, 2);
+    set_str(L, &r, "family", of[0]);
+    set_str(L, &r, "name", of[1]);
+    lua_setfield(L, res, "os");
+  }
+  lua_pushliteral(L, "grype");
+  lua_setfield(L, res, "scanner");
+  if (is_table(df[2])) {
+    static const char *const D_FIELDS[] = {"version", "timestamp"};
+    const cJSON *d[2];
+    fields(df[2], D_FIELDS, 2, d);
+    set_str(L, &r, "scanner_version", d[0]);
+    set_str(L, &r, "time", d[1]);
+  }
+  lua_pushvalue(L, S_FINDINGS);
+  lua_setfield(L, res, "findings");
+  lua_pushvalue(L, S_DROPPED);
+  lua_setfield(L, res, "dropped");
+  return 1;
+}
+
 /* trivy.detect / grype.detect on the root: the keys are present (null counts). */
 static const char *detect(const cJSON *root) {
   if (!cJSON_IsObject(root))
@@ -849,15 +1318,15 @@ static const char *detect(const cJSON *root) {
  * converts them: building the findings makes no garbage for it to find. */
 #define STOP_GC_FROM ((size_t)1 << 20)
 
-/* After the parse: ("trivy", fields for model.result) when the report is Trivy's (and the
- * format asked for, if any, is "trivy"), else ("doc", the decoded document). */
+/* After the parse: ("trivy" or "grype", fields for model.result) when the report is one (and
+ * the format asked for, if any, is that one), else ("doc", the decoded document). */
 static int normalize_or_decode(lua_State *L, mx_json_doc *doc, const char *format) {
   const char *kind = detect(doc->root);
-  if (kind && strcmp(kind, "trivy") == 0 && (!format || strcmp(format, "trivy") == 0)) {
+  if (kind && (!format || strcmp(format, kind) == 0)) {
     int running = doc->size >= STOP_GC_FROM && lua_gc(L, LUA_GCISRUNNING);
     if (running)
       lua_gc(L, LUA_GCSTOP);
-    lua_pushcfunction(L, trivy_normalize);
+    lua_pushcfunction(L, strcmp(kind, "trivy") == 0 ? trivy_normalize : grype_normalize);
     lua_pushlightuserdata(L, doc);
     int status = lua_pcall(L, 1, 1, 0);
     if (running)
@@ -865,7 +1334,7 @@ static int normalize_or_decode(lua_State *L, mx_json_doc *doc, const char *forma
     mx_json_close(doc);
     if (status != LUA_OK)
       return lua_error(L);
-    lua_pushliteral(L, "trivy");
+    lua_pushstring(L, kind);
     lua_insert(L, -2);
     return 2;
   }

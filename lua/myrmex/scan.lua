@@ -124,9 +124,9 @@ local function decode(text, what)
   return doc
 end
 
--- The fast path (bindings/scan.c): a Trivy report is normalized in C straight from the
--- parsed tree; any other report comes back decoded. Returns "trivy", fields for
--- model.result, or "doc", the decoded document.
+-- The fast path (bindings/scan.c): a Trivy or Grype report is normalized in C straight
+-- from the parsed tree; any other report comes back decoded. Returns "trivy" or "grype" and
+-- the fields for model.result, or "doc" and the decoded document.
 local function read_fast(reader, source, format, what, path)
   local ok, kind, value = pcall(reader, source, format)
   if not ok then decode_failed(kind, what, path) end
@@ -204,7 +204,7 @@ end
 
 -- What read_fast gave, judged.
 local function finish_fast(kind, value, format, what, opts)
-  if kind == "trivy" then return judge(model.result(value), "trivy", what, opts) end
+  if kind ~= "doc" then return judge(model.result(value), kind, what, opts) end
   return finish(value, format, what, opts)
 end
 

@@ -121,15 +121,21 @@ describe("scan fast path", function()
     end)
   end
 
-  it("is taken: the C reader returns findings for a Trivy report, a decoded doc for others", function()
+  it("is taken: the C reader returns findings for Trivy and Grype reports, a decoded doc for others", function()
     local core = require("myrmex.core.scan")
     local kind, v = core.read_file(sh.fixtures .. "/scanners/trivy/alpine-310.json")
     assert.are.equal("trivy", kind)
     assert.are.equal(4, #v.findings)
     assert.is_nil(getmetatable(v.findings[1]))
     kind, v = core.read_file(sh.fixtures .. "/scanners/grype/keycloak-rhel91.json")
+    assert.are.equal("grype", kind)
+    assert.are.equal(6, #v.findings)
+    kind, v = core.read_file(sh.fixtures .. "/scanners/scout/webgoat-ubuntu2004.sarif.json")
     assert.are.equal("doc", kind)
     assert.are.equal(require("myrmex.core.json").object_mt, getmetatable(v))
+    -- a format asked for that is not the report's: decoded, for the Lua path's error
+    kind = core.read_file(sh.fixtures .. "/scanners/grype/keycloak-rhel91.json", "trivy")
+    assert.are.equal("doc", kind)
   end)
 
   -- A report with one of each field, each in turn replaced by JSON of another type.
@@ -194,6 +200,67 @@ describe("scan fast path", function()
       end
     end)
   end
+
+  -- The same for a Grype report: one match with every field, then each in turn replaced.
+  local GRYPE = [[{"descriptor":$DESC,"distro":$DISTRO,"source":{"type":$STYPE,"target":$TARGET},
+  "matches":[{"vulnerability":{"id":$ID,"severity":$SEV,"namespace":$NS,"dataSource":$URL,
+  "description":$TEXT,"urls":$URLS,"fix":$FIX,"cvss":$CVSS},
+  "relatedVulnerabilities":$RELATED,
+  "artifact":{"name":$NAME,"version":$VER,"type":$ATYPE,"purl":$PURL,"locations":$LOCS}},$EXTRA]}]]
+  local GRYPE_DEFAULTS = {
+    DESC = '{"name":"grype","version":"0.66.0","timestamp":"2026-05-01T00:00:00Z"}',
+    DISTRO = '{"name":"ubuntu","version":"20.04"}', STYPE = '"image"',
+    TARGET = '{"userInput":"img:1","imageID":"sha256:ab","tags":["img:1"],'
+      .. '"repoDigests":["img@sha256:0123abcd"],"manifestDigest":"sha256:ff"}',
+    ID = '"CVE-1"', SEV = '"Negligible"', NS = '"nvd:cpe"', URL = '"https://nvd/CVE-1"',
+    TEXT = '"=cmd|\\"x\\""', URLS = '["https://a","https://a","+b"]',
+    FIX = '{"versions":["1.2","1.3"],"state":"fixed"}',
+    CVSS = '[{"source":"nvd@nist.gov","version":"3.1","vector":"AV:N","metrics":{"baseScore":7.5}},'
+      .. '{"source":"secalert@redhat.com","version":2,"vector":"AV:L","metrics":{"baseScore":5}}]',
+    RELATED = '[{"id":"GHSA-1","description":"d","urls":["https://a","https://c"],'
+      .. '"cvss":[{"source":"github","version":"4.0","metrics":{"baseScore":9.1}}]},{"id":"CVE-1"}]',
+    NAME = '"guava"', VER = '"30.1"', ATYPE = '"java-archive"',
+    PURL = '"pkg:maven/com.google.guava/guava@30.1?type=jar#x"',
+    LOCS = '[{"path":"/app/guava.jar","layerID":"sha256:l1"}]',
+    EXTRA = '{"vulnerability":{"id":"CVE-2"},"artifact":{"name":"q","type":"deb"}}',
+  }
+  local GRYPE_VARIANTS = { "null", "true", "0", "-0.0", "2", "4", "40", "7.5", "11", "1e999", "-1e999",
+    '""', '"x\\u0000y"', '"2.0"', '"4"', '"NVD"', '"GitHub"', '"wont-fix"', '"deb"',
+    '[]', '{}', '["a",1,"b"]', '[null]', '{"a":"b"}',
+    '"pkg:golang/github.com/a/b@v1"', '"pkg:npm/%40scope/x@1"', '"pkg:deb/ubuntu/x@1"',
+    '"pkg:maven/g/a"', '"pkg:/x"', '"pkg:x/"', '"pkg:Maven/g%2/a@1@2"', '"pkg:x/a/@1"', '"pkg:x/a@b/c"',
+    '"img@sha256:XYZ"', '[{"baseScore":3}]', '[{"metrics":{"baseScore":3},"version":1e999}]',
+    '[{"metrics":{"baseScore":3},"source":"a\\u0000nvd"},{"metrics":{"baseScore":3},"source":"b"}]',
+    '{"versions":"1","state":"not-fixed"}', '{"versions":[1,"2"]}',
+    '[{"id":"X","cvss":{"a":1}},1,[],{"description":"only this"}]',
+  }
+
+  for _, k in ipairs((function()
+    local ks = {}
+    for key in pairs(GRYPE_DEFAULTS) do ks[#ks + 1] = key end
+    table.sort(ks)
+    return ks
+  end)()) do
+    it("gives the same Grype result and CSV with every kind of value for " .. k, function()
+      for _, v in ipairs(GRYPE_VARIANTS) do
+        local text = GRYPE:gsub("%$(%u+)", function(key)
+          if key == k then return v end
+          return GRYPE_DEFAULTS[key]
+        end)
+        local r = check_load(text)
+        if r then check_csv(r) end
+      end
+    end)
+  end
+
+  it("drops the same Grype entries with the same messages", function()
+    local r = check_load('{"descriptor":{},"matches":[1,null,[],{"vulnerability":[]},{"vulnerability":{"id":""}}]}')
+    assert.are.same({ "matches[1]: a JSON number, not an object", "matches[2]: a JSON userdata, not an object",
+      "matches[3]: no vulnerability with an id string", "matches[4]: no vulnerability with an id string",
+      "matches[5]: no vulnerability with an id string" }, r.dropped)
+    check_load('{"source":{"target":"plain"},"matches":{"a":1}}')
+    check_load('{"source":[],"matches":[],"distro":[]}')
+  end)
 
   it("drops the same entries with the same messages", function()
     for _, text in ipairs({
