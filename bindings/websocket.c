@@ -483,8 +483,9 @@ static int conn_start(ws_conn *c, const ws_params *p) {
   return 0;
 }
 
-/* connect{url=, protocols="a,b", headers={...}, proxy="[user:pass@]host:port", tls={ca=, ca_data=, cert=, cert_data=, key=,
- * key_data=, insecure=, server_name=}, max_queue=} -> connection (connecting; poll it) */
+/* connect{url=, protocols="a,b", headers={...}, proxy="[user:pass@]host:port", tls={ca=,
+ * ca_data=, cert=, cert_data=, key=, key_data=, insecure=, server_name=}, max_queue=}
+ * -> connection (connecting; poll it) */
 static int ws_connect(lua_State *L) {
   ws_box *b = lua_newuserdatauv(L, sizeof *b, 0); /* closed until the connection exists */
   b->c = NULL;

@@ -831,13 +831,22 @@ end
 ---@field protocol string the channel protocol the server chose (v5.channel.k8s.io or v4.channel.k8s.io)
 ---@field detached? boolean true when on_output returned false (exit_code is then nil)
 
+---@class myrmex.k8s.ExecOpts
+---@field cmd? string[] the command (exec only, required there)
+---@field stdin? string sent, then closed (v5)
+---@field container? string
+---@field namespace? string
+---@field timeout? number seconds; running out raises Timeout
+---@field tty? boolean
+---@field on_output? fun(stream:string, data:string):boolean? each piece of output as it arrives; false leaves
+
 --- Run a command in a pod's container over WebSocket (`v5.channel.k8s.io`, else
 --- `v4.channel.k8s.io`), as `kubectl exec` does, and wait for it to end. `stdin` is sent and
 --- then closed (v5). A command that cannot start raises Engine with the server's message.
 --- `on_output(stream, data)` ("stdout" or "stderr") sees output as it arrives; returning false
 --- leaves the stream (the result then has `detached = true` and no exit code).
 ---@param pod string
----@param opts {cmd:string[], stdin?:string, container?:string, namespace?:string, timeout?:number, tty?:boolean, on_output?:fun(stream:string, data:string):boolean?}
+---@param opts myrmex.k8s.ExecOpts
 ---@return myrmex.k8s.ExecResult
 function Client:exec(pod, opts)
   if type(pod) ~= "string" then error("k8s.exec: pod name must be a string", 2) end
@@ -850,7 +859,7 @@ end
 --- now on until it ends, and its exit code; `stdin` is sent to it. `on_output` as for exec:
 --- returning false detaches (as Ctrl-C does in `kubectl attach`), leaving the process running.
 ---@param pod string
----@param opts? {stdin?:string, container?:string, namespace?:string, timeout?:number, tty?:boolean, on_output?:fun(stream:string, data:string):boolean?}
+---@param opts? myrmex.k8s.ExecOpts without cmd
 ---@return myrmex.k8s.ExecResult
 function Client:attach(pod, opts)
   if type(pod) ~= "string" then error("k8s.attach: pod name must be a string", 2) end
