@@ -596,29 +596,36 @@ function M.sarif(result, opts, emit)
   if not math.tointeger(max) or max < 1 then error("scan.export: max_results must be a positive integer", 3) end
   opts = { dockerfile = opts.dockerfile, dockerfile_line = math.tointeger(line) }
   -- Trivy's order: per Result its vulnerabilities (sorted), failed misconfigurations (passed
-  -- ones appear with --include-non-failures only), secrets, licenses. Items without a
-  -- result_index (other scanners' findings) come first, in their order.
-  local items = {}
-  for _, f in ipairs(trivy_order(result.findings)) do items[#items + 1] = { f, vuln_entry, 1 } end
+  -- ones appear with --include-non-failures only), secrets, licenses. Each list is in Result
+  -- order already, so they are merged on result_index (items without one, other scanners'
+  -- findings, count as 0), a tie going to the earlier kind.
+  local misconfs = {}
   for _, m in ipairs(result.misconfigurations or {}) do
-    if m.status == nil or m.status == "FAIL" then items[#items + 1] = { m, misconf_entry, 2 } end
+    if m.status == nil or m.status == "FAIL" then misconfs[#misconfs + 1] = m end
   end
-  for _, x in ipairs(result.secrets or {}) do items[#items + 1] = { x, secret_entry, 3 } end
-  for _, x in ipairs(result.licenses or {}) do items[#items + 1] = { x, license_entry, 4 } end
-  for i, it in ipairs(items) do it[4] = i end
-  table.sort(items, function(a, b)
-    local ra, rb = a[1].result_index or 0, b[1].result_index or 0
-    if ra ~= rb then return ra < rb end
-    if a[3] ~= b[3] then return a[3] < b[3] end
-    return a[4] < b[4]
-  end)
-  local n = #items
+  local lists = { trivy_order(result.findings), misconfs, result.secrets or {}, result.licenses or {} }
+  local makers = { vuln_entry, misconf_entry, secret_entry, license_entry }
+  local objs, kinds, at = {}, {}, { 1, 1, 1, 1 }
+  while true do
+    local kind, low
+    for k = 1, 4 do
+      local x = lists[k][at[k]]
+      if x then
+        local ri = x.result_index or 0
+        if not kind or ri < low then kind, low = k, ri end
+      end
+    end
+    if not kind then break end
+    objs[#objs + 1], kinds[#kinds + 1] = lists[kind][at[kind]], kind
+    at[kind] = at[kind] + 1
+  end
+  local n = #objs
   -- Past GitHub's limit the upload would be rejected whole: keep the worst `max` (in the
   -- order above), say so, and record how many were left out in the run's properties.
   local keep
   if n > max then
     local all = {}
-    for i = 1, n do all[i] = { i, RANK[items[i][1].severity] or 0 } end
+    for i = 1, n do all[i] = { i, RANK[objs[i].severity] or 0 } end
     table.sort(all, function(a, b)
       if a[2] ~= b[2] then return a[2] > b[2] end
       return a[1] < b[1]
@@ -631,10 +638,7 @@ function M.sarif(result, opts, emit)
   end
   local entries, paths = {}, {}
   for i = 1, n do
-    if not keep or keep[i] then
-      local it = items[i]
-      entries[#entries + 1] = it[2](it[1], result, paths)
-    end
+    if not keep or keep[i] then entries[#entries + 1] = makers[kinds[i]](objs[i], result, paths) end
   end
   -- Rules as go-sarif's AddRule makes them: one per id in order of first appearance, its
   -- texts and properties from the last entry of that id, helpUri from the last that had one.
