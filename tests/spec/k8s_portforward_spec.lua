@@ -3,11 +3,13 @@
 -- serves no port-forwards, so this spec runs a kwok of its own for one node of its own
 -- (--manage-single-node), whose ClusterPortForward sends the pod's port 8080 to a TCP echo
 -- server on this machine (tests/k8s/echo.py): bytes go client -> myrmex's listener ->
--- WebSocket (v4.channel.k8s.io) -> kube-apiserver -> kwok -> echo server, and back.
+-- WebSocket (v4.channel.k8s.io) -> kube-apiserver -> kwok -> echo server, and back; also through a
+-- CONNECT proxy (tests/k8s/connect_proxy.py) named by the kubeconfig's proxy-url.
 local T = require("tests.k8s.target")
 local k8s = require("myrmex.k8s")
 local errors = require("myrmex.errors")
 local http = require("myrmex.http")
+local json = require("myrmex.json")
 local server = require("tests.support.server")
 local sh = require("tests.support.sh")
 
@@ -166,6 +168,23 @@ spec:
     assert.is_false(ok)
     assert.is_true(errors.is(err, "Invalid"), tostring(err))
     assert.truthy(tostring(err):find("not running", 1, true), tostring(err))
+  end)
+
+  it("carries each connection through the kubeconfig's proxy-url (CONNECT)", function()
+    local proxy = server.start("exec /usr/bin/python3 " .. sh.q(sh.src .. "/tests/k8s/connect_proxy.py"), 20)
+    local cfg = json.decode(assert(io.open(t.kubeconfig)):read("a"))
+    cfg.clusters[1].cluster["proxy-url"] = "http://127.0.0.1:" .. proxy.port
+    local pc = k8s.connect({ kubeconfig = write(t.dir .. "/kc-proxy", json.encode(cfg)) })
+    local ok, err = pcall(function()
+      local pf <close> = pc:port_forward("web", 8080)
+      assert.are.equal("echo: one", talk(pf:port(), "one"))
+      assert.are.equal("echo: two", talk(pf:port(), "two"))
+    end)
+    local log = json.decode(http.request({ url = "http://127.0.0.1:" .. proxy.port .. "/_log" }).body)
+    proxy.stop()
+    assert.is_true(ok, tostring(err))
+    -- The pod's lookup (libcurl) and one tunnel per forwarded connection.
+    assert.are.equal(3, #log, json.encode(log))
   end)
 
   it("checks its arguments", function()
