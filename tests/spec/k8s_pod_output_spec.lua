@@ -15,8 +15,10 @@ local server = require("tests.support.server")
 local sh = require("tests.support.sh")
 
 -- A background writer: every `every` seconds, one stdout line "MARK N EPOCH" (and, with
--- `stderr`, one stderr line "MARK-err N") appended to `path` in the CRI format, up to 600 lines.
-local function writer(path, mark, every, stderr)
+-- `stderr`, one stderr line "MARK-err N") appended to `path` in the CRI format, up to 600 lines;
+-- with `cut` (a recorder's URL), after 8 lines it cuts the recorder's streams, so that a client
+-- that would hand lines over only when the stream ends fails instead of waiting forever.
+local function writer(path, mark, every, stderr, cut)
   local script = [[
 echo READY 0
 i=0
@@ -24,11 +26,12 @@ while [ $i -lt 600 ]; do
   i=$((i+1)); t=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
   printf '%s stdout F %s %d %s\n' "$t" "$1" "$i" "$(date +%s.%N)" >> "$2"
   if [ "$4" = 1 ]; then printf '%s stderr F %s-err %d\n' "$t" "$1" "$i" >> "$2"; fi
+  if [ -n "$5" ] && [ $i = 8 ]; then curl -s -X POST "$5/_test/drop-watches" >/dev/null; fi
   sleep "$3"
 done
 ]]
   return server.start("exec bash -c " .. sh.q(script) .. " writer " .. sh.q(mark) .. " " .. sh.q(path) .. " "
-    .. every .. " " .. (stderr and 1 or 0), 20)
+    .. every .. " " .. (stderr and 1 or 0) .. " " .. sh.q(cut or ""), 20)
 end
 
 describe("k8s pod output on the real control plane", function()
@@ -100,11 +103,20 @@ describe("k8s pod output on the real control plane", function()
 
   it("logs{follow = true, on_line} hands each line over within a second of its being written", function()
     -- kwok's logs endpoint follows pod.log; the writer appends a line a second, each carrying
-    -- the time it was written.
-    local mark = ("logs" .. t.namespace):gsub("%W", "")
-    local w = writer(K.kwok_log(), mark, 1, false)
+    -- the time it was written. The recorder in front only bounds the test (the writer cuts
+    -- the stream after 8 lines); it relays each chunk as it comes.
+    local cl = K.cluster("logs")
+    local lc = k8s.connect({ kubeconfig = cl.kubeconfig_path })
+    lc:apply({ apiVersion = "v1", kind = "Pod", metadata = { name = "printer" },
+      spec = { containers = { { name = "main", image = "busybox" } } } })
+    for _ = 1, 300 do
+      if (lc:get("pods", "printer").status or {}).phase == "Running" then break end
+      http.sleep(0.1)
+    end
+    local mark = ("logs" .. cl.namespace):gsub("%W", "")
+    local w = writer(K.kwok_log(), mark, 1, false, cl.url)
     local lags, nums = {}, {}
-    local ok, err = pcall(c.logs, c, "printer", { container = "main", follow = true, on_line = function(line)
+    local ok, err = pcall(lc.logs, lc, "printer", { container = "main", follow = true, on_line = function(line)
       local n, at = line:match(mark .. " (%d+) ([%d.]+)$")
       if not n then return true end
       nums[#nums + 1] = tonumber(n)
@@ -112,6 +124,7 @@ describe("k8s pod output on the real control plane", function()
       return #lags < 3
     end })
     w.stop()
+    cl.stop()
     assert.is_true(ok, tostring(err))
     assert.are.equal(3, #lags)
     for i, lag in ipairs(lags) do
