@@ -124,6 +124,22 @@ describe("k8s exec against the kubelet's streaming code", function()
     assert.are.same({ 0, "100000\ndone\n" }, { r.exit_code, (r.stdout:gsub("^%s+", "")) })
   end)
 
+  it("over v4 (no close signal) sends stdin but cannot end it: a command reading to the end waits", function()
+    local offered = stream.CHANNEL_PROTOCOLS
+    stream.CHANNEL_PROTOCOLS = "v4.channel.k8s.io" -- as a server that speaks only v4 leaves us
+    local ok, err = pcall(function()
+      local r = c:exec("real", { cmd = { "sh", "-c", "read x; echo got $x; exit 4" }, stdin = "one\n", timeout = 60 })
+      assert.are.same({ 4, "got one\n", "v4.channel.k8s.io" }, { r.exit_code, r.stdout, r.protocol })
+      local t0 = require("myrmex.core.runtime").monotonic()
+      local ok2, e2 = pcall(c.exec, c, "real", { cmd = { "cat" }, stdin = "x", timeout = 3 })
+      assert.is_false(ok2)
+      assert.is_true(errors.is(e2, "Timeout"), tostring(e2))
+      assert.is_true(require("myrmex.core.runtime").monotonic() - t0 >= 3)
+    end)
+    stream.CHANNEL_PROTOCOLS = offered
+    assert(ok, err)
+  end)
+
   it("raises Engine with the server's message for a command that cannot start", function()
     local ok, err = pcall(c.exec, c, "real", { cmd = { "/no/such/program" }, timeout = 60 })
     assert.is_false(ok)

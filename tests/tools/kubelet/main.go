@@ -39,7 +39,19 @@ type local struct{}
 func (local) ExecInContainer(ctx context.Context, _ string, _ types.UID, _ string, cmd []string,
 	in io.Reader, out, errOut io.WriteCloser, _ bool, _ <-chan remotecommand.TerminalSize, _ time.Duration) error {
 	c := osexec.CommandContext(ctx, cmd[0], cmd[1:]...)
-	c.Stdin, c.Stdout, c.Stderr = in, out, errOut
+	c.Stdout, c.Stderr = out, errOut
+	if in != nil {
+		// A pipe fed apart, closed at the end of the client's stdin: Wait must return when the
+		// process exits, as a runtime's exec does, not when stdin ends (v4 never ends it).
+		w, err := c.StdinPipe()
+		if err != nil {
+			return err
+		}
+		go func() {
+			_, _ = io.Copy(w, in)
+			_ = w.Close()
+		}()
+	}
 	err := c.Run()
 	var exit *osexec.ExitError
 	if errors.As(err, &exit) {
