@@ -563,6 +563,20 @@ void mx_json_push(lua_State *L, const mx_json_doc *doc, cJSON *item) {
   converting_marked = 0;
 }
 
+/* Each node and string goes back to its arena block, so the blocks of a part of the document
+ * already read are unmapped while the rest is still being read. */
+void mx_json_free(cJSON *item) {
+  cJSON *c = item->child;
+  while (c) {
+    cJSON *next = c->next;
+    mx_json_free(c);
+    c = next;
+  }
+  arena_free(item->valuestring);
+  arena_free(item->string);
+  arena_free(item);
+}
+
 void mx_json_close(mx_json_doc *doc) {
   json_box *box = doc->box;
   arena_destroy(&box->arena);

@@ -26,6 +26,8 @@ int mx_json_parse(lua_State *L, const char *s, size_t n, mx_json_doc *doc);
 int mx_json_parse_file(lua_State *L, const char *path, mx_json_doc *doc);
 /* Push `item` as json.decode would give it (consumes the item's children). */
 void mx_json_push(lua_State *L, const mx_json_doc *doc, cJSON *item);
+/* Free `item` and all below it now; its parent must no longer point at it (unlink it first). */
+void mx_json_free(cJSON *item);
 /* Free the tree now (the box stays valid and empty). */
 void mx_json_close(mx_json_doc *doc);
 

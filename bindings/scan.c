@@ -803,13 +803,18 @@ static int trivy_normalize(lua_State *L) {
   const cJSON *df[6];
   fields(doc->root, DOC_FIELDS, 6, df);
   if (cJSON_IsArray(df[0])) {
+    /* Each Result is freed once read, so the tree shrinks while the findings grow (a large
+     * report never has its whole tree and all its findings in memory at once). */
+    cJSON *results = (cJSON *)df[0];
     int i = 0;
-    for (const cJSON *res = df[0]->child; res; res = res->next) {
+    for (cJSON *res = results->child; res; res = results->child) {
       i++;
       if (is_table(res))
         read_result(L, &r, res, i);
       else
         drop(L, "Results[%d]: a JSON %s, not an object", i, lua_type_of(res));
+      results->child = res->next;
+      mx_json_free(res);
     }
   }
   lua_createtable(L, 0, 16);
@@ -1259,8 +1264,9 @@ static int grype_normalize(lua_State *L) {
   int res = lua_gettop(L);
   int image = read_grype_target(L, &r, sf[0]);
   if (cJSON_IsArray(df[1])) {
+    cJSON *matches = (cJSON *)df[1];
     int i = 0;
-    for (const cJSON *m = df[1]->child; m; m = m->next) {
+    for (cJSON *m = matches->child; m; m = matches->child) {
       const cJSON *mf[3], *vf[8];
       i++;
       fields(m, MATCH_FIELDS, 3, mf);
@@ -1274,6 +1280,8 @@ static int grype_normalize(lua_State *L) {
       } else {
         drop(L, "matches[%d]: no vulnerability with an id string", i);
       }
+      matches->child = m->next; /* freed once read, as Trivy's Results */
+      mx_json_free(m);
     }
   }
   lua_settop(L, res);
@@ -1378,10 +1386,16 @@ typedef struct {
   size_t n, cap;
 } strbuf;
 
-static int buf_gc(lua_State *L) {
-  strbuf *b = luaL_checkudata(L, 1, BUF_MT);
+/* The buffer's memory back now: the collector does not count it, so leaving it to __gc
+ * would let a CSV export hold one chunk's worth per call until the next cycle. */
+static void buf_release(strbuf *b) {
   free(b->p);
   b->p = NULL;
+  b->n = b->cap = 0;
+}
+
+static int buf_gc(lua_State *L) {
+  buf_release(luaL_checkudata(L, 1, BUF_MT));
   return 0;
 }
 
@@ -1563,6 +1577,8 @@ static int scan_csv_rows(lua_State *L) {
   luaL_setmetatable(L, BUF_MT);
   for (lua_Integer i = from; i <= to; i++) {
     if (lua_geti(L, 1, i) != LUA_TTABLE) {
+      buf_release(out);
+      buf_release(cell);
       lua_pushnil(L);
       return 1;
     }
@@ -1572,6 +1588,8 @@ static int scan_csv_rows(lua_State *L) {
       const char *s;
       size_t len;
       if (!cell_value(L, f, lua_tostring(L, -1), kinds[c], cell, &s, &len)) {
+        buf_release(out);
+        buf_release(cell);
         lua_pushnil(L);
         return 1;
       }
@@ -1584,6 +1602,8 @@ static int scan_csv_rows(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_pushlstring(L, out->p ? out->p : "", out->n);
+  buf_release(out);
+  buf_release(cell);
   return 1;
 }
 

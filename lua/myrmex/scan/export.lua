@@ -107,7 +107,7 @@ end
 M.csv_neutral_field = neutral_field
 
 -- Findings per C call of the CSV fast path.
-local CSV_CHUNK = 4096
+local CSV_CHUNK = 1024
 
 --- Findings as CSV, given to `emit` row by row: a header row, then one row per finding, CRLF
 --- line ends. Options: `columns` (names from M.CSV_VALUE), `csv_raw` (no formula
