@@ -211,6 +211,10 @@ describe("SARIF export", function()
     assert.are.same({ 2, 7 }, { key.region.startLine, key.region.endLine })
     assert.are.equal("AWS_ACCESS_KEY_ID=********************", run.tool.driver.rules[1].fullDescription.text)
     assert.are.equal("Loose%20File%20License%28s%29", run.results[5].locations[1].physicalLocation.artifactLocation.uri)
+    -- the JSON export carries them too
+    local doc = json.decode(scan.export(r, "json"))
+    assert.are.equal("private-key", doc.secrets[3].id)
+    assert.are.equal("vendor/leftpad/LICENSE", doc.licenses[3].file_path)
     -- a secret's line and the file of a license tell results apart for GitHub
     assert.are_not.equal(run.results[5].partialFingerprints["myrmexVulnerability/v1"],
       run.results[6].partialFingerprints["myrmexVulnerability/v1"])
