@@ -31,6 +31,6 @@ done
 for upto in 0 1 2 3 4; do
   name=$(echo "start-up load compliance SARIF CSV" | cut -d' ' -f$((upto + 1)))
   eval "a=\$d_0_${upto} b=\$d_1_${upto}"
-  printf '%-8s %14d %14d %7.2fx\n' "$name" "$a" "$b" "$(echo "$a / $b" | bc -l)"
+  printf '%-8s %14d %14d %7.2fx\n' "$name" "$a" "$b" "$(awk "BEGIN { print $a / $b }")"
 done
-printf '%-8s %14d %14d %7.2fx\n' total "$t_0" "$t_1" "$(echo "$t_0 / $t_1" | bc -l)"
+printf '%-8s %14d %14d %7.2fx\n' total "$t_0" "$t_1" "$(awk "BEGIN { print $t_0 / $t_1 }")"
