@@ -15,6 +15,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,7 @@ struct xfer {
   struct curl_slist *connect_to;
   xfer *next, *prev; /* the list of transfers in the multi handle */
   int active, done, headers_ready, aborted;
+  int local_port; /* of the TCP connection curl picked for this transfer; 0 until then */
   CURLcode result;
   char errbuf[CURL_ERROR_SIZE];
   char why[160]; /* our own reason when we stopped it (body too large, bad source) */
@@ -213,6 +215,15 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
 
 static size_t produce(xfer *x, char *p, size_t size, size_t n);
 
+/* Called once curl has a connection (new or reused) for the request: note which. */
+static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_port, int local_port) {
+  (void)primary_ip;
+  (void)local_ip;
+  (void)primary_port;
+  ((xfer *)ud)->local_port = local_port;
+  return CURL_PREREQFUNC_OK;
+}
+
 /* The read callback: produce the next bytes of the body, hashing them when asked (a streamed
  * upload whose digest is only known once sent). */
 static size_t on_send(char *p, size_t size, size_t n, void *ud) {
@@ -276,7 +287,11 @@ static size_t produce(xfer *x, char *p, size_t size, size_t n) {
     if (avail == 0) {
       if (f->done) {
         if (f->result != CURLE_OK) {
-          snprintf(x->why, sizeof x->why, "the source transfer failed");
+          /* Say why: a digest mismatch, a reset connection and an HTTP error differ. */
+          long code = 0;
+          curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &code);
+          snprintf(x->why, sizeof x->why, "the source transfer failed: %.80s (HTTP %ld)",
+                   f->why[0] ? f->why : curl_easy_strerror(f->result), code);
           return CURL_READFUNC_ABORT;
         }
         return 0;
@@ -422,6 +437,25 @@ static int xfer_gc(lua_State *L) {
   return 0;
 }
 
+/* Whether a transfer other than x works on socket fd. curl may hand x's connection, back in
+ * its pool, to a waiting transfer within the same multi_perform, before x is seen done: the
+ * bytes waiting are then that transfer's response, not stray bytes of x's. The connection is
+ * told by its local port (CURLINFO_ACTIVESOCKET names no socket before a transfer is done); a
+ * socket without one (a unix socket) counts as taken while any other transfer runs. */
+static int socket_taken(const xfer *x, curl_socket_t fd) {
+  struct sockaddr_storage ss = {0};
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+    return 1; /* unknown: leave it to curl */
+  int port = ss.ss_family == AF_INET    ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+             : ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                        : 0;
+  for (xfer *y = active_list; y; y = y->next)
+    if (y != x && !y->done && (port == 0 || y->local_port == port))
+      return 1;
+  return 0;
+}
+
 /* A kept-alive plain connection must be silent between responses. Bytes waiting on it after a
  * complete response (a Content-Length shorter than what the peer sent) would be read as the
  * next request's response, and libcurl 7.88 only drops pooled connections that hit EOF or an
@@ -437,7 +471,7 @@ static void drop_if_unclean(xfer *x) {
   if (curl_easy_getinfo(x->easy, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK || fd == CURL_SOCKET_BAD)
     return;
   struct pollfd p = {.fd = fd, .events = POLLIN};
-  if (poll(&p, 1, 0) <= 0)
+  if (poll(&p, 1, 0) <= 0 || socket_taken(x, fd))
     return;
   char junk[4096];
   size_t total = 0;
@@ -800,6 +834,8 @@ static int tr_start(lua_State *L) {
   curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+  curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+  curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
   const char *s;
