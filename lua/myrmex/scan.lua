@@ -510,11 +510,23 @@ function Scanner:scan_image(ref, opts)
   if target then argv[#argv + 1] = "--"; argv[#argv + 1] = target end
   local name = self.backend
   local out, status, decoded = self:_run(argv, ref or opts.input, timeout)
-  local doc = decoded or decode_output(out, name)
   local format = name == "scout" and "sarif" or name
-  local result = finish(doc, format, name .. " output", { image = ref or opts.input,
-    severity = o.severity, ignore_unfixed = opts.ignore_unfixed,
-    policy = opts.policy or self.policy, now = opts.now })
+  local judged = { image = ref or opts.input, severity = o.severity,
+    ignore_unfixed = opts.ignore_unfixed, policy = opts.policy or self.policy, now = opts.now }
+  local result
+  if not decoded and model.fast and FAST_FORMATS[format] then
+    -- The report as the fast path reads it; output it cannot take whole (text after the
+    -- report, no JSON) goes the way below, which says what is wrong with it.
+    local ok, kind, value = pcall(core.read_text, to_utf8(out), format)
+    if ok and kind ~= "doc" then
+      result = finish_fast(kind, value, format, name .. " output", judged)
+    elseif ok and type(value) == "table" then
+      decoded = value
+    end
+  end
+  if not result then
+    result = finish(decoded or decode_output(out, name), format, name .. " output", judged)
+  end
   result.image = ref or result.image
   result.scanner_status = status
   return result

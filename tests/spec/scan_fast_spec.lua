@@ -346,6 +346,36 @@ describe("scan fast path", function()
     check_csv(r)
   end)
 
+  it("reads a scanner's output the same way (scan_image with the stand-in trivy and grype)", function()
+    local process = require("myrmex.process")
+    local rt = require("myrmex.core.runtime")
+    local fake = sh.src .. "/tests/support/fake-scanners/fake-scanner"
+    for _, c in ipairs({ { "trivy", "trivy/webgoat-ubuntu2004-jar.json" }, { "grype", "grype/webgoat-ubuntu2004.json" },
+      { "trivy", "trivy/secrets-licenses-fs.json" } }) do
+      local dir = rt.mkdtemp("/tmp/mx-fast-")
+      assert.are.equal(0, process.run { argv = { "ln", "-s", fake, dir .. "/" .. c[1] } }.status)
+      sh.write(dir .. "/fake.json", json.encode { report = sh.fixtures .. "/scanners/" .. c[2] })
+      local s = scan.new { backend = c[1], path = dir .. "/" .. c[1] }
+      -- counted, to see that the output is read by the fast path
+      local core = require("myrmex.core.scan")
+      local read_text, reads = core.read_text, 0
+      core.read_text = function(...)
+        reads = reads + 1
+        return read_text(...)
+      end
+      local ok_c, r_c, ok_l, r_l = both(function() return s:scan_image("img:1", { now = NOW }) end)
+      core.read_text = read_text
+      assert.are.equal(1, reads)
+      process.run { argv = { "rm", "-rf", "--", dir } }
+      assert.is_true(ok_c, tostring(r_c))
+      assert.is_true(ok_l, tostring(r_l))
+      if r_c.time ~= r_l.time then r_c.time = r_l.time end
+      local ok, where = same(r_c, r_l)
+      assert(ok, where)
+      assert.is_true(#r_c.findings > 0 or #r_c.secrets > 0)
+    end
+  end)
+
   it("is switched with scan.fast_path", function()
     assert.is_true(scan.fast_path(false))
     assert.is_false(scan.fast_path(true))
