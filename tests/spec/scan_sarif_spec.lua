@@ -14,7 +14,7 @@ local SCHEMA = sh.fixtures .. "/sarif/sarif-schema-2.1.0.json"
 local CONVERTED = sh.fixtures .. "/sarif/trivy-convert/"
 local TRIVY = "/usr/local/lib/myrmex-test/bin/trivy"
 local TRIVY_FIXTURES = { "alpine-310", "debian-buster", "dockerfile", "gomod", "sl-micro-rancher5.4",
-  "webgoat-ubuntu2004-jar", "secrets-licenses-fs" }
+  "webgoat-ubuntu2004-jar", "secrets-licenses-fs", "secrets-licenses-image" }
 
 local read, write = sh.read, sh.write
 

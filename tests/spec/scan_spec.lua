@@ -40,6 +40,7 @@ local EXPECTED = {
   { "trivy/gomod.json", "trivy", 5, { UNKNOWN = 4, MEDIUM = 1 } },
   { "trivy/dockerfile.json", "trivy", 0, {} },
   { "trivy/secrets-licenses-fs.json", "trivy", 0, {} },
+  { "trivy/secrets-licenses-image.json", "trivy", 0, {} },
   { "grype/webgoat-ubuntu2004.json", "grype", 266, { MEDIUM = 147, LOW = 48 + 22, HIGH = 38, CRITICAL = 11 } },
   { "grype/keycloak-rhel91.json", "grype", 6, { LOW = 6 } },
   { "grype/presenter-image-current-schema.json", "grype", 2, { CRITICAL = 1, LOW = 1 } },
