@@ -8,7 +8,7 @@
 // repository with nothing in it answers an empty index (never 404: a 404 means "no API"), and
 // a manifest PUT with a subject answers OCI-Subject, so clients skip the tag-schema fallback.
 //
-// usage: ggcr-registry -addr 127.0.0.1:PORT [-referrers=false] [-blobs DIR] [-version]
+// usage: ggcr-registry -addr 127.0.0.1:PORT | -version
 package main
 
 import (
@@ -161,8 +161,6 @@ func version() string {
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "loopback address to listen on (port 0: a free port, printed)")
-	referrers := flag.Bool("referrers", true, "serve the OCI 1.1 referrers API")
-	blobs := flag.String("blobs", "", "keep blobs in this directory (default: in memory)")
 	showVersion := flag.Bool("version", false, "print the go-containerregistry version and exit")
 	flag.Parse()
 	if *showVersion {
@@ -179,15 +177,8 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ggcr-registry: %v\n", err)
 		os.Exit(1)
 	}
-	opts := []registry.Option{registry.WithReferrersSupport(*referrers),
-		registry.Logger(log.New(io.Discard, "", 0))}
-	if *blobs != "" {
-		opts = append(opts, registry.WithBlobHandler(registry.NewDiskBlobHandler(*blobs)))
-	}
-	var h http.Handler = registry.New(opts...)
-	if *referrers {
-		h = &server{inner: h}
-	}
+	h := &server{inner: registry.New(registry.WithReferrersSupport(true),
+		registry.Logger(log.New(io.Discard, "", 0)))}
 	fmt.Printf("ggcr-registry listening on %s\n", ln.Addr())
 	if err := http.Serve(ln, h); err != nil {
 		fmt.Fprintf(os.Stderr, "ggcr-registry: %v\n", err)
