@@ -263,7 +263,19 @@ describe("registry: compressed pushes, copies and pulls", function()
     end
     assert.are.equal(res.bytes, m.layers[1].size + m.layers[2].size)
     assert.truthy(res.bytes < raw_total * 0.7, res.bytes .. " of " .. raw_total)
+    -- The busybox layer (about 2 MB) is several gzip members (1 MiB blocks): the readers below
+    -- must take every member, and the diff ids they see are the engine's.
+    local largest = m.layers[1].size > m.layers[2].size and m.layers[1] or m.layers[2]
+    sh.write(work .. "/largest.gz", c:blob("cz/engine", largest.digest))
+    local members = ok_run({ "python3", "-c", [[
+import sys, zlib
+data, n = open(sys.argv[1], "rb").read(), 0
+while data:
+    d = zlib.decompressobj(31); d.decompress(data); data = d.unused_data; n += 1
+print(n)]], work .. "/largest.gz" })
+    assert.truthy(tonumber(members:match("%d+")) >= 2, "gzip members: " .. members)
     docker_runs(reg.host .. "/cz/engine:gzip")
+    assert.are.same(diff_ids, diff_ids_of(reg.host .. "/cz/engine:gzip"))
     skopeo_reads(reg.host, "cz/engine:gzip")
   end)
 
