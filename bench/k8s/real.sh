@@ -18,7 +18,7 @@ export MYRMEX_BENCH_TIMEOUT=${MYRMEX_BENCH_TIMEOUT:-900}
 ADMIN=${MYRMEX_KUBECONFIG:-/tmp/myrmex-kube/kubeconfig}
 APIPID=$(cat "$(dirname "$ADMIN")/kubernetes/apiserver.pid")
 work=$(mktemp -d /tmp/myrmex-bench-k8s-real-XXXXXX)
-trap 'for ns in $(cat "$work/namespaces" 2>/dev/null); do kubectl --kubeconfig "$ADMIN" delete ns "$ns" --wait=false >/dev/null 2>&1; done; rm -rf "$work"' EXIT
+trap 'for ns in $(cat "$work/namespaces" 2>/dev/null); do kubectl --kubeconfig "$ADMIN" delete ns "$ns" --wait=false >/dev/null 2>&1 || true; done; rm -rf "$work"' EXIT
 python3=/usr/bin/python3
 cpu_of() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }
 

@@ -11,6 +11,8 @@
 # Each push starts from an empty registry, each pull from an empty directory, each copy from
 # an empty destination. Wall seconds (median, range), CPU (user+sys, median) and peak RSS
 # (GNU time) of the client process; dockerd's own work in `docker push` is not the client's.
+# Two floor rows: the engine's save stream alone (to /dev/null) and myrmex's push without
+# compression.
 # usage: bench/registry/compress.sh [BUILD_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -100,6 +102,10 @@ have_crane=0; [ -x "$CRANE" ] && have_crane=1
 PUSH=("myrmex push from the engine (gzip)" "myrmex push from the engine (zstd)"
   "skopeo copy docker-daemon: -> docker:// (gzip)" "docker push (gzip)")
 [ $have_crane = 1 ] && PUSH+=("docker save | crane push (gzip)")
+# Floors every engine client pays: the engine's save stream alone, read to /dev/null, and
+# myrmex's push of it uncompressed.
+FLOOR=("floor: engine save stream to /dev/null (curl)" "floor: myrmex push from the engine (none)")
+nothing() { :; }
 echo "image: $IMG, one layer of $RAW bytes uncompressed; load $(cut -d' ' -f1-3 /proc/loadavg) at $(date -u +%FT%TZ)"
 for r in $(seq 1 "$ROUNDS"); do
   run "${PUSH[0]}" fresh "$MX" bench/registry/push_engine.lua "$HOST" "$IMG" bench/mx:1 gzip
@@ -110,6 +116,8 @@ for r in $(seq 1 "$ROUNDS"); do
   [ "$r" = 1 ] && size_of "skopeo gzip" sk/bench
   run "${PUSH[3]}" fresh docker push -q "$HOST/dk/bench:1"
   [ "$r" = 1 ] && size_of "docker gzip" dk/bench
+  run "${FLOOR[0]}" nothing curl -fsS --unix-socket /var/run/docker.sock -o /dev/null "http://d/images/$IMG/get"
+  run "${FLOOR[1]}" fresh "$MX" bench/registry/push_engine.lua "$HOST" "$IMG" bench/none:1 none
   [ $have_crane = 1 ] && run "${PUSH[4]}" fresh sh -c "docker save -o '$W/save.tar' '$IMG' && '$CRANE' push --insecure '$W/save.tar' '$HOST/cr/bench:1'; rc=\$?; rm -f '$W/save.tar'; exit \$rc"
 done
 # The pull and copy source: the gzip image pushed once by myrmex.
@@ -133,6 +141,6 @@ for n in "myrmex gzip" "myrmex zstd" "skopeo gzip" "docker gzip"; do
 done
 echo "| client | median | range | CPU (user+sys) | peak RSS |"
 echo "|---|---|---|---|---|"
-for n in "${PUSH[@]}" "${PULL[@]}" "${COPY[@]}"; do row "$n"; done
+for n in "${PUSH[@]}" "${FLOOR[@]}" "${PULL[@]}" "${COPY[@]}"; do row "$n"; done
 [ $have_crane = 1 ] || echo "(crane rows missing: $CRANE is not built)"
 echo "load $(cut -d' ' -f1-3 /proc/loadavg) at $(date -u +%FT%TZ)"
