@@ -8,6 +8,7 @@
  * numbers that are integral and within +-2^53 come back as Lua integers.
  */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -742,17 +743,15 @@ static int table_to_json(lua_State *L, int idx, int depth, encode_opts *o, cJSON
 }
 
 /* The text of a number that reads back as the same number: integers as such, doubles in the
- * shortest of %.15g..%.17g that round-trips. NULL (and o->err) for NaN and infinities. */
-static const char *number_text(lua_State *L, int idx, encode_opts *o, char *buf, size_t size) {
+ * shortest of %.15g..%.17g that round-trips. NULL for NaN and infinities. */
+const char *mx_json_number(lua_State *L, int idx, char *buf, size_t size) {
   if (lua_isinteger(L, idx)) {
     snprintf(buf, size, "%lld", (long long)lua_tointeger(L, idx));
     return buf;
   }
   double d = lua_tonumber(L, idx);
-  if (isnan(d) || isinf(d)) {
-    o->err = "cannot encode NaN or infinity";
+  if (isnan(d) || isinf(d))
     return NULL;
-  }
   snprintf(buf, size, "%.17g", d);
   for (int p = 15; p < 17; p++) {
     char t[32];
@@ -763,6 +762,13 @@ static const char *number_text(lua_State *L, int idx, encode_opts *o, char *buf,
     }
   }
   return buf;
+}
+
+static const char *number_text(lua_State *L, int idx, encode_opts *o, char *buf, size_t size) {
+  const char *text = mx_json_number(L, idx, buf, size);
+  if (!text)
+    o->err = "cannot encode NaN or infinity";
+  return text;
 }
 
 static int to_json(lua_State *L, int idx, int depth, encode_opts *o, cJSON *parent,
@@ -877,6 +883,23 @@ static int json_quote(lua_State *L) {
   free(box->text);
   box->text = NULL;
   return 1;
+}
+
+/* json.quote's text for a writer in C: cJSON prints the literal straight into `out` (room for
+ * MX_JSON_QUOTE_ROOM(len) bytes, the worst case of six bytes per input byte) from a node that
+ * borrows `s`. 0 for what json.quote does more than print (a NUL to mark, invalid UTF-8 to
+ * raise on): the caller leaves that string to json.quote. */
+size_t mx_json_quote_into(const char *s, size_t len, char *out) {
+  if (strlen(s) != len || invalid_utf8_at((const unsigned char *)s, len) != (size_t)-1)
+    return 0;
+  cJSON item;
+  memset(&item, 0, sizeof item);
+  item.type = cJSON_String;
+  memcpy(&item.valuestring, &s, sizeof s); /* borrowed, never written: cJSON only prints it */
+  size_t room = MX_JSON_QUOTE_ROOM(len);
+  if (room > INT_MAX || !cJSON_PrintPreallocated(&item, out, (int)room, 0))
+    return 0;
+  return strlen(out);
 }
 
 /* ---- markers ---- */

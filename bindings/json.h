@@ -2,7 +2,8 @@
  * The parse half of myrmex.core.json for other bindings (bindings/scan.c): the same reading,
  * UTF-8 check, NUL handling and error messages as json.decode / json.decode_file, but the
  * cJSON tree is handed over instead of converted, so a binding can build its own tables
- * from it without a generic conversion of the whole document.
+ * from it without a generic conversion of the whole document. And the print half for writers
+ * in C (scan's SARIF): json.encode's numbers and json.quote's strings, printed the same way.
  */
 #ifndef MYRMEX_JSON_H
 #define MYRMEX_JSON_H
@@ -30,5 +31,12 @@ void mx_json_push(lua_State *L, const mx_json_doc *doc, cJSON *item);
 void mx_json_free(cJSON *item);
 /* Free the tree now (the box stays valid and empty). */
 void mx_json_close(mx_json_doc *doc);
+
+/* json.encode's text of the number at idx into buf; NULL for NaN and infinities. */
+const char *mx_json_number(lua_State *L, int idx, char *buf, size_t size);
+/* json.quote(s) printed by cJSON into out, which has room for MX_JSON_QUOTE_ROOM(len) bytes
+ * (s[len] is '\0'): the literal's length, or 0 when s has a NUL or is not valid UTF-8. */
+#define MX_JSON_QUOTE_ROOM(len) (6 * (len) + 3)
+size_t mx_json_quote_into(const char *s, size_t len, char *out);
 
 #endif

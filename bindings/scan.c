@@ -1613,12 +1613,645 @@ static int scan_csv_known(lua_State *L) {
   return 1;
 }
 
+/* ---- SARIF ---- */
+
+/*
+ * The rules and results of export.sarif (lua/myrmex/scan/export.lua) for vulnerability
+ * findings, and the results of the Lua writer's other entries, written here byte for byte as
+ * the Lua writer writes them (spec:scan_fast compares the two on every fixture). Strings are
+ * printed by cJSON through json.h, as json.quote prints them. What Lua would do differently
+ * (a NUL to mark, invalid UTF-8 or a value of another type to raise on) is not written here:
+ * the item is handed back and the Lua writer writes it, raising what it raises.
+ */
+
+typedef struct {
+  const char *s;
+  size_t n;
+} str;
+
+/* The value at the top as a string: 1 for a string (*out set) or, when `opt`, nil (*out is
+ * `dflt`); 0 for anything else. The value stays on the stack, anchoring the string. */
+static int str_at(lua_State *L, int opt, const char *dflt, str *out) {
+  int t = lua_type(L, -1);
+  if (t == LUA_TSTRING) {
+    out->s = lua_tolstring(L, -1, &out->n);
+    return 1;
+  }
+  out->s = dflt;
+  out->n = dflt ? strlen(dflt) : 0;
+  return opt && t == LUA_TNIL;
+}
+
+static int str_field(lua_State *L, int t, const char *key, const char *dflt, str *out) {
+  lua_getfield(L, t, key);
+  return str_at(L, dflt != NULL, dflt, out);
+}
+
+/* What a vulnerability finding's rule and result are made of (export.vuln_entry, vuln_rule,
+ * cvss_data). The strings are anchored on the stack above the finding. */
+typedef struct {
+  str id, sev, pkg, pkg_or_unknown, installed, fixed, title, desc, url, path, name, score;
+  int cvss;      /* stack index of the CVSS table (cvss_data's c), or 0 */
+  int locations; /* stack index of f.locations when it has more than one, or 0 */
+  int lines;     /* stack index of f.lines, or 0 */
+} vuln;
+
+static const char *const RULE_NAMES[][2] = {{"os-pkgs", "OsPackageVulnerability"},
+                                            {"lang-pkgs", "LanguageSpecificPackageVulnerability"},
+                                            {"config", "Misconfiguration"},
+                                            {"secret", "Secret"},
+                                            {"license", "License"},
+                                            {"license-file", "License"}};
+
+static const char *rule_name(const str *class) {
+  for (size_t i = 0; i < sizeof RULE_NAMES / sizeof RULE_NAMES[0]; i++)
+    if (strcmp(class->s, RULE_NAMES[i][0]) == 0 && strlen(class->s) == class->n)
+      return RULE_NAMES[i][1];
+  return "UnknownIssue";
+}
+
+/* export.SARIF_LEVEL and FALLBACK_SCORE by severity. */
+static const char *const SARIF_SEVERITY[][3] = {{"CRITICAL", "error", "9.5"},
+                                                {"HIGH", "error", "8.0"},
+                                                {"MEDIUM", "warning", "5.5"},
+                                                {"LOW", "note", "2.0"},
+                                                {"UNKNOWN", "note", "0.0"}};
+
+static const char *severity_info(const str *sev, int what, const char *dflt) {
+  for (size_t i = 0; i < sizeof SARIF_SEVERITY / sizeof SARIF_SEVERITY[0]; i++)
+    if (sev->s && strcmp(sev->s, SARIF_SEVERITY[i][0]) == 0 && strlen(sev->s) == sev->n)
+      return SARIF_SEVERITY[i][what];
+  return dflt;
+}
+
+/* Each of a list's first min(#list, 1000) items (GitHub's limit) passes `ok`. */
+static int list_ok(lua_State *L, int list, int (*ok)(lua_State *L)) {
+  lua_Integer n = luaL_len(L, list);
+  if (n > 1000)
+    n = 1000;
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_geti(L, list, i);
+    int good = ok(L);
+    lua_pop(L, 1);
+    if (!good)
+      return 0;
+  }
+  return 1;
+}
+
+static int is_string(lua_State *L) {
+  return lua_type(L, -1) == LUA_TSTRING;
+}
+
+/* A line range {start_line=, end_line=} of integers (the Lua writer concatenates them). */
+static int is_range(lua_State *L) {
+  if (!lua_istable(L, -1))
+    return 0;
+  lua_getfield(L, -1, "start_line");
+  lua_getfield(L, -2, "end_line");
+  int ok = lua_isinteger(L, -1) && lua_isinteger(L, -2);
+  lua_pop(L, 2);
+  return ok;
+}
+
+/* f.locations (URIs, used when more than one) or else f.lines (ranges), checked. */
+static int read_places(lua_State *L, int f, vuln *v) {
+  v->locations = v->lines = 0;
+  int t = lua_getfield(L, f, "locations");
+  if (t != LUA_TNIL) {
+    if (t != LUA_TTABLE)
+      return 0;
+    if (luaL_len(L, -1) > 1) {
+      v->locations = lua_gettop(L);
+      return list_ok(L, v->locations, is_string);
+    }
+  }
+  t = lua_getfield(L, f, "lines");
+  if (t == LUA_TNIL)
+    return 1;
+  v->lines = lua_gettop(L);
+  return t == LUA_TTABLE && list_ok(L, v->lines, is_range);
+}
+
+/* A CVSS value of cvss_data's put: 1 when usable (absent, or of the type the writer prints). */
+static int cvss_value(lua_State *L, int c, const char *key, int number) {
+  int t = lua_getfield(L, c, key);
+  lua_pop(L, 1);
+  return t == LUA_TNIL || t == (number ? LUA_TNUMBER : LUA_TSTRING);
+}
+
+/* cvss[key] for the string key at the top (kept): 1 when absent or a table (then v->cvss). */
+static int cvss_entry(lua_State *L, int cvss, vuln *v) {
+  lua_pushvalue(L, -1);
+  int t = lua_gettable(L, cvss);
+  if (t == LUA_TTABLE)
+    v->cvss = lua_gettop(L);
+  return t == LUA_TNIL || t == LUA_TTABLE;
+}
+
+/* cvss_data's table c: f.cvss[f.severity_source], or for other scanners f.cvss[f.cvss_source]. */
+static int read_cvss(lua_State *L, int f, const str *scanner, vuln *v) {
+  v->cvss = 0;
+  int t = lua_getfield(L, f, "cvss");
+  if (t != LUA_TNIL && t != LUA_TTABLE)
+    return 0;
+  int cvss = lua_gettop(L);
+  str src;
+  if (!str_field(L, f, "severity_source", "", &src))
+    return 0;
+  if (t == LUA_TTABLE && lua_type(L, -1) == LUA_TSTRING && !cvss_entry(L, cvss, v))
+    return 0;
+  int trivy = strcmp(scanner->s, "trivy") == 0 && scanner->n == 5;
+  if (!v->cvss && !trivy && lua_type(L, cvss) == LUA_TTABLE) {
+    if (!str_field(L, f, "cvss_source", "", &src))
+      return 0;
+    if (lua_type(L, -1) == LUA_TSTRING && !cvss_entry(L, cvss, v))
+      return 0;
+  }
+  if (v->cvss) {
+    static const char *const KEYS[] = {"v2_vector", "v3_vector", "v4_vector"};
+    static const char *const SCORES[] = {"v2_score", "v3_score", "v4_score"};
+    for (int i = 0; i < 3; i++)
+      if (!cvss_value(L, v->cvss, KEYS[i], 0) || !cvss_value(L, v->cvss, SCORES[i], 1))
+        return 0;
+  }
+  return 1;
+}
+
+/* security-severity as cvss_data makes it: the v3 score with one decimal, for other scanners
+ * without a CVSS table their score, else the severity's fallback (absent for an unknown one). */
+static int read_score(lua_State *L, int f, const str *scanner, vuln *v, char *num, size_t size) {
+  int trivy = strcmp(scanner->s, "trivy") == 0 && scanner->n == 5;
+  const char *fallback = severity_info(&v->sev, 2, NULL);
+  v->score.s = fallback;
+  v->score.n = fallback ? strlen(fallback) : 0;
+  if (v->cvss)
+    lua_getfield(L, v->cvss, "v3_score");
+  else if (!trivy)
+    lua_getfield(L, f, "cvss_score");
+  else
+    return 1;
+  int t = lua_type(L, -1);
+  if (t != LUA_TNIL && t != LUA_TNUMBER)
+    return 0;
+  if (t == LUA_TNUMBER && (!v->cvss || lua_tonumber(L, -1) != 0)) {
+    v->score.n = (size_t)snprintf(num, size, "%.1f", (double)lua_tonumber(L, -1));
+    v->score.s = num;
+  }
+  return 1;
+}
+
+/* class_of(f): f.class, else "os-pkgs" for type "os", else "lang-pkgs"; 0 for a value of
+ * another type. */
+static int read_class(lua_State *L, int f, str *class) {
+  if (lua_getfield(L, f, "class") != LUA_TNIL)
+    return str_at(L, 0, NULL, class);
+  str type;
+  if (!str_field(L, f, "type", "", &type))
+    return 0;
+  int os = type.n == 2 && strcmp(type.s, "os") == 0;
+  *class = os ? (str){"os-pkgs", 7} : (str){"lang-pkgs", 9};
+  return 1;
+}
+
+/* The finding at f with its path and URL (export.vuln_path, url_of) as the writer reads it;
+ * 0 when a value is not of the type this writer handles. Pushes what it reads. */
+static int read_vuln(lua_State *L, int f, int path, int url, vuln *v, char *num, size_t size) {
+  if (!lua_checkstack(L, 40))
+    return 0;
+  lua_pushvalue(L, path);
+  if (!str_at(L, 0, NULL, &v->path))
+    return 0;
+  lua_pushvalue(L, url);
+  if (!str_at(L, 0, NULL, &v->url))
+    return 0;
+  if (!str_field(L, f, "id", NULL, &v->id) || !str_field(L, f, "severity", NULL, &v->sev))
+    return 0;
+  int has_pkg = lua_getfield(L, f, "package") == LUA_TSTRING;
+  if (!str_at(L, 1, "", &v->pkg))
+    return 0;
+  v->pkg_or_unknown = has_pkg ? v->pkg : (str){"?", 1};
+  str class, scanner;
+  if (!str_field(L, f, "installed_version", "", &v->installed) ||
+      !str_field(L, f, "fixed_version", "", &v->fixed) ||
+      !str_field(L, f, "title", "", &v->title) || !str_field(L, f, "description", "", &v->desc) ||
+      !read_class(L, f, &class) || !str_field(L, f, "scanner", NULL, &scanner))
+    return 0;
+  v->name.s = rule_name(&class);
+  v->name.n = strlen(v->name.s);
+  return read_cvss(L, f, &scanner, v) && read_score(L, f, &scanner, v, num, size) &&
+         read_places(L, f, v);
+}
+
+#define ADD_LIT(L, b, lit) buf_add(L, b, lit, sizeof(lit) - 1)
+
+static void add_str(lua_State *L, strbuf *b, const str *s) {
+  buf_add(L, b, s->s, s->n);
+}
+
+/* json.quote(s) appended; 0 when it is left to Lua (a NUL, invalid UTF-8). s[n] is '\0'. */
+static int add_quoted(lua_State *L, strbuf *b, const char *s, size_t n) {
+  size_t room = MX_JSON_QUOTE_ROOM(n);
+  if ((!b->p || b->n + room > b->cap) && !buf_grow(L, b, room))
+    return 0;
+  size_t k = mx_json_quote_into(s, n, b->p + b->n);
+  b->n += k;
+  return k > 0;
+}
+
+static int add_quoted_str(lua_State *L, strbuf *b, const str *s) {
+  return add_quoted(L, b, s->s, s->n);
+}
+
+/* `b` (emptied first) gets string.format(f, ...) for a format of %s only, NUL-terminated. */
+static void add_format(lua_State *L, strbuf *b, const char *f, const str *args) {
+  b->n = 0;
+  for (const char *p = f; *p;) {
+    const char *q = strstr(p, "%s");
+    size_t len = q ? (size_t)(q - p) : strlen(p);
+    buf_add(L, b, p, len);
+    if (!q)
+      break;
+    add_str(L, b, args++);
+    p = q + 2;
+  }
+  buf_add(L, b, "", 1);
+  b->n--;
+}
+
+/* The quoted text of format(f, ...). */
+static int add_quoted_format(lua_State *L, strbuf *b, strbuf *scratch, const char *f,
+                             const str *args) {
+  add_format(L, scratch, f, args);
+  return add_quoted(L, b, scratch->p, scratch->n);
+}
+
+/* export.uri_escape(s) quoted: path characters kept, the rest %XX, and a ":" in the first
+ * segment escaped too (it would read as a URI scheme). */
+static void add_uri(lua_State *L, strbuf *b, const str *s) {
+  static const char KEEP[] = "-._~/:@!$&'*+,;=";
+  static const char HEX[] = "0123456789ABCDEF";
+  int first = 1;
+  buf_add(L, b, "\"", 1);
+  for (size_t i = 0; i < s->n; i++) {
+    unsigned char c = (unsigned char)s->s[i];
+    int alnum = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+    if (c == '/')
+      first = 0;
+    if (alnum || (c && strchr(KEEP, c) && !(first && c == ':'))) {
+      buf_add(L, b, (const char *)&c, 1);
+    } else {
+      char esc[3] = {'%', HEX[c >> 4], HEX[c & 15]};
+      buf_add(L, b, esc, 3);
+    }
+  }
+  buf_add(L, b, "\"", 1);
+}
+
+static void add_int(lua_State *L, strbuf *b, lua_Integer i) {
+  char num[32];
+  buf_add(L, b, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)i));
+}
+
+/* export.location: one physical location with its (already quoted) message. */
+static void add_location(lua_State *L, strbuf *b, const str *uri, lua_Integer first,
+                         lua_Integer last, const strbuf *msg) {
+  if (first == 0 && last == 0)
+    first = last = 1;
+  ADD_LIT(L, b, "{\"physicalLocation\":{\"artifactLocation\":{\"uri\":");
+  add_uri(L, b, uri);
+  ADD_LIT(L, b, ",\"uriBaseId\":\"ROOTPATH\"},\"region\":{\"startLine\":");
+  add_int(L, b, first);
+  ADD_LIT(L, b, ",\"startColumn\":1,\"endLine\":");
+  add_int(L, b, last);
+  ADD_LIT(L, b, ",\"endColumn\":1}},\"message\":{\"text\":");
+  buf_add(L, b, msg->p, msg->n);
+  ADD_LIT(L, b, "}}");
+}
+
+/* The line range at the top (checked by is_range), popped. */
+static void range_at(lua_State *L, lua_Integer *first, lua_Integer *last) {
+  lua_getfield(L, -1, "start_line");
+  lua_getfield(L, -2, "end_line");
+  *first = lua_tointeger(L, -2);
+  *last = lua_tointeger(L, -1);
+  lua_pop(L, 3);
+}
+
+typedef struct {
+  strbuf *out;
+  strbuf *msg;               /* the quoted location message */
+  strbuf *where, *text, *fp; /* a result's location message, message and fingerprint */
+  str dockerfile;            /* s NULL without the dockerfile option */
+  lua_Integer line;
+} sarif_writer;
+
+/* The locations of a result (export.result_json): the Dockerfile's line when given, else one
+ * per URI (vulnerabilities found at several), else one per line range, else the path's line 1. */
+static void add_locations(lua_State *L, sarif_writer *w, const str *path, int uris, int lines) {
+  strbuf *b = w->out;
+  if (w->dockerfile.s) {
+    add_location(L, b, &w->dockerfile, w->line, w->line, w->msg);
+    return;
+  }
+  int list = uris ? uris : lines;
+  if (!list) {
+    add_location(L, b, path, 1, 1, w->msg);
+    return;
+  }
+  lua_Integer n = luaL_len(L, list);
+  for (lua_Integer i = 1; i <= n && i <= 1000; i++) {
+    if (i > 1)
+      buf_add(L, b, ",", 1);
+    lua_geti(L, list, i);
+    if (uris) {
+      str uri;
+      str_at(L, 0, NULL, &uri);
+      add_location(L, b, &uri, 1, 1, w->msg);
+      lua_pop(L, 1);
+    } else {
+      lua_Integer first, last;
+      range_at(L, &first, &last);
+      add_location(L, b, path, first, last, w->msg);
+    }
+  }
+}
+
+/* What a result is made of: export.vuln_entry's fields, or those of a Lua entry. */
+typedef struct {
+  str id, sev, message, path, fingerprint;
+  int uris, lines;
+} result_parts;
+
+/* A result (export.result_json) with its location message `where` (NUL-terminated). */
+static int add_result(lua_State *L, sarif_writer *w, const result_parts *r, const str *where,
+                      lua_Integer rule) {
+  strbuf *b = w->out;
+  w->msg->n = 0;
+  if (!add_quoted_str(L, w->msg, where))
+    return 0;
+  ADD_LIT(L, b, "{\"ruleId\":");
+  if (!add_quoted_str(L, b, &r->id))
+    return 0;
+  ADD_LIT(L, b, ",\"ruleIndex\":");
+  add_int(L, b, rule);
+  ADD_LIT(L, b, ",\"level\":\"");
+  const char *level = severity_info(&r->sev, 1, "none");
+  buf_add(L, b, level, strlen(level));
+  ADD_LIT(L, b, "\",\"message\":{\"text\":");
+  if (!add_quoted_str(L, b, &r->message))
+    return 0;
+  ADD_LIT(L, b, "},\"locations\":[");
+  add_locations(L, w, &r->path, r->uris, r->lines);
+  ADD_LIT(L, b, "],\"partialFingerprints\":{\"myrmexVulnerability/v1\":");
+  if (!add_quoted_str(L, b, &r->fingerprint))
+    return 0;
+  ADD_LIT(L, b, "}}");
+  return 1;
+}
+
+static const char RESULT_TEXT[] = "Package: %s\nInstalled Version: %s\nVulnerability %s\n"
+                                  "Severity: %s\nFixed Version: %s\nLink: [%s](%s)";
+
+/* A vulnerability finding's result, its texts made as export.vuln_entry makes them. */
+static int vuln_result(lua_State *L, sarif_writer *w, const vuln *v, lua_Integer rule) {
+  const str fp_parts[] = {v->id, v->pkg_or_unknown, v->installed, v->path};
+  add_format(L, w->fp, "%s|%s|%s|%s", fp_parts);
+  const str text[] = {v->pkg, v->installed, v->id, v->sev, v->fixed, v->id, v->url};
+  add_format(L, w->text, RESULT_TEXT, text);
+  const str where_parts[] = {v->path, v->pkg, v->installed};
+  add_format(L, w->where, "%s: %s@%s", where_parts);
+  result_parts r = {v->id,        v->sev,  {w->text->p, w->text->n}, v->path, {w->fp->p, w->fp->n},
+                    v->locations, v->lines};
+  str where = {w->where->p, w->where->n};
+  return add_result(L, w, &r, &where, rule);
+}
+
+/* A Lua entry's result (misconfiguration, secret, license, or a finding Lua made). */
+static int entry_result(lua_State *L, sarif_writer *w, int e, lua_Integer rule) {
+  result_parts r = {{NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}, 0, 0};
+  str where;
+  if (!lua_checkstack(L, 20))
+    return 0;
+  lua_getfield(L, e, "sev");
+  if (!str_at(L, 1, NULL, &r.sev) || !str_field(L, e, "id", NULL, &r.id) ||
+      !str_field(L, e, "message", NULL, &r.message) || !str_field(L, e, "path", NULL, &r.path) ||
+      !str_field(L, e, "fingerprint", NULL, &r.fingerprint) ||
+      !str_field(L, e, "location_message", NULL, &where) || lua_getfield(L, e, "uris") != LUA_TNIL)
+    return 0;
+  int t = lua_getfield(L, e, "lines");
+  if (t != LUA_TNIL) {
+    r.lines = lua_gettop(L);
+    if (t != LUA_TTABLE || !list_ok(L, r.lines, is_range))
+      return 0;
+  }
+  return add_result(L, w, &r, &where, rule);
+}
+
+/* Two scratch buffers and the output, in userdata freed by __gc if an error comes. */
+static strbuf *new_buf(lua_State *L) {
+  strbuf *b = lua_newuserdatauv(L, sizeof(strbuf), 0);
+  *b = (strbuf){0};
+  luaL_setmetatable(L, BUF_MT);
+  return b;
+}
+
+/* Push the text written so far and the index of the first item not written; buffers freed. */
+static int sarif_done(lua_State *L, strbuf *const *bufs, int nbufs, lua_Integer next) {
+  lua_pushlstring(L, bufs[0]->p ? bufs[0]->p : "", bufs[0]->n);
+  lua_pushinteger(L, next);
+  for (int i = 0; i < nbufs; i++)
+    buf_release(bufs[i]);
+  return 2;
+}
+
+/* scan.sarif_results(entries, finding, paths, urls, rule_of, dockerfile|false, line, from, to)
+ * -> the results of entries[from..to] (each after "\n" or ",\n"), up to the first one left to
+ * the Lua writer, and that one's index (to + 1 when none). */
+static int scan_sarif_results(lua_State *L) {
+  for (int i = 1; i <= 5; i++)
+    luaL_checktype(L, i, LUA_TTABLE);
+  lua_Integer line = luaL_checkinteger(L, 7), from = luaL_checkinteger(L, 8),
+              to = luaL_checkinteger(L, 9);
+  sarif_writer w = {new_buf(L), new_buf(L), new_buf(L), new_buf(L), new_buf(L), {NULL, 0}, line};
+  if (lua_type(L, 6) == LUA_TSTRING)
+    w.dockerfile.s = lua_tolstring(L, 6, &w.dockerfile.n);
+  strbuf *bufs[] = {w.out, w.msg, w.where, w.text, w.fp};
+  char num[64];
+  lua_Integer k = from;
+  for (; k <= to; k++) {
+    int top = lua_gettop(L);
+    size_t mark = w.out->n;
+    lua_geti(L, 1, k);
+    lua_geti(L, 2, k);
+    lua_geti(L, 3, k);
+    lua_geti(L, 4, k);
+    lua_geti(L, 5, k);
+    int ok = lua_isinteger(L, -1) && lua_istable(L, top + 1);
+    lua_Integer rule = lua_tointeger(L, -1);
+    buf_add(L, w.out, k > 1 ? ",\n" : "\n", k > 1 ? 2 : 1);
+    if (ok && lua_toboolean(L, top + 2)) {
+      vuln v;
+      ok = read_vuln(L, top + 1, top + 3, top + 4, &v, num, sizeof num) &&
+           vuln_result(L, &w, &v, rule);
+    } else if (ok) {
+      ok = entry_result(L, &w, top + 1, rule);
+    }
+    lua_settop(L, top);
+    if (!ok) {
+      w.out->n = mark;
+      break;
+    }
+  }
+  return sarif_done(L, bufs, 5, k);
+}
+
+static const char HELP_TEXT[] = "Vulnerability %s\nSeverity: %s\nPackage: %s\nFixed Version: %s\n"
+                                "Link: [%s](%s)\n%s";
+static const char HELP_MARKDOWN[] =
+    "**Vulnerability %s**\n| Severity | Package | Fixed Version | Link |\n"
+    "| --- | --- | --- | --- |\n|%s|%s|%s|[%s](%s)|\n\n%s";
+
+/* A CVSS property of the rule (cvss_data's put: absent, "" and 0 are left out); 0 when it is
+ * left to Lua. */
+static int add_cvss_prop(lua_State *L, strbuf *b, int c, const char *key, const char *name) {
+  int t = lua_getfield(L, c, key);
+  int ok = 1;
+  if (t == LUA_TSTRING && lua_rawlen(L, -1) > 0) {
+    buf_add(L, b, name, strlen(name));
+    ok = add_quoted(L, b, lua_tostring(L, -1), lua_rawlen(L, -1));
+    buf_add(L, b, ",", 1);
+  } else if (t == LUA_TNUMBER && lua_tonumber(L, -1) != 0) {
+    char num[32];
+    const char *text = mx_json_number(L, -1, num, sizeof num);
+    ok = text != NULL;
+    if (ok) {
+      buf_add(L, b, name, strlen(name));
+      buf_add(L, b, text, strlen(text));
+      buf_add(L, b, ",", 1);
+    }
+  }
+  lua_pop(L, 1);
+  return ok;
+}
+
+/* The rule's properties: CVSS, precision, security-severity and tags, keys sorted. */
+static int add_rule_props(lua_State *L, strbuf *b, const vuln *v) {
+  if (v->cvss) {
+    static const char *const KEYS[][2] = {
+        {"v2_score", "\"cvssv2_score\":"},      {"v2_vector", "\"cvssv2_vector\":"},
+        {"v3_score", "\"cvssv3_baseScore\":"},  {"v3_vector", "\"cvssv3_vector\":"},
+        {"v4_score", "\"cvssv40_baseScore\":"}, {"v4_vector", "\"cvssv40_vector\":"}};
+    for (size_t i = 0; i < sizeof KEYS / sizeof KEYS[0]; i++)
+      if (!add_cvss_prop(L, b, v->cvss, KEYS[i][0], KEYS[i][1]))
+        return 0;
+  }
+  ADD_LIT(L, b, "\"precision\":\"very-high\",");
+  if (v->score.s) {
+    ADD_LIT(L, b, "\"security-severity\":");
+    if (!add_quoted_str(L, b, &v->score))
+      return 0;
+    buf_add(L, b, ",", 1);
+  }
+  ADD_LIT(L, b, "\"tags\":[\"vulnerability\",\"security\",");
+  if (!add_quoted_str(L, b, &v->sev))
+    return 0;
+  ADD_LIT(L, b, "]");
+  return 1;
+}
+
+/* A vulnerability's rule (export.vuln_rule and rule_json); `help` is its helpUri or NULL. */
+static int vuln_rule(lua_State *L, sarif_writer *w, const vuln *v, const str *help) {
+  strbuf *b = w->out;
+  ADD_LIT(L, b, "{\"id\":");
+  if (!add_quoted_str(L, b, &v->id))
+    return 0;
+  ADD_LIT(L, b, ",\"name\":\"");
+  add_str(L, b, &v->name);
+  ADD_LIT(L, b, "\",\"shortDescription\":{\"text\":");
+  if (!add_quoted_str(L, b, &v->title))
+    return 0;
+  ADD_LIT(L, b, "},\"fullDescription\":{\"text\":");
+  if (!add_quoted_str(L, b, v->desc.n ? &v->desc : &v->title))
+    return 0;
+  ADD_LIT(L, b, "},\"defaultConfiguration\":{\"level\":\"");
+  const char *level = severity_info(&v->sev, 1, "none");
+  buf_add(L, b, level, strlen(level));
+  ADD_LIT(L, b, "\"}");
+  if (help->s) {
+    ADD_LIT(L, b, ",\"helpUri\":");
+    if (!add_quoted_str(L, b, help))
+      return 0;
+  }
+  const str args[] = {v->id, v->sev, v->pkg, v->fixed, v->id, v->url, v->desc};
+  ADD_LIT(L, b, ",\"help\":{\"text\":");
+  if (!add_quoted_format(L, b, w->text, HELP_TEXT, args))
+    return 0;
+  ADD_LIT(L, b, ",\"markdown\":");
+  if (!add_quoted_format(L, b, w->text, HELP_MARKDOWN, args))
+    return 0;
+  ADD_LIT(L, b, "},\"properties\":{");
+  if (!add_rule_props(L, b, v))
+    return 0;
+  ADD_LIT(L, b, "}}");
+  return 1;
+}
+
+/* scan.sarif_rules(items, finding, paths, urls, helps, from, to) -> the rules of items[from..to]
+ * (each after "\n" or ",\n"; helps[i] the rule's helpUri or false), up to the first one left
+ * to the Lua writer (one that is not a finding, or that Lua must write), and its index. */
+static int scan_sarif_rules(lua_State *L) {
+  for (int i = 1; i <= 5; i++)
+    luaL_checktype(L, i, LUA_TTABLE);
+  lua_Integer from = luaL_checkinteger(L, 6), to = luaL_checkinteger(L, 7);
+  sarif_writer w = {new_buf(L), NULL, NULL, new_buf(L), NULL, {NULL, 0}, 0};
+  strbuf *bufs[] = {w.out, w.text};
+  char num[64];
+  lua_Integer i = from;
+  for (; i <= to; i++) {
+    int top = lua_gettop(L);
+    size_t mark = w.out->n;
+    lua_geti(L, 1, i);
+    lua_geti(L, 2, i);
+    lua_geti(L, 3, i);
+    lua_geti(L, 4, i);
+    lua_geti(L, 5, i);
+    str help = {NULL, 0};
+    int ok = lua_istable(L, top + 1) && lua_toboolean(L, top + 2) &&
+             (lua_type(L, -1) == LUA_TSTRING || lua_toboolean(L, -1) == 0);
+    if (ok && lua_type(L, -1) == LUA_TSTRING)
+      help.s = lua_tolstring(L, -1, &help.n);
+    buf_add(L, w.out, i > 1 ? ",\n" : "\n", i > 1 ? 2 : 1);
+    vuln v;
+    ok = ok && read_vuln(L, top + 1, top + 3, top + 4, &v, num, sizeof num) &&
+         vuln_rule(L, &w, &v, &help);
+    lua_settop(L, top);
+    if (!ok) {
+      w.out->n = mark;
+      break;
+    }
+  }
+  return sarif_done(L, bufs, 2, i);
+}
+
+/* scan.sarif_plain(finding, path, url) -> whether sarif_rules and sarif_results write this
+ * finding (every value it reads is of the type they handle); the Lua writer takes the others. */
+static int scan_sarif_plain(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 3);
+  vuln v;
+  char num[64];
+  int ok = read_vuln(L, 1, 2, 3, &v, num, sizeof num);
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
 int luaopen_myrmex_core_scan(lua_State *L) {
-  static const luaL_Reg funcs[] = {{"read_file", scan_read_file},
-                                   {"read_text", scan_read_text},
-                                   {"csv_rows", scan_csv_rows},
-                                   {"csv_known", scan_csv_known},
-                                   {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+      {"read_file", scan_read_file},         {"read_text", scan_read_text},
+      {"csv_rows", scan_csv_rows},           {"csv_known", scan_csv_known},
+      {"sarif_plain", scan_sarif_plain},     {"sarif_rules", scan_sarif_rules},
+      {"sarif_results", scan_sarif_results}, {NULL, NULL}};
   luaL_newmetatable(L, BUF_MT);
   lua_pushcfunction(L, buf_gc);
   lua_setfield(L, -2, "__gc");

@@ -101,6 +101,58 @@ local function check_csv(result)
   end
 end
 
+-- SARIF of `result` both ways, with each option set, byte for byte, warnings included; the
+-- C writer must have written at least `min_c` rules and results (counted through its calls).
+local SARIF_OPTIONS = { false, { dockerfile = "Dockerfile" },
+  { dockerfile = "docker/a b:c/Dockerfile\195\169", dockerfile_line = 7 }, { max_results = 1 },
+  { max_results = 2, dockerfile = "D", dockerfile_line = 2.0 }, { dockerfile_line = 0 } }
+
+local function check_sarif(result, min_c)
+  local core = require("myrmex.core.scan")
+  local rules, results, written = core.sarif_rules, core.sarif_results, 0
+  local function counted(fn)
+    return function(...)
+      local text, next_k = fn(...)
+      written = written + (next_k - select(-2, ...))
+      return text, next_k
+    end
+  end
+  core.sarif_rules, core.sarif_results = counted(rules), counted(results)
+  local before = log.settings()
+  for _, opts in ipairs(SARIF_OPTIONS) do
+    local logs = {}
+    for i, fast in ipairs({ true, false }) do
+      scan.fast_path(fast)
+      local warned = {}
+      local sink = assert(io.open("/dev/null", "w"))
+      log.configure { level = "warn", out = sink }
+      local remove = log.add_hook(function(rec) warned[#warned + 1] = rec.level .. " " .. rec.msg end)
+      logs[i] = { pcall(scan.export, result, "sarif", nil, opts or nil) }
+      remove()
+      sink:close()
+      logs[i][3] = table.concat(warned, "\n")
+    end
+    scan.fast_path(true)
+    log.configure { level = before.level, out = io.stderr }
+    local c, l = logs[1], logs[2]
+    assert.are.equal(l[1], c[1], tostring(c[2]) .. " / " .. tostring(l[2]))
+    if c[1] then
+      if c[2] ~= l[2] then
+        local at = 1
+        while c[2]:byte(at) == l[2]:byte(at) do at = at + 1 end
+        error("SARIF differs at byte " .. at .. ": C ..." .. c[2]:sub(at - 40, at + 40) .. "... Lua ..."
+          .. l[2]:sub(at - 40, at + 40))
+      end
+    else
+      assert.are.equal(err_text(l[2]), err_text(c[2]))
+    end
+    assert.are.equal(l[3], c[3])
+  end
+  core.sarif_rules, core.sarif_results = rules, results
+  assert(written >= (min_c or 0), "the C writer wrote " .. written .. " rules and results")
+  return written
+end
+
 describe("scan fast path", function()
   it("finds the fixture reports", function()
     assert.is_true(#FIXTURES >= 12)
@@ -108,9 +160,12 @@ describe("scan fast path", function()
 
   for _, path in ipairs(FIXTURES) do
     local name = path:sub(#sh.fixtures + 2)
-    it("reads " .. name .. " as the Lua reader does, and writes the same CSV", function()
+    it("reads " .. name .. " as the Lua reader does, and writes the same CSV and SARIF", function()
       local r = check_load(path)
       check_csv(r)
+      -- every rule and result of a report with findings is written by C (6 option sets)
+      local items = #r.findings + #(r.misconfigurations or {}) + #(r.secrets or {}) + #(r.licenses or {})
+      check_sarif(r, #r.findings > 0 and items or 0)
       -- as text, and with a format asked for (a wrong one is the same error)
       local f = assert(io.open(path, "rb"))
       local text = f:read("a")
@@ -187,6 +242,7 @@ describe("scan fast path", function()
     local r = check_load(report({}))
     assert.are.equal(2, #r.findings)
     check_csv(r)
+    check_sarif(r, 1)
   end)
 
   local keys = {}
@@ -196,7 +252,10 @@ describe("scan fast path", function()
     it("gives the same result and CSV with every kind of value for " .. k, function()
       for _, v in ipairs(VARIANTS) do
         local r = check_load(report({ [k] = v }))
-        if r then check_csv(r) end
+        if r then
+          check_csv(r)
+          check_sarif(r)
+        end
       end
     end)
   end
@@ -248,7 +307,10 @@ describe("scan fast path", function()
           return GRYPE_DEFAULTS[key]
         end)
         local r = check_load(text)
-        if r then check_csv(r) end
+        if r then
+          check_csv(r)
+          check_sarif(r)
+        end
       end
     end)
   end
@@ -344,6 +406,84 @@ describe("scan fast path", function()
     end
     r.findings[3] = "not a finding"
     check_csv(r)
+  end)
+
+  it("writes the same SARIF for findings and entries the Lua writer must handle itself", function()
+    local r = check_load(report({}))
+    local original = r.findings[1]
+    local f
+    for _, change in ipairs({
+      function() f.package = nil; f.installed_version = nil; f.fixed_version = nil end,
+      function() f.package = 5 end,
+      function() f.severity = nil end,
+      function() f.severity = "SEVERE" end,
+      function() f.id = "A\0B" end,
+      function() f.title = "bad \255 UTF-8" end,
+      function() f.description = "bad \192\128" end,
+      function() f.description = "" end,
+      function() f.description = "caf\195\169 \226\130\172 \240\159\144\156 \"q\" \\ \t \1 \31 \127 </script>" end,
+      function() f.title = "\0" end,
+      function() f.primary_url = nil; f.scanner = "grype"; f.references = { "https://r" } end,
+      function() f.primary_url = nil; f.scanner = "grype"; f.references = {} end,
+      function() f.primary_url = 3 end,
+      function() f.path = "a b/(c):d%e\0f\195\169" end,
+      function() f.path = nil; f.target = "C:\\x y (z)"; f.class = "os-pkgs" end,
+      function() f.class = nil; f.type = "os" end,
+      function() f.class = nil; f.type = "jar" end,
+      function() f.class = "" end,
+      function() f.class = {} end,
+      function() f.scanner = "grype"; f.severity_source = nil; f.cvss_source = "ghsa" end,
+      function() f.scanner = "grype"; f.cvss = nil; f.cvss_score = 6.25 end,
+      function() f.scanner = "grype"; f.cvss = nil; f.cvss_score = 0 end,
+      function() f.scanner = "grype"; f.cvss = nil; f.cvss_score = "6" end,
+      function() f.cvss = { nvd = { v2_score = 0, v3_score = 0, v3_vector = "", v4_score = 10 } } end,
+      function() f.cvss = { nvd = { v3_score = 0 / 0 } } end,
+      function() f.cvss = { nvd = { v3_score = 7, v2_vector = "x\0y" } } end,
+      function() f.cvss = { nvd = "x" } end,
+      function() f.cvss = "x" end,
+      function() f.severity_source = 1 end,
+      function() f.locations = { "a", "b c", "d:e/f" } end,
+      function() f.locations = { "a", 2 } end,
+      function() f.locations = { "only" } end,
+      function() f.lines = { { start_line = 0, end_line = 0 }, { start_line = 3, end_line = 9 } } end,
+      function() f.lines = { { start_line = 1.0, end_line = 2 } } end,
+      function() f.lines = { { start_line = 1 } } end,
+      function() f.lines = {} end,
+      function() f.lines = "x" end,
+      function()
+        f.locations = setmetatable({}, { __len = function() return 2 end,
+          __index = function(_, i) return "l" .. i end })
+      end,
+    }) do
+      f = {}
+      for k, v in pairs(original) do f[k] = v end
+      r.findings[1] = f
+      change()
+      check_sarif(r)
+    end
+    r.findings[1] = original
+    -- misconfigurations, secrets and licenses with odd values, and a finding of another kind
+    r.misconfigurations = { { id = "DS1", severity = "LOW", target = "Dockerfile", start_line = 2,
+      end_line = 3, title = "t\0", message = "m" }, { severity = "HIGH", start_line = 2.5 },
+      { id = "DS2", status = "PASS" } }
+    r.secrets = { { id = "s", severity = "CRITICAL", target = "a:b", start_line = 1, match = "***" } }
+    r.licenses = { { name = "GPL", severity = "HIGH", target = "x", package = "p" } }
+    check_sarif(r, 1)
+  end)
+
+  it("writes the same SARIF past GitHub's limit of results, with the same warning", function()
+    local findings = {}
+    local sev = { "LOW", "CRITICAL", "MEDIUM", "HIGH", "UNKNOWN" }
+    for i = 1, 25003 do
+      findings[i] = { id = "CVE-" .. (i % 7), severity = sev[i % 5 + 1], package = "p" .. i,
+        installed_version = "1", scanner = "trivy", class = "lang-pkgs", target = "t" }
+    end
+    local warned = {}
+    local remove = log.add_hook(function(rec) warned[#warned + 1] = rec.msg end)
+    local n = check_sarif({ findings = findings, image = "img:1" }, 25000)
+    remove()
+    assert.is_true(n >= 25000)
+    assert.matches("25003 results are more than the 25000 GitHub accepts", table.concat(warned, "\n"), 1, true)
   end)
 
   it("reads a scanner's output the same way (scan_image with the stand-in trivy and grype)", function()

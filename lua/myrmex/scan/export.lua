@@ -367,17 +367,22 @@ end
 
 -- One SARIF entry per vulnerability finding: what its result needs. The rule's texts (long:
 -- they hold the description) are made only for the last entry of each id (rule_data).
-local function vuln_entry(f, result, paths)
-  local sev, id = f.severity, f.id
-  local pkg, installed = f.package or "", f.installed_version or ""
-  local url = url_of(f)
-  -- finding_path parses an image reference for OS packages: once per distinct target
+-- finding_path parses an image reference for OS packages: once per distinct target
+local function vuln_path(f, result, paths)
   local key = (f.path or "") .. "\0" .. (f.target or "") .. "\0" .. (f.class or f.type or "") .. "\0" .. f.scanner
   local path = paths[key]
   if not path then
     path = finding_path(f, result)
     paths[key] = path
   end
+  return path
+end
+
+local function vuln_entry(f, result, paths)
+  local sev, id = f.severity, f.id
+  local pkg, installed = f.package or "", f.installed_version or ""
+  local url = url_of(f)
+  local path = vuln_path(f, result, paths)
   local uris
   if f.locations and #f.locations > 1 then uris = f.locations end
   return {
@@ -474,17 +479,31 @@ local function license_entry(x)
   }
 end
 
+-- A rule's properties in the order Go's encoding/json writes a map (sorted keys), as Trivy's.
+local PROPERTY_ORDER = { "cvssv2_score", "cvssv2_vector", "cvssv3_baseScore", "cvssv3_vector",
+  "cvssv40_baseScore", "cvssv40_vector", "precision", "security-severity", "tags" }
+
+local function value_json(v)
+  if type(v) == "string" then return quote(v) end
+  return json.encode(v)
+end
+
+-- A rule with go-sarif's fields in go-sarif's order (its struct's): the same text every run,
+-- which the C writer (bindings/scan.c) reproduces byte for byte.
 local function rule_json(e, help_uri)
   local r = e.rule or vuln_rule(e)
-  return json.encode {
-    id = e.id,
-    name = RULE_NAME[r.class] or "UnknownIssue",
-    shortDescription = { text = r.short },
-    fullDescription = { text = r.full },
-    defaultConfiguration = { level = SARIF_LEVEL[e.sev] or "none" },
-    helpUri = help_uri,
-    help = { text = r.help_text, markdown = r.help_markdown },
-    properties = r.props,
+  local props = {}
+  for _, k in ipairs(PROPERTY_ORDER) do
+    local v = r.props[k]
+    if v ~= nil then props[#props + 1] = '"' .. k .. '":' .. value_json(v) end
+  end
+  return concat {
+    '{"id":', quote(e.id), ',"name":"', RULE_NAME[r.class] or "UnknownIssue",
+    '","shortDescription":{"text":', quote(r.short), '},"fullDescription":{"text":', quote(r.full),
+    '},"defaultConfiguration":{"level":"', SARIF_LEVEL[e.sev] or "none", '"}',
+    help_uri and ',"helpUri":' .. quote(help_uri) or "",
+    ',"help":{"text":', quote(r.help_text), ',"markdown":', quote(r.help_markdown),
+    '},"properties":{', concat(props, ","), "}}",
   }
 end
 
@@ -526,6 +545,11 @@ local function result_json(e, rule_index, opts, quoted, emit)
     SARIF_LEVEL[e.sev] or "none", '","message":{"text":', quote(e.message), '},"locations":[',
     locs, '],"partialFingerprints":{"myrmexVulnerability/v1":', quote(e.fingerprint), "}}")
 end
+
+-- Rules or results per C call of the SARIF fast path.
+local SARIF_CHUNK = 512
+-- Whether the fast path writes SARIF rules and results in C (bindings/scan.c).
+M.SARIF_IN_C = false
 
 local RANK = { CRITICAL = 5, HIGH = 4, MEDIUM = 3, LOW = 2, UNKNOWN = 1 }
 
@@ -636,42 +660,103 @@ function M.sarif(result, opts, emit)
       .. "per run; the %d least severe are left out (run.properties.myrmexOmittedResults)",
       result.image or "the result", n, max, n - max), { engine = "scan" })
   end
-  local entries, paths = {}, {}
+  -- On the fast path a vulnerability finding C can write (core.sarif_plain: fields of the
+  -- types it knows) stays the finding itself, its path and URL beside it, and C writes its
+  -- rule and result; every other item is the entry the Lua writer makes.
+  local fast = model.fast and M.SARIF_IN_C
+  local entries, paths, finding, path_of, url_of_entry = {}, {}, {}, {}, {}
   for i = 1, n do
-    if not keep or keep[i] then entries[#entries + 1] = makers[kinds[i]](objs[i], result, paths) end
+    if not keep or keep[i] then
+      local k, x = #entries + 1, objs[i]
+      if fast and kinds[i] == 1 then
+        local url = url_of(x)
+        local path = vuln_path(x, result, paths)
+        if core.sarif_plain(x, path) then
+          entries[k], finding[k], path_of[k], url_of_entry[k] = x, true, path, url
+        end
+      end
+      if not entries[k] then
+        local e = makers[kinds[i]](x, result, paths)
+        entries[k], finding[k], path_of[k], url_of_entry[k] = e, false, e.path, e.url
+      end
+    end
   end
   -- Rules as go-sarif's AddRule makes them: one per id in order of first appearance, its
   -- texts and properties from the last entry of that id, helpUri from the last that had one.
   local order, index, last, help_uri = {}, {}, {}, {}
-  for _, e in ipairs(entries) do
-    if not index[e.id] then
-      order[#order + 1] = e.id
-      index[e.id] = #order - 1
+  for k, e in ipairs(entries) do
+    local id, url = e.id, url_of_entry[k]
+    if not index[id] then
+      order[#order + 1] = id
+      index[id] = #order - 1
     end
-    last[e.id] = e
-    if e.url ~= "" then help_uri[e.id] = e.url end
+    last[id] = k
+    if url ~= "" then help_uri[id] = url end
   end
   local scanners = {}
   for _, s in ipairs(result.scanners or {}) do
     scanners[#scanners + 1] = s.name .. (s.version and (" " .. s.version) or "")
   end
-  local driver = json.encode {
-    name = "myrmex",
-    fullName = "myrmex image scan (" .. concat(scanners, ", ") .. ")",
-    informationUri = "https://github.com/myrmex/myrmex",
-    version = rawget(_G, "_MYRMEX_VERSION") or "dev",
-  }
-  emit('{"version":"2.1.0","$schema":' .. quote(SARIF_SCHEMA) .. ',"runs":[{"tool":{"driver":' ..
-    driver:sub(1, -2) .. ',"rules":[')
-  for i, id in ipairs(order) do
-    emit(i > 1 and ",\n" or "\n", rule_json(last[id], help_uri[id]))
+  -- keys in go-sarif's order here too, and sorted in the run's properties: the same bytes on
+  -- every run (a table's pairs order changes from one process to the next)
+  emit('{"version":"2.1.0","$schema":', quote(SARIF_SCHEMA), ',"runs":[{"tool":{"driver":{"name":"myrmex",',
+    '"fullName":', quote("myrmex image scan (" .. concat(scanners, ", ") .. ")"),
+    ',"version":', value_json(rawget(_G, "_MYRMEX_VERSION") or "dev"),
+    ',"informationUri":"https://github.com/myrmex/myrmex","rules":[')
+  -- The Lua writer's entry for item k.
+  local function entry(k)
+    if finding[k] then return vuln_entry(entries[k], result, paths) end
+    return entries[k]
   end
+  -- Rules and results are written a chunk at a time: C writes items from `from` on until one
+  -- it leaves to Lua (a NUL to mark, invalid UTF-8 to raise on, an entry of Lua's), which is
+  -- written here before C goes on.
+  local rule_items, rule_finding, rule_path, rule_url, rule_help = {}, {}, {}, {}, {}
+  if fast then
+    for i, id in ipairs(order) do
+      local k = last[id]
+      rule_items[i], rule_finding[i], rule_path[i], rule_url[i] = entries[k], finding[k], path_of[k],
+        url_of_entry[k]
+      rule_help[i] = help_uri[id] or false
+    end
+  end
+  local function chunked(total, write_c, write_lua)
+    if not fast then
+      for k = 1, total do write_lua(k) end
+      return
+    end
+    local from = 1
+    while from <= total do
+      local to = math.min(from + SARIF_CHUNK - 1, total)
+      local text, next_k = write_c(from, to)
+      if text ~= "" then emit(text) end
+      if next_k <= to then
+        write_lua(next_k)
+        next_k = next_k + 1
+      end
+      from = next_k
+    end
+  end
+  chunked(#order, function(from, to)
+    return core.sarif_rules(rule_items, rule_finding, rule_path, rule_url, rule_help, from, to)
+  end, function(i)
+    local id = order[i]
+    emit(i > 1 and ",\n" or "\n", rule_json(entry(last[id]), help_uri[id]))
+  end)
   emit(']}},"results":[')
   local quoted = {}
-  for i, e in ipairs(entries) do
-    emit(i > 1 and ",\n" or "\n")
-    result_json(e, index[e.id], opts, quoted, emit)
+  local rule_of = {}
+  if fast then
+    for k, e in ipairs(entries) do rule_of[k] = index[e.id] end
   end
+  chunked(#entries, function(from, to)
+    return core.sarif_results(entries, finding, path_of, url_of_entry, rule_of, opts.dockerfile or false,
+      opts.dockerfile_line or 1, from, to)
+  end, function(k)
+    local e = entry(k)
+    emit(k > 1 and ",\n" or "\n")
+    result_json(e, index[e.id], opts, quoted, emit)
+  end)
   -- Trivy writes the image's properties for container images only, nulls included.
   local props = { scanners = json.array(scanners), compliance = result.compliance,
     myrmexOmittedResults = keep and (n - max) or nil }
@@ -689,7 +774,7 @@ function M.sarif(result, opts, emit)
     -- where ROOTPATH (every result's uriBaseId) is: the scanned directory
     base = ',"originalUriBaseIds":{"ROOTPATH":{"uri":' .. quote(uri_escape(root_uri(result.image), true)) .. "}}"
   end
-  emit('],"columnKind":"utf16CodeUnits"', base, ',"properties":', json.encode(props), "}]}\n")
+  emit('],"columnKind":"utf16CodeUnits"', base, ',"properties":', json.encode(props, { sort_keys = true }), "}]}\n")
 end
 
 return M
