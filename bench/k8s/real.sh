@@ -70,7 +70,9 @@ one() { # $1 = label, rest = command; prints: label wall client-cpu server-cpu [
   local thr; thr=$({ grep -o 'Waited for [0-9.]*[mµ]*s due to client-side throttling' "$work/kubectl.log" || true; } |
     awk '{v=$3; if (v ~ /ms$/) {sub(/ms$/,"",v); v/=1000} else if (v ~ /µs$/) {sub(/µs$/,"",v); v/=1e6} else sub(/s$/,"",v); t+=v} END {printf "%.2f", t}')
   echo "$label $(echo "$t1 - $t0" | bc) $(awk '{printf "%.2f", $1 + $2}' "$work/cpu") $(echo "$s1 - $s0" | bc) $thr"
-  kubectl --kubeconfig "$ADMIN" delete ns "$ns" --wait=false >/dev/null 2>&1 || true
+  # Untimed: the next row starts once this namespace is gone, so that the controllers'
+  # garbage collection of 200 Deployments and their pods does not run during the next row.
+  kubectl --kubeconfig "$ADMIN" delete ns "$ns" --timeout=300s >/dev/null 2>&1 || true
 }
 
 export -f floor kubectl_row
