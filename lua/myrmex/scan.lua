@@ -605,9 +605,36 @@ local function keys_of(f, keyfn)
   return keys
 end
 
+-- What makes a misconfiguration, secret or license the same one in two results.
+local OTHER_KEYS = {
+  misconfigurations = { "id", "target", "start_line", "end_line", "message" },
+  secrets = { "id", "target", "start_line", "end_line" },
+  licenses = { "name", "package", "file_path", "target" },
+}
+
+-- The misconfigurations, secrets and licenses of every input, each once, in input order.
+local function merge_others(inputs, merged)
+  for list, fields in pairs(OTHER_KEYS) do
+    local out, seen = {}, {}
+    for _, r in ipairs(inputs) do
+      for _, x in ipairs(type(r[list]) == "table" and r[list] or {}) do
+        local parts = {}
+        for i, k in ipairs(fields) do parts[i] = tostring(x[k]) end
+        local key = table.concat(parts, "\0")
+        if not seen[key] then
+          seen[key] = true
+          out[#out + 1] = x
+        end
+      end
+    end
+    merged[list] = out
+  end
+end
+
 --- Merge results of the same image from several scanners: one finding per vulnerability
 --- (id or alias), package and installed version; the first result's data wins, missing fields are filled from
---- the others, `found_by` lists every scanner that reported it.
+--- the others, `found_by` lists every scanner that reported it. Misconfigurations, secrets and
+--- licenses of every result are kept, each once.
 ---@param ... table results
 ---@return table
 function M.merge(...)
@@ -651,6 +678,7 @@ function M.merge(...)
   merged.scanners = scanners
   merged.findings = findings
   merged.counts = model.count(findings)
+  merge_others(inputs, merged)
   for _, r in ipairs(inputs) do
     for _, k in ipairs({ "image", "digest", "image_id", "os" }) do
       if merged[k] == nil then merged[k] = r[k] end

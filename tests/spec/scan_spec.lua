@@ -497,6 +497,18 @@ describe("merge and diff", function()
     assert.are.equal("critical", m.compliance)
   end)
 
+  it("keeps the misconfigurations, secrets and licenses of every result, each once", function()
+    local sl = scan.load_report(FIX .. "trivy/secrets-licenses-fs.json")
+    assert.is_true(#sl.secrets > 0 and #sl.licenses > 0)
+    -- the results with them come second: the first result's lists alone would lose them
+    local m = scan.merge(grype, sl, sl)
+    assert.are.equal(#sl.secrets, #m.secrets)
+    assert.are.equal(#sl.licenses, #m.licenses)
+    assert.are.equal(sl.secrets[1].id, m.secrets[1].id)
+    local withconf = scan.merge(grype, trivy)
+    assert.are.equal(#(trivy.misconfigurations or {}), #withconf.misconfigurations)
+  end)
+
   it("diffs a new scan against the deployed one", function()
     local deployed = trivy
     local new = { findings = {} }
