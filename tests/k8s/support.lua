@@ -83,6 +83,19 @@ function M.compact_etcd()
   assert(r.code == 0, r.stderr)
 end
 
+--- Apply a pod named `name` (one busybox container "main"; `spec` fields replace the pod
+--- spec's) through client `c`, and wait until it is Running (raises after 60 s).
+function M.running_pod(c, name, spec)
+  local pod_spec = { containers = { { name = "main", image = "busybox" } } }
+  for k, v in pairs(spec or {}) do pod_spec[k] = v end
+  c:apply({ apiVersion = "v1", kind = "Pod", metadata = { name = name }, spec = pod_spec })
+  for _ = 1, 600 do
+    if (c:get("pods", name).status or {}).phase == "Running" then return end
+    require("myrmex.http").sleep(0.1)
+  end
+  error("pod " .. name .. " is not Running after 60 s", 2)
+end
+
 --- The file kwok serves as the log of every pod on its nodes (tests/k8s/kwok.yaml).
 function M.kwok_log()
   local state = state_dir()

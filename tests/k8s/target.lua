@@ -25,12 +25,7 @@ function M.real_kubeconfig()
   return nil, "no control plane (bash .ci/services start kubernetes)"
 end
 
-local function slurp(p)
-  local f = assert(io.open(p, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function slurp(p) return assert(sh.read(p)) end
 
 local function write(p, s)
   local f = assert(io.open(p, "wb"))

@@ -9,6 +9,7 @@
 -- stdin is not passed on (it copies stdin into the command's pipe and never closes it). The
 -- second describe runs the kubelet's own streaming code (tests/tools/kubelet, kubelet-stub) as
 -- the endpoint of a node of its own: there the exit code and the end of stdin are a kubelet's.
+local K = require("tests.k8s.support")
 local T = require("tests.k8s.target")
 local k8s = require("myrmex.k8s")
 local stream = require("myrmex.k8s.stream")
@@ -20,12 +21,7 @@ describe("k8s exec", function()
   setup(function()
     t = T.open("exec", { real_only = true })
     c = k8s.connect({ kubeconfig = t.kubeconfig })
-    c:apply({ apiVersion = "v1", kind = "Pod", metadata = { name = "shell" },
-      spec = { containers = { { name = "main", image = "busybox" } } } })
-    for _ = 1, 300 do
-      if (c:get("pods", "shell").status or {}).phase == "Running" then break end
-      http.sleep(0.1)
-    end
+    K.running_pod(c, "shell")
   end)
   teardown(function() t.stop() end)
 

@@ -39,12 +39,7 @@ describe("k8s pod output on the real control plane", function()
   setup(function()
     t = T.open("out", { real_only = true })
     c = k8s.connect({ kubeconfig = t.kubeconfig })
-    c:apply({ apiVersion = "v1", kind = "Pod", metadata = { name = "printer" },
-      spec = { containers = { { name = "main", image = "busybox" } } } })
-    for _ = 1, 300 do
-      if (c:get("pods", "printer").status or {}).phase == "Running" then break end
-      http.sleep(0.1)
-    end
+    K.running_pod(c, "printer")
   end)
   teardown(function() t.stop() end)
 
@@ -107,12 +102,7 @@ describe("k8s pod output on the real control plane", function()
     -- the stream after 8 lines); it relays each chunk as it comes.
     local cl = K.cluster("logs")
     local lc = k8s.connect({ kubeconfig = cl.kubeconfig_path })
-    lc:apply({ apiVersion = "v1", kind = "Pod", metadata = { name = "printer" },
-      spec = { containers = { { name = "main", image = "busybox" } } } })
-    for _ = 1, 300 do
-      if (lc:get("pods", "printer").status or {}).phase == "Running" then break end
-      http.sleep(0.1)
-    end
+    K.running_pod(lc, "printer")
     local mark = ("logs" .. cl.namespace):gsub("%W", "")
     local w = writer(K.kwok_log(), mark, 1, false, cl.url)
     local lags, nums = {}, {}

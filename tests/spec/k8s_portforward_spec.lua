@@ -5,6 +5,7 @@
 -- server on this machine (tests/k8s/echo.py): bytes go client -> myrmex's listener ->
 -- WebSocket (v4.channel.k8s.io) -> kube-apiserver -> kwok -> echo server, and back; also through a
 -- CONNECT proxy (tests/k8s/connect_proxy.py) named by the kubeconfig's proxy-url.
+local K = require("tests.k8s.support")
 local T = require("tests.k8s.target")
 local k8s = require("myrmex.k8s")
 local errors = require("myrmex.errors")
@@ -109,13 +110,8 @@ spec:
       .. " --node-ip 127.0.0.1 --node-port %d --server-address 127.0.0.1:%d --tls-cert-file %s"
       .. " --tls-private-key-file %s"):format(KWOK, sh.q(t.kubeconfig), t.dir .. "/kwok.yaml", node, kport,
       kport, t.dir .. "/server.pem", t.dir .. "/server.key"), 20)
-    c:apply({ apiVersion = "v1", kind = "Pod", metadata = { name = "web" },
-      spec = { nodeName = node, containers = { { name = "web", image = "busybox",
-        ports = { { containerPort = 8080 } } } } } })
-    for _ = 1, 600 do
-      if (c:get("pods", "web").status or {}).phase == "Running" then break end
-      http.sleep(0.1)
-    end
+    K.running_pod(c, "web", { nodeName = node,
+      containers = { { name = "web", image = "busybox", ports = { { containerPort = 8080 } } } } })
   end)
   teardown(function()
     if kwok then kwok.stop() end

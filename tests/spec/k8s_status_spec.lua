@@ -11,12 +11,7 @@ local http = require("myrmex.http")
 local server = require("tests.support.server")
 local sh = require("tests.support.sh")
 
-local function slurp(p)
-  local f = assert(io.open(p, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function slurp(p) return assert(sh.read(p)) end
 
 -- Create `obj` until admission denies it (policies and webhooks take effect a moment after
 -- they are created); the error of the denial.

@@ -15,12 +15,7 @@ local yaml = require("myrmex.yaml")
 local server = require("tests.support.server")
 local sh = require("tests.support.sh")
 
-local function slurp(p)
-  local f = assert(io.open(p, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function slurp(p) return assert(sh.read(p)) end
 
 -- The admin kubeconfig with the spec's namespace and the cluster's fields replaced by `cluster`.
 local function kubeconfig_with(cl, name, cluster)
@@ -54,12 +49,7 @@ describe("k8s streams through what stands between", function()
   setup(function()
     cl = K.cluster("stream")
     c = k8s.connect({ kubeconfig = cl.kubeconfig_path })
-    c:apply({ apiVersion = "v1", kind = "Pod", metadata = { name = "shell" },
-      spec = { containers = { { name = "main", image = "busybox" } } } })
-    for _ = 1, 300 do
-      if (c:get("pods", "shell").status or {}).phase == "Running" then break end
-      http.sleep(0.1)
-    end
+    K.running_pod(c, "shell")
     proxy = server.start("exec /usr/bin/python3 " .. sh.q(sh.src .. "/tests/k8s/connect_proxy.py"), 20)
     authed = server.start("exec /usr/bin/python3 " .. sh.q(sh.src .. "/tests/k8s/connect_proxy.py")
       .. " --auth 'ops:p@ss w'", 20)
