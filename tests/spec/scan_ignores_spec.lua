@@ -31,6 +31,34 @@ describe("ignore files", function()
     assert.are.equal(IGN .. "trivyignore:2", r.ignored[1].source)
   end)
 
+  it("matches .trivyignore ids exactly, as Trivy: no * prefix, no aliases (a policy rule has both)", function()
+    local path = sh.tmpfile("CVE-2023-2558*\nCVE-2022-25857\n", ".trivyignore")
+    local yml = sh.tmpfile("vulnerabilities:\n  - id: CVE-2022-25857\n", ".trivyignore.yaml")
+    local trivy = FIX .. "trivy/webgoat-ubuntu2004-jar.json"
+    local grype = FIX .. "grype/webgoat-ubuntu2004.json" -- GHSA-3mc7-4q67-w48m, alias CVE-2022-25857 (no finding has it as its id)
+    for _, file in ipairs({ path, yml }) do
+      assert.are.same({}, ignored_ids(scan.load_report(grype, { now = NOW, policy = { ignore_files = file } })))
+    end
+    local wild = sh.tmpfile("CVE-2023-2558*\n", ".trivyignore")
+    assert.are.same({}, ignored_ids(scan.load_report(trivy, { now = NOW, policy = { ignore_files = wild } })))
+    os.remove(wild)
+    local by_rule = scan.load_report(grype, { now = NOW, policy = { ignore = {
+      { id = "CVE-2022-25857", reason = "alias" } } } })
+    assert.is_true(#by_rule.ignored > 0)
+    for _, g in ipairs(by_rule.ignored) do assert.are.equal("GHSA-3mc7-4q67-w48m", g.id) end
+    local prefix = scan.load_report(trivy, { now = NOW, policy = { ignore = {
+      { id = "CVE-2023-2558*", reason = "prefix" } } } })
+    assert.is_true(#prefix.ignored >= 4)
+    local exact = scan.load_report(grype, { now = NOW, policy = { ignore = {
+      { id = "CVE-2022-25857", reason = "exact", exact = true } } } })
+    assert.are.same({}, ignored_ids(exact))
+    local ok, err = pcall(scan.load_report, grype, { policy = { ignore = { { id = "x", reason = "r", exact = "yes" } } } })
+    assert.is_false(ok)
+    assert.matches("ignore%[1%]%.exact must be a boolean", tostring(err))
+    os.remove(path)
+    os.remove(yml)
+  end)
+
   it("reads the YAML form with purls, paths and statements, and shows the statement", function()
     local r = scan.load_report(FIX .. "trivy/alpine-310.json",
       { now = NOW, policy = { ignore_files = { IGN .. "trivyignore.yaml" }, fail_on = "MEDIUM" } })

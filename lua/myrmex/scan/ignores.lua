@@ -39,7 +39,7 @@ local function trivyignore_plain(text, path)
       local fields = {}
       for w in line:gmatch("%S+") do fields[#fields + 1] = w end
       local where = path .. ":" .. n
-      local rule = { id = fields[1], reason = "listed in " .. path, source = where }
+      local rule = { id = fields[1], reason = "listed in " .. path, source = where, exact = true }
       for k = 2, #fields do
         local exp = fields[k]:match("^exp:(.*)$")
         if exp then rule.expires = trivy_expiry(exp, where) end
@@ -80,7 +80,7 @@ local function trivyignore_yaml(text, path)
     local reason = type(e.statement) == "string" and e.statement ~= "" and e.statement
       or ("listed in " .. path)
     local base = { id = e.id, reason = reason, justification = type(e.statement) == "string"
-      and e.statement or nil, expires = expires, source = where }
+      and e.statement or nil, expires = expires, source = where, exact = true }
     local paths, purls = list_of(e.paths, where, "paths"), list_of(e.purls, where, "purls")
     local function add(extra)
       local r = {}

@@ -30,7 +30,7 @@ local POLICY_KEYS = { fail_on = true, max = true, ignore = true, only_fixed = tr
   ignore_files = true }
 local RULE_KEYS = { id = true, package = true, purl = true, severity = true, reason = true,
   expires = true, path = true, path_glob = true, product = true, justification = true,
-  source = true }
+  source = true, exact = true }
 local LEVEL_KEYS = { critical = true, non_compliant = true, warning = true }
 
 local function check_severity(s, where)
@@ -134,6 +134,9 @@ function M.check(p)
     if r.path_glob and not glob.valid(r.path_glob) then
       error("scan.policy: ignore[" .. i .. "].path_glob: invalid pattern '" .. r.path_glob .. "'", 3)
     end
+    if r.exact ~= nil and type(r.exact) ~= "boolean" then
+      error("scan.policy: ignore[" .. i .. "].exact must be a boolean", 3)
+    end
     if type(r.reason) ~= "string" or r.reason == "" then
       error("scan.policy: ignore[" .. i .. "] needs a reason", 3)
     end
@@ -141,7 +144,7 @@ function M.check(p)
       id = r.id, package = r.package, purl = r.purl, path = r.path, path_glob = r.path_glob,
       product = r.product, severity = r.severity and check_severity(r.severity, "ignore[" .. i .. "].severity"),
       reason = r.reason, expires = r.expires, until_time = r.expires and expiry(r.expires, i),
-      justification = r.justification, source = r.source, index = i,
+      justification = r.justification, source = r.source, exact = r.exact or nil, index = i,
     }
   end
   return out
@@ -206,7 +209,9 @@ local function product_matches(product, result)
 end
 
 local function rule_matches(r, f, result)
-  if r.id and not like(r.id, f.id) then
+  if r.exact then
+    if r.id and r.id ~= f.id then return false end -- as Trivy reads its ignore files
+  elseif r.id and not like(r.id, f.id) then
     local alias = false
     for _, a in ipairs(f.aliases or {}) do
       if like(r.id, a) then alias = true; break end
@@ -231,7 +236,7 @@ end
 local function public_rule(r)
   return { id = r.id, package = r.package, purl = r.purl, path = r.path, path_glob = r.path_glob,
     product = r.product, severity = r.severity, reason = r.reason, expires = r.expires,
-    source = r.source }
+    source = r.source, exact = r.exact }
 end
 
 --- Judge a result: sets result.compliance, result.passed, result.ignored,
