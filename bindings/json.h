@@ -35,8 +35,10 @@ void mx_json_close(mx_json_doc *doc);
 /* json.encode's text of the number at idx into buf; NULL for NaN and infinities. */
 const char *mx_json_number(lua_State *L, int idx, char *buf, size_t size);
 /* json.quote(s) printed by cJSON into out, which has room for MX_JSON_QUOTE_ROOM(len) bytes
- * (s[len] is '\0'): the literal's length, or 0 when s has a NUL or is not valid UTF-8. */
-#define MX_JSON_QUOTE_ROOM(len) (6 * (len) + 3)
+ * (s[len] is '\0'): the literal's length, or 0 when s has a NUL or is not valid UTF-8. The room
+ * is the worst case (six bytes per input byte, \u00XX) plus the quotes, the terminating NUL
+ * and the one byte more that cJSON's printer asks for than it writes. */
+#define MX_JSON_QUOTE_ROOM(len) (6 * (len) + 8)
 size_t mx_json_quote_into(const char *s, size_t len, char *out);
 
 #endif

@@ -549,7 +549,7 @@ end
 -- Rules or results per C call of the SARIF fast path.
 local SARIF_CHUNK = 512
 -- Whether the fast path writes SARIF rules and results in C (bindings/scan.c).
-M.SARIF_IN_C = false
+M.SARIF_IN_C = true
 
 local RANK = { CRITICAL = 5, HIGH = 4, MEDIUM = 3, LOW = 2, UNKNOWN = 1 }
 
@@ -557,15 +557,16 @@ local RANK = { CRITICAL = 5, HIGH = 4, MEDIUM = 3, LOW = 2, UNKNOWN = 1 }
 -- package name, package id, installed version, severity worst first, id, path), so a report
 -- of an older Trivy is written in that order too; findings of other scanners keep theirs.
 local function trivy_order(findings)
-  local sorted, any = {}, false
+  local sorted, any, all = {}, false, true
   for i = 1, #findings do
     sorted[i] = findings[i]
-    any = any or findings[i].result_index ~= nil
+    local has = findings[i].result_index ~= nil
+    any, all = any or has, all and has
   end
   if not any then return findings end
   local pos = {}
   for i, f in ipairs(findings) do pos[f] = i end
-  table.sort(sorted, function(a, b)
+  local function before(a, b)
     local ra, rb = a.result_index, b.result_index
     if ra == nil or rb == nil or ra ~= rb then
       if ra and rb then return ra < rb end
@@ -583,7 +584,16 @@ local function trivy_order(findings)
     x, y = a.path or "", b.path or ""
     if x ~= y then return x < y end
     return pos[a] < pos[b]
-  end)
+  end
+  -- Trivy's own reports come sorted: one pass says so, sparing the n log n comparisons. When
+  -- every finding has a result_index the order is total, so a sorted list is what sorting
+  -- would give; with some from other scanners it is not (the position decides those pairs).
+  for i = 2, #sorted do
+    if not all or not before(sorted[i - 1], sorted[i]) then
+      table.sort(sorted, before)
+      break
+    end
+  end
   return sorted
 end
 
@@ -671,7 +681,7 @@ function M.sarif(result, opts, emit)
       if fast and kinds[i] == 1 then
         local url = url_of(x)
         local path = vuln_path(x, result, paths)
-        if core.sarif_plain(x, path) then
+        if core.sarif_plain(x, path, url) then
           entries[k], finding[k], path_of[k], url_of_entry[k] = x, true, path, url
         end
       end
