@@ -2234,24 +2234,14 @@ static int scan_sarif_rules(lua_State *L) {
   return sarif_done(L, bufs, 2, i);
 }
 
-/* scan.sarif_plain(finding, path, url) -> whether sarif_rules and sarif_results write this
- * finding (every value it reads is of the type they handle); the Lua writer takes the others. */
-static int scan_sarif_plain(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 3);
-  vuln v;
-  char num[64];
-  int ok = read_vuln(L, 1, 2, 3, &v, num, sizeof num);
-  lua_pushboolean(L, ok);
-  return 1;
-}
-
 int luaopen_myrmex_core_scan(lua_State *L) {
-  static const luaL_Reg funcs[] = {
-      {"read_file", scan_read_file},         {"read_text", scan_read_text},
-      {"csv_rows", scan_csv_rows},           {"csv_known", scan_csv_known},
-      {"sarif_plain", scan_sarif_plain},     {"sarif_rules", scan_sarif_rules},
-      {"sarif_results", scan_sarif_results}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"read_file", scan_read_file},
+                                   {"read_text", scan_read_text},
+                                   {"csv_rows", scan_csv_rows},
+                                   {"csv_known", scan_csv_known},
+                                   {"sarif_rules", scan_sarif_rules},
+                                   {"sarif_results", scan_sarif_results},
+                                   {NULL, NULL}};
   luaL_newmetatable(L, BUF_MT);
   lua_pushcfunction(L, buf_gc);
   lua_setfield(L, -2, "__gc");

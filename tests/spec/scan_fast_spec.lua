@@ -424,6 +424,12 @@ describe("scan fast path", function()
     for _, change in ipairs({
       function() f.package = nil; f.installed_version = nil; f.fixed_version = nil end,
       function() f.package = 5 end,
+      function() f.package = {} end,
+      function() f.installed_version = true end,
+      function() f.id = {} end,
+      function() f.locations = 7 end,
+      function() r.findings[2] = setmetatable({ locations = 7 }, { __index = original }) end,
+      function() setmetatable(f, { __index = function(_, k) return k == "title" and "from __index" or nil end }) end,
       function() f.severity = nil end,
       function() f.severity = "SEVERE" end,
       function() f.id = "A\0B" end,
@@ -467,8 +473,10 @@ describe("scan fast path", function()
       f = {}
       for k, v in pairs(original) do f[k] = v end
       r.findings[1] = f
+      local second = r.findings[2]
       change()
       check_sarif(r)
+      r.findings[2] = second
     end
     r.findings[1] = original
     -- misconfigurations, secrets and licenses with odd values, and a finding of another kind

@@ -396,6 +396,16 @@ local function vuln_entry(f, result, paths)
   }
 end
 
+-- Whether vuln_entry(f) (its url and path already made) cannot raise: the values it
+-- concatenates are strings or numbers, its locations a list or a string, no metamethods.
+local CONCAT = { string = true, number = true }
+local function entry_safe(f, path)
+  local pkg, installed, l = f.package, f.installed_version, f.locations
+  return getmetatable(f) == nil and CONCAT[type(f.id)] and CONCAT[type(path)]
+    and (not pkg or CONCAT[type(pkg)]) and (not installed or CONCAT[type(installed)])
+    and (not l or type(l) == "string" or type(l) == "table" and getmetatable(l) == nil) or false
+end
+
 -- The rule of a vulnerability entry, from its finding.
 local function vuln_rule(e)
   local f = e.f
@@ -670,9 +680,10 @@ function M.sarif(result, opts, emit)
       .. "per run; the %d least severe are left out (run.properties.myrmexOmittedResults)",
       result.image or "the result", n, max, n - max), { engine = "scan" })
   end
-  -- On the fast path a vulnerability finding C can write (core.sarif_plain: fields of the
-  -- types it knows) stays the finding itself, its path and URL beside it, and C writes its
-  -- rule and result; every other item is the entry the Lua writer makes.
+  -- On the fast path a vulnerability finding stays the finding itself, its path and URL
+  -- beside it, and C writes its rule and result (or hands it back to Lua, see below); one
+  -- vuln_entry could raise on is made into its entry here, as the Lua writer does, so that
+  -- the same error comes at the same point.
   local fast = model.fast and M.SARIF_IN_C
   local entries, paths, finding, path_of, url_of_entry = {}, {}, {}, {}, {}
   for i = 1, n do
@@ -681,7 +692,7 @@ function M.sarif(result, opts, emit)
       if fast and kinds[i] == 1 then
         local url = url_of(x)
         local path = vuln_path(x, result, paths)
-        if core.sarif_plain(x, path, url) then
+        if entry_safe(x, path) then
           entries[k], finding[k], path_of[k], url_of_entry[k] = x, true, path, url
         end
       end
