@@ -75,7 +75,7 @@ describe("the real trivy", function()
     sh.run({ "rm", "-rf", ctx })
     assert(b.code == 0, "building the scan image failed: " .. b.stderr)
     offline = { "--cache-dir", cache, "--skip-db-update", "--skip-java-db-update", "--offline-scan",
-      "--skip-version-check", "--scanners", "vuln", "--image-src", "docker" }
+      "--skip-version-check", "--disable-telemetry", "--scanners", "vuln", "--image-src", "docker" }
   end)
 
   teardown(function()
@@ -150,7 +150,7 @@ describe("the real trivy", function()
       -- a cache without a database: trivy must fetch it (the tag :2, its schema, it adds itself)
       local fresh = work .. "/fresh-cache"
       local args = { "--cache-dir", fresh, "--db-repository", repo, "--skip-java-db-update",
-        "--offline-scan", "--skip-version-check", "--scanners", "vuln", "--image-src", "docker" }
+        "--offline-scan", "--skip-version-check", "--disable-telemetry", "--scanners", "vuln", "--image-src", "docker" }
       local s = scan.new { backend = "trivy", path = TRIVY, args = args, timeout = 300 }
       local r = s:scan_image(image)
       assert.are.equal(0, r.scanner_status)

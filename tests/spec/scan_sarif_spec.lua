@@ -229,7 +229,8 @@ describe("SARIF export", function()
     local report, converted = workdir .. "/fresh-secrets.json", workdir .. "/fresh-secrets.sarif.json"
     local res = process.run { argv = { TRIVY, "fs", "--quiet", "--cache-dir", workdir .. "/trivy-cache",
       "--scanners", "secret,license", "--license-full", "--skip-db-update", "--skip-java-db-update",
-      "--offline-scan", "--format", "json", "--output", report, sh.fixtures .. "/trivy-secrets" },
+      "--offline-scan", "--disable-telemetry", "--skip-version-check", "--format", "json",
+      "--output", report, sh.fixtures .. "/trivy-secrets" },
       timeout = 300 }
     assert.are.equal(0, res.status, res.stderr)
     res = process.run { argv = { TRIVY, "convert", "--quiet", "--format", "sarif", "--output", converted,
