@@ -7,6 +7,7 @@ local core = require("myrmex.core.scan")
 local M = {}
 
 local concat, format, quote = table.concat, string.format, json.quote
+local type, getmetatable = type, getmetatable
 
 -- ---- JSON ----
 
@@ -650,7 +651,19 @@ function M.sarif(result, opts, emit)
   local lists = { trivy_order(result.findings), misconfs, result.secrets or {}, result.licenses or {} }
   local makers = { vuln_entry, misconf_entry, secret_entry, license_entry }
   local objs, kinds, at = {}, {}, { 1, 1, 1, 1 }
-  while true do
+  -- Findings alone (most reports) need no merge: theirs is the order (trivy_order has read
+  -- every result_index already, so nothing here could raise either).
+  local vulns, merge = lists[1], true
+  if lists[2][1] == nil and lists[3][1] == nil and lists[4][1] == nil then
+    local i, x = 1, vulns[1]
+    while x do
+      objs[i], kinds[i] = x, 1
+      i = i + 1
+      x = vulns[i]
+    end
+    merge = false
+  end
+  while merge do
     local kind, low
     for k = 1, 4 do
       local x = lists[k][at[k]]
