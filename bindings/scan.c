@@ -1814,9 +1814,11 @@ static int read_class(lua_State *L, int f, str *class) {
   return 1;
 }
 
-/* The finding at f with its path and URL (export.vuln_path, url_of) as the writer reads it;
- * 0 when a value is not of the type this writer handles. Pushes what it reads. */
-static int read_vuln(lua_State *L, int f, int path, int url, vuln *v, char *num, size_t size) {
+/* The finding at f with its path and URL (export.vuln_path, url_of) as the writer reads it,
+ * with what only its rule needs when `rule`; 0 when a value is not of the type this writer
+ * handles. Pushes what it reads. */
+static int read_vuln(lua_State *L, int f, int path, int url, vuln *v, int rule, char *num,
+                     size_t size) {
   if (!lua_checkstack(L, 40))
     return 0;
   lua_pushvalue(L, path);
@@ -1831,16 +1833,18 @@ static int read_vuln(lua_State *L, int f, int path, int url, vuln *v, char *num,
   if (!str_at(L, 1, "", &v->pkg))
     return 0;
   v->pkg_or_unknown = has_pkg ? v->pkg : (str){"?", 1};
-  str class, scanner;
   if (!str_field(L, f, "installed_version", "", &v->installed) ||
-      !str_field(L, f, "fixed_version", "", &v->fixed) ||
-      !str_field(L, f, "title", "", &v->title) || !str_field(L, f, "description", "", &v->desc) ||
+      !str_field(L, f, "fixed_version", "", &v->fixed))
+    return 0;
+  if (!rule)
+    return read_places(L, f, v);
+  str class, scanner;
+  if (!str_field(L, f, "title", "", &v->title) || !str_field(L, f, "description", "", &v->desc) ||
       !read_class(L, f, &class) || !str_field(L, f, "scanner", NULL, &scanner))
     return 0;
   v->name.s = rule_name(&class);
   v->name.n = strlen(v->name.s);
-  return read_cvss(L, f, &scanner, v) && read_score(L, f, &scanner, v, num, size) &&
-         read_places(L, f, v);
+  return read_cvss(L, f, &scanner, v) && read_score(L, f, &scanner, v, num, size);
 }
 
 #define ADD_LIT(L, b, lit) buf_add(L, b, lit, sizeof(lit) - 1)
@@ -2092,7 +2096,7 @@ static int scan_sarif_results(lua_State *L) {
     buf_add(L, w.out, k > 1 ? ",\n" : "\n", k > 1 ? 2 : 1);
     if (ok && lua_toboolean(L, top + 2)) {
       vuln v;
-      ok = read_vuln(L, top + 1, top + 3, top + 4, &v, num, sizeof num) &&
+      ok = read_vuln(L, top + 1, top + 3, top + 4, &v, 0, num, sizeof num) &&
            vuln_result(L, &w, &v, rule);
     } else if (ok) {
       ok = entry_result(L, &w, top + 1, rule);
@@ -2223,7 +2227,7 @@ static int scan_sarif_rules(lua_State *L) {
       help.s = lua_tolstring(L, -1, &help.n);
     buf_add(L, w.out, i > 1 ? ",\n" : "\n", i > 1 ? 2 : 1);
     vuln v;
-    ok = ok && read_vuln(L, top + 1, top + 3, top + 4, &v, num, sizeof num) &&
+    ok = ok && read_vuln(L, top + 1, top + 3, top + 4, &v, 1, num, sizeof num) &&
          vuln_rule(L, &w, &v, &help);
     lua_settop(L, top);
     if (!ok) {
