@@ -1895,21 +1895,27 @@ static int add_quoted_format(lua_State *L, strbuf *b, strbuf *scratch, const cha
 static void add_uri(lua_State *L, strbuf *b, const str *s) {
   static const char KEEP[] = "-._~/:@!$&'*+,;=";
   static const char HEX[] = "0123456789ABCDEF";
+  size_t room = 3 * s->n + 2; /* every byte escaped, and the quotes */
+  if ((!b->p || b->n + room > b->cap) && !buf_grow(L, b, room))
+    return;
+  char *out = b->p + b->n;
   int first = 1;
-  buf_add(L, b, "\"", 1);
+  *out++ = '"';
   for (size_t i = 0; i < s->n; i++) {
     unsigned char c = (unsigned char)s->s[i];
     int alnum = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
     if (c == '/')
       first = 0;
     if (alnum || (c && strchr(KEEP, c) && !(first && c == ':'))) {
-      buf_add(L, b, (const char *)&c, 1);
+      *out++ = (char)c;
     } else {
-      char esc[3] = {'%', HEX[c >> 4], HEX[c & 15]};
-      buf_add(L, b, esc, 3);
+      *out++ = '%';
+      *out++ = HEX[c >> 4];
+      *out++ = HEX[c & 15];
     }
   }
-  buf_add(L, b, "\"", 1);
+  *out++ = '"';
+  b->n = (size_t)(out - b->p);
 }
 
 static void add_int(lua_State *L, strbuf *b, lua_Integer i) {
