@@ -559,8 +559,6 @@ end
 
 -- Rules or results per C call of the SARIF fast path.
 local SARIF_CHUNK = 512
--- Whether the fast path writes SARIF rules and results in C (bindings/scan.c).
-M.SARIF_IN_C = true
 
 local RANK = { CRITICAL = 5, HIGH = 4, MEDIUM = 3, LOW = 2, UNKNOWN = 1 }
 
@@ -697,7 +695,7 @@ function M.sarif(result, opts, emit)
   -- beside it, and C writes its rule and result (or hands it back to Lua, see below); one
   -- vuln_entry could raise on is made into its entry here, as the Lua writer does, so that
   -- the same error comes at the same point.
-  local fast = model.fast and M.SARIF_IN_C
+  local fast = model.fast
   local entries, paths, finding, path_of, url_of_entry = {}, {}, {}, {}, {}
   for i = 1, n do
     if not keep or keep[i] then
