@@ -26,8 +26,9 @@ local function decoded(b64)
 end
 
 local function kubectl_view(files, context)
-  local r = sh.run({ "kubectl", "config", "view", "--minify", "--raw", "--flatten", "-o", "json", "--context", context },
-    { env = { KUBECONFIG = table.concat(files, ":"), HOME = dir } })
+  -- offline: kubectl resolves the servers it shows (one.example, two.example)
+  local r = sh.run(sh.offline({ "kubectl", "config", "view", "--minify", "--raw", "--flatten", "-o", "json",
+    "--context", context }), { env = { KUBECONFIG = table.concat(files, ":"), HOME = dir } })
   assert(r.code == 0, r.stderr)
   return json.decode(r.stdout)
 end
@@ -53,7 +54,7 @@ local function python_view(files, contexts)
   local script = write("view.py", PY)
   local argv = { "/usr/bin/python3", script }
   for _, c in ipairs(contexts) do argv[#argv + 1] = c end
-  local r = sh.run(argv, { env = { KUBECONFIG = table.concat(files, ":"), HOME = dir } })
+  local r = sh.run(sh.offline(argv), { env = { KUBECONFIG = table.concat(files, ":"), HOME = dir } })
   assert(r.code == 0, r.stderr)
   return json.decode(r.stdout)
 end

@@ -283,7 +283,7 @@ users:
   user:
     exec:
       apiVersion: client.authentication.k8s.io/v1
-      command: aws
+      command: myrmex-test-no-such-plugin
       args: ["eks", "get-token", "--cluster-name", "on"]
       env: ~
       interactiveMode: Never

@@ -84,6 +84,18 @@ function M.read(path)
   return s
 end
 
+local offline_ok
+--- `argv` to run in a network namespace of its own with no interface up (`unshare --net`, as
+--- root), for peers that look names up on their own (kubectl resolves every server of a
+--- kubeconfig it views): no packet leaves the machine. As given when unshare is refused.
+function M.offline(argv)
+  if offline_ok == nil then offline_ok = os.execute("unshare --net -- true >/dev/null 2>&1") == true end
+  if not offline_ok then return argv end
+  local out = { "unshare", "--net", "--" }
+  for i, a in ipairs(argv) do out[i + 3] = a end
+  return out
+end
+
 --- Write a whole file (raises when it cannot be written).
 function M.write(path, text)
   local f = assert(io.open(path, "wb"))
