@@ -2075,6 +2075,15 @@ static int sarif_done(lua_State *L, strbuf *const *bufs, int nbufs, lua_Integer 
   return 2;
 }
 
+/* Push entry k of each of the five parallel tables at stack indices 1-5 (the item and its
+ * columns); returns the top below them. */
+static int push_columns(lua_State *L, lua_Integer k) {
+  int top = lua_gettop(L);
+  for (int t = 1; t <= 5; t++)
+    lua_geti(L, t, k);
+  return top;
+}
+
 /* scan.sarif_results(entries, finding, paths, urls, rule_of, dockerfile|false, line, from, to)
  * -> the results of entries[from..to] (each after "\n" or ",\n"), up to the first one left to
  * the Lua writer, and that one's index (to + 1 when none). */
@@ -2090,13 +2099,8 @@ static int scan_sarif_results(lua_State *L) {
   char num[64];
   lua_Integer k = from;
   for (; k <= to; k++) {
-    int top = lua_gettop(L);
+    int top = push_columns(L, k);
     size_t mark = w.out->n;
-    lua_geti(L, 1, k);
-    lua_geti(L, 2, k);
-    lua_geti(L, 3, k);
-    lua_geti(L, 4, k);
-    lua_geti(L, 5, k);
     int ok = lua_isinteger(L, -1) && lua_istable(L, top + 1);
     lua_Integer rule = lua_tointeger(L, -1);
     buf_add(L, w.out, k > 1 ? ",\n" : "\n", k > 1 ? 2 : 1);
@@ -2219,13 +2223,8 @@ static int scan_sarif_rules(lua_State *L) {
   char num[64];
   lua_Integer i = from;
   for (; i <= to; i++) {
-    int top = lua_gettop(L);
+    int top = push_columns(L, i);
     size_t mark = w.out->n;
-    lua_geti(L, 1, i);
-    lua_geti(L, 2, i);
-    lua_geti(L, 3, i);
-    lua_geti(L, 4, i);
-    lua_geti(L, 5, i);
     str help = {NULL, 0};
     int ok = lua_istable(L, top + 1) && lua_toboolean(L, top + 2) &&
              (lua_type(L, -1) == LUA_TSTRING || lua_toboolean(L, -1) == 0);
