@@ -157,6 +157,15 @@ local function check_sarif(result, min_results, min_rules)
   return written[2]
 end
 
+-- Both readers on `src`, then, when it loads, both CSV and both SARIF writers on the result.
+local function check_everything(src)
+  local r = check_load(src)
+  if r then
+    check_csv(r)
+    check_sarif(r)
+  end
+end
+
 describe("scan fast path", function()
   it("finds the fixture reports", function()
     assert.is_true(#FIXTURES >= 12)
@@ -260,11 +269,7 @@ describe("scan fast path", function()
   for _, k in ipairs(keys) do
     it("gives the same result and CSV with every kind of value for " .. k, function()
       for _, v in ipairs(VARIANTS) do
-        local r = check_load(report({ [k] = v }))
-        if r then
-          check_csv(r)
-          check_sarif(r)
-        end
+        check_everything(report({ [k] = v }))
       end
     end)
   end
@@ -315,11 +320,7 @@ describe("scan fast path", function()
           if key == k then return v end
           return GRYPE_DEFAULTS[key]
         end)
-        local r = check_load(text)
-        if r then
-          check_csv(r)
-          check_sarif(r)
-        end
+        check_everything(text)
       end
     end)
   end
