@@ -572,6 +572,27 @@ enum {
   M_URL
 };
 
+static void set_line(lua_State *L, const char *key, const cJSON *v) {
+  lua_Integer line;
+  if (int_of(v, &line)) {
+    lua_pushinteger(L, line);
+    lua_setfield(L, -2, key);
+  }
+}
+
+/* What a misconfiguration, secret and license take from their Trivy Result (res: Target, Type,
+ * Class) and where they stand in the report: as trivy.lua's entries. */
+static void set_origin(lua_State *L, const reader *r, const cJSON **res, int index, int with_type) {
+  set_str(L, r, "target", res[0]);
+  set_str(L, r, "class", res[2]);
+  if (with_type)
+    set_str(L, r, "type", res[1]);
+  lua_pushvalue(L, index);
+  lua_setfield(L, -2, "result_index");
+  lua_pushliteral(L, "trivy");
+  lua_setfield(L, -2, "scanner");
+}
+
 static void push_misconfiguration(lua_State *L, const reader *r, const cJSON *m, const cJSON **res,
                                   int index) {
   static const char *const LINE_FIELDS[] = {"StartLine", "EndLine"};
@@ -579,18 +600,8 @@ static void push_misconfiguration(lua_State *L, const reader *r, const cJSON *m,
   fields(m, MISCONF_FIELDS, 12, f);
   fields(is_table(f[M_CAUSE]) ? f[M_CAUSE] : NULL, LINE_FIELDS, 2, lines);
   lua_createtable(L, 0, 18);
-  lua_pushvalue(L, index);
-  lua_setfield(L, -2, "result_index");
-  lua_Integer line;
-  if (int_of(lines[0], &line)) {
-    lua_pushinteger(L, line);
-    lua_setfield(L, -2, "start_line");
-  }
-  if (int_of(lines[1], &line)) {
-    lua_pushinteger(L, line);
-    lua_setfield(L, -2, "end_line");
-  }
-  set_str(L, r, "class", res[2]);
+  set_line(L, "start_line", lines[0]);
+  set_line(L, "end_line", lines[1]);
   set_str(L, r, "id", str_of(f[M_ID]) ? f[M_ID] : f[M_AVDID]);
   set_str(L, r, "title", f[M_TITLE]);
   set_str(L, r, "description", f[M_DESC]);
@@ -600,21 +611,10 @@ static void push_misconfiguration(lua_State *L, const reader *r, const cJSON *m,
   lua_pushstring(L, severity_of(f[M_SEV]));
   lua_setfield(L, -2, "severity");
   set_str(L, r, "status", f[M_STATUS]);
-  set_str(L, r, "target", res[0]);
-  set_str(L, r, "type", res[1]);
   push_strings(L, r, (cJSON *)f[M_REFS]);
   lua_setfield(L, -2, "references");
   set_str(L, r, "primary_url", f[M_URL]);
-  lua_pushliteral(L, "trivy");
-  lua_setfield(L, -2, "scanner");
-}
-
-static void set_line(lua_State *L, const char *key, const cJSON *v) {
-  lua_Integer line;
-  if (int_of(v, &line)) {
-    lua_pushinteger(L, line);
-    lua_setfield(L, -2, key);
-  }
+  set_origin(L, r, res, index, 1);
 }
 
 /* A secret (Result.Secrets[]), as trivy.lua's secret(). */
@@ -633,13 +633,7 @@ static void push_secret(lua_State *L, const reader *r, const cJSON *x, const cJS
   set_line(L, "start_line", f[4]);
   set_line(L, "end_line", f[5]);
   set_str(L, r, "match", f[6]);
-  set_str(L, r, "target", res[0]);
-  set_str(L, r, "class", res[2]);
-  set_str(L, r, "type", res[1]);
-  lua_pushvalue(L, index);
-  lua_setfield(L, -2, "result_index");
-  lua_pushliteral(L, "trivy");
-  lua_setfield(L, -2, "scanner");
+  set_origin(L, r, res, index, 1);
 }
 
 /* A license (Result.Licenses[]), as trivy.lua's license(). */
@@ -657,12 +651,7 @@ static void push_license(lua_State *L, const reader *r, const cJSON *x, const cJ
   lua_pushstring(L, severity_of(f[4]));
   lua_setfield(L, -2, "severity");
   set_str(L, r, "link", f[5]);
-  set_str(L, r, "target", res[0]);
-  set_str(L, r, "class", res[2]);
-  lua_pushvalue(L, index);
-  lua_setfield(L, -2, "result_index");
-  lua_pushliteral(L, "trivy");
-  lua_setfield(L, -2, "scanner");
+  set_origin(L, r, res, index, 0);
 }
 
 /* ---- a Trivy report ---- */
