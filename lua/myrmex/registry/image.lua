@@ -85,15 +85,7 @@ local function write_file(path, data)
 end
 
 local function mkdir_p(path)
-  local st = rt.stat(path)
-  if st then return end
-  -- Without a shell: a process spawned per pull was a fixed cost of every small pull.
-  local at = path:sub(1, 1) == "/" and "" or "."
-  for part in path:gmatch("[^/]+") do
-    at = at .. "/" .. part
-    if not rt.stat(at) then rt.mkdir(at) end
-  end
-  if not rt.stat(path) then fail("Engine", "cannot create directory " .. path) end
+  if not lay.mkdir_p(path) then fail("Engine", "cannot create directory " .. path) end
 end
 
 local function rm_rf(path)

@@ -137,6 +137,20 @@ function M.cache_get(fmt, level, diff_id)
   return nil
 end
 
+--- `mkdir -p` without a shell (a process spawned per push or pull was a fixed cost of each):
+--- every missing directory of `path`, absolute or relative. True when it exists afterwards.
+---@param path string
+---@return boolean
+function M.mkdir_p(path)
+  if rt.stat(path) then return true end
+  local at = path:sub(1, 1) == "/" and "" or "."
+  for part in path:gmatch("[^/]+") do
+    at = at .. "/" .. part
+    if not rt.stat(at) and not rt.mkdir(at) then return false end
+  end
+  return rt.stat(path) ~= nil
+end
+
 --- Remember what a layer compressed to (best effort: an unwritable cache is no error).
 ---@param fmt string
 ---@param level integer|nil
@@ -146,14 +160,7 @@ end
 function M.cache_put(fmt, level, diff_id, digest, size)
   local dir, hex = cache_file(fmt, level, diff_id)
   if not dir then return end
-  if not rt.stat(dir) then
-    -- mkdir -p without a shell: the engine push stays one process writing only the cache.
-    local path = ""
-    for part in dir:gmatch("[^/]+") do
-      path = path .. "/" .. part
-      if not rt.stat(path) and not rt.mkdir(path) then return end
-    end
-  end
+  if not M.mkdir_p(dir) then return end
   local tmp = dir .. "/." .. hex .. ".tmp"
   local f = io.open(tmp, "wb")
   if not f then return end
