@@ -117,11 +117,16 @@ local function decode_failed(msg, what, path)
   fail("Invalid", what .. ": not valid JSON: " .. msg:gsub("^.-json%.decode_?f?i?l?e?: ", ""))
 end
 
+-- A decoded report must be an object or an array.
+local function check_doc(doc, what)
+  if type(doc) ~= "table" then fail("Invalid", what .. ": not a scanner report (JSON " .. type(doc) .. ")") end
+  return doc
+end
+
 local function decode(text, what)
   local ok, doc = pcall(json.decode, to_utf8(text))
   if not ok then decode_failed(doc, what) end
-  if type(doc) ~= "table" then fail("Invalid", what .. ": not a scanner report (JSON " .. type(doc) .. ")") end
-  return doc
+  return check_doc(doc, what)
 end
 
 -- The fast path (bindings/scan.c): a Trivy or Grype report is normalized in C straight
@@ -130,9 +135,7 @@ end
 local function read_fast(reader, source, format, what, path)
   local ok, kind, value = pcall(reader, source, format)
   if not ok then decode_failed(kind, what, path) end
-  if kind == "doc" and type(value) ~= "table" then
-    fail("Invalid", what .. ": not a scanner report (JSON " .. type(value) .. ")")
-  end
+  if kind == "doc" then check_doc(value, what) end
   return kind, value
 end
 
@@ -141,8 +144,7 @@ end
 local function decode_file(path)
   local ok, doc = pcall(json.decode_file, path)
   if not ok then decode_failed(doc, path, path) end
-  if type(doc) ~= "table" then fail("Invalid", path .. ": not a scanner report (JSON " .. type(doc) .. ")") end
-  return doc
+  return check_doc(doc, path)
 end
 
 -- A scanner's stdout: the report, possibly followed by text some versions print after it
@@ -246,6 +248,7 @@ function M.load_report(source, opts)
   opts = { format = opts.format, policy = opts.policy, image = opts.image, now = opts.now,
     ignore_unfixed = opts.ignore_unfixed, severity = severity_list("scan.load_report", opts.severity) }
   if opts.policy then policy_mod.check(opts.policy) end
+  local fast = model.fast and (opts.format == nil or FAST_FORMATS[opts.format])
   local text, what = source, "report"
   if looks_like_path(source) then
     what = source
@@ -260,7 +263,7 @@ function M.load_report(source, opts)
     if head ~= "\255\254" and head ~= "\254\255" then
       f:close()
       local result
-      if model.fast and (opts.format == nil or FAST_FORMATS[opts.format]) then
+      if fast then
         local kind, value = read_fast(core.read_file, source, opts.format, what, source)
         result = finish_fast(kind, value, opts.format, what, opts)
       else
@@ -279,7 +282,7 @@ function M.load_report(source, opts)
     text = f:read(size) or ""
     f:close()
   end
-  if model.fast and (opts.format == nil or FAST_FORMATS[opts.format]) then
+  if fast then
     local kind, value = read_fast(core.read_text, to_utf8(text), opts.format, what)
     return finish_fast(kind, value, opts.format, what, opts)
   end
