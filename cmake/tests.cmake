@@ -18,6 +18,7 @@ foreach(src IN LISTS MYRMEX_C_TESTS)
   set_tests_properties(c:${short} PROPERTIES LABELS "c" TIMEOUT 300)
 endforeach()
 
+file(MAKE_DIRECTORY ${PROJECT_BINARY_DIR}/spec-logs)
 file(GLOB MYRMEX_SPECS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/spec/*_spec.lua)
 foreach(spec IN LISTS MYRMEX_SPECS)
   get_filename_component(name ${spec} NAME_WE)
@@ -29,7 +30,8 @@ foreach(spec IN LISTS MYRMEX_SPECS)
     list(APPEND labels ${needs})
   endif()
   add_test(NAME spec:${short}
-    COMMAND $<TARGET_FILE:myrmex> ${BUSTED} --output=utfTerminal -Xoutput --color ${spec}
+    COMMAND $<TARGET_FILE:myrmex> ${BUSTED} --output=utfTerminal -Xoutput --color
+      --helper=${PROJECT_SOURCE_DIR}/tests/support/spec_helper.lua ${spec}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   # Specs that share an engine (dockerd, a cluster) do not run at the same time: prunes and
   # listings in one would see the other's objects.
@@ -37,7 +39,7 @@ foreach(spec IN LISTS MYRMEX_SPECS)
   list(REMOVE_ITEM locks spec)
   set_tests_properties(spec:${short} PROPERTIES LABELS "${labels}" TIMEOUT 900
     RESOURCE_LOCK "${locks}"
-    ENVIRONMENT "MYRMEX_BIN=$<TARGET_FILE:myrmex>;MYRMEX_SOURCE_DIR=${PROJECT_SOURCE_DIR};MYRMEX_BUILD_DIR=${PROJECT_BINARY_DIR};MYRMEX_FIXTURES=${PROJECT_SOURCE_DIR}/tests/fixtures;${SCANNERS_OFFLINE}")
+    ENVIRONMENT "MYRMEX_BIN=$<TARGET_FILE:myrmex>;MYRMEX_SPEC_LOG=${PROJECT_BINARY_DIR}/spec-logs/${short}.log;MYRMEX_SOURCE_DIR=${PROJECT_SOURCE_DIR};MYRMEX_BUILD_DIR=${PROJECT_BINARY_DIR};MYRMEX_FIXTURES=${PROJECT_SOURCE_DIR}/tests/fixtures;${SCANNERS_OFFLINE}")
 endforeach()
 
 if(EXISTS ${PROJECT_SOURCE_DIR}/tests/k8s/CMakeLists.txt)
