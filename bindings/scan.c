@@ -1673,11 +1673,15 @@ static const char *severity_info(const str *sev, int what, const char *dflt) {
   return dflt;
 }
 
-/* Each of a list's first min(#list, 1000) items (GitHub's limit) passes `ok`. */
+/* GitHub code scanning refuses a result with more locations; the Lua writer reads it as
+ * scan.SARIF_MAX_LOCATIONS, so both writers cut at the same place. */
+#define SARIF_MAX_LOCATIONS 1000
+
+/* Each of a list's first min(#list, SARIF_MAX_LOCATIONS) items passes `ok`. */
 static int list_ok(lua_State *L, int list, int (*ok)(lua_State *L)) {
   lua_Integer n = luaL_len(L, list);
-  if (n > 1000)
-    n = 1000;
+  if (n > SARIF_MAX_LOCATIONS)
+    n = SARIF_MAX_LOCATIONS;
   for (lua_Integer i = 1; i <= n; i++) {
     lua_geti(L, list, i);
     int good = ok(L);
@@ -1959,7 +1963,7 @@ static void add_locations(lua_State *L, sarif_writer *w, const str *path, int ur
     return;
   }
   lua_Integer n = luaL_len(L, list);
-  for (lua_Integer i = 1; i <= n && i <= 1000; i++) {
+  for (lua_Integer i = 1; i <= n && i <= SARIF_MAX_LOCATIONS; i++) {
     if (i > 1)
       buf_add(L, b, ",", 1);
     lua_geti(L, list, i);
@@ -2249,5 +2253,7 @@ int luaopen_myrmex_core_scan(lua_State *L) {
   lua_pushliteral(L, "myrmex.core.json");
   lua_call(L, 1, 0);
   luaL_newlib(L, funcs);
+  lua_pushinteger(L, SARIF_MAX_LOCATIONS);
+  lua_setfield(L, -2, "SARIF_MAX_LOCATIONS");
   return 1;
 }

@@ -489,6 +489,22 @@ describe("scan fast path", function()
     check_sarif(r, 1, 1)
   end)
 
+  it("cuts a result's locations at GitHub's limit in both writers", function()
+    local r = check_load(report({}))
+    local f = r.findings[1]
+    assert.are.equal(1000, require("myrmex.scan.export").GITHUB_MAX_LOCATIONS)
+    for _, field in ipairs({ "locations", "lines" }) do
+      local list = {}
+      for i = 1, 1003 do list[i] = field == "lines" and { start_line = i, end_line = i } or ("l" .. i) end
+      local saved = f[field]
+      f[field] = list
+      check_sarif(r)
+      local sarif = json.decode(scan.export(r, "sarif"))
+      assert.are.equal(1000, #sarif.runs[1].results[1].locations, field)
+      f[field] = saved
+    end
+  end)
+
   it("writes the same SARIF past GitHub's limit of results, with the same warning", function()
     local findings = {}
     local sev = { "LOW", "CRITICAL", "MEDIUM", "HIGH", "UNKNOWN" }

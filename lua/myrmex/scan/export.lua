@@ -202,8 +202,8 @@ local RULE_NAME = { ["os-pkgs"] = "OsPackageVulnerability",
 --- GitHub code scanning rejects a run with more results than this (docs: "SARIF results
 --- file limits"); a longer run is cut to its worst results, with a warning.
 M.GITHUB_MAX_RESULTS = 25000
---- ... and a result with more locations than this.
-M.GITHUB_MAX_LOCATIONS = 1000
+--- ... and a result with more locations than this (one constant with the C writer's).
+M.GITHUB_MAX_LOCATIONS = core.SARIF_MAX_LOCATIONS
 
 -- A container image reference's repository, as go-containerregistry's
 -- name.ParseReference(...).Context().RepositoryStr() gives it (Trivy's ToPathUri): the
