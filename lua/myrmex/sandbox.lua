@@ -64,6 +64,62 @@ local function copy(t)
   return c
 end
 
+-- Metatables the recipe set itself (weak keys): getmetatable gives those back as they are.
+local own = setmetatable({}, { __mode = "k" })
+-- One read-only view per trusted table (weak keys, so a view lives as long as its table).
+local views = setmetatable({}, { __mode = "k" })
+
+-- A read-only view of a trusted table, and of every table reached through it: the string
+-- metatable's __index is the real `string` table the trusted modules call, and the metatables
+-- of handles and error objects are shared with them, so a recipe that could write to one
+-- could make sandbox.check_write or the log's redaction do what it likes.
+local function readonly(t)
+  if type(t) ~= "table" then return t end
+  local v = views[t]
+  if v then return v end
+  v = setmetatable({}, {
+    __index = function(_, k) return readonly(rawget(t, k)) end,
+    __newindex = function(_, k)
+      error("sandbox: '" .. tostring(k) .. "' cannot be set: this table belongs to trusted code", 2)
+    end,
+    __pairs = function()
+      return function(_, k)
+        local nk, nv = next(t, k)
+        return nk, readonly(nv)
+      end, v, nil
+    end,
+    __len = function() return rawlen(t) end,
+    __metatable = false,
+  })
+  views[t] = v
+  return v
+end
+
+-- liblua 5.4.4 corrupts the heap when a __concat metamethod makes the stack grow
+-- (docs/recipes.md), which a recipe could aim; a metatable holding one is refused.
+local function safe_setmetatable(t, mt)
+  if type(mt) == "table" then
+    if rawget(mt, "__concat") ~= nil then
+      error("sandbox: __concat metamethods are not allowed (a liblua 5.4.4 defect; docs/recipes.md)", 2)
+    end
+    own[mt] = true
+  end
+  return setmetatable(t, mt)
+end
+
+local function safe_getmetatable(v)
+  local mt = getmetatable(v)
+  if type(mt) ~= "table" or own[mt] then return mt end
+  return readonly(mt)
+end
+
+local function safe_rawset(t, k, v)
+  if k == "__concat" and own[t] then
+    error("sandbox: __concat metamethods are not allowed (a liblua 5.4.4 defect; docs/recipes.md)", 2)
+  end
+  return rawset(t, k, v)
+end
+
 local function safe_io()
   local sio = {
     write = io.write, read = io.read, lines = function(path, ...)
@@ -110,10 +166,11 @@ end
 function M.environment(recipe_dir)
   local env = {}
   for _, name in ipairs({ "assert", "error", "ipairs", "next", "pairs", "pcall", "select",
-    "tonumber", "tostring", "type", "xpcall", "print", "setmetatable", "getmetatable",
-    "rawequal", "rawget", "rawset", "rawlen", "_VERSION" }) do
+    "tonumber", "tostring", "type", "xpcall", "print", "rawequal", "rawget", "rawlen",
+    "_VERSION" }) do
     env[name] = _G[name]
   end
+  env.setmetatable, env.getmetatable, env.rawset = safe_setmetatable, safe_getmetatable, safe_rawset
   env.string, env.table, env.math = copy(string), copy(table), copy(math)
   env.string.dump = nil -- bytecode can break out of the VM's checks
   env.utf8, env.coroutine = copy(utf8), copy(coroutine)

@@ -29,6 +29,10 @@ describe("--sandbox", function()
     { "process", "module 'myrmex.process' is not allowed" },
     { "scanner", "scan.new: path and args are not allowed under --sandbox" },
     { "link", "opening for write 'link/escape.txt' is outside the work folder" },
+    { "string_mt", "sandbox: 'rep' cannot be set: this table belongs to trusted code" },
+    { "handle_mt", "sandbox: 'write' cannot be set: this table belongs to trusted code" },
+    { "concat", "sandbox: __concat metamethods are not allowed (a liblua 5.4.4 defect" },
+    { "concat_rawset", "sandbox: __concat metamethods are not allowed (a liblua 5.4.4 defect" },
     { "memory", "not enough memory" },
     { "time", "Timeout: sandbox: the recipe's time limit was exceeded" },
   }
@@ -51,6 +55,14 @@ describe("--sandbox", function()
     local f = assert(io.open(r.work .. "/inside.txt"))
     assert.are.equal("ok", f:read("a"))
     f:close()
+    os.execute("rm -rf " .. r.work)
+  end)
+
+  it("gives the recipe its own metatables as they are and reads of trusted ones", function()
+    local r = run("own_mt")
+    assert.are.equal(0, r.code, r.stderr)
+    local n = tonumber(r.stdout:match("own metatable ok, (%d+) string functions, abab"))
+    assert.is_true(n ~= nil and n >= 17, r.stdout)
     os.execute("rm -rf " .. r.work)
   end)
 
