@@ -64,10 +64,14 @@ local function copy(t)
   return c
 end
 
--- Metatables the recipe set itself (weak keys): getmetatable gives those back as they are.
+local CONCAT = "sandbox: __concat metamethods are not allowed (a liblua 5.4.4 defect; docs/recipes.md)"
+
+-- Every table the recipe made a metatable (weak keys) -> the metatable the recipe gave that
+-- table itself, or false. Such a table really wears a guard (see wear), which getmetatable hides.
 local own = setmetatable({}, { __mode = "k" })
 -- One read-only view per trusted table (weak keys, so a view lives as long as its table).
 local views = setmetatable({}, { __mode = "k" })
+local is_view = setmetatable({}, { __mode = "k" })
 
 -- A read-only view of a trusted table, and of every table reached through it: the string
 -- metatable's __index is the real `string` table the trusted modules call, and the metatables
@@ -91,32 +95,66 @@ local function readonly(t)
     __len = function() return rawlen(t) end,
     __metatable = false,
   })
-  views[t] = v
+  views[t], is_view[v] = v, true
   return v
 end
 
 -- liblua 5.4.4 corrupts the heap when a __concat metamethod makes the stack grow
--- (docs/recipes.md), which a recipe could aim; a metatable holding one is refused.
-local function safe_setmetatable(t, mt)
-  if type(mt) == "table" then
-    if rawget(mt, "__concat") ~= nil then
-      error("sandbox: __concat metamethods are not allowed (a liblua 5.4.4 defect; docs/recipes.md)", 2)
+-- (docs/recipes.md), which a recipe could aim. A metatable holding one is refused, and every
+-- metatable wears a copy of what the recipe set as its own metatable plus a __newindex that
+-- refuses the key later: the recipe never holds the guard, so it cannot take it off.
+local function wear(mt, shown)
+  local g = {}
+  if shown then
+    for k, v in next, shown do g[k] = v end
+  end
+  local inner = g.__newindex
+  g.__newindex = function(t, k, v)
+    if k == "__concat" then error(CONCAT, 2) end
+    if inner == nil then
+      rawset(t, k, v)
+    elseif type(inner) == "function" then
+      inner(t, k, v)
+    else
+      inner[k] = v
     end
-    own[mt] = true
+  end
+  debug.setmetatable(mt, g)
+end
+
+local function safe_setmetatable(t, mt)
+  if type(mt) == "table" and not is_view[mt] then
+    if rawget(mt, "__concat") ~= nil then error(CONCAT, 2) end
+    if own[mt] == nil then
+      own[mt] = debug.getmetatable(mt) or false
+      wear(mt, own[mt])
+    end
+  end
+  if type(t) == "table" and own[t] ~= nil and (mt == nil or type(mt) == "table") then
+    local shown = own[t]
+    if shown and rawget(shown, "__metatable") ~= nil then
+      error("cannot change a protected metatable", 2)
+    end
+    own[t] = mt or false
+    wear(t, mt)
+    return t
   end
   return setmetatable(t, mt)
 end
 
 local function safe_getmetatable(v)
+  local shown = own[v]
+  if shown ~= nil then
+    if shown and rawget(shown, "__metatable") ~= nil then return rawget(shown, "__metatable") end
+    return shown or nil
+  end
   local mt = getmetatable(v)
-  if type(mt) ~= "table" or own[mt] then return mt end
+  if type(mt) ~= "table" or own[mt] ~= nil or is_view[mt] then return mt end
   return readonly(mt)
 end
 
 local function safe_rawset(t, k, v)
-  if k == "__concat" and own[t] then
-    error("sandbox: __concat metamethods are not allowed (a liblua 5.4.4 defect; docs/recipes.md)", 2)
-  end
+  if k == "__concat" then error(CONCAT, 2) end
   return rawset(t, k, v)
 end
 

@@ -33,6 +33,8 @@ describe("--sandbox", function()
     { "handle_mt", "sandbox: 'write' cannot be set: this table belongs to trusted code" },
     { "concat", "sandbox: __concat metamethods are not allowed (a liblua 5.4.4 defect" },
     { "concat_rawset", "sandbox: __concat metamethods are not allowed (a liblua 5.4.4 defect" },
+    { "concat_later", "sandbox: __concat metamethods are not allowed (a liblua 5.4.4 defect" },
+    { "concat_meta", "sandbox: __concat metamethods are not allowed (a liblua 5.4.4 defect" },
     { "memory", "not enough memory" },
     { "time", "Timeout: sandbox: the recipe's time limit was exceeded" },
   }
