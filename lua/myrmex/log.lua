@@ -110,14 +110,16 @@ function M.configure(opts)
   if opts.out then state.out = opts.out end
 end
 
---- The current settings (read-only copy).
----@return {level:string, format:string, color:boolean, quiet:boolean}
+--- The current settings (a copy: change them with configure), `out` included so a caller that
+--- redirects the log for a while can put it back.
+---@return {level:string, format:string, color:boolean, quiet:boolean, out:file*}
 function M.settings()
   local name
   for k, v in pairs(LEVELS) do
     if v == state.level then name = k end
   end
-  return { level = name, format = state.format, color = state.color, quiet = state.quiet }
+  return { level = name, format = state.format, color = state.color, quiet = state.quiet,
+    out = state.out }
 end
 
 --- True when messages at `level` are emitted.

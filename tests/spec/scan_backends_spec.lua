@@ -124,7 +124,7 @@ describe("scanner back ends", function()
     local remove = log.add_hook(function(rec) records[#records + 1] = rec end)
     local ok, err = pcall(s.scan_image, s, "alpine:3.10")
     remove()
-    log.configure { level = before.level, out = io.stderr }
+    log.configure { level = before.level, out = before.out }
     sink:close()
     assert.is_true(ok, tostring(err))
     local lines, span = {}, nil

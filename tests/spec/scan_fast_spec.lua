@@ -65,7 +65,7 @@ local function check_load(source, opts)
     for k, v in pairs(opts or {}) do o[k] = v end
     return scan.load_report(source, o)
   end)
-  log.configure { level = before.level, out = io.stderr }
+  log.configure { level = before.level, out = before.out }
   sink:close()
   assert.are.equal(ok_l, ok_c, ok_c and err_text(l) or err_text(c))
   if not ok_c then
@@ -134,7 +134,7 @@ local function check_sarif(result, min_results, min_rules)
       logs[i][3] = table.concat(warned, "\n")
     end
     scan.fast_path(true)
-    log.configure { level = before.level, out = io.stderr }
+    log.configure { level = before.level, out = before.out }
     local c, l = logs[1], logs[2]
     assert.are.equal(l[1], c[1], tostring(c[2]) .. " / " .. tostring(l[2]))
     if c[1] then

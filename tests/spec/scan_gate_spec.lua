@@ -21,7 +21,7 @@ local function logged(fn)
   local remove = log.add_hook(function(rec) records[#records + 1] = rec end)
   local ok, err = pcall(fn)
   remove()
-  log.configure { level = before.level, out = io.stderr }
+  log.configure { level = before.level, out = before.out }
   sink:close()
   assert(ok, tostring(err))
   return records
