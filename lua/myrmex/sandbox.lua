@@ -36,16 +36,22 @@ local function resolve_target(path)
   return full
 end
 
+--- True outside the sandbox, or when `path` (its folder's real path, symlinks resolved) is in the
+--- work folder.
+---@param path string
+---@return boolean
+function M.inside(path)
+  if not state.root then return true end
+  local full = resolve_target(tostring(path))
+  return full ~= nil and (full == state.root or full:sub(1, #state.root + 1) == state.root .. "/")
+end
+
 --- Raise unless `path` may be written: always true outside the sandbox; inside, only paths in
 --- the work folder (symlinks resolved, so a link cannot point out of it).
 ---@param path string
 ---@param what? string the operation, for the message
 function M.check_write(path, what)
-  if not state.root then return true end
-  local full = resolve_target(tostring(path))
-  if full and (full == state.root or full:sub(1, #state.root + 1) == state.root .. "/") then
-    return true
-  end
+  if M.inside(path) then return true end
   error(string.format("sandbox: %s '%s' is outside the work folder %s", what or "writing",
     tostring(path), state.root), 3)
 end

@@ -7,7 +7,7 @@ local function run(what, extra)
   local work = os.tmpname()
   os.remove(work)
   assert(os.execute("mkdir -p " .. work .. " && ln -s /tmp " .. work .. "/link"))
-  local args = { "run", recipe, "--sandbox", "--workdir", work, "--set", "what=" .. what,
+  local args = { "run", recipe, "--sandbox", "--workdir", work, "--set", "what=" .. what, "--set", "work=" .. work,
     "--memory-limit", "64", "--time-limit", "3" }
   for _, a in ipairs(extra or {}) do args[#args + 1] = a end
   local r = sh.myrmex(args, { env = { CI = "" } })
@@ -35,13 +35,20 @@ describe("--sandbox", function()
     { "concat_rawset", "sandbox: __concat metamethods are not allowed (a liblua 5.4.4 defect" },
     { "concat_later", "sandbox: __concat metamethods are not allowed (a liblua 5.4.4 defect" },
     { "concat_meta", "sandbox: __concat metamethods are not allowed (a liblua 5.4.4 defect" },
+    { "docker_bind", "docker.create_container: config.volumes[1]: bind-mounting '/' (outside the work folder) is not allowed under --sandbox" },
+    { "docker_mount", "docker.create_container: config.mounts[1].source: bind-mounting '/etc' (outside the work folder) is not allowed under --sandbox" },
+    { "docker_privileged", "docker.create_container: config.privileged: a privileged container is not allowed under --sandbox" },
+    { "docker_hostnet", "docker.create_container: config.network: the host's namespace is not allowed under --sandbox" },
+    { "docker_volume", "docker.create_volume: options are not allowed under --sandbox" },
     { "memory", "not enough memory" },
     { "time", "Timeout: sandbox: the recipe's time limit was exceeded" },
   }
   for _, c in ipairs(refused) do
     it("refuses " .. c[1], function()
       -- The memory cap must stop that recipe, not the clock, even on a loaded ASan build.
-      local r = run(c[1], c[1] == "memory" and { "--time-limit", "120" } or nil)
+      -- The docker cases run under --dry-run against no engine: the refusal comes first.
+      local r = run(c[1], c[1] == "memory" and { "--time-limit", "120" }
+        or c[1]:match("^docker_") and { "--dry-run" } or nil)
       assert.are.equal(1, r.code, r.stdout .. r.stderr)
       assert.falsy(r.stdout:find("not stopped", 1, true))
       if c[1] ~= "binary" then
@@ -65,6 +72,13 @@ describe("--sandbox", function()
     assert.are.equal(0, r.code, r.stderr)
     local n = tonumber(r.stdout:match("own metatable ok, (%d+) string functions, abab"))
     assert.is_true(n ~= nil and n >= 17, r.stdout)
+    os.execute("rm -rf " .. r.work)
+  end)
+
+  it("lets a container mount what is in the work folder and named volumes", function()
+    local r = run("docker_inside")
+    assert.are.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find("inside ok 2", 1, true), r.stdout)
     os.execute("rm -rf " .. r.work)
   end)
 

@@ -401,6 +401,42 @@ local RUN_FIELDS = { wait = check_boolean, timeout = check_number, remove = chec
   stdout = check_boolean, stderr = check_boolean,
   stdin = function(fname, key, v) return M.check_stdin(fname, "config." .. key, v) end }
 
+local NOT_UNDER_SANDBOX = {
+  privileged = "a privileged container", cap_add = "added capabilities", devices = "host devices",
+  gpus = "host GPUs",
+}
+
+--- Under --sandbox, refuse what would let the engine, which runs as root, act past the work
+--- folder for the recipe: a host folder outside it bind-mounted, privileges, host devices, the
+--- host's network, PID or IPC namespace, security options other than no-new-privileges.
+--- Raises "<fname>: config.<key>: ... under --sandbox". A no-op outside the sandbox.
+---@param fname string
+---@param c table a checked config (M.check's result)
+function M.sandbox_policy(fname, c)
+  local sandbox = require("myrmex.sandbox")
+  if not sandbox.active() then return end
+  local function refuse(key, what) fail(fname, key, what .. " is not allowed under --sandbox") end
+  for key, what in pairs(NOT_UNDER_SANDBOX) do
+    local v = c[key]
+    if v and (type(v) ~= "table" or next(v) ~= nil) then refuse(key, what) end
+  end
+  for _, key in ipairs({ "network", "pid_mode", "ipc" }) do
+    if c[key] == "host" then refuse(key, "the host's namespace") end
+  end
+  for i, opt in ipairs(c.security_opt or {}) do
+    if not tostring(opt):match("^no%-new%-privileges") then refuse("security_opt[" .. i .. "]", tostring(opt)) end
+  end
+  local function host_path(key, path)
+    if path and path:sub(1, 1) == "/" and not sandbox.inside(path) then
+      refuse(key, "bind-mounting '" .. path .. "' (outside the work folder)")
+    end
+  end
+  for i, b in ipairs(c.volumes or {}) do host_path("volumes[" .. i .. "]", tostring(b):match("^([^:]*)")) end
+  for i, m in ipairs(c.mounts or {}) do
+    if m.Type == "bind" then host_path("mounts[" .. i .. "].source", m.Source) end
+  end
+end
+
 --- Check a config table; returns a normalized copy. Raises "<fname>: config.<key>: ..." for an
 --- unknown key or a wrong type. `run` allows the run_container keys (wait, timeout, remove).
 ---@param fname string the public function name for messages
@@ -418,6 +454,7 @@ function M.check(fname, cfg, run)
     out[k] = checker(fname, k, v)
   end
   if out.image == nil then fail(fname, "image", "required") end
+  M.sandbox_policy(fname, out)
   return out
 end
 

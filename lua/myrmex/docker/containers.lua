@@ -531,6 +531,9 @@ return function(Client, H)
     local cfg = config.check("docker.exec", { image = "-", cmd = o.cmd, env = o.env,
       workdir = o.workdir, user = o.user })
     if not cfg.cmd then H.misuse("exec", "cmd required") end
+    if o.privileged and require("myrmex.sandbox").active() then
+      H.misuse("exec", "privileged is not allowed under --sandbox")
+    end
     local stdin = config.check_stdin("docker.exec", "stdin", o.stdin)
     if stdin ~= nil then check_stdin_transport(self, "exec") end
     return self:_mutate("exec", id, { cmd = cfg.cmd }, function()
@@ -762,6 +765,7 @@ return function(Client, H)
   function Client:copy_from_container(ref, path, o)
     local id = ref_id("copy_from_container", ref)
     o = H.options("copy_from_container", o, H.set { "to" })
+    if o.to then require("myrmex.sandbox").check_write(o.to, "extracting to") end
     local tmp = os.tmpname()
     -- Through _download, not the transport's to_file: an error reply ("Could not find the
     -- file /x in container y") must reach the error, not a file that is then thrown away.

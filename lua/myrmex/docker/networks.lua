@@ -146,6 +146,10 @@ return function(Client, H)
   ---@return table
   function Client:create_volume(o)
     o = H.options("create_volume", o, VOLUME_OPTS)
+    -- The local driver's options bind-mount any host folder (type=none, o=bind, device=/).
+    if o.options and next(o.options) ~= nil and require("myrmex.sandbox").active() then
+      H.misuse("create_volume", "options are not allowed under --sandbox")
+    end
     local body = { Name = o.name, Driver = o.driver or "local",
       Labels = string_map("create_volume", "labels", o.labels),
       DriverOpts = string_map("create_volume", "options", o.options) }
