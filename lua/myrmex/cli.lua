@@ -51,8 +51,8 @@ Options for run and plan:
   --junit FILE           write a JUnit XML report: one test case per step
   --report FILE.html     write a self-contained HTML report of the run
   --sandbox              run an untrusted recipe: no processes, no writes outside --workdir,
-                         capped memory and time, undefined globals raise, containers held
-                         to the work folder; clusters are not confined (docs/security.md)
+                         capped memory and time, undefined globals raise, containers and pods
+                         kept off the host (docs/security.md)
   --workdir DIR          the only folder a sandboxed recipe may write (default .)
   --memory-limit MB      Lua heap cap under --sandbox (default 256)
   --time-limit SECONDS   wall-time cap under --sandbox (default 600)

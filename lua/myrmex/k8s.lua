@@ -135,6 +135,41 @@ M._status_error = status_error
 -- sent twice with the same effect (a POST could create twice; a JSON patch could add twice).
 -- A connection that could not be made is not retried (client-go does not either): an
 -- unreachable server is reported at once, not after the whole budget of waits.
+-- Fields of a pod that reach past its containers onto the node: boolean ones refused when
+-- true, the others when present (procMount only when "Unmasked").
+local NODE_FLAGS = { hostNetwork = true, hostPID = true, hostIPC = true, privileged = true }
+
+local function node_access(v, at, depth)
+  if type(v) ~= "table" or depth > 100 then return nil end
+  for k, x in pairs(v) do
+    local here = math.type(k) == "integer" and ("%s[%d]"):format(at, k) or at .. "." .. tostring(k)
+    if (NODE_FLAGS[k] and x == true) or (k == "hostPath" and type(x) == "table")
+      or (k == "procMount" and x == "Unmasked")
+      or (k == "add" and at:match("%.capabilities$") and type(x) == "table" and next(x) ~= nil) then
+      return here
+    end
+    local deeper = node_access(x, here, depth + 1)
+    if deeper then return deeper end
+  end
+end
+
+--- Under --sandbox, refuse a request body (an object, a merge or strategic patch, a JSON patch's
+--- values) that asks for a host path, the node's namespaces, privileges or added capabilities:
+--- a pod with them is root on its node, past anything the sandbox holds. Raises
+--- "<fname>: <field> reaches the node, which is not allowed under --sandbox". A no-op outside.
+---@param fname string
+---@param body any
+function M.sandbox_policy(fname, body)
+  if not require("myrmex.sandbox").active() then return end
+  if type(body) == "string" then
+    local ok, decoded = pcall(json.decode, body)
+    if not ok then error(fname .. ": a body that is not JSON cannot be checked under --sandbox", 3) end
+    body = decoded
+  end
+  local at = node_access(body, "body", 0)
+  if at then error(("%s: %s reaches the node, which is not allowed under --sandbox"):format(fname, at), 3) end
+end
+
 local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, PUT = true, DELETE = true }
 local RETRY_5XX = { [500] = true, [502] = true, [503] = true, [504] = true }
 M.RETRY_BASE, M.RETRY_CAP, M.RETRY_AFTER_CAP = 0.25, 8, 30
@@ -217,6 +252,7 @@ end
 function Client:request(method, path, opts)
   opts = opts or {}
   local body = opts.body
+  if body ~= nil then M.sandbox_policy("k8s.request", body) end
   if type(body) == "table" then body = json.encode(body) end
   local function once(refresh)
     local headers, tls = self:_auth(refresh)
@@ -426,6 +462,7 @@ local WRITE_OPTS = set { "namespace", "dry_run", "field_manager", "field_validat
 function Client:create(obj, opts)
   object_parts("k8s.create", obj)
   opts = check_opts("k8s.create", opts, WRITE_OPTS)
+  M.sandbox_policy("k8s.create", obj)
   local r = self:resource(obj.kind, obj.apiVersion)
   local ns = opts.namespace or obj.metadata.namespace or self.namespace
   local name = obj.metadata.name or obj.metadata.generateName
@@ -443,6 +480,7 @@ end
 ---@return table replaced
 function Client:replace(obj, opts)
   object_parts("k8s.replace", obj)
+  M.sandbox_policy("k8s.replace", obj)
   opts = check_opts("k8s.replace", opts, set { "namespace", "dry_run", "field_manager", "field_validation",
     "subresource" })
   local r = self:resource(obj.kind, obj.apiVersion)
@@ -487,6 +525,7 @@ function Client:patch(kind, name, patch, opts)
   if not ctype then error("k8s.patch: type must be strategic, merge, json or apply, got " .. tostring(opts.type), 2) end
   if type(patch) ~= "table" and type(patch) ~= "string" then error("k8s.patch: patch must be a table or a string",
     2) end
+  M.sandbox_policy("k8s.patch", patch)
   local r = self:resource(kind, opts.api_version)
   local ns = opts.namespace or self.namespace
   if plan.active() and not opts.dry_run then

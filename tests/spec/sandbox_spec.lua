@@ -40,6 +40,10 @@ describe("--sandbox", function()
     { "docker_privileged", "docker.create_container: config.privileged: a privileged container is not allowed under --sandbox" },
     { "docker_hostnet", "docker.create_container: config.network: the host's namespace is not allowed under --sandbox" },
     { "docker_volume", "docker.create_volume: options are not allowed under --sandbox" },
+    { "k8s_hostpath", "k8s.create: body.spec.volumes[1].hostPath reaches the node, which is not allowed under --sandbox" },
+    { "k8s_privileged", "k8s.create: body.spec.containers[1].securityContext.privileged reaches the node" },
+    { "k8s_hostnet_patch", "k8s.patch: body.spec.template.spec.hostNetwork reaches the node" },
+    { "k8s_caps_json_patch", "k8s.patch: body[1].value.capabilities.add reaches the node" },
     { "memory", "not enough memory" },
     { "time", "Timeout: sandbox: the recipe's time limit was exceeded" },
   }
