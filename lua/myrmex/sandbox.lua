@@ -107,24 +107,38 @@ end
 
 -- liblua 5.4.4 corrupts the heap when a __concat metamethod makes the stack grow
 -- (docs/recipes.md), which a recipe could aim. A metatable holding one is refused, and every
--- metatable wears a copy of what the recipe set as its own metatable plus a __newindex that
--- refuses the key later: the recipe never holds the guard, so it cannot take it off.
+-- metatable wears a guard the recipe never holds, so cannot take off: a copy of what the
+-- recipe set as that table's own metatable, whose __newindex refuses the key, and whose
+-- __index and __newindex follow that metatable as it changes (a class's parent set later).
+local function follow(t, event)
+  local shown = own[t]
+  if shown then return rawget(shown, event) end
+end
+
+local GUARD_INDEX = function(t, k)
+  local h = follow(t, "__index")
+  if type(h) == "function" then return h(t, k) end
+  if h ~= nil then return h[k] end
+end
+
+local GUARD_NEWINDEX = function(t, k, v)
+  if k == "__concat" then error(CONCAT, 2) end
+  local h = follow(t, "__newindex")
+  if h == nil then
+    rawset(t, k, v)
+  elseif type(h) == "function" then
+    h(t, k, v)
+  else
+    h[k] = v
+  end
+end
+
 local function wear(mt, shown)
   local g = {}
   if shown then
     for k, v in next, shown do g[k] = v end
   end
-  local inner = g.__newindex
-  g.__newindex = function(t, k, v)
-    if k == "__concat" then error(CONCAT, 2) end
-    if inner == nil then
-      rawset(t, k, v)
-    elseif type(inner) == "function" then
-      inner(t, k, v)
-    else
-      inner[k] = v
-    end
-  end
+  g.__index, g.__newindex = GUARD_INDEX, GUARD_NEWINDEX
   debug.setmetatable(mt, g)
 end
 
