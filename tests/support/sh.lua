@@ -66,7 +66,7 @@ function M.capture_log(fn)
   local before = log.settings()
   log.configure({ out = f, format = "json", level = "debug", quiet = false })
   local ok, err = pcall(fn, log)
-  log.configure({ out = io.stderr, format = before.format, level = before.level })
+  log.configure({ out = before.out, format = before.format, level = before.level, quiet = before.quiet })
   f:close()
   local recs = {}
   for line in io.lines(path) do recs[#recs + 1] = json.decode(line) end
