@@ -41,6 +41,13 @@ typedef struct buf {
 static int buf_add(buf *b, const void *data, size_t n) {
   if (b->off > 0 && b->off == b->len)
     b->off = b->len = 0;
+  /* A queue topped up while it drains is never empty when added to: without reusing its
+   * consumed front it would grow by every byte ever sent (a 300 MiB build context did). */
+  if (b->off > 0 && b->len + n > b->cap) {
+    memmove(b->p, b->p + b->off, b->len - b->off);
+    b->len -= b->off;
+    b->off = 0;
+  }
   if (b->len + n > b->cap) {
     size_t cap = b->cap ? b->cap : 4096;
     while (cap < b->len + n)

@@ -380,10 +380,10 @@ describe("docker build_image with BuildKit", function()
     assert.is_true(img.sent.bytes > 314572800, "sent " .. img.sent.bytes)
     assert.are.equal("314572800\n", run_in(tag, { "cat", "/size" }))
     -- Flat: a copy of the file would be 300 MiB. What is in flight (the sync queue, frames,
-    -- chunk strings not yet collected in this busted process's heap) measured 11.4-18.3 MiB
-    -- over twelve runs on one machine, so the bound is a tenth of the file, not 16 MiB.
+    -- chunk strings not yet collected) measured 5.4-5.9 MiB; 11-18 MiB, and once 259 MiB,
+    -- while the gRPC response queue kept its drained front (fixed in grpc.c's buf_add).
     if not dt.sanitized() then
-      assert.is_true(grown < 30 * 1024, ("peak RSS grew by %d KiB"):format(grown))
+      assert.is_true(grown < 16 * 1024, ("peak RSS grew by %d KiB"):format(grown))
     end
     d:remove_image(tag, { force = true })
     sh.run({ "rm", "-rf", ctx })
