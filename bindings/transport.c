@@ -250,6 +250,20 @@ static int on_seek(void *ud, curl_off_t offset, int origin) {
   return CURL_SEEKFUNC_CANTSEEK;
 }
 
+/* n bytes of x's pulled body were read. The writer (curl) tops the buffer up while it is read,
+ * so it is rarely empty: past half of PULL_CAP the unread bytes move to the front, or the
+ * buffer would grow to the whole body. */
+static void pull_consumed(xfer *x, size_t n) {
+  x->pull_off += n;
+  if (x->pull_off == x->body.len) {
+    x->body.len = x->pull_off = 0;
+  } else if (x->pull_off >= PULL_CAP / 2) {
+    memmove(x->body.data, x->body.data + x->pull_off, x->body.len - x->pull_off);
+    x->body.len -= x->pull_off;
+    x->pull_off = 0;
+  }
+}
+
 static size_t produce(xfer *x, char *p, size_t size, size_t n) {
   size_t want = size * n;
   char err[256] = "";
@@ -302,16 +316,7 @@ static size_t produce(xfer *x, char *p, size_t size, size_t n) {
     if (want > avail)
       want = avail;
     memcpy(p, f->body.data + f->pull_off, want);
-    f->pull_off += want;
-    if (f->pull_off == f->body.len) {
-      f->body.len = f->pull_off = 0;
-    } else if (f->pull_off >= PULL_CAP / 2) {
-      /* The download runs ahead of the upload, so the buffer is rarely empty here: move the
-       * unread bytes to the front, or the buffer would grow to the whole blob. */
-      memmove(f->body.data, f->body.data + f->pull_off, f->body.len - f->pull_off);
-      f->body.len -= f->pull_off;
-      f->pull_off = 0;
-    }
+    pull_consumed(f, want);
     return want;
   }
   case BODY_NONE:
@@ -1116,9 +1121,7 @@ static ssize_t own_read(void *ud, char *out, size_t n, char *err, size_t errlen)
     if (avail > 0) {
       size_t c = avail < n ? avail : n;
       memcpy(out, x->body.data + x->pull_off, c);
-      x->pull_off += c;
-      if (x->pull_off == x->body.len)
-        x->body.len = x->pull_off = 0;
+      pull_consumed(x, c);
       return (ssize_t)c;
     }
     if (x->done) {
