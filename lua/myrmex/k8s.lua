@@ -128,13 +128,6 @@ local function status_error(res, what)
 end
 M._status_error = status_error
 
--- Retries as client-go makes them. 429 means the server did not process the request (max
--- in-flight, API priority and fairness), and a 5xx that carries Retry-After comes from the
--- server's own filters before any handler ran: both are retried whatever the method. Any
--- other 5xx, or a connection lost mid-request, is retried only for a request that can be
--- sent twice with the same effect (a POST could create twice; a JSON patch could add twice).
--- A connection that could not be made is not retried (client-go does not either): an
--- unreachable server is reported at once, not after the whole budget of waits.
 -- Fields of a pod that reach past its containers onto the node: boolean ones refused when
 -- true, the others when present (procMount only when "Unmasked").
 local NODE_FLAGS = { hostNetwork = true, hostPID = true, hostIPC = true, privileged = true }
@@ -170,6 +163,13 @@ function M.sandbox_policy(fname, body)
   if at then error(("%s: %s reaches the node, which is not allowed under --sandbox"):format(fname, at), 3) end
 end
 
+-- Retries as client-go makes them. 429 means the server did not process the request (max
+-- in-flight, API priority and fairness), and a 5xx that carries Retry-After comes from the
+-- server's own filters before any handler ran: both are retried whatever the method. Any
+-- other 5xx, or a connection lost mid-request, is retried only for a request that can be
+-- sent twice with the same effect (a POST could create twice; a JSON patch could add twice).
+-- A connection that could not be made is not retried (client-go does not either): an
+-- unreachable server is reported at once, not after the whole budget of waits.
 local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, PUT = true, DELETE = true }
 local RETRY_5XX = { [500] = true, [502] = true, [503] = true, [504] = true }
 M.RETRY_BASE, M.RETRY_CAP, M.RETRY_AFTER_CAP = 0.25, 8, 30
@@ -480,9 +480,9 @@ end
 ---@return table replaced
 function Client:replace(obj, opts)
   object_parts("k8s.replace", obj)
-  M.sandbox_policy("k8s.replace", obj)
   opts = check_opts("k8s.replace", opts, set { "namespace", "dry_run", "field_manager", "field_validation",
     "subresource" })
+  M.sandbox_policy("k8s.replace", obj)
   local r = self:resource(obj.kind, obj.apiVersion)
   local ns = opts.namespace or obj.metadata.namespace or self.namespace
   if plan.active() and not opts.dry_run then
